@@ -1,0 +1,1 @@
+"""The Shuqiao node: config, identity, storage, datasets, gRPC server and client, CLI."""

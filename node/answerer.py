@@ -1,0 +1,207 @@
+"""The answering side of membership queries: a thin gRPC adapter around protocols.oprf.
+
+Rounds (see proto/shuqiao/v1/membership.proto):
+  SyncTagTable  the asker fetches the sorted tags F_k(y)[:t] of a dataset version under
+                its own partner key; it matches locally, so asking costs O(asked).
+  Evaluate      header (purpose, dataset, version, epoch, element count) -> Accepted;
+                then per batch of blinded elements B_i -> k*B_i; Finish -> Summary.
+The answerer sees only uniformly random group elements and their number. Every query,
+answered or refused, is written to the query log (metadata only). Errors name the rule
+that was broken, never an element.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import grpc
+from sqlalchemy import select
+
+from protocols import oprf
+
+from .auth import peer_node_id
+from .context import NodeContext
+from .datasets import current_version
+from .keys import current_epoch, key_purpose, sealed_key
+from .querylog import QueryRecord, seen
+from .rpc.shuqiao.v1 import membership_pb2 as pb
+from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+from .store import datasets, tag_chunks, tag_tables
+
+log = logging.getLogger(__name__)
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class MembershipAnswerer(pb_grpc.MembershipServicer):
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+
+    # -- policy ------------------------------------------------------------------------
+    def _grant(self, dataset: str, peer: str):
+        declared = self.cfg.dataset(dataset)
+        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
+        if grant is None:
+            # Same answer whether the dataset is absent or merely not granted.
+            raise Refused(grpc.StatusCode.NOT_FOUND,
+                          f"no dataset {dataset!r} is available to node {peer!r}")
+        return declared, grant
+
+    def _table(self, conn, dataset: str, version: int, peer: str, epoch: int):
+        row = conn.execute(
+            select(tag_tables, datasets.c.id_type, datasets.c.status)
+            .join(datasets, datasets.c.id == tag_tables.c.dataset_id)
+            .where(datasets.c.name == dataset, datasets.c.version == version,
+                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch)).first()
+        if row is None or row.status != "active":
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} version {version} epoch {epoch} is not served; "
+                          "list datasets and sync the current version")
+        return row
+
+    def _info(self, conn, dataset: str, peer: str, purposes: list[str]) -> pb.DatasetInfo | None:
+        current = current_version(conn, dataset)
+        epoch = current and current_epoch(conn, dataset, peer)
+        if current is None or epoch is None:
+            return None
+        table = self._table(conn, dataset, current.version, peer, epoch)
+        return pb.DatasetInfo(name=dataset, version=current.version, epoch=epoch,
+                              row_count=table.row_count, id_type=table.id_type,
+                              purposes=purposes, tag_table_digest=table.digest,
+                              tag_length=table.tag_length)
+
+    # -- rpcs ----------------------------------------------------------------------------
+    def ListDatasets(self, request, context):
+        peer = peer_node_id(context)
+        out = pb.ListDatasetsResponse()
+        with self.ctx.engine.connect() as conn:
+            for d in self.cfg.datasets:
+                grant = next((g for g in d.grants if g.partner == peer), None)
+                if grant:
+                    info = self._info(conn, d.name, peer, list(grant.purposes))
+                    if info is not None:
+                        out.datasets.append(info)
+        return out
+
+    def SyncTagTable(self, request, context):
+        peer = peer_node_id(context)
+        try:
+            _, grant = self._grant(request.dataset, peer)
+            with self.ctx.engine.connect() as conn:
+                table = self._table(conn, request.dataset, request.version, peer, request.epoch)
+                header = pb.DatasetInfo(
+                    name=request.dataset, version=request.version, epoch=request.epoch,
+                    row_count=table.row_count, id_type=table.id_type,
+                    purposes=list(grant.purposes), tag_table_digest=table.digest,
+                    tag_length=table.tag_length)
+                chunk_ids = conn.execute(select(tag_chunks.c.seq).where(
+                    tag_chunks.c.table_id == table.id).order_by(tag_chunks.c.seq)).scalars().all()
+        except Refused as exc:
+            context.abort(exc.code, exc.reason)
+        yield pb.TagTableChunk(header=header)
+        for seq in chunk_ids:  # one chunk in memory at a time
+            with self.ctx.engine.connect() as conn:
+                tags = conn.execute(select(tag_chunks.c.tags).where(
+                    tag_chunks.c.table_id == table.id, tag_chunks.c.seq == seq)).scalar_one()
+            yield pb.TagTableChunk(tags=tags)
+
+    def Evaluate(self, request_iterator, context):
+        peer = peer_node_id(context)
+        record = QueryRecord(query_id="", role="answerer", asker=peer, answerer=self.cfg.node.id,
+                             kind="membership", dataset="")
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("body") != "header":
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              "the first message of a query must be its header")
+            sealed, purpose_ad = self._admit(first.header, peer, record)
+            yield pb.EvaluateResponse(accepted=pb.Accepted(
+                query_id=record.query_id, max_batch_elements=self.cfg.grpc.max_batch_elements))
+            yield from self._batches(request_iterator, sealed, purpose_ad, first.header, record)
+            record.outcome = "answered"
+            yield pb.EvaluateResponse(summary=pb.QuerySummary(
+                query_id=record.query_id, elements_evaluated=record.elements))
+        except Refused as exc:
+            record.outcome = "refused" if record.outcome != "aborted" else "aborted"
+            record.reason = exc.reason
+            log.info("query %s from %s refused: %s", record.query_id or "-", peer, exc.reason)
+            context.abort(exc.code, exc.reason)
+        except grpc.RpcError:
+            record.outcome, record.reason = "aborted", "the asker's stream ended abnormally"
+            raise
+        except GeneratorExit:
+            record.outcome, record.reason = "aborted", "the asker cancelled or went away"
+            raise
+        finally:
+            if record.query_id:
+                record.write(self.ctx.engine)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
+        if not _QUERY_ID.match(h.query_id):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
+        record.query_id = h.query_id
+        record.dataset, record.version, record.epoch = h.dataset[:64], h.version, h.epoch
+        record.purpose, record.elements = h.purpose[:64], 0
+        if h.kind != pb.QUERY_KIND_MEMBERSHIP:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
+        _, grant = self._grant(h.dataset, peer)
+        if h.purpose not in grant.purposes:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                          f"purpose {h.purpose[:64]!r} is not granted for dataset {h.dataset!r}; "
+                          f"granted: {', '.join(grant.purposes)}")
+        limit = self.cfg.grpc.max_query_elements
+        if not 1 <= h.total_elements <= limit:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"a query must ask between 1 and {limit} elements")
+        with self.ctx.engine.connect() as conn:
+            if seen(conn, h.query_id, "answerer"):
+                record.query_id = ""  # the earlier entry stands; do not log a duplicate id
+                raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
+            self._table(conn, h.dataset, h.version, peer, h.epoch)
+            if current_epoch(conn, h.dataset, peer) != h.epoch:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"epoch {h.epoch} is not current; sync the tag table again")
+            blob = sealed_key(conn, h.dataset, peer, h.epoch)
+        record.elements = h.total_elements
+        return blob, key_purpose(h.dataset, peer, h.epoch)
+
+    def _batches(self, requests, sealed: bytes, purpose_ad: str, h: pb.QueryHeader,
+                 record: QueryRecord):
+        done, expect_seq = 0, 0
+        max_batch = self.cfg.grpc.max_batch_elements
+        for req in requests:
+            body = req.WhichOneof("body")
+            if body == "finish":
+                break
+            if body != "batch":
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "expected a batch or finish")
+            b = req.batch
+            n, rem = divmod(len(b.elements), oprf.ELEMENT_LEN)
+            if b.seq != expect_seq or rem or not 1 <= n <= max_batch or done + n > h.total_elements:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"batch {b.seq} is malformed (expected seq {expect_seq}, a whole "
+                              f"number of 1..{max_batch} elements within the announced total)")
+            try:
+                evaluated = self.ctx.pool.blind_evaluate(sealed, purpose_ad, b.elements)
+            except oprf.InvalidElement:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"batch {b.seq} holds an invalid group element") from None
+            done += n
+            expect_seq += 1
+            yield pb.EvaluateResponse(batch=pb.ElementBatch(seq=b.seq, elements=evaluated))
+        else:
+            record.outcome = "aborted"
+            raise Refused(grpc.StatusCode.CANCELLED, "the stream ended without finish")
+        if done != h.total_elements:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"finish after {done} of {h.total_elements} announced elements")
+
+

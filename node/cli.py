@@ -1,0 +1,162 @@
+"""`shuqiao`: the node's command line (typer). Long work shows progress bars."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import ConfigError, load_config
+from .context import NodeContext, NodeNotInitialised
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Shuqiao (数桥): a privacy-preserving data-sharing node.")
+ca_app = typer.Typer(no_args_is_help=True, help="A pilot federation CA and node certificates.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Register and manage datasets (agency admin).")
+query_app = typer.Typer(no_args_is_help=True, help="Ask partners (fund-centre operator).")
+app.add_typer(ca_app, name="ca")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(query_app, name="query")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Node config (TOML).",
+                                         envvar="SHUQIAO_CONFIG")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def node_context(config: Path):
+    try:
+        ctx = NodeContext(load_config(config))
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    try:
+        yield ctx
+    except NodeNotInitialised as exc:
+        fail(str(exc), 2)
+    finally:
+        ctx.close()
+
+
+class Bars:
+    """Turns (stage, done, total) progress callbacks into rich progress bars."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                 disable=not enabled or not console.is_terminal)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+    def __enter__(self) -> "Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def init(config: ConfigOpt) -> None:
+    """Create this node's key-encryption key and database (run once per node)."""
+    from .secrets import KeyEncryptionKey
+    with node_context(config) as ctx:
+        path = ctx.config.kek_path
+        if path.exists():
+            console.print(f"node key already exists: {path} (left unchanged)")
+        else:
+            KeyEncryptionKey.create(path)
+            console.print(f"created node key-encryption key {path} (mode 0600); back it up "
+                          "securely: sealed keys cannot be opened without it")
+        ctx.engine  # creates the schema
+        console.print(f"database ready: {ctx.config.storage_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(config: ConfigOpt,
+          port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here.")] = None
+          ) -> None:
+    """Run the node: answer partners over gRPC with mutual TLS until SIGTERM."""
+    from .server import serve as run
+    logging.getLogger().setLevel(logging.INFO)
+    with node_context(config) as ctx:
+        try:
+            run(ctx, port_file)
+        except OSError as exc:
+            fail(str(exc))
+
+
+@ca_app.command("init")
+def ca_init(directory: Annotated[Path, typer.Option("--dir", help="Where to write ca.pem and ca.key.")],
+            name: str = "Shuqiao pilot federation CA") -> None:
+    """Create a federation CA for a pilot (production uses the government PKI)."""
+    from .pki import init_ca
+    try:
+        files = init_ca(directory, name=name)
+    except (FileExistsError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"CA certificate {files.cert_path}\nCA key         {files.key_path} (keep offline)")
+
+
+@ca_app.command("issue")
+def ca_issue(ca_dir: Annotated[Path, typer.Option("--ca", help="Directory holding ca.pem and ca.key.")],
+             node_id: Annotated[str, typer.Option("--node", help="Node id, e.g. hrss.")],
+             out_dir: Annotated[Path, typer.Option("--out", help="Where to write the node's files.")],
+             host: Annotated[list[str], typer.Option(help="Extra DNS name or IP (repeatable).")] = [],
+             seal_with: Annotated[Optional[Path], typer.Option(
+                 "--seal-with", help="Node config whose KEK seals the private key.")] = None) -> None:
+    """Issue a node certificate (SAN urn:shuqiao:node:<id>) signed by the pilot CA."""
+    from .pki import issue_node_cert
+    from .secrets import KeyEncryptionKey
+    kek = None
+    if seal_with:
+        kek = KeyEncryptionKey.load(load_config(seal_with).kek_path)
+    try:
+        files = issue_node_cert(ca_dir, node_id, out_dir,
+                                hosts=tuple(host) or ("localhost", "127.0.0.1"), kek=kek)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"certificate {files.cert_path}\nprivate key {files.key_path}"
+                  + (" (sealed under the node KEK)" if kek else ""))
+
+
+@app.command()
+def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's files here.")] = None,
+         hrss_rows: int = 200_000, graduates: int = 60_000, applicants: int = 20_000,
+         seed: int = 20260101) -> None:
+    """Three real nodes on localhost; the seed's two identification jobs, checked."""
+    from .demo import run_demo
+    ok = run_demo(workdir=workdir, hrss_rows=hrss_rows, graduates=graduates,
+                  applicants=applicants, seed=seed, console=console, out=out)
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    from . import cli_dataset, cli_query  # noqa: F401  (register their commands)
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

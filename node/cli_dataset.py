@@ -1,0 +1,116 @@
+"""`shuqiao dataset ...`: register, list, show and retire dataset versions."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from adapters import IdType, SourceError, open_csv, open_sql, open_xlsx
+
+from .cli import Bars, ConfigOpt, console, dataset_app, fail, node_context, out
+from .datasets import RegistrationError, list_versions, register, retire
+
+
+def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Optional[str],
+                table: Optional[str], query: Optional[str], sheet: Optional[str], encoding: str):
+    given = [x for x in (csv_path, xlsx_path, sql_url) if x]
+    if len(given) != 1:
+        fail("give exactly one source: --csv FILE, --xlsx FILE or --sql URL (with --table or --query)", 2)
+    if csv_path:
+        return "csv", str(csv_path), open_csv(csv_path, encoding=encoding)
+    if xlsx_path:
+        return "xlsx", str(xlsx_path), open_xlsx(xlsx_path, sheet=sheet)
+    if bool(table) == bool(query):
+        fail("with --sql give exactly one of --table or --query", 2)
+    label = f"{sql_url.split('@')[-1]} {'table ' + table if table else 'query'}"
+    return "sql", label, open_sql(sql_url, table=table, query=query)
+
+
+@dataset_app.command("add")
+def add(config: ConfigOpt,
+        name: Annotated[str, typer.Option(help="Dataset name declared in the config.")],
+        id_column: Annotated[str, typer.Option(help="Column holding the identifier.")],
+        id_type: Annotated[IdType, typer.Option(help="Identifier type.")] = IdType.CN_RESIDENT_ID,
+        attribute: Annotated[list[str], typer.Option(help="Attribute column to keep (repeatable).")] = [],
+        csv_path: Annotated[Optional[Path], typer.Option("--csv", help="CSV file.")] = None,
+        encoding: Annotated[str, typer.Option(help="auto, utf-8, utf-8-sig, gb18030, gbk.")] = "auto",
+        xlsx_path: Annotated[Optional[Path], typer.Option("--xlsx", help="Excel .xlsx file.")] = None,
+        sheet: Annotated[Optional[str], typer.Option(help="Worksheet (default: the first).")] = None,
+        sql: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL.")] = None,
+        table: Annotated[Optional[str], typer.Option(help="Table to read (with --sql).")] = None,
+        query: Annotated[Optional[str], typer.Option(help="SELECT to run (with --sql).")] = None,
+        strict: Annotated[bool, typer.Option(help="Abort if any row is invalid.")] = False,
+        rejects: Annotated[Optional[Path], typer.Option(help="Write invalid rows (line, reason) here.")] = None,
+        ) -> None:
+    """Register a new immutable version of a dataset from CSV, Excel or SQL."""
+    with node_context(config) as ctx:
+        try:
+            kind, label, source = open_source(csv_path, xlsx_path, sql, table, query, sheet, encoding)
+            with source, Bars() as bars:
+                result = register(ctx, name, source, id_column=id_column, id_type=id_type,
+                                  attributes=attribute, strict=strict, source_kind=kind,
+                                  source_label=label, progress=bars)
+        except (SourceError, RegistrationError) as exc:
+            line = getattr(exc, "line", None)
+            fail(f"{exc}" + (f" (line {line})" if line and f"line {line}" not in str(exc) else "")
+                 + "; nothing was registered")
+    if result.invalid:
+        target = rejects or Path(f"{name}-v{result.version}-rejected.csv")
+        with open(target, "w", newline="", encoding="utf-8-sig") as f:
+            w = csv.writer(f)
+            w.writerow(["line", "reason"])
+            w.writerows((r.line, r.reason) for r in result.invalid)
+        console.print(f"[yellow]{len(result.invalid)} invalid row(s) not registered[/]; "
+                      f"line numbers and reasons in {target}")
+        for r in result.invalid[:5]:
+            console.print(f"  line {r.line}: {r.reason}")
+    tables = ", ".join(f"{p} (epoch {e})" for p, e in result.tag_tables) or "none (no grants)"
+    out.print(f"registered {name} version {result.version}: {result.row_count} rows; "
+              f"tag tables for {tables}; source sha256 {result.fingerprint[:16]}…")
+
+
+@dataset_app.command("list")
+def list_(config: ConfigOpt) -> None:
+    """Every dataset version this node holds."""
+    with node_context(config) as ctx, ctx.engine.connect() as conn:
+        versions = list_versions(conn)
+    t = Table("dataset", "version", "id type", "rows", "invalid", "source", "status", "registered")
+    for v in versions:
+        t.add_row(v.name, str(v.version), v.id_type, str(v.row_count), str(v.invalid_count),
+                  v.source_kind, v.status, v.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(t)
+
+
+@dataset_app.command("show")
+def show(config: ConfigOpt, name: str) -> None:
+    """Versions, grants and source details of one dataset."""
+    with node_context(config) as ctx, ctx.engine.connect() as conn:
+        versions = list_versions(conn, name)
+        declared = ctx.config.dataset(name)
+    if not versions and declared is None:
+        fail(f"no dataset {name!r}")
+    if declared:
+        out.print(f"[bold]{name}[/] {declared.description}")
+        for g in declared.grants:
+            out.print(f"  grant: {g.partner} for {', '.join(g.purposes)}")
+    for v in versions:
+        out.print(f"  v{v.version} {v.status}: {v.row_count} rows ({v.invalid_count} invalid), "
+                  f"{v.id_type} from column {v.id_column!r}, attributes {v.attributes or '-'}, "
+                  f"{v.source_kind} {v.source_label}, sha256 {v.source_fingerprint}, "
+                  f"registered {v.created_at:%Y-%m-%d %H:%M:%S}")
+
+
+@dataset_app.command("retire")
+def retire_(config: ConfigOpt, name: str,
+            version: Annotated[int, typer.Option(help="Version to retire.")]) -> None:
+    """Stop serving a version to partners (its record stays)."""
+    with node_context(config) as ctx:
+        try:
+            with ctx.engine.begin() as conn:
+                retire(conn, name, version)
+        except RegistrationError as exc:
+            fail(str(exc))
+    out.print(f"retired {name} version {version}")

@@ -1,0 +1,88 @@
+"""`shuqiao query ...`: the fund-centre operator's queries to partners."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from adapters import IdType, SourceError
+
+from . import asker
+from .cli import Bars, ConfigOpt, console, fail, node_context, out, query_app
+from .cli_dataset import open_source
+from .config import ConfigError
+from .jobs import run_membership
+from .querylog import entries
+
+
+@query_app.command("membership")
+def membership(config: ConfigOpt,
+               partner: Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")],
+               dataset: Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")],
+               purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
+               input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+               id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+               out_path: Annotated[Path, typer.Option("--out", help="Result CSV.")],
+               id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+               rejects: Annotated[Optional[Path], typer.Option(
+                   help="Invalid rows report (default: <out>.rejected.csv).")] = None,
+               select: Annotated[str, typer.Option(
+                   help="Rows to write: all, intersection or difference.")] = "all",
+               encoding: str = "auto") -> None:
+    """Which applicants are in a partner's dataset; the partner learns only how many were asked."""
+    rejects = rejects or out_path.with_suffix(".rejected.csv")
+    is_xlsx = input_path.suffix.lower() == ".xlsx"
+    with node_context(config) as ctx:
+        try:
+            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
+                                       None, None, None, None, encoding)
+            with source, Bars() as bars:
+                job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
+                                     source=source, id_column=id_column, id_type=id_type,
+                                     out=out_path, rejects=rejects, select=select, progress=bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(f"{exc}; nothing was written")
+    out.print(f"query {job.query_id}: {job.rows} rows ({job.asked} distinct asked), "
+              f"{job.matched_rows} in {partner}.{dataset} v{job.version}, {job.invalid} invalid "
+              f"→ {out_path}" + (f", invalid rows → {rejects}" if job.invalid else "")
+              + f" ({job.seconds:.2f} s)")
+
+
+@query_app.command("datasets")
+def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None:
+    """What a partner offers this node."""
+    from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    with node_context(config) as ctx:
+        try:
+            channel = asker.open_channel(ctx, partner)
+        except (asker.PartnerError, ConfigError) as exc:
+            fail(str(exc))
+        with channel:
+            stub = pb_grpc.MembershipStub(channel)
+            try:
+                listing = stub.ListDatasets(asker.pb.ListDatasetsRequest(), timeout=30)
+            except asker.grpc.RpcError as exc:
+                fail(str(asker._rpc_error(partner, exc)))
+    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes")
+    for d in listing.datasets:
+        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type, ", ".join(d.purposes))
+    out.print(t)
+
+
+@query_app.command("log")
+def log(config: ConfigOpt, limit: int = 50) -> None:
+    """The latest entries of this node's query log (metadata only)."""
+    with node_context(config) as ctx, ctx.engine.connect() as conn:
+        rows = entries(conn, limit)
+    t = Table("seq", "query id", "role", "asker", "answerer", "dataset", "v", "epoch", "purpose",
+              "elements", "matched", "outcome", "finished")
+    for r in rows:
+        t.add_row(str(r["seq"]), r["query_id"][:8], r["role"], r["asker"], r["answerer"], r["dataset"],
+                  str(r["version"]), str(r["epoch"]), r["purpose"], str(r["elements"]),
+                  "" if r["matched"] is None else str(r["matched"]), r["outcome"],
+                  r["finished_at"].strftime("%m-%d %H:%M:%S"))
+    out.print(t)

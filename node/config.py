@@ -1,0 +1,173 @@
+"""Node configuration: TOML validated by a strict pydantic schema.
+
+A config is built by `load_config(path)`, never at import time. Relative paths in the
+file are resolved against the file's directory, so a config can be moved together with
+its node directory. `mode = "production"` refuses the pilot conveniences (plain-text
+TLS keys, a KEK in the environment, loopback-only listeners are fine either way).
+"""
+from __future__ import annotations
+
+import enum
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NODE_ID = r"^[a-z][a-z0-9_-]{1,62}$"
+DATASET_NAME = r"^[a-z][a-z0-9_]{1,62}$"
+PURPOSE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
+
+NodeId = Annotated[str, Field(pattern=NODE_ID)]
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME)]
+PurposeCode = Annotated[str, Field(pattern=PURPOSE)]
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or does not match the schema."""
+
+
+class Mode(str, enum.Enum):
+    PILOT = "pilot"
+    PRODUCTION = "production"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Strict):
+    id: NodeId
+    display_name: str = ""
+    mode: Mode = Mode.PILOT
+    data_dir: Path = Path("var")
+    kek_file: Path | None = None  # default: <data_dir>/keys/node.kek
+
+
+class StorageSection(_Strict):
+    # Any SQLAlchemy URL. Default: SQLite (WAL) at <data_dir>/node.db.
+    url: str | None = None
+
+
+class GrpcSection(_Strict):
+    listen: str = "127.0.0.1:0"
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    max_batch_elements: int = Field(default=4096, ge=1, le=65536)
+    max_query_elements: int = Field(default=1_000_000, ge=1)
+    deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
+    workers: int = Field(default=0, ge=0, le=256)  # 0: one per core
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", v):
+            raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:50051")
+        return v
+
+
+class TlsSection(_Strict):
+    ca: Path
+    cert: Path
+    key: Path
+    key_sealed: bool = False  # the key file is encrypted under the node KEK
+
+
+class PartnerSection(_Strict):
+    id: NodeId
+    display_name: str = ""
+    # Where to reach this partner when we ask it; omit for partners that only ask us.
+    address: str | None = None
+
+
+class DatasetGrant(_Strict):
+    partner: NodeId
+    purposes: list[PurposeCode] = Field(min_length=1)
+
+
+class DatasetSection(_Strict):
+    name: DatasetName
+    description: str = ""
+    grants: list[DatasetGrant] = Field(default_factory=list)
+    tag_length: int = Field(default=16, ge=12, le=32)
+
+
+class NodeConfig(_Strict):
+    node: NodeSection
+    storage: StorageSection = StorageSection()
+    grpc: GrpcSection = GrpcSection()
+    tls: TlsSection
+    partners: list[PartnerSection] = Field(default_factory=list)
+    datasets: list[DatasetSection] = Field(default_factory=list)
+    # Directory of the file the config was read from; relative paths resolve here.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NodeConfig":
+        partner_ids = [p.id for p in self.partners]
+        if len(set(partner_ids)) != len(partner_ids):
+            raise ValueError("partner ids must be unique")
+        if self.node.id in partner_ids:
+            raise ValueError("a node cannot list itself as a partner")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("dataset names must be unique")
+        for d in self.datasets:
+            for g in d.grants:
+                if g.partner not in partner_ids:
+                    raise ValueError(
+                        f"dataset {d.name!r} grants partner {g.partner!r}, which is not in [[partners]]")
+        if self.node.mode is Mode.PRODUCTION and not self.tls.key_sealed:
+            raise ValueError("production mode requires tls.key_sealed = true")
+        return self
+
+    # -- resolved paths -------------------------------------------------------------
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.node.data_dir)
+
+    @property
+    def kek_path(self) -> Path:
+        return self.path(self.node.kek_file) if self.node.kek_file else self.data_dir / "keys" / "node.kek"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.data_dir / 'node.db'}"
+
+    def partner(self, partner_id: str) -> PartnerSection:
+        for p in self.partners:
+            if p.id == partner_id:
+                return p
+        known = ", ".join(p.id for p in self.partners) or "none"
+        raise ConfigError(f"partner {partner_id!r} is not configured (configured partners: {known})")
+
+    def dataset(self, name: str) -> DatasetSection | None:
+        return next((d for d in self.datasets if d.name == name), None)
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node config.
+
+    Raises:
+        ConfigError: with every schema violation listed by its TOML location.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: 'base_dir' is not a config key")
+    try:
+        return NodeConfig.model_validate({**raw, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        lines = [f"{path}: invalid config:"]
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,58 @@
+"""A node's runtime context: validated config, database, KEK and crypto pool."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from .config import NodeConfig
+from .parallel import CryptoPool
+from .secrets import KeyEncryptionKey
+from .store import open_store
+
+
+class NodeNotInitialised(Exception):
+    """`shuqiao init` has not been run for this config."""
+
+
+@dataclass
+class NodeContext:
+    config: NodeConfig
+    _pool: CryptoPool | None = field(default=None, repr=False)
+
+    @cached_property
+    def engine(self) -> Engine:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        return open_store(self.config.storage_url)
+
+    @cached_property
+    def kek(self) -> KeyEncryptionKey:
+        path = self.config.kek_path
+        if not path.exists():
+            raise NodeNotInitialised(
+                f"node key file {path} does not exist; run `shuqiao init --config ...` first")
+        return KeyEncryptionKey.load(path)
+
+    @property
+    def pool(self) -> CryptoPool:
+        """Worker processes for OPRF batches; they unseal keys only if the node has a KEK."""
+        if self._pool is None:
+            has_kek = self.config.kek_path.exists()
+            self._pool = CryptoPool(self.kek if has_kek else None,
+                                    self.config.kek_path if has_kek else None,
+                                    self.config.grpc.workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    def __enter__(self) -> "NodeContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,196 @@
+"""Dataset registration: an adapter's rows become an immutable dataset version.
+
+A registration streams the source once: each identifier is typed and normalised, the
+row is stored, and its OPRF tags for every granted partner are computed in worker
+processes while reading goes on. Invalid rows are reported with line number and reason;
+the version then holds every valid row (or, with `strict`, nothing at all). Everything
+is one database transaction, so a failed or interrupted registration leaves no trace.
+
+Tag tables are stored sorted, so their order says nothing about the source's order.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, func, insert, select, update
+
+from adapters import IdType, InvalidRow, ValidRow, encode, read_identifiers
+
+from .context import NodeContext
+from .keys import ensure_key, key_purpose
+from .store import dataset_rows, datasets, tag_chunks, tag_tables
+
+ROW_BATCH = 8192
+CHUNK_TAGS = 65536  # tags per stored chunk (1 MiB at 16 bytes)
+
+Progress = Callable[[str, int, int | None], None]
+
+
+class RegistrationError(Exception):
+    """The registration was refused or aborted; nothing was stored."""
+
+
+@dataclass
+class Registration:
+    name: str
+    version: int
+    row_count: int
+    fingerprint: str
+    invalid: list[InvalidRow] = field(default_factory=list)
+    tag_tables: list[tuple[str, int]] = field(default_factory=list)  # (partner, epoch)
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+def sort_tags(packed: bytes | bytearray, tag_length: int) -> bytes:
+    """Tags in byte order (numpy's fixed-width bytes sort is memcmp order)."""
+    arr = np.frombuffer(bytes(packed), dtype=f"S{tag_length}")
+    return np.sort(arr, kind="stable").tobytes()
+
+
+def store_tag_table(conn: Connection, dataset_id: int, partner: str, epoch: int,
+                    tag_length: int, sorted_tags: bytes) -> int:
+    rows = len(sorted_tags) // tag_length
+    table_id = conn.execute(insert(tag_tables).values(
+        dataset_id=dataset_id, partner=partner, epoch=epoch, tag_length=tag_length,
+        row_count=rows, digest=hashlib.sha256(sorted_tags).digest(),
+        created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+    step = CHUNK_TAGS * tag_length
+    conn.execute(insert(tag_chunks), [
+        {"table_id": table_id, "seq": i, "tags": sorted_tags[off:off + step]}
+        for i, off in enumerate(range(0, len(sorted_tags), step))] or [
+        {"table_id": table_id, "seq": 0, "tags": b""}])
+    return table_id
+
+
+def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: IdType,
+             attributes: Sequence[str] = (), strict: bool = False, source_kind: str,
+             source_label: str, progress: Progress = _noop) -> Registration:
+    """Register `source` as the next version of dataset `name`.
+
+    Raises:
+        RegistrationError: the dataset is not declared in the config, the source has no
+            valid row, or (strict) some row is invalid. Nothing is stored.
+        adapters.SourceError: a missing column or an undecodable file.
+    """
+    declared = ctx.config.dataset(name)
+    if declared is None:
+        raise RegistrationError(
+            f"dataset {name!r} is not declared in the node config; add a [[datasets]] "
+            f"entry with name = {name!r} and its grants first")
+    grants = [g.partner for g in declared.grants]
+    tag_length = declared.tag_length
+    pool = ctx.pool
+    invalid: list[InvalidRow] = []
+
+    with ctx.engine.begin() as conn:
+        version = (conn.execute(select(func.max(datasets.c.version))
+                                .where(datasets.c.name == name)).scalar() or 0) + 1
+        dataset_id = conn.execute(insert(datasets).values(
+            name=name, version=version, id_type=id_type.value, id_column=id_column,
+            attributes=list(attributes), row_count=0, invalid_count=0, source_kind=source_kind,
+            source_label=source_label[:512], source_fingerprint="", status="active",
+            created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+        keys = {p: ensure_key(conn, ctx.kek, name, p) for p in grants}
+        packed = {p: bytearray() for p in grants}
+        in_flight: deque = deque()
+
+        def drain(limit: int) -> None:
+            while len(in_flight) > limit:
+                partner, fut = in_flight.popleft()
+                packed[partner] += fut.result()
+
+        rows = 0
+        batch_ids: list[bytes] = []
+        batch_rows: list[dict] = []
+
+        def flush() -> None:
+            nonlocal batch_ids, batch_rows
+            if not batch_rows:
+                return
+            conn.execute(insert(dataset_rows), batch_rows)
+            for partner, (epoch, blob) in keys.items():
+                fut = pool.submit_tags(blob, key_purpose(name, partner, epoch), batch_ids, tag_length)
+                in_flight.append((partner, fut))
+            drain(2 * pool.workers * max(1, len(keys)))
+            batch_ids, batch_rows = [], []
+
+        total = getattr(source, "progress_total", None)
+        for item in read_identifiers(source, id_column, id_type, attributes):
+            if isinstance(item, ValidRow):
+                batch_ids.append(encode(id_type, item.normalised_id))
+                batch_rows.append({"dataset_id": dataset_id, "subject": item.normalised_id,
+                                   "attrs": item.attrs})
+                rows += 1
+                if len(batch_rows) >= ROW_BATCH:
+                    flush()
+                    progress("reading", source.progress_position(), total)
+            else:
+                invalid.append(item)
+        flush()
+        progress("reading", total or rows, total)
+        if strict and invalid:
+            raise RegistrationError(
+                f"{len(invalid)} invalid row(s) and --strict was given; nothing was registered "
+                f"(first: line {invalid[0].line}: {invalid[0].reason})")
+        if rows == 0:
+            raise RegistrationError("the source has no valid row; nothing was registered")
+        progress("tags", 0, len(keys))
+        drain(0)
+        for i, (partner, (epoch, _)) in enumerate(keys.items()):
+            store_tag_table(conn, dataset_id, partner, epoch, tag_length,
+                            sort_tags(packed[partner], tag_length))
+            packed[partner] = bytearray()
+            progress("tags", i + 1, len(keys))
+        fingerprint = source.fingerprint()
+        conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
+            row_count=rows, invalid_count=len(invalid), source_fingerprint=fingerprint))
+    return Registration(name, version, rows, fingerprint, invalid,
+                        [(p, e) for p, (e, _) in keys.items()])
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    id: int
+    name: str
+    version: int
+    id_type: str
+    id_column: str
+    attributes: list[str]
+    row_count: int
+    invalid_count: int
+    source_kind: str
+    source_label: str
+    source_fingerprint: str
+    status: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+def list_versions(conn: Connection, name: str | None = None) -> list[DatasetVersion]:
+    q = select(datasets).order_by(datasets.c.name, datasets.c.version)
+    if name:
+        q = q.where(datasets.c.name == name)
+    return [DatasetVersion(**row._mapping) for row in conn.execute(q)]
+
+
+def current_version(conn: Connection, name: str) -> DatasetVersion | None:
+    row = conn.execute(select(datasets).where(datasets.c.name == name, datasets.c.status == "active")
+                       .order_by(datasets.c.version.desc()).limit(1)).first()
+    return DatasetVersion(**row._mapping) if row else None
+
+
+def retire(conn: Connection, name: str, version: int) -> None:
+    """Mark a version retired: partners can no longer sync or query it."""
+    res = conn.execute(update(datasets).where(
+        datasets.c.name == name, datasets.c.version == version, datasets.c.status == "active")
+        .values(status="retired", retired_at=datetime.now(timezone.utc)))
+    if res.rowcount != 1:
+        raise RegistrationError(f"no active version {version} of dataset {name!r}")

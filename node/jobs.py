@@ -1,0 +1,97 @@
+"""Operator jobs over files: a membership query from an applicant list to a result file.
+
+Each input row comes back with its answer; rows whose identifier is invalid go to a
+separate report with line number and reason and are not asked. Identical identifiers
+are asked once. The result file is written next to its final name and renamed into
+place, so a failed query never leaves a half-written result behind.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+
+from . import asker
+from .context import NodeContext
+
+ANSWER_COLUMN = "shuqiao_answer"
+
+
+@dataclass
+class MembershipJob:
+    query_id: str
+    asked: int            # distinct identifiers sent
+    rows: int             # valid input rows
+    invalid: int          # rows reported as invalid
+    matched_rows: int     # rows whose identifier is in the partner's dataset
+    seconds: float
+    version: int
+    epoch: int
+
+
+def _atomic_csv(path: Path):
+    tmp = path.with_name(f".{path.name}.partial")
+    return tmp, open(tmp, "w", newline="", encoding="utf-8-sig")  # Excel opens utf-8-sig
+
+
+def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
+                   id_column: str, id_type: IdType, out: Path, rejects: Path,
+                   select: str = "all", progress=asker._noop) -> MembershipJob:
+    """Ask `partner` which rows of `source` are in `dataset`; write `out` and `rejects`.
+
+    `select` chooses the rows written: "all" (each with its answer), "intersection"
+    (only rows in the dataset) or "difference" (only rows not in it).
+    """
+    if select not in ("all", "intersection", "difference"):
+        raise ValueError("select must be all, intersection or difference")
+    if id_column not in source.columns:
+        raise SourceError(f"column {id_column!r} not found; available columns: "
+                          f"{', '.join(source.columns)}")
+    rows: list[tuple[int, dict[str, str], int]] = []   # (line, values, index into asked)
+    bad: list[tuple[int, str]] = []
+    index: dict[bytes, int] = {}
+    asked: list[bytes] = []
+    for row in source:
+        try:
+            value = encode(id_type, normalise(id_type, row.values.get(id_column, "")))
+        except InvalidIdentifier as exc:
+            bad.append((row.line, exc.reason))
+            continue
+        if id_column in row.inexact:
+            bad.append((row.line, "number too long to be exact in the spreadsheet; "
+                                  "format the column as text"))
+            continue
+        i = index.setdefault(value, len(asked))
+        if i == len(asked):
+            asked.append(value)
+        rows.append((row.line, row.values, i))
+        progress("reading", source.progress_position(), source.progress_total)
+
+    result = asker.membership(ctx, partner, dataset, purpose, asked, progress) if asked else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, f = _atomic_csv(out)
+    matched_rows = 0
+    with f:
+        w = csv.writer(f)
+        w.writerow(["line", *source.columns, ANSWER_COLUMN])
+        for line, values, i in rows:
+            hit = bool(result.matched[i])
+            matched_rows += hit
+            if (select == "intersection" and not hit) or (select == "difference" and hit):
+                continue
+            answer = "in_dataset" if hit else "not_in_dataset"
+            w.writerow([line, *(values.get(c, "") for c in source.columns), answer])
+    os.replace(tmp, out)
+    tmp, f = _atomic_csv(rejects)
+    with f:
+        w = csv.writer(f)
+        w.writerow(["line", "reason"])
+        w.writerows(bad)
+    os.replace(tmp, rejects)
+    return MembershipJob(
+        query_id=result.query_id if result else "", asked=len(asked), rows=len(rows),
+        invalid=len(bad), matched_rows=matched_rows, seconds=result.seconds if result else 0.0,
+        version=result.version if result else 0, epoch=result.epoch if result else 0)

@@ -1,0 +1,147 @@
+"""Batch OPRF work spread over every core.
+
+ristretto255 scalar multiplication is the cost of every query and of every tag table,
+so batches go to a pool of worker processes (threads would serialise on the GIL).
+Secrets never cross the process boundary in the clear: a task carries the OPRF key
+*sealed* under the node KEK, and each worker loads the KEK itself from the node's key
+file when it starts. Client blinding scalars are ephemeral per query and travel only
+over the pipe to the node's own workers.
+
+Small batches run in the calling process: a worker round trip costs more than a few
+scalar multiplications, and a one-identifier query must stay fast.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from protocols import oprf
+
+from .secrets import KeyEncryptionKey
+
+INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
+
+_worker_kek: KeyEncryptionKey | None = None
+
+
+def _init_worker(kek_path: str | None) -> None:
+    global _worker_kek
+    _worker_kek = KeyEncryptionKey.load(Path(kek_path)) if kek_path else None
+
+
+def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.OprfSecretKey:
+    if kek is None:
+        raise RuntimeError("this pool was started without the node KEK")
+    return oprf.OprfSecretKey.from_bytes(kek.unseal(sealed, purpose=purpose))
+
+
+def tags_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+              inputs: Sequence[bytes], tag_length: int) -> bytes:
+    """Truncated F_k(y) for each input, concatenated (the agency's tag table rows)."""
+    key = _unseal(kek, sealed, purpose)
+    return b"".join(out[:tag_length] for out in oprf.evaluate(key, inputs))
+
+
+def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+                        packed_blinded: bytes) -> bytes:
+    return oprf.blind_evaluate(_unseal(kek, sealed, purpose), packed_blinded)
+
+
+def blind_task(inputs: Sequence[bytes]) -> tuple[bytes, bytes]:
+    blinds, packed = oprf.blind(inputs)
+    return b"".join(blinds), packed
+
+
+def finalize_task(inputs: Sequence[bytes], packed_blinds: bytes, packed_evaluated: bytes,
+                  tag_length: int) -> bytes:
+    blinds = [packed_blinds[i:i + 32] for i in range(0, len(packed_blinds), 32)]
+    outs = oprf.finalize(inputs, blinds, packed_evaluated)
+    return b"".join(out[:tag_length] for out in outs)
+
+
+_KEYED = (tags_task, blind_evaluate_task)
+
+
+def _call(kek: KeyEncryptionKey | None, fn, *args):
+    return fn(kek, *args) if fn in _KEYED else fn(*args)
+
+
+def _in_worker(fn, *args):
+    return _call(_worker_kek, fn, *args)
+
+
+class _Done(Future):
+    """An already-completed future, for work small enough to run in-process."""
+
+    def __init__(self, value) -> None:
+        super().__init__()
+        self.set_result(value)
+
+
+class CryptoPool:
+    """A process pool for OPRF batches; `kek_path` lets workers unseal keys."""
+
+    def __init__(self, kek: KeyEncryptionKey | None = None, kek_path: Path | None = None,
+                 workers: int = 0) -> None:
+        self._kek = kek
+        self._kek_path = str(kek_path) if kek_path else None
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the gRPC runtime's threads must not be forked.
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self._kek_path,))
+        return self._executor
+
+    def warm(self) -> None:
+        """Start the workers now rather than on the first large batch."""
+        pool = self._pool()
+        for f in [pool.submit(os.getpid) for _ in range(self.workers)]:
+            f.result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> "CryptoPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _submit(self, n: int, fn, *args) -> Future:
+        if n < INLINE_BELOW:
+            return _Done(_call(self._kek, fn, *args))
+        return self._pool().submit(_in_worker, fn, *args)
+
+    def _ranges(self, n: int) -> list[tuple[int, int]]:
+        parts = max(1, min(self.workers, n // INLINE_BELOW))
+        step = -(-n // parts)
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+    # -- one task each: callers that pipeline many batches use these --------------
+    def submit_tags(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
+                    tag_length: int) -> Future:
+        return self._submit(len(inputs), tags_task, sealed, purpose, list(inputs), tag_length)
+
+    def submit_blind(self, inputs: Sequence[bytes]) -> Future:
+        return self._submit(len(inputs), blind_task, list(inputs))
+
+    def submit_finalize(self, inputs: Sequence[bytes], packed_blinds: bytes,
+                        packed_evaluated: bytes, tag_length: int) -> Future:
+        return self._submit(len(inputs), finalize_task, list(inputs), packed_blinds,
+                            packed_evaluated, tag_length)
+
+    # -- one batch spread over every worker ----------------------------------------
+    def blind_evaluate(self, sealed: bytes, purpose: str, packed: bytes) -> bytes:
+        w = oprf.ELEMENT_LEN
+        futures = [self._submit(b - a, blind_evaluate_task, sealed, purpose, packed[a * w:b * w])
+                   for a, b in self._ranges(len(packed) // w)]
+        return b"".join(f.result() for f in futures)

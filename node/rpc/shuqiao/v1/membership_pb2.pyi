@@ -1,0 +1,129 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUERY_KIND_UNSPECIFIED: _ClassVar[QueryKind]
+    QUERY_KIND_MEMBERSHIP: _ClassVar[QueryKind]
+QUERY_KIND_UNSPECIFIED: QueryKind
+QUERY_KIND_MEMBERSHIP: QueryKind
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DatasetInfo(_message.Message):
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    TAG_TABLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TAG_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    epoch: int
+    row_count: int
+    id_type: str
+    purposes: _containers.RepeatedScalarFieldContainer[str]
+    tag_table_digest: bytes
+    tag_length: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class SyncTagTableRequest(_message.Message):
+    __slots__ = ("dataset", "version", "epoch")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    version: int
+    epoch: int
+    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class TagTableChunk(_message.Message):
+    __slots__ = ("header", "tags")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    header: DatasetInfo
+    tags: bytes
+    def __init__(self, header: _Optional[_Union[DatasetInfo, _Mapping]] = ..., tags: _Optional[bytes] = ...) -> None: ...
+
+class QueryHeader(_message.Message):
+    __slots__ = ("query_id", "dataset", "version", "epoch", "purpose", "total_elements", "kind")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    dataset: str
+    version: int
+    epoch: int
+    purpose: str
+    total_elements: int
+    kind: QueryKind
+    def __init__(self, query_id: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., purpose: _Optional[str] = ..., total_elements: _Optional[int] = ..., kind: _Optional[_Union[QueryKind, str]] = ...) -> None: ...
+
+class ElementBatch(_message.Message):
+    __slots__ = ("seq", "elements")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    elements: bytes
+    def __init__(self, seq: _Optional[int] = ..., elements: _Optional[bytes] = ...) -> None: ...
+
+class Finish(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("header", "batch", "finish")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    header: QueryHeader
+    batch: ElementBatch
+    finish: Finish
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ("query_id", "max_batch_elements")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    max_batch_elements: int
+    def __init__(self, query_id: _Optional[str] = ..., max_batch_elements: _Optional[int] = ...) -> None: ...
+
+class QuerySummary(_message.Message):
+    __slots__ = ("query_id", "elements_evaluated")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    elements_evaluated: int
+    def __init__(self, query_id: _Optional[str] = ..., elements_evaluated: _Optional[int] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("accepted", "batch", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    batch: ElementBatch
+    summary: QuerySummary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., summary: _Optional[_Union[QuerySummary, _Mapping]] = ...) -> None: ...

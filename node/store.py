@@ -1,0 +1,184 @@
+"""Storage: SQLAlchemy Core tables for datasets, keys, tag tables and the query log.
+
+SQLite (WAL, synchronous=FULL) is the embedded default; any SQLAlchemy URL works, and
+PostgreSQL is tested against a real server. Core rather than the ORM because the hot
+paths are bulk inserts of dataset rows and tag chunks.
+
+The query log is append-only: UPDATE and DELETE are refused by the database itself
+(triggers), not only by this code.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, BigInteger, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
+    MetaData, String, Table, Text, UniqueConstraint, create_engine, event, text,
+)
+
+metadata = MetaData()
+
+datasets = Table(
+    "datasets", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("id_type", String(32), nullable=False),
+    Column("id_column", String(256), nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("invalid_count", BigInteger, nullable=False),
+    Column("source_kind", String(16), nullable=False),
+    Column("source_label", String(512), nullable=False),
+    Column("source_fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # active | retired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
+    UniqueConstraint("name", "version", name="uq_dataset_version"),
+)
+
+# The agency's own rows: normalised identifiers and the registered attributes.
+dataset_rows = Table(
+    "dataset_rows", metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("attrs", JSON, nullable=False),
+    UniqueConstraint("dataset_id", "subject", name="uq_dataset_subject"),
+)
+
+# OPRF keys, one per dataset x partner x epoch, sealed under the node KEK.
+oprf_keys = Table(
+    "oprf_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partner", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("sealed_key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset", "partner", "epoch", name="uq_key_epoch"),
+)
+
+# Tag tables the node serves: truncated F_k(y) for every row, sorted.
+tag_tables = Table(
+    "tag_tables", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("partner", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("tag_length", Integer, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset_id", "partner", "epoch", name="uq_tag_table"),
+)
+
+tag_chunks = Table(
+    "tag_chunks", metadata,
+    Column("table_id", Integer, ForeignKey("tag_tables.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tags", LargeBinary, nullable=False),
+    UniqueConstraint("table_id", "seq", name="uq_tag_chunk"),
+)
+
+# Tag tables fetched from partners, cached by dataset version and epoch.
+peer_tag_tables = Table(
+    "peer_tag_tables", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("tag_length", Integer, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("partner", "dataset", "version", "epoch", name="uq_peer_tag_table"),
+)
+
+peer_tag_chunks = Table(
+    "peer_tag_chunks", metadata,
+    Column("table_id", Integer, ForeignKey("peer_tag_tables.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tags", LargeBinary, nullable=False),
+    UniqueConstraint("table_id", "seq", name="uq_peer_tag_chunk"),
+)
+
+# Metadata of every query made or answered; never an identifier or a message body.
+query_log = Table(
+    "query_log", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("query_id", String(64), nullable=False),
+    Column("role", String(8), nullable=False),  # asker | answerer
+    Column("asker", String(64), nullable=False),
+    Column("answerer", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("elements", BigInteger, nullable=False),
+    Column("matched", BigInteger),  # asker side only
+    Column("outcome", String(16), nullable=False),  # answered | refused | failed | aborted
+    Column("reason", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Index("ix_query_log_query", "query_id", "role"),
+)
+
+_APPEND_ONLY = ("query_log",)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with the node's settings (SQLite: WAL, synchronous=FULL)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def _append_only_ddl(dialect: str, table: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            for op in ("UPDATE", "DELETE")
+        ]
+    if dialect == "postgresql":
+        return [
+            "CREATE OR REPLACE FUNCTION shuqiao_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
+            f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION shuqiao_append_only()",
+        ]
+    if dialect in ("mysql", "mariadb"):
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{table} is append-only'"
+            for op in ("UPDATE", "DELETE")
+        ]
+    raise ValueError(f"unsupported database dialect for the append-only log: {dialect}")
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and the append-only triggers (idempotent)."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        for table in _APPEND_ONLY:
+            for stmt in _append_only_ddl(engine.dialect.name, table):
+                conn.execute(text(stmt))
+
+
+def open_store(url: str) -> Engine:
+    engine = make_engine(url)
+    create_schema(engine)
+    return engine

@@ -134,14 +134,16 @@ class CsvSource(Source):
                            line=line)
 
     def _next_record(self) -> list[str] | None:
+        start = self._reader.line_num + 1
         try:
             return next(self._reader)
         except StopIteration:
             return None
         except csv.Error as exc:
-            line = self._reader.line_num
-            raise SourceError(f"{self._where}: line {line} is not well-formed CSV ({exc}); "
-                              "check for an unbalanced quote", line=line) from None
+            # csv's own message never quotes field contents.
+            raise SourceError(f"{self._where}: the record starting on line {start} is not "
+                              f"well-formed CSV ({exc}); check for an unbalanced quote",
+                              line=start) from None
 
     def _read_header(self) -> list[str]:
         fields = self._next_record()
@@ -200,8 +202,8 @@ def open_csv(path: str | os.PathLike[str], encoding: str = "auto",
             names or with duplicates. While iterating: undecodable line (with the line
             number and the encoding to try), malformed quoting, wrong field count.
 
-    Blank lines and rows whose fields are all empty are skipped; line numbers still
-    count them. Header names are stripped of surrounding spaces and of a BOM.
+    Blank lines and rows whose fields are all empty or blank are skipped; line numbers
+    still count them. Header names are stripped of surrounding spaces and of a BOM.
     """
     if len(delimiter) != 1:
         raise SourceError("the delimiter must be a single character")

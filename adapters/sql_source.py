@@ -132,7 +132,8 @@ class SqlSource(Source):
             raise SourceError("not a valid database URL (expected e.g. "
                               "postgresql+psycopg://user@host/db)") from None
         safe_url = parsed.render_as_string(hide_password=True)
-        where = f"table {table!r} at {safe_url}" if table else f"query at {safe_url}"
+        qualified = f"{schema}.{table}" if schema else table
+        where = f"table {qualified!r} at {safe_url}" if table else f"query at {safe_url}"
         try:
             self._engine = sa.create_engine(parsed, poolclass=NullPool)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:

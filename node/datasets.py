@@ -11,6 +11,8 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 from __future__ import annotations
 
 import hashlib
+import json
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from adapters import IdType, InvalidRow, ValidRow, encode, read_identifiers
 
 from .context import NodeContext
 from .keys import ensure_key, key_purpose
-from .store import dataset_rows, datasets, tag_chunks, tag_tables
+from .store import dataset_chunks, datasets, tag_chunks, tag_tables
 
 ROW_BATCH = 8192
 CHUNK_TAGS = 65536  # tags per stored chunk (1 MiB at 16 bytes)
@@ -43,6 +45,24 @@ class Registration:
     fingerprint: str
     invalid: list[InvalidRow] = field(default_factory=list)
     tag_tables: list[tuple[str, int]] = field(default_factory=list)  # (partner, epoch)
+
+
+def pack_rows(rows: list[list]) -> bytes:
+    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode(), 1)
+
+
+def unpack_rows(blob: bytes) -> list[list]:
+    return json.loads(zlib.decompress(blob))
+
+
+def iter_rows(conn: Connection, dataset_id: int):
+    """(normalised id, attrs) of every row of a dataset version, chunk by chunk."""
+    seqs = conn.execute(select(dataset_chunks.c.seq).where(
+        dataset_chunks.c.dataset_id == dataset_id).order_by(dataset_chunks.c.seq)).scalars().all()
+    for seq in seqs:
+        blob = conn.execute(select(dataset_chunks.c.rows).where(
+            dataset_chunks.c.dataset_id == dataset_id, dataset_chunks.c.seq == seq)).scalar_one()
+        yield from unpack_rows(blob)
 
 
 def _noop(stage: str, done: int, total: int | None) -> None:
@@ -107,15 +127,18 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
                 partner, fut = in_flight.popleft()
                 packed[partner] += fut.result()
 
-        rows = 0
+        rows = chunk_seq = 0
         batch_ids: list[bytes] = []
-        batch_rows: list[dict] = []
+        batch_rows: list[list] = []
 
         def flush() -> None:
-            nonlocal batch_ids, batch_rows
+            nonlocal batch_ids, batch_rows, chunk_seq
             if not batch_rows:
                 return
-            conn.execute(insert(dataset_rows), batch_rows)
+            conn.execute(insert(dataset_chunks).values(
+                dataset_id=dataset_id, seq=chunk_seq, row_count=len(batch_rows),
+                rows=pack_rows(batch_rows)))
+            chunk_seq += 1
             for partner, (epoch, blob) in keys.items():
                 fut = pool.submit_tags(blob, key_purpose(name, partner, epoch), batch_ids, tag_length)
                 in_flight.append((partner, fut))
@@ -126,8 +149,7 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         for item in read_identifiers(source, id_column, id_type, attributes):
             if isinstance(item, ValidRow):
                 batch_ids.append(encode(id_type, item.normalised_id))
-                batch_rows.append({"dataset_id": dataset_id, "subject": item.normalised_id,
-                                   "attrs": item.attrs})
+                batch_rows.append([item.normalised_id, item.attrs])
                 rows += 1
                 if len(batch_rows) >= ROW_BATCH:
                     flush()

@@ -35,13 +35,16 @@ datasets = Table(
     UniqueConstraint("name", "version", name="uq_dataset_version"),
 )
 
-# The agency's own rows: normalised identifiers and the registered attributes.
-dataset_rows = Table(
-    "dataset_rows", metadata,
+# The agency's own rows (normalised identifier and registered attributes), stored in
+# compressed chunks: a version is only ever read whole (to build a tag table for a new
+# partner or epoch), and one insert per chunk keeps registering a million rows cheap.
+dataset_chunks = Table(
+    "dataset_chunks", metadata,
     Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
-    Column("subject", String(256), nullable=False),
-    Column("attrs", JSON, nullable=False),
-    UniqueConstraint("dataset_id", "subject", name="uq_dataset_subject"),
+    Column("seq", Integer, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("rows", LargeBinary, nullable=False),  # zlib(JSON [[subject, {attrs}], ...])
+    UniqueConstraint("dataset_id", "seq", name="uq_dataset_chunk"),
 )
 
 # OPRF keys, one per dataset x partner x epoch, sealed under the node KEK.

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
 
+from adapters.reader import INEXACT_NUMBER_REASON
+
 from . import asker
 from .context import NodeContext
 
@@ -55,14 +57,13 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     index: dict[bytes, int] = {}
     asked: list[bytes] = []
     for row in source:
+        if id_column in row.inexact:
+            bad.append((row.line, INEXACT_NUMBER_REASON))
+            continue
         try:
             value = encode(id_type, normalise(id_type, row.values.get(id_column, "")))
         except InvalidIdentifier as exc:
             bad.append((row.line, exc.reason))
-            continue
-        if id_column in row.inexact:
-            bad.append((row.line, "number too long to be exact in the spreadsheet; "
-                                  "format the column as text"))
             continue
         i = index.setdefault(value, len(asked))
         if i == len(asked):

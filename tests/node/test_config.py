@@ -1,0 +1,74 @@
+"""The node config schema is strict: unknown keys, bad ids and inconsistent grants fail."""
+from __future__ import annotations
+
+import pytest
+
+from node.config import ConfigError, load_config
+
+BASE = """
+[node]
+id = "hrss"
+data_dir = "var"
+
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/hrss.pem"
+key = "pki/hrss.key"
+
+[[partners]]
+id = "fund"
+address = "127.0.0.1:50051"
+
+[[datasets]]
+name = "flexible_workers"
+grants = [{ partner = "fund", purposes = ["flexible-worker-deposit"] }]
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "node.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_valid_config_resolves_paths_relative_to_the_file(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.node.id == "hrss"
+    assert cfg.data_dir == tmp_path / "var"
+    assert cfg.storage_url == f"sqlite:///{tmp_path / 'var' / 'node.db'}"
+    assert cfg.kek_path == tmp_path / "var" / "keys" / "node.kek"
+    assert cfg.path(cfg.tls.ca) == tmp_path / "pki" / "ca.pem"
+    assert cfg.dataset("flexible_workers").grants[0].partner == "fund"
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda t: t.replace('data_dir = "var"', 'data_dir = "var"\ncolour = "red"'), "node.colour"),
+    (lambda t: t.replace('id = "hrss"', 'id = "HRSS bureau"'), "node.id"),
+    (lambda t: t.replace('partner = "fund"', 'partner = "edu"'), "not in [[partners]]"),
+    (lambda t: t.replace('purposes = ["flexible-worker-deposit"]', "purposes = []"), "purposes"),
+    (lambda t: t + '\n[grpc]\nlisten = "everywhere"\n', "HOST:PORT"),
+    (lambda t: t + '\n[grpc]\nmax_message_bytes = 1\n', "max_message_bytes"),
+    (lambda t: t.replace('data_dir = "var"', 'data_dir = "var"\nmode = "production"'), "key_sealed"),
+    (lambda t: t.replace('id = "fund"', 'id = "hrss"'), "itself"),
+    (lambda t: t + "\n[[datasets]]\nname = \"flexible_workers\"\n", "unique"),
+], ids=["unknown-key", "bad-node-id", "grant-to-unknown-partner", "no-purpose", "bad-listen",
+        "tiny-message-cap", "production-needs-sealed-key", "self-partner", "duplicate-dataset"])
+def test_invalid_configs_are_refused_with_their_location(tmp_path, mutation, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, mutation(BASE)))
+    assert message in str(exc.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[node\nid="))
+
+
+def test_example_configs_in_the_repository_are_valid():
+    from pathlib import Path
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+    assert {p.stem for p in configs} >= {"fund", "edu", "hrss"}
+    for path in configs:
+        assert load_config(path).node.id == path.stem

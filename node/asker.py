@@ -56,6 +56,14 @@ def _rpc_error(partner: str, exc: grpc.RpcError) -> PartnerError:
     return PartnerError(partner, f"{code.name if code else 'error'}: {details}", code)
 
 
+def partner_channel(ctx: NodeContext, partner_id: str) -> grpc.Channel:
+    """The context's open channel to a partner (created and checked on first use)."""
+    channel = ctx.channels.get(partner_id)
+    if channel is None:
+        channel = ctx.channels[partner_id] = open_channel(ctx, partner_id)
+    return channel
+
+
 def open_channel(ctx: NodeContext, partner_id: str, *, timeout: float = CONNECT_TIMEOUT) -> grpc.Channel:
     """A mutual-TLS channel to a configured partner, checked to be up."""
     cfg = ctx.config
@@ -138,6 +146,9 @@ def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
     if (header is None or header.tag_table_digest != info.tag_table_digest or count != info.row_count
             or digest.digest() != info.tag_table_digest or header.tag_length != tlen):
         raise PartnerError(partner, "tag table does not match its announced digest and size")
+    tags = np.frombuffer(b"".join(chunks), dtype=f"S{tlen}")
+    if len(tags) > 1 and not bool(np.all(tags[1:] > tags[:-1])):
+        raise PartnerError(partner, "tag table is not strictly sorted; refusing it")
     with ctx.engine.begin() as conn:
         table_id = conn.execute(insert(peer_tag_tables).values(
             **key, tag_length=tlen, row_count=count, digest=info.tag_table_digest,
@@ -148,11 +159,28 @@ def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
     return CachedTable(table_id, partner, info.name, info.version, info.epoch, tlen, count)
 
 
+_loaded: dict[tuple[str, int], np.ndarray] = {}  # tag tables this process has read, newest last
+
+
 def load_tags(ctx: NodeContext, table: CachedTable) -> np.ndarray:
-    with ctx.engine.connect() as conn:
-        blobs = conn.execute(select(peer_tag_chunks.c.tags).where(
-            peer_tag_chunks.c.table_id == table.id).order_by(peer_tag_chunks.c.seq)).scalars().all()
-    return np.frombuffer(b"".join(blobs), dtype=f"S{table.tag_length}")
+    """The sorted tags of a cached table (kept in memory for the next query of this process)."""
+    key = (ctx.config.storage_url, table.id)
+    if key not in _loaded:
+        with ctx.engine.connect() as conn:
+            blobs = conn.execute(select(peer_tag_chunks.c.tags).where(
+                peer_tag_chunks.c.table_id == table.id).order_by(peer_tag_chunks.c.seq)).scalars().all()
+        while len(_loaded) >= 4:
+            _loaded.pop(next(iter(_loaded)))
+        _loaded[key] = np.frombuffer(b"".join(blobs), dtype=f"S{table.tag_length}")
+    return _loaded[key]
+
+
+def match_tags(asked: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Membership of each asked tag in the sorted table: O(m log n), no re-sort of the table."""
+    if len(table) == 0:
+        return np.zeros(len(asked), dtype=bool)
+    pos = np.searchsorted(table, asked).clip(max=len(table) - 1)
+    return table[pos] == asked
 
 
 @dataclass
@@ -182,7 +210,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                          answerer=partner, kind="membership", dataset=dataset, purpose=purpose,
                          elements=len(inputs))
     try:
-        channel = open_channel(ctx, partner)
+        channel = partner_channel(ctx, partner)
     except PartnerError as exc:
         record.reason = str(exc)
         record.write(ctx.engine)
@@ -193,7 +221,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         record.version, record.epoch = info.version, info.epoch
         table = sync_tag_table(ctx, stub, partner, info, progress)
         tags = _evaluate(ctx, stub, partner, record, info, inputs, progress)
-        matched = np.isin(np.frombuffer(tags, dtype=f"S{table.tag_length}"), load_tags(ctx, table))
+        matched = match_tags(np.frombuffer(tags, dtype=f"S{table.tag_length}"), load_tags(ctx, table))
         record.outcome, record.matched = "answered", int(matched.sum())
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
                                 matched, time.perf_counter() - started)
@@ -206,7 +234,6 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         raise
     finally:
         record.write(ctx.engine)
-        channel.close()
 
 
 _REFUSALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,

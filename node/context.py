@@ -20,6 +20,8 @@ class NodeNotInitialised(Exception):
 class NodeContext:
     config: NodeConfig
     _pool: CryptoPool | None = field(default=None, repr=False)
+    # Open gRPC channels to partners, reused across queries of this process.
+    channels: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -45,6 +47,9 @@ class NodeContext:
         return self._pool
 
     def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self.channels.clear()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

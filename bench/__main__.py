@@ -1,0 +1,41 @@
+"""`make bench`: every benchmark, one JSON line per measurement, side by side with peers."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import membership_bench
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("--only", default="membership,ledger,he",
+                    help="comma-separated: membership, ledger, he")
+    ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
+    ap.add_argument("--work", type=Path, help="keep generated files here")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="shuqiao-bench-"))
+    only = set(args.only.split(","))
+    try:
+        if "membership" in only:
+            membership_bench.run(work / "membership", quick=args.quick)
+        if "ledger" in only:
+            from . import ledger_bench
+            ledger_bench.run(work / "ledger", quick=args.quick) if _takes_quick(ledger_bench.run) else ledger_bench.run(print)
+        if "he" in only:
+            from . import he_bench
+            he_bench.run(print)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _takes_quick(fn) -> bool:
+    import inspect
+    return "quick" in inspect.signature(fn).parameters
+
+
+if __name__ == "__main__":
+    main()

@@ -85,12 +85,13 @@ _REGION_CODES = (
 def _nfkc_strip(raw: str) -> str:
     if not isinstance(raw, str):
         raise TypeError("identifier must be a str")
+    if raw.isascii():  # NFKC leaves ASCII unchanged; registries are millions of ASCII rows
+        return raw.strip()
     return unicodedata.normalize("NFKC", raw).strip()
 
 
 def _resident_check_char(first17: str) -> str:
-    total = sum(int(c) * w for c, w in zip(first17, _RID_WEIGHTS))
-    return _RID_CHECK[total % 11]
+    return _RID_CHECK[sum(map(int.__mul__, map(int, first17), _RID_WEIGHTS)) % 11]
 
 
 def _birth_date(yyyymmdd: str, today: date) -> date:
@@ -109,7 +110,7 @@ def _normalise_resident_id(raw: str, today: date | None) -> str:
     if not value:
         raise InvalidIdentifier("empty", kind)
     body, last = value[:-1], value[-1]
-    if not (set(body) <= _DIGITS and (last in _DIGITS or last == "X")):
+    if not ((not body or (body.isascii() and body.isdigit())) and (last in _DIGITS or last == "X")):
         raise InvalidIdentifier("invalid character", kind)
     if len(value) == 15:
         if last == "X":

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from protocols import oprf
 
 from .auth import peer_node_id
+from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
 from .datasets import current_version
 from .keys import current_epoch, key_purpose, sealed_key
@@ -29,6 +30,8 @@ from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .store import datasets, tag_chunks, tag_tables
 
 log = logging.getLogger(__name__)
+_DATASET = re.compile(DATASET_NAME)
+_PURPOSE = re.compile(PURPOSE)
 _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -46,6 +49,8 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
 
     # -- policy ------------------------------------------------------------------------
     def _grant(self, dataset: str, peer: str):
+        if not _DATASET.match(dataset):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
         declared = self.cfg.dataset(dataset)
         grant = declared and next((g for g in declared.grants if g.partner == peer), None)
         if grant is None:
@@ -148,14 +153,18 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
         if not _QUERY_ID.match(h.query_id):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
         record.query_id = h.query_id
-        record.dataset, record.version, record.epoch = h.dataset[:64], h.version, h.epoch
-        record.purpose, record.elements = h.purpose[:64], 0
+        # Only well-formed names are echoed or logged: free text from a peer could hold anything.
+        if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
+        record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
+        record.purpose, record.elements = h.purpose, 0
         if h.kind != pb.QUERY_KIND_MEMBERSHIP:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
         _, grant = self._grant(h.dataset, peer)
         if h.purpose not in grant.purposes:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"purpose {h.purpose[:64]!r} is not granted for dataset {h.dataset!r}; "
+                          f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
                           f"granted: {', '.join(grant.purposes)}")
         limit = self.cfg.grpc.max_query_elements
         if not 1 <= h.total_elements <= limit:

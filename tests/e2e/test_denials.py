@@ -222,3 +222,15 @@ def test_partner_dying_mid_query_fails_cleanly(scenario, tmp_path):
     assert not out.exists()
     # the node restarts and answers again
     assert fx.query(scenario, tmp_path / "after.csv").returncode == 0
+
+
+def test_free_text_in_names_is_neither_echoed_nor_logged(scenario):
+    qid = str(uuid.uuid4())
+    secretish = "110101199003071234"
+    err = refusal(scenario, [header(scenario, purpose=f"check {secretish}", query_id=qid)])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert secretish not in err.details()
+    (entry,) = [e for e in hrss_log(scenario) if e["query_id"] == qid]
+    assert secretish not in repr(entry)
+    log_text = (scenario.fed.nodes["hrss"].directory / "serve.log").read_text()
+    assert secretish not in log_text

@@ -1,0 +1,175 @@
+"""Canonical JSON for everything the ledger hashes or signs, and the identifier guard.
+
+A ledger entry, a tree head or a receipt is hashed or signed as bytes, so the same
+content must always give the same bytes, on every node and in every language an
+auditor might use. The form (close to RFC 8785 for the values we allow):
+
+* an object with keys sorted by code point, no whitespace, UTF-8, no escaping of
+  non-ASCII text (``ensure_ascii=False``);
+* integers only (no floats, NaN or infinities: their text forms differ between
+  encoders), no booleans where an integer is expected, no duplicate keys;
+* `parse` accepts only bytes that `dump` would have produced, so two different byte
+  strings can never decode to the same entry (no malleability of signed or hashed data).
+
+The identifier guard is defence in depth: entries hold query metadata, never a
+resident's identifier, but a careless `reason` or `details` string could carry one.
+`dump` refuses any string with a 15- or 18-character run that looks like a Chinese
+resident identity number, so such a string never reaches the append-only ledger,
+where it could not be deleted.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["CanonicalError", "IdentifierLeak", "dump", "parse", "rfc3339", "check_time",
+           "check_hex", "MAX_INT"]
+
+# Integers stay within what every JSON reader represents exactly (IEEE double).
+MAX_INT = 2**53 - 1
+
+# 15 or more digits in a run (the 18-character form may end in X): the shape of a
+# resident identity number (15 digits, old form; 17 digits and a check character).
+# Runs are bounded by non-digits, so counts, sizes and dates never match.
+_ID_LIKE = re.compile(r"(?<![0-9])[0-9]{14,}[0-9Xx](?![0-9])")
+# Hex of hashes, signatures and keys ("ed25519:<hex>" included) is machine output,
+# and random hex often holds long digit runs; it is exempt from the guard.
+_MACHINE_HEX = re.compile(r"(?:[a-z0-9]{1,16}:)?[0-9a-f]{64,}")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+class CanonicalError(ValueError):
+    """Bytes or a value that are not in the ledger's canonical form."""
+
+
+class IdentifierLeak(CanonicalError):
+    """A string that looks like a resident identifier was about to enter the ledger.
+
+    The message names the field, never the value.
+    """
+
+
+def _no_float(text: str) -> Any:
+    raise CanonicalError("floats are not allowed in ledger data")
+
+
+def _no_constant(text: str) -> Any:
+    raise CanonicalError(f"{text} is not allowed in ledger data")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise CanonicalError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _check_value(value: Any, path: str, strings: list[tuple[str, str]]) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise CanonicalError(f"{path}: integer out of range")
+        if value >= 10**14:  # a resident number smuggled in as an integer
+            strings.append((path, str(value)))
+        return
+    if isinstance(value, str):
+        strings.append((path, value))
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalError(f"{path}: object keys must be strings")
+            strings.append((f"{path}.{key} (key)", key))
+            _check_value(item, f"{path}.{key}", strings)
+        return
+    if isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            _check_value(item, f"{path}[{position}]", strings)
+        return
+    raise CanonicalError(f"{path}: {type(value).__name__} is not allowed in ledger data")
+
+
+def guard_identifiers(strings: list[tuple[str, str]]) -> None:
+    """Raise IdentifierLeak naming the first field whose text looks like a resident id."""
+    for path, text in strings:
+        if _ID_LIKE.search(text) and not _MACHINE_HEX.fullmatch(text):
+            raise IdentifierLeak(
+                f"{path} holds a number shaped like a resident identifier; "
+                "ledger entries must never carry identifiers")
+
+
+def dump(obj: dict[str, Any]) -> bytes:
+    """The canonical bytes of `obj` (a dict of str, int, bool, None, list, dict).
+
+    Raises:
+        CanonicalError: a float or another type that has no canonical form.
+        IdentifierLeak: a string (or a very large integer) shaped like a resident id.
+    """
+    if not isinstance(obj, dict):
+        raise CanonicalError("ledger data is a JSON object")
+    strings: list[tuple[str, str]] = []
+    _check_value(obj, "$", strings)
+    guard_identifiers(strings)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    """Decode canonical bytes; refuse anything `dump` would not have produced.
+
+    Raises:
+        CanonicalError: not UTF-8 JSON, not an object, floats, duplicate keys, or not
+            in canonical form (whitespace, key order, escapes).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CanonicalError("ledger data is bytes")
+    data = bytes(data)
+    try:
+        obj = json.loads(data.decode("utf-8"), parse_float=_no_float,
+                         parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except CanonicalError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CanonicalError("not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise CanonicalError("ledger data is a JSON object")
+    if dump(obj) != data:
+        raise CanonicalError("not in canonical form (key order, whitespace or escapes)")
+    return obj
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, second precision: 2025-03-01T08:00:00Z (sub-second parts are dropped)."""
+    if moment.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_time(value: Any, field: str) -> str:
+    """Check an RFC 3339 UTC second-precision time string and return it."""
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise CanonicalError(f"{field} must be an RFC 3339 UTC time like 2025-03-01T08:00:00Z")
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise CanonicalError(f"{field} is not a valid date and time") from None
+    return value
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def check_hex(value: Any, field: str, size: int) -> bytes:
+    """Decode lowercase hex of exactly `size` bytes."""
+    if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
+        raise CanonicalError(f"{field} must be {2 * size} lowercase hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise CanonicalError(f"{field} must be {2 * size} lowercase hex digits") from None

@@ -1,0 +1,265 @@
+"""The node's ledger signing key, signed tree heads and witness cosignatures.
+
+A node signs (a) tree heads: "my ledger has `size` entries and Merkle root `root` at
+`time`", (b) receipts for queries it answered (see receipts.py) and (c) cosignatures of
+a partner's tree head it has checked for consistency (witnessing). All three are
+Ed25519 (RFC 8032) signatures from pyca/cryptography over canonical JSON, each behind
+its own domain-separation prefix so a signature made for one purpose never verifies
+as another.
+
+The signing key is created once per node and kept sealed under the node's KEK
+(purpose "ledger-signing-key/v1") in the `ledger_signing_keys` table; the public half
+is published as "ed25519:<64 hex digits>" and pinned by auditors and partners.
+The secret half does not print and cannot be pickled (house style: keys are typed
+objects, secret and public halves apart).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ..secrets import KeyEncryptionKey
+from . import canonical
+from .tables import ledger_signing_keys
+
+__all__ = ["KEY_PURPOSE", "SignatureError", "LedgerPublicKey", "LedgerSigningKey",
+           "SignedTreeHead", "Cosignature", "load_or_create_signer"]
+
+KEY_PURPOSE = "ledger-signing-key/v1"
+_HEAD_CONTEXT = b"shuqiao/ledger/tree-head/v1\n"
+_COSIGN_CONTEXT = b"shuqiao/ledger/cosignature/v1\n"
+_NODE_ID = re.compile(r"[a-z][a-z0-9_-]{1,62}")
+_SIG_SIZE = 64
+
+
+class SignatureError(ValueError):
+    """A signature, or a signed structure, that does not verify or does not parse."""
+
+
+def check_node_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+        raise canonical.CanonicalError(f"{field} must be a node id")
+    return value
+
+
+def check_size(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= canonical.MAX_INT:
+        raise canonical.CanonicalError(f"{field} must be a non-negative integer")
+    return value
+
+
+def _refuse_pickle(obj: object) -> NoReturn:
+    raise TypeError(f"{type(obj).__name__} holds secret material and cannot be pickled")
+
+
+class LedgerPublicKey:
+    """A node's published ledger key; compares and hashes by its 32 raw bytes."""
+
+    __slots__ = ("_key", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes) or len(raw) != 32:
+            raise SignatureError("an Ed25519 public key is 32 bytes")
+        self.raw = raw
+        self._key = Ed25519PublicKey.from_public_bytes(raw)
+
+    @classmethod
+    def from_text(cls, text: str) -> LedgerPublicKey:
+        """Parse "ed25519:<64 lowercase hex digits>"."""
+        if not isinstance(text, str) or not text.startswith("ed25519:"):
+            raise SignatureError("a ledger public key looks like ed25519:<64 hex digits>")
+        try:
+            return cls(canonical.check_hex(text[len("ed25519:"):], "public key", 32))
+        except canonical.CanonicalError:
+            raise SignatureError("a ledger public key looks like ed25519:<64 hex digits>") from None
+
+    @property
+    def text(self) -> str:
+        return "ed25519:" + self.raw.hex()
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Raises SignatureError unless `signature` is this key's over `message`."""
+        try:
+            self._key.verify(signature, message)
+        except InvalidSignature:
+            raise SignatureError("signature does not verify") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LedgerPublicKey) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"LedgerPublicKey({self.text!r})"
+
+
+class LedgerSigningKey:
+    """The secret half. Create with `generate` or `load_or_create_signer`."""
+
+    __slots__ = ("_key", "node_id")
+
+    def __init__(self, key: Ed25519PrivateKey, node_id: str) -> None:
+        self._key = key
+        self.node_id = check_node_id(node_id, "node id")
+
+    @classmethod
+    def generate(cls, node_id: str) -> LedgerSigningKey:
+        return cls(Ed25519PrivateKey.generate(), node_id)
+
+    @classmethod
+    def unseal(cls, kek: KeyEncryptionKey, blob: bytes, node_id: str) -> LedgerSigningKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(kek.unseal(blob, purpose=KEY_PURPOSE)),
+                   node_id)
+
+    def seal(self, kek: KeyEncryptionKey) -> bytes:
+        """The secret sealed under the KEK: the only way it leaves this object."""
+        return kek.seal(self._key.private_bytes_raw(), purpose=KEY_PURPOSE)
+
+    @property
+    def public_key(self) -> LedgerPublicKey:
+        return LedgerPublicKey(self._key.public_key().public_bytes_raw())
+
+    def sign(self, context: bytes, payload: bytes) -> bytes:
+        """Sign `context || payload`; the context names what is signed (domain separation)."""
+        if not context.endswith(b"\n") or not context.startswith(b"shuqiao/"):
+            raise ValueError("signing needs a shuqiao/... domain-separation context")
+        return self._key.sign(context + payload)
+
+    def sign_head(self, size: int, root: bytes, time: str) -> SignedTreeHead:
+        unsigned = SignedTreeHead(self.node_id, size, root, time, b"\0" * _SIG_SIZE)
+        return unsigned._replace_signature(self.sign(_HEAD_CONTEXT, unsigned.payload()))
+
+    def cosign(self, head: SignedTreeHead, time: str) -> Cosignature:
+        """Countersign a partner's head. Check it first (witness.py does)."""
+        unsigned = Cosignature(self.node_id, time, head, b"\0" * _SIG_SIZE)
+        return Cosignature(self.node_id, time, head, self.sign(_COSIGN_CONTEXT, unsigned.payload()))
+
+    def __repr__(self) -> str:
+        return f"<LedgerSigningKey {self.node_id}: redacted>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __getstate__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+
+@dataclass(frozen=True)
+class SignedTreeHead:
+    """{"v":1,"node","size","root","time"} in canonical JSON, and its signature."""
+
+    node: str
+    size: int
+    root: bytes
+    time: str
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_node_id(self.node, "head node")
+        check_size(self.size, "head size")
+        if not isinstance(self.root, bytes) or len(self.root) != 32:
+            raise canonical.CanonicalError("head root must be 32 bytes")
+        canonical.check_time(self.time, "head time")
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG_SIZE:
+            raise canonical.CanonicalError("head signature must be 64 bytes")
+
+    def _replace_signature(self, signature: bytes) -> SignedTreeHead:
+        return SignedTreeHead(self.node, self.size, self.root, self.time, signature)
+
+    def payload(self) -> bytes:
+        """The canonical bytes the signature covers (after the domain prefix)."""
+        return canonical.dump({"v": 1, "node": self.node, "size": self.size,
+                               "root": self.root.hex(), "time": self.time})
+
+    def verify(self, public_key: LedgerPublicKey) -> None:
+        """Raises SignatureError unless the node's key signed exactly this head."""
+        public_key.verify(self.signature, _HEAD_CONTEXT + self.payload())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": 1, "node": self.node, "size": self.size, "root": self.root.hex(),
+                "time": self.time, "signature": self.signature.hex()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SignedTreeHead:
+        if not isinstance(d, dict) or set(d) != {"v", "node", "size", "root", "time", "signature"}:
+            raise canonical.CanonicalError("a tree head has exactly v, node, size, root, time, signature")
+        if d["v"] != 1 or isinstance(d["v"], bool):
+            raise canonical.CanonicalError("unsupported tree head version")
+        return cls(d["node"], d["size"], canonical.check_hex(d["root"], "head root", 32),
+                   d["time"], canonical.check_hex(d["signature"], "head signature", _SIG_SIZE))
+
+    def __str__(self) -> str:
+        return f"tree head of {self.node}: size {self.size}, root {self.root.hex()[:16]}…, {self.time}"
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A witness's countersignature of a partner's signed tree head."""
+
+    witness: str
+    time: str
+    head: SignedTreeHead
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_node_id(self.witness, "witness")
+        canonical.check_time(self.time, "cosignature time")
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG_SIZE:
+            raise canonical.CanonicalError("cosignature must be 64 bytes")
+
+    def payload(self) -> bytes:
+        return canonical.dump({"v": 1, "witness": self.witness, "time": self.time,
+                               "head": self.head.to_dict()})
+
+    def verify(self, witness_key: LedgerPublicKey) -> None:
+        witness_key.verify(self.signature, _COSIGN_CONTEXT + self.payload())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": 1, "witness": self.witness, "time": self.time, "head": self.head.to_dict(),
+                "signature": self.signature.hex()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Cosignature:
+        if not isinstance(d, dict) or set(d) != {"v", "witness", "time", "head", "signature"}:
+            raise canonical.CanonicalError("a cosignature has exactly v, witness, time, head, signature")
+        if d["v"] != 1 or isinstance(d["v"], bool):
+            raise canonical.CanonicalError("unsupported cosignature version")
+        return cls(d["witness"], d["time"], SignedTreeHead.from_dict(d["head"]),
+                   canonical.check_hex(d["signature"], "cosignature", _SIG_SIZE))
+
+
+def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str) -> LedgerSigningKey:
+    """The node's ledger key: unsealed from the database, or created there on first use.
+
+    Two processes starting at once may both generate a key; the unique constraint lets
+    exactly one insert win and the other loads the winner's key.
+    """
+    query = select(ledger_signing_keys.c.sealed_key).where(
+        ledger_signing_keys.c.node == node_id, ledger_signing_keys.c.generation == 1)
+    with engine.connect() as conn:
+        blob = conn.execute(query).scalar()
+    if blob is not None:
+        return LedgerSigningKey.unseal(kek, blob, node_id)
+    signer = LedgerSigningKey.generate(node_id)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(ledger_signing_keys).values(
+                node=node_id, generation=1, public_key=signer.public_key.text,
+                sealed_key=signer.seal(kek), created_at=datetime.now(timezone.utc)))
+    except IntegrityError:
+        with engine.connect() as conn:
+            return LedgerSigningKey.unseal(kek, conn.execute(query).scalar_one(), node_id)
+    return signer

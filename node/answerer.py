@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from protocols import oprf
 
+from . import policy
 from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
@@ -90,7 +91,7 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             for d in self.cfg.datasets:
                 grant = next((g for g in d.grants if g.partner == peer), None)
                 if grant:
-                    info = self._info(conn, d.name, peer, list(grant.purposes))
+                    info = self._info(conn, d.name, peer, grant.purpose_codes)
                     if info is not None:
                         out.datasets.append(info)
         return out
@@ -104,7 +105,7 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
                 header = pb.DatasetInfo(
                     name=request.dataset, version=request.version, epoch=request.epoch,
                     row_count=table.row_count, id_type=table.id_type,
-                    purposes=list(grant.purposes), tag_table_digest=table.digest,
+                    purposes=grant.purpose_codes, tag_table_digest=table.digest,
                     tag_length=table.tag_length)
                 chunk_ids = conn.execute(select(tag_chunks.c.seq).where(
                     tag_chunks.c.table_id == table.id).order_by(tag_chunks.c.seq)).scalars().all()
@@ -162,10 +163,10 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
         if h.kind != pb.QUERY_KIND_MEMBERSHIP:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
         _, grant = self._grant(h.dataset, peer)
-        if h.purpose not in grant.purposes:
+        if h.purpose not in grant.purpose_codes:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                           f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
-                          f"granted: {', '.join(grant.purposes)}")
+                          f"granted: {', '.join(grant.purpose_codes)}")
         limit = self.cfg.grpc.max_query_elements
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
@@ -178,6 +179,14 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             if current_epoch(conn, h.dataset, peer) != h.epoch:
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                               f"epoch {h.epoch} is not current; sync the tag table again")
+            try:
+                policy.check(conn, grant, dataset=h.dataset, kind=record.kind,
+                             elements=h.total_elements, epoch=h.epoch)
+            except policy.PolicyRefusal as exc:
+                code = (grpc.StatusCode.RESOURCE_EXHAUSTED if exc.rule == "quota"
+                        else grpc.StatusCode.PERMISSION_DENIED if exc.rule == "kind"
+                        else grpc.StatusCode.INVALID_ARGUMENT)
+                raise Refused(code, exc.reason) from None
             blob = sealed_key(conn, h.dataset, peer, h.epoch)
         record.elements = h.total_elements
         return blob, key_purpose(h.dataset, peer, h.epoch)

@@ -94,8 +94,21 @@ def show(config: ConfigOpt, name: str) -> None:
         fail(f"no dataset {name!r}")
     if declared:
         out.print(f"[bold]{name}[/] {declared.description}")
+        out.print(f"  key epochs of {declared.epoch_days} days, previous epoch answers "
+                  f"{declared.grace_days} more days")
         for g in declared.grants:
-            out.print(f"  grant: {g.partner} for {', '.join(g.purposes)}")
+            purposes = ", ".join(f"{p.code} ({p.legal_basis})" if p.legal_basis else p.code
+                                 for p in g.purposes)
+            out.print(f"  grant: {g.partner} for {purposes}")
+            quotas = ", ".join(f"{n} {v}" for n, v in (("daily", g.daily_elements),
+                               ("monthly", g.monthly_elements), ("per epoch", g.epoch_elements)) if v)
+            out.print(f"    kinds {', '.join(k.value for k in g.kinds)}; "
+                      f"{g.min_elements}..{g.max_elements} elements per query; "
+                      f"quotas: {quotas or 'none'}")
+            if g.predicate_columns:
+                out.print(f"    predicates may use: {', '.join(g.predicate_columns)}")
+            if g.label_attributes:
+                out.print(f"    labels may open: {', '.join(g.label_attributes)}")
     for v in versions:
         out.print(f"  v{v.version} {v.status}: {v.row_count} rows ({v.invalid_count} invalid), "
                   f"{v.id_type} from column {v.id_column!r}, attributes {v.attributes or '-'}, "

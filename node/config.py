@@ -80,9 +80,49 @@ class PartnerSection(_Strict):
     address: str | None = None
 
 
+class QueryKindName(str, enum.Enum):
+    MEMBERSHIP = "membership"
+    LABELED = "labeled"
+    PREDICATE = "predicate"
+    CARDINALITY = "cardinality"
+    AGGREGATE = "aggregate"
+    THRESHOLD = "threshold"
+
+
+class PurposeGrant(_Strict):
+    """A purpose a partner may state, and the legal basis the agency relies on for it."""
+    code: PurposeCode
+    legal_basis: str = ""
+
+
 class DatasetGrant(_Strict):
+    """What one partner may ask of one dataset (the agency's policy)."""
     partner: NodeId
-    purposes: list[PurposeCode] = Field(min_length=1)
+    purposes: list[PurposeGrant] = Field(min_length=1)
+    kinds: list[QueryKindName] = Field(default_factory=lambda: [QueryKindName.MEMBERSHIP], min_length=1)
+    predicate_columns: list[str] = Field(default_factory=list)   # columns a predicate may use
+    label_attributes: list[str] = Field(default_factory=list)    # attributes a labeled query opens
+    min_elements: int = Field(default=1, ge=1)                   # smaller queries are refused
+    max_elements: int = Field(default=1_000_000, ge=1)
+    daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
+    monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
+    epoch_elements: int | None = Field(default=None, ge=1)       # per partner and key epoch
+
+    @field_validator("purposes", mode="before")
+    @classmethod
+    def _plain_codes(cls, v):
+        # `purposes = ["code"]` is shorthand for `[{ code = "code" }]`.
+        return [{"code": p} if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "DatasetGrant":
+        if self.min_elements > self.max_elements:
+            raise ValueError("min_elements must not exceed max_elements")
+        return self
+
+    @property
+    def purpose_codes(self) -> list[str]:
+        return [p.code for p in self.purposes]
 
 
 class DatasetSection(_Strict):
@@ -90,6 +130,8 @@ class DatasetSection(_Strict):
     description: str = ""
     grants: list[DatasetGrant] = Field(default_factory=list)
     tag_length: int = Field(default=16, ge=12, le=32)
+    epoch_days: int = Field(default=90, ge=1, le=3650)   # keys rotate after this many days
+    grace_days: int = Field(default=7, ge=0, le=365)     # the previous epoch still answers
 
 
 class NodeConfig(_Strict):
@@ -117,8 +159,14 @@ class NodeConfig(_Strict):
                 if g.partner not in partner_ids:
                     raise ValueError(
                         f"dataset {d.name!r} grants partner {g.partner!r}, which is not in [[partners]]")
-        if self.node.mode is Mode.PRODUCTION and not self.tls.key_sealed:
-            raise ValueError("production mode requires tls.key_sealed = true")
+        if self.node.mode is Mode.PRODUCTION:
+            if not self.tls.key_sealed:
+                raise ValueError("production mode requires tls.key_sealed = true")
+            for d in self.datasets:
+                for g in d.grants:
+                    if any(not p.legal_basis for p in g.purposes):
+                        raise ValueError(f"production mode requires a legal_basis for every purpose "
+                                         f"(dataset {d.name!r}, partner {g.partner!r})")
         return self
 
     # -- resolved paths -------------------------------------------------------------

@@ -33,11 +33,11 @@ MAX_INT = 2**53 - 1
 # 15 or more digits in a run (the 18-character form may end in X): the shape of a
 # resident identity number (15 digits, old form; 17 digits and a check character).
 # Runs are bounded by non-digits, so counts, sizes and dates never match.
-_ID_LIKE = re.compile(r"(?<![0-9])[0-9]{14,}[0-9Xx](?![0-9])")
+_ID_LIKE = re.compile(r"(?<!\d)\d{14,}[\dXxＸｘ](?!\d)")
 # Hex of hashes, signatures and keys ("ed25519:<hex>" included) is machine output,
 # and random hex often holds long digit runs; it is exempt from the guard.
 _MACHINE_HEX = re.compile(r"(?:[a-z0-9]{1,16}:)?[0-9a-f]{64,}")
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
 
 
 class CanonicalError(ValueError):
@@ -68,36 +68,75 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _check_value(value: Any, path: str, strings: list[tuple[str, str]]) -> None:
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, int):
+class _Refused(Exception):
+    """Internal: the fast walk found something; the slow walk names where."""
+
+
+def _fast_walk(value: Any, strings: list[str]) -> None:
+    # Hot path (every append): no path strings, flat values handled inline.
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Refused
+            strings.append(key)
+            t = type(item)
+            if t is str:
+                strings.append(item)
+            elif t is not int or not -MAX_INT <= item < 10**14:
+                _fast_walk(item, strings)
+    elif kind is str:
+        strings.append(value)
+    elif kind is int:
+        if not -MAX_INT <= value <= MAX_INT:
+            raise _Refused
+        if value >= 10**14:  # a resident number smuggled in as an integer
+            strings.append(str(value))
+    elif kind is list or kind is tuple:
+        for item in value:
+            _fast_walk(item, strings)
+    elif value is not None and kind is not bool:
+        raise _Refused
+
+
+def _slow_walk(value: Any, path: str, strings: list[tuple[str, str]]) -> None:
+    kind = type(value)  # exact types: a str or int subclass could encode surprisingly
+    if kind is str:
+        strings.append((path, value))
+    elif kind is int:
         if not -MAX_INT <= value <= MAX_INT:
             raise CanonicalError(f"{path}: integer out of range")
-        if value >= 10**14:  # a resident number smuggled in as an integer
-            strings.append((path, str(value)))
-        return
-    if isinstance(value, str):
-        strings.append((path, value))
-        return
-    if isinstance(value, dict):
+        strings.append((path, str(value)))
+    elif kind is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise CanonicalError(f"{path}: object keys must be strings")
             strings.append((f"{path}.{key} (key)", key))
-            _check_value(item, f"{path}.{key}", strings)
-        return
-    if isinstance(value, (list, tuple)):
+            _slow_walk(item, f"{path}.{key}", strings)
+    elif kind is list or kind is tuple:
         for position, item in enumerate(value):
-            _check_value(item, f"{path}[{position}]", strings)
-        return
-    raise CanonicalError(f"{path}: {type(value).__name__} is not allowed in ledger data")
+            _slow_walk(item, f"{path}[{position}]", strings)
+    elif value is not None and kind is not bool:
+        raise CanonicalError(f"{path}: {kind.__name__} is not allowed in ledger data")
 
 
-def guard_identifiers(strings: list[tuple[str, str]]) -> None:
-    """Raise IdentifierLeak naming the first field whose text looks like a resident id."""
-    for path, text in strings:
-        if _ID_LIKE.search(text) and not _MACHINE_HEX.fullmatch(text):
+def _looks_like_id(text: str) -> bool:
+    return bool(_ID_LIKE.search(text)) and not _MACHINE_HEX.fullmatch(text)
+
+
+def _check(obj: dict[str, Any]) -> None:
+    """Refuse values without a canonical form and identifier-shaped strings."""
+    strings: list[str] = []
+    try:
+        _fast_walk(obj, strings)
+        if not _ID_LIKE.search("\x00".join(strings)) or not any(map(_looks_like_id, strings)):
+            return  # the common case: one regex pass over every string
+    except _Refused:
+        pass
+    named: list[tuple[str, str]] = []
+    _slow_walk(obj, "$", named)  # raises CanonicalError naming the field, if that was it
+    for path, text in named:
+        if _looks_like_id(text):
             raise IdentifierLeak(
                 f"{path} holds a number shaped like a resident identifier; "
                 "ledger entries must never carry identifiers")
@@ -112,9 +151,7 @@ def dump(obj: dict[str, Any]) -> bytes:
     """
     if not isinstance(obj, dict):
         raise CanonicalError("ledger data is a JSON object")
-    strings: list[tuple[str, str]] = []
-    _check_value(obj, "$", strings)
-    guard_identifiers(strings)
+    _check(obj)
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
@@ -154,8 +191,9 @@ def check_time(value: Any, field: str) -> str:
     """Check an RFC 3339 UTC second-precision time string and return it."""
     if not isinstance(value, str) or not _TIME.fullmatch(value):
         raise CanonicalError(f"{field} must be an RFC 3339 UTC time like 2025-03-01T08:00:00Z")
-    try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    try:  # datetime() checks the calendar far faster than strptime parses
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                 int(value[14:16]), int(value[17:19]))
     except ValueError:
         raise CanonicalError(f"{field} is not a valid date and time") from None
     return value

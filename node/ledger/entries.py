@@ -224,7 +224,8 @@ def decode(data: bytes) -> Entry:
     d = canonical.parse(data)
     if d.get("v") != 1 or isinstance(d.get("v"), bool):
         raise EntryError("unsupported entry version")
-    cls = _TYPES.get(d.get("type"))  # type: ignore[arg-type]
+    kind = d.get("type")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise EntryError("unknown entry type")
     try:

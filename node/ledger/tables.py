@@ -9,8 +9,9 @@
                    primary-key lookups. Level 0 is ledger_entries.leaf_hash (not stored
                    twice: a million-entry ledger would carry a million extra rows).
 * ledger_heads     tree heads this node signed.
-* ledger_state     one mutable row (size, last signed size and time). Appending locks it
-                   first, which serialises appenders on SQLite and PostgreSQL alike.
+* ledger_state     one mutable row (size, last signed size and time, a cache token).
+                   Appending locks it first, which serialises appenders on SQLite and
+                   PostgreSQL alike.
 * ledger_signing_keys, witness_heads, witness_cosignatures, witness_conflicts
                    the node's sealed signing key; partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
@@ -36,7 +37,9 @@ __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
 
 ledger_entries = Table(
     "ledger_entries", metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes idx the rowid: one b-tree instead of a table and an index.
+    Column("idx", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
     Column("entry", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     # Copied from the entry for filtering; never trusted for anything signed.
@@ -77,6 +80,10 @@ ledger_state = Table(
     Column("size", BigInteger, nullable=False),
     Column("signed_size", BigInteger, nullable=False),
     Column("signed_at", BigInteger, nullable=False),  # unix seconds of the last head
+    # A fresh random token per append (and the one before it): lets a process reuse its
+    # in-memory tree border only if no other append, and no rollback, happened since.
+    Column("tip", BigInteger, nullable=False),
+    Column("prev_tip", BigInteger, nullable=False),
 )
 
 ledger_signing_keys = Table(
@@ -149,6 +156,7 @@ def install_ledger_triggers(engine: Engine) -> None:
             return
     try:
         with engine.begin() as conn:
-            conn.execute(insert(ledger_state).values(id=1, size=0, signed_size=0, signed_at=0))
+            conn.execute(insert(ledger_state).values(id=1, size=0, signed_size=0, signed_at=0, tip=0,
+                                                    prev_tip=0))
     except IntegrityError:
         pass  # another process created it first

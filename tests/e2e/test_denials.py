@@ -24,6 +24,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from protocols import oprf
 
 from . import fixtures as fx
+from .fixtures import blinded, channel_as, evaluate, header, hrss_log, refusal
 
 pytestmark = pytest.mark.e2e
 
@@ -36,58 +37,6 @@ def scenario(tmp_path_factory):
     fx.register(s)
     yield s
     s.fed.close()
-
-
-def channel_as(s: fx.Scenario, node_id: str, *, ca_dir=None) -> grpc.Channel:
-    """A channel to hrss presenting a certificate for `node_id` (from `ca_dir`'s CA)."""
-    ca_dir = ca_dir or s.fed.pki
-    out = ca_dir / "clients"
-    if not (out / f"{node_id}.pem").exists():
-        issue_node_cert(ca_dir, node_id, out)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=(s.fed.pki / "ca.pem").read_bytes(),
-        private_key=(out / f"{node_id}.key").read_bytes(),
-        certificate_chain=(out / f"{node_id}.pem").read_bytes())
-    return grpc.secure_channel(s.fed.nodes["hrss"].address, creds,
-                               options=[("grpc.ssl_target_name_override", target_name("hrss"))])
-
-
-def info(s) -> pb.DatasetInfo:
-    with channel_as(s, "fund") as ch:
-        listing = pb_grpc.MembershipStub(ch).ListDatasets(pb.ListDatasetsRequest(), timeout=10)
-    (d,) = listing.datasets
-    return d
-
-
-def header(s, *, purpose=fx.PURPOSE, total=3, query_id=None, dataset="flexible_workers", **kw):
-    d = info(s)
-    fields = dict(query_id=query_id or str(uuid.uuid4()), dataset=dataset, version=d.version,
-                  epoch=d.epoch, purpose=purpose, total_elements=total, kind=pb.QUERY_KIND_MEMBERSHIP)
-    fields.update(kw)
-    return pb.EvaluateRequest(header=pb.QueryHeader(**fields))
-
-
-def blinded(n: int) -> bytes:
-    return oprf.blind([b"x%d" % i for i in range(n)])[1]
-
-
-def evaluate(s, messages, node_id="fund"):
-    with channel_as(s, node_id) as ch:
-        return list(pb_grpc.MembershipStub(ch).Evaluate(iter(messages), timeout=20))
-
-
-def refusal(s, messages, node_id="fund") -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as exc:
-        evaluate(s, messages, node_id)
-    return exc.value
-
-
-def hrss_log(s) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes['hrss'].directory / 'node.db'}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log ORDER BY seq"))]
-    engine.dispose()
-    return rows
 
 
 def test_a_well_formed_query_is_answered(scenario):

@@ -1,0 +1,25 @@
+"""The verifiable query ledger (DESIGN.md, "Ledger"): entries, tree heads, receipts, audit.
+
+Every query a node made or answered, and every admin action, is an entry in an
+append-only RFC 9162 Merkle tree stored next to the node's data; the node signs tree
+heads with its Ed25519 ledger key, answering nodes sign receipts that asking nodes keep,
+and partners cosign each other's heads. Auditors verify over HTTP, gRPC or an export.
+
+Modules: canonical (bytes), entries, signing (keys, heads, cosignatures), receipts,
+tables (schema, triggers), log (the Ledger), integrity (verify_all), witness, audit,
+http (FastAPI), grpc_service.
+"""
+from __future__ import annotations
+
+from .entries import AdminEntry, Entry, QueryEntry, WitnessEntry, decode, encode
+from .log import EntryFilter, HeadPolicy, Ledger, LedgerCorrupt, LedgerError
+from .receipts import QueryMetadata, Receipt, make_receipt, verify_receipt
+from .signing import (Cosignature, LedgerPublicKey, LedgerSigningKey, SignedTreeHead,
+                      load_or_create_signer)
+from .tables import install_ledger_triggers
+
+__all__ = ["AdminEntry", "Cosignature", "Entry", "EntryFilter", "HeadPolicy", "Ledger",
+           "LedgerCorrupt", "LedgerError", "LedgerPublicKey", "LedgerSigningKey",
+           "QueryEntry", "QueryMetadata", "Receipt", "SignedTreeHead", "WitnessEntry",
+           "decode", "encode", "install_ledger_triggers", "load_or_create_signer",
+           "make_receipt", "verify_receipt"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 
 import grpc
 from sqlalchemy import select
@@ -24,7 +25,7 @@ from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
 from .datasets import current_version
-from .keys import current_epoch, key_purpose, sealed_key
+from .keys import answerable_epochs, current_epoch, key_purpose, sealed_key
 from .querylog import QueryRecord, seen
 from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -72,6 +73,13 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
                           "list datasets and sync the current version")
         return row
 
+    def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
+        grace = timedelta(days=self.cfg.dataset(dataset).grace_days)
+        if epoch not in answerable_epochs(conn, dataset, peer, grace):
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
+                          "past its grace period, or unknown); list datasets and sync again")
+
     def _info(self, conn, dataset: str, peer: str, purposes: list[str]) -> pb.DatasetInfo | None:
         current = current_version(conn, dataset)
         epoch = current and current_epoch(conn, dataset, peer)
@@ -101,6 +109,7 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
         try:
             _, grant = self._grant(request.dataset, peer)
             with self.ctx.engine.connect() as conn:
+                self._check_epoch(conn, request.dataset, peer, request.epoch)
                 table = self._table(conn, request.dataset, request.version, peer, request.epoch)
                 header = pb.DatasetInfo(
                     name=request.dataset, version=request.version, epoch=request.epoch,
@@ -176,9 +185,7 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
                 record.query_id = ""  # the earlier entry stands; do not log a duplicate id
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
             self._table(conn, h.dataset, h.version, peer, h.epoch)
-            if current_epoch(conn, h.dataset, peer) != h.epoch:
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"epoch {h.epoch} is not current; sync the tag table again")
+            self._check_epoch(conn, h.dataset, peer, h.epoch)
             try:
                 policy.check(conn, grant, dataset=h.dataset, kind=record.kind,
                              elements=h.total_elements, epoch=h.epoch)

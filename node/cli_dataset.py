@@ -127,3 +127,20 @@ def retire_(config: ConfigOpt, name: str,
         except RegistrationError as exc:
             fail(str(exc))
     out.print(f"retired {name} version {version}")
+
+
+@dataset_app.command("rotate-key")
+def rotate_key(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset.")],
+               partner: Annotated[Optional[str], typer.Option(help="Only this partner.")] = None) -> None:
+    """Start a new key epoch now (partners re-sync; the old epoch answers for the grace period)."""
+    from .epochs import RotationError, rotate
+    with node_context(config) as ctx:
+        try:
+            with Bars() as bars:
+                done = rotate(ctx, name, partner, progress=bars)
+        except RotationError as exc:
+            fail(str(exc))
+        grace = ctx.config.dataset(name).grace_days
+    for r in done:
+        out.print(f"{r.dataset}: partner {r.partner} now on key epoch {r.epoch} "
+                  f"({r.rows} tags rebuilt); epoch {r.epoch - 1} answers {grace} more days")

@@ -66,6 +66,11 @@ class GrpcSection(_Strict):
         return v
 
 
+class MaintenanceSection(_Strict):
+    # How often `shuqiao serve` looks for due key rotations (and other periodic work).
+    interval_seconds: float = Field(default=3600.0, ge=1.0)
+
+
 class TlsSection(_Strict):
     ca: Path
     cert: Path
@@ -138,6 +143,7 @@ class NodeConfig(_Strict):
     node: NodeSection
     storage: StorageSection = StorageSection()
     grpc: GrpcSection = GrpcSection()
+    maintenance: MaintenanceSection = MaintenanceSection()
     tls: TlsSection
     partners: list[PartnerSection] = Field(default_factory=list)
     datasets: list[DatasetSection] = Field(default_factory=list)

@@ -7,7 +7,7 @@ sealed blob, bound to its dataset, partner and epoch by the sealing's associated
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, func, insert, select
 
@@ -40,10 +40,37 @@ def ensure_key(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: s
     epoch = current_epoch(conn, dataset, partner)
     if epoch is not None:
         return epoch, sealed_key(conn, dataset, partner, epoch)
-    epoch = 1
+    return new_epoch(conn, kek, dataset, partner)
+
+
+def new_epoch(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str) -> tuple[int, bytes]:
+    """Create the next epoch's key for dataset x partner; returns (epoch, sealed key)."""
+    epoch = (current_epoch(conn, dataset, partner) or 0) + 1
     key = oprf.OprfSecretKey.generate()
     blob = kek.seal(key.export_secret_bytes(), purpose=key_purpose(dataset, partner, epoch))
     conn.execute(insert(oprf_keys).values(
         dataset=dataset, partner=partner, epoch=epoch, sealed_key=blob,
         created_at=datetime.now(timezone.utc)))
     return epoch, blob
+
+
+def epoch_started(conn: Connection, dataset: str, partner: str, epoch: int) -> datetime | None:
+    value = conn.execute(select(oprf_keys.c.created_at).where(
+        oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner,
+        oprf_keys.c.epoch == epoch)).scalar()
+    if value is not None and value.tzinfo is None:  # SQLite drops the zone; we store UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def answerable_epochs(conn: Connection, dataset: str, partner: str, grace: timedelta,
+                      now: datetime | None = None) -> set[int]:
+    """The current epoch, plus the previous one while the grace period after rotation lasts."""
+    current = current_epoch(conn, dataset, partner)
+    if current is None:
+        return set()
+    epochs = {current}
+    started = epoch_started(conn, dataset, partner, current)
+    if current > 1 and started is not None and (now or datetime.now(timezone.utc)) < started + grace:
+        epochs.add(current - 1)
+    return epochs

@@ -72,6 +72,18 @@ class NodeServer:
         self.ctx.close()
 
 
+def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
+    """Periodic work while serving: key epochs that are due are rotated."""
+    from .epochs import due, rotate
+    while not stop.wait(ctx.config.maintenance.interval_seconds):
+        try:
+            for dataset, partner in due(ctx):
+                for r in rotate(ctx, dataset, partner):
+                    log.info("rotated key of %s for %s to epoch %d", r.dataset, r.partner, r.epoch)
+        except Exception:  # keep serving; the next round retries
+            log.exception("maintenance round failed")
+
+
 def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> None:
     """Run until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening."""
     node = NodeServer(ctx)
@@ -87,6 +99,8 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> Non
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    worker = threading.Thread(target=maintenance, args=(ctx, stop), name="maintenance", daemon=True)
+    worker.start()
     stop.wait()
     log.info("node %s stopping", ctx.config.node.id)
     node.stop()

@@ -1,0 +1,92 @@
+"""Key epochs: rotating a dataset x partner key and rebuilding its tag table.
+
+Rotation makes cached tag tables of the old epoch useless after the grace period: a
+partner that kept a copy cannot keep matching against it. The new epoch's table is
+built from the stored rows of the current version, in worker processes, and committed
+together with the new key, so a partner never sees an epoch without its table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Connection
+
+from adapters import IdType, encode
+
+from .context import NodeContext
+from .datasets import Progress, _noop, current_version, iter_rows, sort_tags, store_tag_table
+from .keys import current_epoch, epoch_started, key_purpose, new_epoch
+
+BATCH = 8192
+
+
+@dataclass(frozen=True)
+class Rotation:
+    dataset: str
+    partner: str
+    epoch: int
+    rows: int
+
+
+class RotationError(Exception):
+    pass
+
+
+def build_tag_table(ctx: NodeContext, conn: Connection, dataset: str, version_id: int,
+                    id_type: str, partner: str, epoch: int, sealed: bytes, tag_length: int,
+                    total: int, progress: Progress = _noop) -> int:
+    """Compute and store the tag table of a stored dataset version for one partner and epoch."""
+    purpose = key_purpose(dataset, partner, epoch)
+    kind = IdType(id_type)
+    futures, batch, done = [], [], 0
+    for subject, _attrs in iter_rows(conn, version_id):
+        batch.append(encode(kind, subject))
+        if len(batch) == BATCH:
+            futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length))
+            batch = []
+    if batch:
+        futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length))
+    packed = bytearray()
+    for fut in futures:
+        packed += fut.result()
+        done += BATCH
+        progress("tags", min(done, total), total)
+    return store_tag_table(conn, version_id, partner, epoch, tag_length, sort_tags(packed, tag_length))
+
+
+def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
+           progress: Progress = _noop) -> list[Rotation]:
+    """Start a new key epoch for `dataset` (one partner, or every granted partner)."""
+    declared = ctx.config.dataset(dataset)
+    if declared is None:
+        raise RotationError(f"dataset {dataset!r} is not declared in the node config")
+    partners = [g.partner for g in declared.grants]
+    if partner is not None:
+        if partner not in partners:
+            raise RotationError(f"partner {partner!r} has no grant on dataset {dataset!r}")
+        partners = [partner]
+    done = []
+    for p in partners:
+        with ctx.engine.begin() as conn:
+            version = current_version(conn, dataset)
+            epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
+            if version is not None:
+                build_tag_table(ctx, conn, dataset, version.id, version.id_type, p, epoch, sealed,
+                                declared.tag_length, version.row_count, progress)
+            done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
+    return done
+
+
+def due(ctx: NodeContext, now: datetime | None = None) -> list[tuple[str, str]]:
+    """(dataset, partner) pairs whose current epoch is older than the dataset's epoch length."""
+    now = now or datetime.now(timezone.utc)
+    out = []
+    with ctx.engine.connect() as conn:
+        for d in ctx.config.datasets:
+            for g in d.grants:
+                epoch = current_epoch(conn, d.name, g.partner)
+                started = epoch and epoch_started(conn, d.name, g.partner, epoch)
+                if started and now - started >= timedelta(days=d.epoch_days):
+                    out.append((d.name, g.partner))
+    return out

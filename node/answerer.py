@@ -25,7 +25,7 @@ from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
 from .datasets import current_version
-from .keys import answerable_epochs, current_epoch, key_purpose, sealed_key
+from .keys import answerable_epochs, current_epoch, key_purpose, public_key, sealed_key
 from .querylog import QueryRecord, seen
 from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -86,10 +86,15 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
         if current is None or epoch is None:
             return None
         table = self._table(conn, dataset, current.version, peer, epoch)
-        return pb.DatasetInfo(name=dataset, version=current.version, epoch=epoch,
+        return self._describe(conn, dataset, current.version, epoch, peer, table, purposes)
+
+    def _describe(self, conn, dataset, version, epoch, peer, table, purposes) -> pb.DatasetInfo:
+        return pb.DatasetInfo(name=dataset, version=version, epoch=epoch,
                               row_count=table.row_count, id_type=table.id_type,
                               purposes=purposes, tag_table_digest=table.digest,
-                              tag_length=table.tag_length)
+                              tag_length=table.tag_length,
+                              public_key=public_key(conn, dataset, peer, epoch),
+                              oprf_mode=self.cfg.dataset(dataset).mode_number)
 
     # -- rpcs ----------------------------------------------------------------------------
     def ListDatasets(self, request, context):
@@ -111,11 +116,8 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             with self.ctx.engine.connect() as conn:
                 self._check_epoch(conn, request.dataset, peer, request.epoch)
                 table = self._table(conn, request.dataset, request.version, peer, request.epoch)
-                header = pb.DatasetInfo(
-                    name=request.dataset, version=request.version, epoch=request.epoch,
-                    row_count=table.row_count, id_type=table.id_type,
-                    purposes=grant.purpose_codes, tag_table_digest=table.digest,
-                    tag_length=table.tag_length)
+                header = self._describe(conn, request.dataset, request.version, request.epoch,
+                                        peer, table, grant.purpose_codes)
                 chunk_ids = conn.execute(select(tag_chunks.c.seq).where(
                     tag_chunks.c.table_id == table.id).order_by(tag_chunks.c.seq)).scalars().all()
         except Refused as exc:
@@ -202,12 +204,17 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
                  record: QueryRecord):
         done, expect_seq = 0, 0
         max_batch = self.cfg.grpc.max_batch_elements
+        verifiable = self.cfg.dataset(h.dataset).mode_number == oprf.MODE_VOPRF
+        unproven: dict[int, tuple[bytes, bytes]] = {}  # VOPRF: seq -> (B, E) awaiting a proof
         for req in requests:
             body = req.WhichOneof("body")
             if body == "finish":
                 break
+            if body == "proof_request" and verifiable:
+                yield self._prove(req.proof_request, unproven, sealed, purpose_ad)
+                continue
             if body != "batch":
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "expected a batch or finish")
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "expected a batch, a proof request or finish")
             b = req.batch
             n, rem = divmod(len(b.elements), oprf.ELEMENT_LEN)
             if b.seq != expect_seq or rem or not 1 <= n <= max_batch or done + n > h.total_elements:
@@ -219,6 +226,8 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             except oprf.InvalidElement:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               f"batch {b.seq} holds an invalid group element") from None
+            if verifiable:
+                unproven[b.seq] = (b.elements, evaluated)
             done += n
             expect_seq += 1
             yield pb.EvaluateResponse(batch=pb.ElementBatch(seq=b.seq, elements=evaluated))
@@ -229,4 +238,17 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"finish after {done} of {h.total_elements} announced elements")
 
-
+    def _prove(self, request: pb.ProofRequest, unproven: dict, sealed: bytes,
+               purpose_ad: str) -> pb.EvaluateResponse:
+        """A DLEQ proof over the elements of one answered batch that the asker picked."""
+        pair = unproven.pop(request.seq, None)
+        indices = list(request.indices)
+        w = oprf.ELEMENT_LEN
+        if pair is None or not indices or any(b <= a for a, b in zip(indices, indices[1:])) \
+                or indices[-1] >= len(pair[0]) // w:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"proof request for batch {request.seq} names no answered batch, or "
+                          "indices that are not distinct, ascending and within it")
+        pick = lambda packed: b"".join(packed[i * w:(i + 1) * w] for i in indices)
+        proof = self.ctx.pool.prove(sealed, purpose_ad, pick(pair[0]), pick(pair[1]))
+        return pb.EvaluateResponse(proof=pb.BatchProof(seq=request.seq, proof=proof))

@@ -8,10 +8,11 @@ bidirectional stream, each side spreading its batches over every core.
 from __future__ import annotations
 
 import hashlib
+import queue
+import random
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -19,6 +20,9 @@ from typing import Callable, Sequence
 import grpc
 import numpy as np
 from sqlalchemy import insert, select
+
+from protocols import oprf
+from protocols.group import is_valid_element
 
 from .config import ConfigError
 from .context import NodeContext
@@ -117,10 +121,18 @@ def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
     """Make sure the partner's tag table for `info`'s version and epoch is cached."""
     key = dict(partner=partner, dataset=info.name, version=info.version, epoch=info.epoch)
     t = peer_tag_tables.c
+    if info.oprf_mode not in (oprf.MODE_OPRF, oprf.MODE_VOPRF) or (
+            info.oprf_mode == oprf.MODE_VOPRF and not is_valid_element(info.public_key)):
+        raise PartnerError(partner, "announced an unsupported OPRF mode or an invalid public key")
     with ctx.engine.connect() as conn:
+        pinned = conn.execute(select(t.public_key, t.oprf_mode).where(
+            t.partner == partner, t.dataset == info.name, t.epoch == info.epoch)).first()
         row = conn.execute(select(peer_tag_tables).where(
             t.partner == partner, t.dataset == info.name, t.version == info.version,
             t.epoch == info.epoch)).first()
+    if pinned is not None and (pinned.public_key != info.public_key or pinned.oprf_mode != info.oprf_mode):
+        raise PartnerError(partner, f"presents a different key for {info.name!r} epoch {info.epoch} "
+                           "than it did before (inconsistent key); refusing to query it")
     if row is not None and row.digest == info.tag_table_digest:
         return CachedTable(row.id, partner, info.name, info.version, info.epoch,
                            row.tag_length, row.row_count)
@@ -152,6 +164,7 @@ def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
     with ctx.engine.begin() as conn:
         table_id = conn.execute(insert(peer_tag_tables).values(
             **key, tag_length=tlen, row_count=count, digest=info.tag_table_digest,
+            public_key=info.public_key, oprf_mode=info.oprf_mode,
             fetched_at=datetime.now(timezone.utc))).inserted_primary_key[0]
         if chunks:
             conn.execute(insert(peer_tag_chunks), [
@@ -242,34 +255,56 @@ _REFUSALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
 
 
 def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -> bytes:
-    pool = ctx.pool
-    n = len(inputs)
-    accepted = threading.Event()
-    batch_size = [ctx.config.grpc.max_batch_elements]
-    bounds = []
+    """The Evaluate stream: blinded batches out, evaluations (and VOPRF proofs) back.
+
+    Messages to the partner go through an outbox, because two parties write to it: the
+    blinding pipeline (header, batches) and the answer loop (proof requests, finish).
+    """
+    pool, cfg = ctx.pool, ctx.config
+    n, mode = len(inputs), info.oprf_mode
+    verifiable = mode == oprf.MODE_VOPRF
+    outbox: queue.Queue = queue.Queue()
+    accepted, stop = threading.Event(), threading.Event()
+    batch_size = [cfg.grpc.max_batch_elements]
+    bounds: list[tuple[int, int]] = []
     blinds: dict[int, bytes] = {}
-    failure: list[BaseException] = []
+    rng = random.SystemRandom()
 
     def requests():
-        yield pb.EvaluateRequest(header=pb.QueryHeader(
+        while True:
+            msg = outbox.get()
+            if msg is None:
+                return
+            yield msg
+
+    def produce() -> None:
+        outbox.put(pb.EvaluateRequest(header=pb.QueryHeader(
             query_id=record.query_id, dataset=info.name, version=info.version, epoch=info.epoch,
-            purpose=record.purpose, total_elements=n, kind=pb.QUERY_KIND_MEMBERSHIP))
-        if not accepted.wait(ctx.config.grpc.deadline_seconds) or failure:
+            purpose=record.purpose, total_elements=n, kind=pb.QUERY_KIND_MEMBERSHIP)))
+        if not accepted.wait(cfg.grpc.deadline_seconds) or stop.is_set():
             return
         size = batch_size[0]
         bounds.extend((a, min(n, a + size)) for a in range(0, n, size))
-        ahead: deque = deque()
+        ahead: list = []
         for seq, (a, b) in enumerate(bounds):
-            ahead.append((seq, pool.submit_blind(inputs[a:b])))
-            while len(ahead) > pool.workers + 1 or (seq == len(bounds) - 1 and ahead):
-                s, fut = ahead.popleft()
-                packed_blinds, blinded = fut.result()
-                blinds[s] = packed_blinds
-                yield pb.EvaluateRequest(batch=pb.ElementBatch(seq=s, elements=blinded))
-        yield pb.EvaluateRequest(finish=pb.Finish())
+            ahead.append((seq, pool.submit_blind(inputs[a:b], mode)))
+            while ahead and (len(ahead) > pool.workers + 1 or seq == len(bounds) - 1):
+                s, fut = ahead.pop(0)
+                blinds[s], blinded = fut.result()
+                if stop.is_set():
+                    return
+                outbox.put(pb.EvaluateRequest(batch=pb.ElementBatch(seq=s, elements=blinded)))
 
+    def sample(count: int) -> list[int]:
+        if cfg.query.verification == "full" or count <= cfg.query.proof_sample:
+            return list(range(count))
+        return sorted(rng.sample(range(count), cfg.query.proof_sample))
+
+    producer = threading.Thread(target=produce, name="blind", daemon=True)
+    producer.start()
     finals: list = []
-    call = stub.Evaluate(requests(), timeout=ctx.config.grpc.deadline_seconds)
+    pending: dict[int, tuple] = {}  # VOPRF: seq -> (evaluated, sample) awaiting the proof
+    call = stub.Evaluate(requests(), timeout=cfg.grpc.deadline_seconds)
     try:
         for resp in call:
             body = resp.WhichOneof("body")
@@ -278,27 +313,52 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -
                 accepted.set()
             elif body == "batch":
                 seq = resp.batch.seq
-                if seq != len(finals) or seq >= len(bounds):
+                if seq != len(finals) + len(pending) or seq >= len(bounds):
                     raise PartnerError(partner, "answered batches out of order")
                 a, b = bounds[seq]
                 if len(resp.batch.elements) != (b - a) * 32:
                     raise PartnerError(partner, f"answered batch {seq} with the wrong size")
-                finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq),
-                                                   resp.batch.elements, info.tag_length))
+                if verifiable:
+                    picked = sample(b - a)
+                    pending[seq] = (resp.batch.elements, picked)
+                    outbox.put(pb.EvaluateRequest(proof_request=pb.ProofRequest(seq=seq, indices=picked)))
+                else:
+                    finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq),
+                                                       resp.batch.elements, info.tag_length))
+                    progress("query", b, n)
+            elif body == "proof" and verifiable:
+                seq = resp.proof.seq
+                if seq not in pending or seq != len(finals):
+                    raise PartnerError(partner, "sent a proof for no pending batch")
+                evaluated, picked = pending.pop(seq)
+                a, b = bounds[seq]
+                finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq), evaluated,
+                                                   info.tag_length, mode, resp.proof.proof,
+                                                   info.public_key, picked))
                 progress("query", b, n)
             elif body == "summary":
-                if resp.summary.elements_evaluated != n or len(finals) != len(bounds):
+                if resp.summary.elements_evaluated != n or len(finals) != len(bounds) or pending:
                     raise PartnerError(partner, "summary does not match the query")
+            else:
+                raise PartnerError(partner, f"sent an unexpected {body or 'empty'} message")
+            if bounds and len(finals) == len(bounds) and not pending and not stop.is_set():
+                stop.set()  # every batch answered (and proven): finish the stream
+                outbox.put(pb.EvaluateRequest(finish=pb.Finish()))
+                outbox.put(None)
     except BaseException as exc:
-        failure.append(exc)  # releases the request generator if it still waits
-        accepted.set()
+        stop.set()
+        accepted.set()   # release the producer if it still waits
+        outbox.put(None)
         call.cancel()
         if isinstance(exc, grpc.RpcError):
             raise _rpc_error(partner, exc) from None
         raise
+    finally:
+        producer.join(timeout=5)
     if len(finals) != len(bounds) or not bounds:
         raise PartnerError(partner, "the answer ended early")
     try:
         return b"".join(f.result() for f in finals)
     except ValueError as exc:  # protocols.oprf.InvalidElement is a ValueError
-        raise PartnerError(partner, "answered with an invalid group element") from exc
+        raise PartnerError(partner, "answered with an invalid group element or a proof that "
+                                    "does not verify against its published key") from exc

@@ -11,7 +11,7 @@ import enum
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -64,6 +64,15 @@ class GrpcSection(_Strict):
         if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", v):
             raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:50051")
         return v
+
+
+class QuerySection(_Strict):
+    """How this node asks: VOPRF proof checking."""
+    # "sampled": after each batch, a proof over `proof_sample` random elements chosen
+    # after the answer arrived (the answerer cannot tell whose element is whose, so it
+    # cannot cheat on chosen people); "full": a proof over every element (slower).
+    verification: Literal["sampled", "full"] = "sampled"
+    proof_sample: int = Field(default=32, ge=1, le=4096)
 
 
 class MaintenanceSection(_Strict):
@@ -135,8 +144,16 @@ class DatasetSection(_Strict):
     description: str = ""
     grants: list[DatasetGrant] = Field(default_factory=list)
     tag_length: int = Field(default=16, ge=12, le=32)
+    # "voprf" (RFC 9497 mode 0x01): evaluations carry DLEQ proofs against the epoch's
+    # published key, so an asker detects a wrong or inconsistent key. "oprf": mode 0x00.
+    oprf_mode: Literal["voprf", "oprf"] = "voprf"
     epoch_days: int = Field(default=90, ge=1, le=3650)   # keys rotate after this many days
     grace_days: int = Field(default=7, ge=0, le=365)     # the previous epoch still answers
+
+    @property
+    def mode_number(self) -> int:
+        """The RFC 9497 mode byte of this dataset's evaluations."""
+        return 0x01 if self.oprf_mode == "voprf" else 0x00
 
 
 class NodeConfig(_Strict):
@@ -144,6 +161,7 @@ class NodeConfig(_Strict):
     storage: StorageSection = StorageSection()
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
+    query: QuerySection = QuerySection()
     tls: TlsSection
     partners: list[PartnerSection] = Field(default_factory=list)
     datasets: list[DatasetSection] = Field(default_factory=list)

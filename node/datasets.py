@@ -140,7 +140,8 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
                 rows=pack_rows(batch_rows)))
             chunk_seq += 1
             for partner, (epoch, blob) in keys.items():
-                fut = pool.submit_tags(blob, key_purpose(name, partner, epoch), batch_ids, tag_length)
+                fut = pool.submit_tags(blob, key_purpose(name, partner, epoch), batch_ids, tag_length,
+                                       declared.mode_number)
                 in_flight.append((partner, fut))
             drain(2 * pool.workers * max(1, len(keys)))
             batch_ids, batch_rows = [], []

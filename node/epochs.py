@@ -35,7 +35,7 @@ class RotationError(Exception):
 
 def build_tag_table(ctx: NodeContext, conn: Connection, dataset: str, version_id: int,
                     id_type: str, partner: str, epoch: int, sealed: bytes, tag_length: int,
-                    total: int, progress: Progress = _noop) -> int:
+                    total: int, mode: int, progress: Progress = _noop) -> int:
     """Compute and store the tag table of a stored dataset version for one partner and epoch."""
     purpose = key_purpose(dataset, partner, epoch)
     kind = IdType(id_type)
@@ -43,10 +43,10 @@ def build_tag_table(ctx: NodeContext, conn: Connection, dataset: str, version_id
     for subject, _attrs in iter_rows(conn, version_id):
         batch.append(encode(kind, subject))
         if len(batch) == BATCH:
-            futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length))
+            futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length, mode))
             batch = []
     if batch:
-        futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length))
+        futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length, mode))
     packed = bytearray()
     for fut in futures:
         packed += fut.result()
@@ -73,7 +73,8 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
             if version is not None:
                 build_tag_table(ctx, conn, dataset, version.id, version.id_type, p, epoch, sealed,
-                                declared.tag_length, version.row_count, progress)
+                                declared.tag_length, version.row_count, declared.mode_number,
+                                progress)
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
     return done
 

@@ -50,7 +50,7 @@ def new_epoch(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: st
     blob = kek.seal(key.export_secret_bytes(), purpose=key_purpose(dataset, partner, epoch))
     conn.execute(insert(oprf_keys).values(
         dataset=dataset, partner=partner, epoch=epoch, sealed_key=blob,
-        created_at=datetime.now(timezone.utc)))
+        public_key=key.public_key(), created_at=datetime.now(timezone.utc)))
     return epoch, blob
 
 
@@ -74,3 +74,10 @@ def answerable_epochs(conn: Connection, dataset: str, partner: str, grace: timed
     if current > 1 and started is not None and (now or datetime.now(timezone.utc)) < started + grace:
         epochs.add(current - 1)
     return epochs
+
+
+def public_key(conn: Connection, dataset: str, partner: str, epoch: int) -> bytes | None:
+    return conn.execute(
+        select(oprf_keys.c.public_key).where(
+            oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner,
+            oprf_keys.c.epoch == epoch)).scalar()

@@ -39,30 +39,49 @@ def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.O
 
 
 def tags_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
-              inputs: Sequence[bytes], tag_length: int) -> bytes:
+              inputs: Sequence[bytes], tag_length: int, mode: int = oprf.MODE_OPRF) -> bytes:
     """Truncated F_k(y) for each input, concatenated (the agency's tag table rows)."""
     key = _unseal(kek, sealed, purpose)
-    return b"".join(out[:tag_length] for out in oprf.evaluate(key, inputs))
+    return b"".join(out[:tag_length] for out in oprf.evaluate(key, inputs, mode))
 
 
 def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                         packed_blinded: bytes) -> bytes:
+    # k * B_i is the same arithmetic in both modes; VOPRF proofs come from prove_task.
     return oprf.blind_evaluate(_unseal(kek, sealed, purpose), packed_blinded)
 
 
-def blind_task(inputs: Sequence[bytes]) -> tuple[bytes, bytes]:
-    blinds, packed = oprf.blind(inputs)
+def prove_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+               packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+    return oprf.prove(_unseal(kek, sealed, purpose), packed_blinded, packed_evaluated)
+
+
+def blind_task(inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> tuple[bytes, bytes]:
+    blinds, packed = oprf.blind(inputs, mode=mode)
     return b"".join(blinds), packed
 
 
 def finalize_task(inputs: Sequence[bytes], packed_blinds: bytes, packed_evaluated: bytes,
-                  tag_length: int) -> bytes:
+                  tag_length: int, mode: int = oprf.MODE_OPRF, proof: bytes = b"",
+                  public_key: bytes = b"", sample: Sequence[int] = ()) -> bytes:
+    """Unblind a batch into tags; in VOPRF mode check the proof over `sample` first."""
     blinds = [packed_blinds[i:i + 32] for i in range(0, len(packed_blinds), 32)]
-    outs = oprf.finalize(inputs, blinds, packed_evaluated)
+    if mode == oprf.MODE_OPRF:
+        outs = oprf.finalize(inputs, blinds, packed_evaluated)
+    else:
+        # B_i of the sampled elements, recomputed from r_i (cheaper than keeping the batch).
+        _, sampled_blinded = oprf.blind([inputs[i] for i in sample], [blinds[i] for i in sample],
+                                        mode=mode)
+        oprf.verify_proof(public_key, sampled_blinded, _pick(packed_evaluated, sample), proof)
+        outs = oprf.finalize_sampled(inputs, blinds, packed_evaluated)
     return b"".join(out[:tag_length] for out in outs)
 
 
-_KEYED = (tags_task, blind_evaluate_task)
+def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
+    return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
+
+
+_KEYED = (tags_task, blind_evaluate_task, prove_task)
 
 
 def _call(kek: KeyEncryptionKey | None, fn, *args):
@@ -73,12 +92,14 @@ def _in_worker(fn, *args):
     return _call(_worker_kek, fn, *args)
 
 
-class _Done(Future):
-    """An already-completed future, for work small enough to run in-process."""
-
-    def __init__(self, value) -> None:
-        super().__init__()
-        self.set_result(value)
+def _run_now(kek: KeyEncryptionKey | None, fn, *args) -> Future:
+    """Run small work in-process; its result or error arrives through a future, as from a worker."""
+    fut: Future = Future()
+    try:
+        fut.set_result(_call(kek, fn, *args))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
 
 
 class CryptoPool:
@@ -118,7 +139,7 @@ class CryptoPool:
 
     def _submit(self, n: int, fn, *args) -> Future:
         if n < INLINE_BELOW:
-            return _Done(_call(self._kek, fn, *args))
+            return _run_now(self._kek, fn, *args)
         return self._pool().submit(_in_worker, fn, *args)
 
     def _ranges(self, n: int) -> list[tuple[int, int]]:
@@ -128,16 +149,22 @@ class CryptoPool:
 
     # -- one task each: callers that pipeline many batches use these --------------
     def submit_tags(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
-                    tag_length: int) -> Future:
-        return self._submit(len(inputs), tags_task, sealed, purpose, list(inputs), tag_length)
+                    tag_length: int, mode: int = oprf.MODE_OPRF) -> Future:
+        return self._submit(len(inputs), tags_task, sealed, purpose, list(inputs), tag_length, mode)
 
-    def submit_blind(self, inputs: Sequence[bytes]) -> Future:
-        return self._submit(len(inputs), blind_task, list(inputs))
+    def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
+        return self._submit(len(inputs), blind_task, list(inputs), mode)
 
     def submit_finalize(self, inputs: Sequence[bytes], packed_blinds: bytes,
-                        packed_evaluated: bytes, tag_length: int) -> Future:
+                        packed_evaluated: bytes, tag_length: int, mode: int = oprf.MODE_OPRF,
+                        proof: bytes = b"", public_key: bytes = b"",
+                        sample: Sequence[int] = ()) -> Future:
         return self._submit(len(inputs), finalize_task, list(inputs), packed_blinds,
-                            packed_evaluated, tag_length)
+                            packed_evaluated, tag_length, mode, proof, public_key, list(sample))
+
+    def prove(self, sealed: bytes, purpose: str, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+        n = len(packed_blinded) // oprf.ELEMENT_LEN
+        return self._submit(n, prove_task, sealed, purpose, packed_blinded, packed_evaluated).result()
 
     # -- one batch spread over every worker ----------------------------------------
     def blind_evaluate(self, sealed: bytes, purpose: str, packed: bytes) -> bytes:

@@ -55,6 +55,7 @@ oprf_keys = Table(
     Column("partner", String(64), nullable=False),
     Column("epoch", Integer, nullable=False),
     Column("sealed_key", LargeBinary, nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),  # pkS = k*G, published for VOPRF
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("dataset", "partner", "epoch", name="uq_key_epoch"),
 )
@@ -92,6 +93,8 @@ peer_tag_tables = Table(
     Column("tag_length", Integer, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("digest", LargeBinary(32), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False),  # pinned per partner epoch
+    Column("oprf_mode", Integer, nullable=False),
     Column("fetched_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("partner", "dataset", "version", "epoch", name="uq_peer_tag_table"),
 )

@@ -55,7 +55,7 @@ __all__ = [
     "ELEMENT_LEN", "SCALAR_LEN", "OUTPUT_LEN", "PROOF_LEN", "MODE_OPRF", "MODE_VOPRF",
     "MAX_VOPRF_BATCH", "InvalidElement", "DeriveKeyPairError", "OprfSecretKey",
     "context_string", "blind", "blind_evaluate", "finalize", "evaluate",
-    "blind_evaluate_with_proof", "finalize_verified",
+    "blind_evaluate_with_proof", "finalize_verified", "prove", "verify_proof", "finalize_sampled",
 ]
 
 ELEMENT_LEN = 32
@@ -258,7 +258,8 @@ def blind_evaluate(key: OprfSecretKey, packed_blinded: bytes, mode: int = MODE_O
         ValueError: mode 0x01, whose evaluations must carry a proof.
     """
     if _suite(mode) is not _SUITES[MODE_OPRF]:
-        raise ValueError("VOPRF evaluations need a proof: use blind_evaluate_with_proof")
+        raise ValueError("VOPRF evaluations need a proof: use blind_evaluate_with_proof, "
+                         "or blind_evaluate (mode 0x00 arithmetic) followed by prove()")
     k = key._scalar
     return b"".join([element_mul(k, b) for b in _peer_elements(packed_blinded)])
 
@@ -336,6 +337,33 @@ def _challenge(suite: _Suite, *elements: bytes) -> bytes:
     return suite.hash_to_scalar(b"".join(_LEN_ELEMENT + e for e in elements) + b"Challenge")
 
 
+def prove(key: OprfSecretKey, packed_blinded: bytes, packed_evaluated: bytes,
+          r: bytes | None = None) -> bytes:
+    """RFC 9497 §2.2.1 GenerateProof (VOPRF): one DLEQ proof ``c || s`` that every
+    ``E_i = k * B_i`` for the given pairs, under ``pkS = k * G``.
+
+    The node proves either a whole batch, or a sample of it that the client chose
+    *after* receiving the evaluations (the server commits to E first, and cannot tell
+    which blinded element belongs to whom, so it cannot cheat on chosen people).
+
+    Raises:
+        InvalidElement: malformed arrays, an empty or oversized set, invalid elements.
+    """
+    suite, k, pk = _SUITES[MODE_VOPRF], key._scalar, key.public_key()
+    blinded = _peer_elements(packed_blinded)
+    evaluated = _peer_elements(packed_evaluated, len(blinded))
+    if not 0 < len(blinded) <= MAX_VOPRF_BATCH:
+        raise InvalidElement()
+    if r is None:
+        r = random_scalar()
+    elif not is_nonzero_scalar(r):
+        raise ValueError("proof nonce must be a canonical non-zero scalar")
+    # ComputeCompositesFast: the server knows k, so Z = k * M.
+    m = weighted_sum(_composite_weights(suite, pk, blinded, evaluated), blinded)
+    c = _challenge(suite, pk, m, element_mul(k, m), base_mul(r), element_mul(r, m))
+    return c + scalar_sub(r, scalar_mul(c, k))
+
+
 def blind_evaluate_with_proof(
     key: OprfSecretKey, packed_blinded: bytes, r: bytes | None = None
 ) -> tuple[bytes, bytes]:
@@ -347,20 +375,58 @@ def blind_evaluate_with_proof(
         InvalidElement: a malformed or empty packed array, over MAX_VOPRF_BATCH
             elements, or an invalid/identity element.
     """
-    suite, k, pk = _SUITES[MODE_VOPRF], key._scalar, key.public_key()
     blinded = _peer_elements(packed_blinded)
     if not 0 < len(blinded) <= MAX_VOPRF_BATCH:
         raise InvalidElement()
-    if r is None:
-        r = random_scalar()
-    elif not is_nonzero_scalar(r):
-        raise ValueError("proof nonce must be a canonical non-zero scalar")
-    evaluated = [element_mul(k, b) for b in blinded]
-    # GenerateProof with ComputeCompositesFast (RFC 9497 §2.2.1): Z = k * M.
-    m = weighted_sum(_composite_weights(suite, pk, blinded, evaluated), blinded)
-    c = _challenge(suite, pk, m, element_mul(k, m), base_mul(r), element_mul(r, m))
-    s = scalar_sub(r, scalar_mul(c, k))
-    return b"".join(evaluated), c + s
+    k = key._scalar
+    evaluated = b"".join([element_mul(k, b) for b in blinded])
+    return evaluated, prove(key, packed_blinded, evaluated, r)
+
+
+def verify_proof(public_key: bytes, packed_blinded: bytes, packed_evaluated: bytes,
+                 proof: bytes) -> None:
+    """RFC 9497 §2.2.2 VerifyProof over the given pairs; raises InvalidElement if it fails.
+
+    Raises:
+        InvalidElement: malformed or invalid elements, public key or proof, or a proof
+            that does not verify (all indistinguishable on purpose).
+    """
+    suite = _SUITES[MODE_VOPRF]
+    blinded = _peer_elements(packed_blinded)
+    evaluated = _peer_elements(packed_evaluated, len(blinded))
+    if not 0 < len(blinded) <= MAX_VOPRF_BATCH:
+        raise InvalidElement()
+    if not is_valid_element(public_key) or type(proof) is not bytes or len(proof) != PROOF_LEN:
+        raise InvalidElement()
+    c, s = proof[:SCALAR_LEN], proof[SCALAR_LEN:]
+    if not (is_canonical_scalar(c) and is_canonical_scalar(s)):
+        raise InvalidElement()
+    try:  # libsodium refuses zero scalars and identity sums.
+        weights = _composite_weights(suite, public_key, blinded, evaluated)
+        m, z = weighted_sum(weights, blinded), weighted_sum(weights, evaluated)
+        t2 = add(base_mul(s), element_mul(c, public_key))
+        t3 = add(element_mul(s, m), element_mul(c, z))
+    except RuntimeError:
+        raise InvalidElement() from None
+    if not hmac.compare_digest(_challenge(suite, public_key, m, z, t2, t3), c):
+        raise InvalidElement()
+
+
+def finalize_sampled(inputs: Sequence[bytes], blinds: Sequence[bytes],
+                     packed_evaluated: bytes) -> list[bytes]:
+    """Client round 2 (VOPRF) after ``verify_proof`` passed on a random sample of the batch.
+
+    Only for the sampled-verification path: the caller must have checked a proof over
+    pairs it chose after receiving ``packed_evaluated``. Use ``finalize_verified`` to
+    check every element.
+
+    Raises:
+        InvalidElement: the server's message is malformed, the wrong size or invalid.
+    """
+    _check_inputs(inputs)
+    blinds = _check_blinds(blinds, len(inputs))
+    evaluated = _peer_elements(packed_evaluated, len(inputs))
+    return _unblind_and_hash(inputs, blinds, evaluated)
 
 
 def finalize_verified(
@@ -374,25 +440,10 @@ def finalize_verified(
             or a proof that does not verify (all indistinguishable on purpose).
         ValueError: local faults: blinds, inputs or our own blinded message.
     """
-    suite = _SUITES[MODE_VOPRF]
     _check_inputs(inputs)
     blinds = _check_blinds(blinds, len(inputs))
     blinded = split_elements(packed_blinded, len(inputs))
     if not 0 < len(inputs) <= MAX_VOPRF_BATCH or not all(map(is_valid_element, blinded)):
         raise ValueError("our own blinded batch is empty, too large or invalid")
-    evaluated = _peer_elements(packed_evaluated, len(inputs))
-    if not is_valid_element(public_key) or type(proof) is not bytes or len(proof) != PROOF_LEN:
-        raise InvalidElement()
-    c, s = proof[:SCALAR_LEN], proof[SCALAR_LEN:]
-    if not (is_canonical_scalar(c) and is_canonical_scalar(s)):
-        raise InvalidElement()
-    try:  # VerifyProof (RFC 9497 §2.2.2); libsodium refuses zero scalars/identity sums.
-        weights = _composite_weights(suite, public_key, blinded, evaluated)
-        m, z = weighted_sum(weights, blinded), weighted_sum(weights, evaluated)
-        t2 = add(base_mul(s), element_mul(c, public_key))
-        t3 = add(element_mul(s, m), element_mul(c, z))
-    except RuntimeError:
-        raise InvalidElement() from None
-    if not hmac.compare_digest(_challenge(suite, public_key, m, z, t2, t3), c):
-        raise InvalidElement()
-    return _unblind_and_hash(inputs, blinds, evaluated)
+    verify_proof(public_key, packed_blinded, packed_evaluated, proof)
+    return _unblind_and_hash(inputs, blinds, _peer_elements(packed_evaluated, len(inputs)))

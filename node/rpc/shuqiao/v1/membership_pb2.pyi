@@ -19,7 +19,7 @@ class ListDatasetsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length")
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class DatasetInfo(_message.Message):
     PURPOSES_FIELD_NUMBER: _ClassVar[int]
     TAG_TABLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TAG_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    OPRF_MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     epoch: int
@@ -36,7 +38,9 @@ class DatasetInfo(_message.Message):
     purposes: _containers.RepeatedScalarFieldContainer[str]
     tag_table_digest: bytes
     tag_length: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ...) -> None: ...
+    public_key: bytes
+    oprf_mode: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
@@ -92,15 +96,33 @@ class Finish(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ProofRequest(_message.Message):
+    __slots__ = ("seq", "indices")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seq: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class EvaluateRequest(_message.Message):
-    __slots__ = ("header", "batch", "finish")
+    __slots__ = ("header", "batch", "finish", "proof_request")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
+    PROOF_REQUEST_FIELD_NUMBER: _ClassVar[int]
     header: QueryHeader
     batch: ElementBatch
     finish: Finish
-    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+    proof_request: ProofRequest
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., proof_request: _Optional[_Union[ProofRequest, _Mapping]] = ...) -> None: ...
+
+class BatchProof(_message.Message):
+    __slots__ = ("seq", "proof")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    proof: bytes
+    def __init__(self, seq: _Optional[int] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("query_id", "max_batch_elements")
@@ -119,11 +141,13 @@ class QuerySummary(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., elements_evaluated: _Optional[int] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("accepted", "batch", "summary")
+    __slots__ = ("accepted", "batch", "summary", "proof")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     accepted: Accepted
     batch: ElementBatch
     summary: QuerySummary
-    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., summary: _Optional[_Union[QuerySummary, _Mapping]] = ...) -> None: ...
+    proof: BatchProof
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., summary: _Optional[_Union[QuerySummary, _Mapping]] = ..., proof: _Optional[_Union[BatchProof, _Mapping]] = ...) -> None: ...

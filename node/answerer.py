@@ -13,121 +13,32 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
 
 import grpc
-from sqlalchemy import select
-
 from protocols import oprf
 
 from . import policy
+from .answer_tables import Refused, TableRpcs
 from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
-from .datasets import current_version
-from .keys import answerable_epochs, current_epoch, key_purpose, public_key, sealed_key
+from .keys import key_purpose, sealed_key
 from .querylog import QueryRecord, seen
 from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
-from .store import datasets, tag_chunks, tag_tables
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
 _PURPOSE = re.compile(PURPOSE)
+_KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labeled",
+          pb.QUERY_KIND_PREDICATE: "predicate"}
 _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class MembershipAnswerer(pb_grpc.MembershipServicer):
+class MembershipAnswerer(TableRpcs, pb_grpc.MembershipServicer):
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
-
-    # -- policy ------------------------------------------------------------------------
-    def _grant(self, dataset: str, peer: str):
-        if not _DATASET.match(dataset):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
-        declared = self.cfg.dataset(dataset)
-        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
-        if grant is None:
-            # Same answer whether the dataset is absent or merely not granted.
-            raise Refused(grpc.StatusCode.NOT_FOUND,
-                          f"no dataset {dataset!r} is available to node {peer!r}")
-        return declared, grant
-
-    def _table(self, conn, dataset: str, version: int, peer: str, epoch: int):
-        row = conn.execute(
-            select(tag_tables, datasets.c.id_type, datasets.c.status)
-            .join(datasets, datasets.c.id == tag_tables.c.dataset_id)
-            .where(datasets.c.name == dataset, datasets.c.version == version,
-                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch)).first()
-        if row is None or row.status != "active":
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {dataset!r} version {version} epoch {epoch} is not served; "
-                          "list datasets and sync the current version")
-        return row
-
-    def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
-        grace = timedelta(days=self.cfg.dataset(dataset).grace_days)
-        if epoch not in answerable_epochs(conn, dataset, peer, grace):
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
-                          "past its grace period, or unknown); list datasets and sync again")
-
-    def _info(self, conn, dataset: str, peer: str, purposes: list[str]) -> pb.DatasetInfo | None:
-        current = current_version(conn, dataset)
-        epoch = current and current_epoch(conn, dataset, peer)
-        if current is None or epoch is None:
-            return None
-        table = self._table(conn, dataset, current.version, peer, epoch)
-        return self._describe(conn, dataset, current.version, epoch, peer, table, purposes)
-
-    def _describe(self, conn, dataset, version, epoch, peer, table, purposes) -> pb.DatasetInfo:
-        return pb.DatasetInfo(name=dataset, version=version, epoch=epoch,
-                              row_count=table.row_count, id_type=table.id_type,
-                              purposes=purposes, tag_table_digest=table.digest,
-                              tag_length=table.tag_length,
-                              public_key=public_key(conn, dataset, peer, epoch),
-                              oprf_mode=self.cfg.dataset(dataset).mode_number)
-
-    # -- rpcs ----------------------------------------------------------------------------
-    def ListDatasets(self, request, context):
-        peer = peer_node_id(context)
-        out = pb.ListDatasetsResponse()
-        with self.ctx.engine.connect() as conn:
-            for d in self.cfg.datasets:
-                grant = next((g for g in d.grants if g.partner == peer), None)
-                if grant:
-                    info = self._info(conn, d.name, peer, grant.purpose_codes)
-                    if info is not None:
-                        out.datasets.append(info)
-        return out
-
-    def SyncTagTable(self, request, context):
-        peer = peer_node_id(context)
-        try:
-            _, grant = self._grant(request.dataset, peer)
-            with self.ctx.engine.connect() as conn:
-                self._check_epoch(conn, request.dataset, peer, request.epoch)
-                table = self._table(conn, request.dataset, request.version, peer, request.epoch)
-                header = self._describe(conn, request.dataset, request.version, request.epoch,
-                                        peer, table, grant.purpose_codes)
-                chunk_ids = conn.execute(select(tag_chunks.c.seq).where(
-                    tag_chunks.c.table_id == table.id).order_by(tag_chunks.c.seq)).scalars().all()
-        except Refused as exc:
-            context.abort(exc.code, exc.reason)
-        yield pb.TagTableChunk(header=header)
-        for seq in chunk_ids:  # one chunk in memory at a time
-            with self.ctx.engine.connect() as conn:
-                tags = conn.execute(select(tag_chunks.c.tags).where(
-                    tag_chunks.c.table_id == table.id, tag_chunks.c.seq == seq)).scalar_one()
-            yield pb.TagTableChunk(tags=tags)
 
     def Evaluate(self, request_iterator, context):
         peer = peer_node_id(context)
@@ -171,8 +82,9 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
                           "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
         record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
         record.purpose, record.elements = h.purpose, 0
-        if h.kind != pb.QUERY_KIND_MEMBERSHIP:
+        if h.kind not in _KINDS:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
+        record.kind = _KINDS[h.kind]
         _, grant = self._grant(h.dataset, peer)
         if h.purpose not in grant.purpose_codes:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
@@ -186,11 +98,20 @@ class MembershipAnswerer(pb_grpc.MembershipServicer):
             if seen(conn, h.query_id, "answerer"):
                 record.query_id = ""  # the earlier entry stands; do not log a duplicate id
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
-            self._table(conn, h.dataset, h.version, peer, h.epoch)
             self._check_epoch(conn, h.dataset, peer, h.epoch)
+            table = self._table(conn, h.dataset, h.version, peer, h.epoch, h.predicate)
+            if record.kind == "predicate" and not h.predicate:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
+            if record.kind == "labeled" and not table.label_length:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"dataset {h.dataset!r} has no labels for node {peer!r}")
+            record.predicate = h.predicate
             try:
                 policy.check(conn, grant, dataset=h.dataset, kind=record.kind,
                              elements=h.total_elements, epoch=h.epoch)
+                if h.predicate and record.kind != "predicate":
+                    policy.check(conn, grant, dataset=h.dataset, kind="predicate",
+                                 elements=h.total_elements, epoch=h.epoch)
             except policy.PolicyRefusal as exc:
                 code = (grpc.StatusCode.RESOURCE_EXHAUSTED if exc.rule == "quota"
                         else grpc.StatusCode.PERMISSION_DENIED if exc.rule == "kind"

@@ -14,24 +14,23 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 import grpc
 import numpy as np
-from sqlalchemy import insert, select
 
-from protocols import oprf
-from protocols.group import is_valid_element
+from protocols import labels, oprf
 
 from .config import ConfigError
 from .context import NodeContext
+from .errors import REFUSALS, PartnerError, rpc_error
+from .peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
 from .pki import load_tls_identity, target_name
 from .querylog import QueryRecord
 from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .server import grpc_options
-from .store import peer_tag_chunks, peer_tag_tables
+from .tagtables import label_context
 
 CONNECT_TIMEOUT = 10.0
 Progress = Callable[[str, int, int | None], None]
@@ -39,25 +38,6 @@ Progress = Callable[[str, int, int | None], None]
 
 def _noop(stage: str, done: int, total: int | None) -> None:
     pass
-
-
-class PartnerError(Exception):
-    """A partner refused, failed or could not be reached; `code` is the gRPC status."""
-
-    def __init__(self, partner: str, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(f"partner {partner!r}: {message}")
-        self.partner = partner
-        self.code = code
-
-
-def _rpc_error(partner: str, exc: grpc.RpcError) -> PartnerError:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        details = f"unavailable ({details}); is the node running and reachable?"
-    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        details = "no answer before the deadline"
-    return PartnerError(partner, f"{code.name if code else 'error'}: {details}", code)
 
 
 def partner_channel(ctx: NodeContext, partner_id: str) -> grpc.Channel:
@@ -92,110 +72,6 @@ def open_channel(ctx: NodeContext, partner_id: str, *, timeout: float = CONNECT_
     return channel
 
 
-@dataclass(frozen=True)
-class CachedTable:
-    id: int
-    partner: str
-    dataset: str
-    version: int
-    epoch: int
-    tag_length: int
-    row_count: int
-
-
-def dataset_info(stub, partner: str, dataset: str, deadline: float) -> pb.DatasetInfo:
-    try:
-        listing = stub.ListDatasets(pb.ListDatasetsRequest(), timeout=deadline)
-    except grpc.RpcError as exc:
-        raise _rpc_error(partner, exc) from None
-    for info in listing.datasets:
-        if info.name == dataset:
-            return info
-    offered = ", ".join(i.name for i in listing.datasets) or "none"
-    raise PartnerError(partner, f"offers no dataset {dataset!r} to this node (offered: {offered})",
-                       grpc.StatusCode.NOT_FOUND)
-
-
-def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
-                   progress: Progress = _noop) -> CachedTable:
-    """Make sure the partner's tag table for `info`'s version and epoch is cached."""
-    key = dict(partner=partner, dataset=info.name, version=info.version, epoch=info.epoch)
-    t = peer_tag_tables.c
-    if info.oprf_mode not in (oprf.MODE_OPRF, oprf.MODE_VOPRF) or (
-            info.oprf_mode == oprf.MODE_VOPRF and not is_valid_element(info.public_key)):
-        raise PartnerError(partner, "announced an unsupported OPRF mode or an invalid public key")
-    with ctx.engine.connect() as conn:
-        pinned = conn.execute(select(t.public_key, t.oprf_mode).where(
-            t.partner == partner, t.dataset == info.name, t.epoch == info.epoch)).first()
-        row = conn.execute(select(peer_tag_tables).where(
-            t.partner == partner, t.dataset == info.name, t.version == info.version,
-            t.epoch == info.epoch)).first()
-    if pinned is not None and (pinned.public_key != info.public_key or pinned.oprf_mode != info.oprf_mode):
-        raise PartnerError(partner, f"presents a different key for {info.name!r} epoch {info.epoch} "
-                           "than it did before (inconsistent key); refusing to query it")
-    if row is not None and row.digest == info.tag_table_digest:
-        return CachedTable(row.id, partner, info.name, info.version, info.epoch,
-                           row.tag_length, row.row_count)
-    if row is not None:
-        raise PartnerError(partner, f"tag table of {info.name!r} version {info.version} changed "
-                           "under the same version number; refusing it (report this to the partner)")
-    request = pb.SyncTagTableRequest(dataset=info.name, version=info.version, epoch=info.epoch)
-    digest, chunks, count, header = hashlib.sha256(), [], 0, None
-    tlen = info.tag_length
-    try:
-        for msg in stub.SyncTagTable(request, timeout=ctx.config.grpc.deadline_seconds):
-            if msg.WhichOneof("body") == "header":
-                header = msg.header
-                continue
-            if header is None or len(msg.tags) % tlen:
-                raise PartnerError(partner, "sent a malformed tag table")
-            digest.update(msg.tags)
-            chunks.append(msg.tags)
-            count += len(msg.tags) // tlen
-            progress("sync", count, info.row_count)
-    except grpc.RpcError as exc:
-        raise _rpc_error(partner, exc) from None
-    if (header is None or header.tag_table_digest != info.tag_table_digest or count != info.row_count
-            or digest.digest() != info.tag_table_digest or header.tag_length != tlen):
-        raise PartnerError(partner, "tag table does not match its announced digest and size")
-    tags = np.frombuffer(b"".join(chunks), dtype=f"S{tlen}")
-    if len(tags) > 1 and not bool(np.all(tags[1:] > tags[:-1])):
-        raise PartnerError(partner, "tag table is not strictly sorted; refusing it")
-    with ctx.engine.begin() as conn:
-        table_id = conn.execute(insert(peer_tag_tables).values(
-            **key, tag_length=tlen, row_count=count, digest=info.tag_table_digest,
-            public_key=info.public_key, oprf_mode=info.oprf_mode,
-            fetched_at=datetime.now(timezone.utc))).inserted_primary_key[0]
-        if chunks:
-            conn.execute(insert(peer_tag_chunks), [
-                {"table_id": table_id, "seq": i, "tags": c} for i, c in enumerate(chunks)])
-    return CachedTable(table_id, partner, info.name, info.version, info.epoch, tlen, count)
-
-
-_loaded: dict[tuple[str, int], np.ndarray] = {}  # tag tables this process has read, newest last
-
-
-def load_tags(ctx: NodeContext, table: CachedTable) -> np.ndarray:
-    """The sorted tags of a cached table (kept in memory for the next query of this process)."""
-    key = (ctx.config.storage_url, table.id)
-    if key not in _loaded:
-        with ctx.engine.connect() as conn:
-            blobs = conn.execute(select(peer_tag_chunks.c.tags).where(
-                peer_tag_chunks.c.table_id == table.id).order_by(peer_tag_chunks.c.seq)).scalars().all()
-        while len(_loaded) >= 4:
-            _loaded.pop(next(iter(_loaded)))
-        _loaded[key] = np.frombuffer(b"".join(blobs), dtype=f"S{table.tag_length}")
-    return _loaded[key]
-
-
-def match_tags(asked: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Membership of each asked tag in the sorted table: O(m log n), no re-sort of the table."""
-    if len(table) == 0:
-        return np.zeros(len(asked), dtype=bool)
-    pos = np.searchsorted(table, asked).clip(max=len(table) - 1)
-    return table[pos] == asked
-
-
 @dataclass
 class MembershipResult:
     query_id: str
@@ -205,11 +81,35 @@ class MembershipResult:
     epoch: int
     matched: np.ndarray  # bool per input, in input order
     seconds: float
+    predicate: str = ""
+    labels: list[dict | None] | None = None  # labeled queries: attributes of matched inputs
+
+
+_KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LABELED,
+            "predicate": pb.QUERY_KIND_PREDICATE}
+
+
+def authorisation_digest(inputs: Sequence[bytes], references: Sequence[str]) -> str:
+    """Hex SHA-256 binding each asked identifier to its authorisation reference.
+
+    Over the sorted pairs SHA-256(identifier) || SHA-256(reference): an auditor holding
+    the fund centre's applicant file recomputes it, while the ledger holds no identifier.
+    """
+    if len(inputs) != len(references):
+        raise ValueError("one authorisation reference per identifier")
+    pairs = sorted(hashlib.sha256(x).digest() + hashlib.sha256(r.encode("utf-8")).digest()
+                   for x, r in zip(inputs, references))
+    return hashlib.sha256(b"".join(pairs)).hexdigest()
 
 
 def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
-               inputs: Sequence[bytes], progress: Progress = _noop) -> MembershipResult:
+               inputs: Sequence[bytes], progress: Progress = _noop, *, kind: str = "membership",
+               predicate: str | None = None, authorisations: Sequence[str] | None = None
+               ) -> MembershipResult:
     """Which of `inputs` (encoded identifiers) are in the partner's dataset.
+
+    kind "predicate" asks membership in the rows satisfying `predicate`; kind "labeled"
+    also opens the allow-listed attributes of matched rows (optionally on a predicate).
 
     Raises:
         PartnerError: unreachable partner, refusal (with the partner's reason), a partner
@@ -217,11 +117,16 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
     """
     if not inputs:
         raise ValueError("nothing to ask: no valid identifier in the input")
+    if kind not in _KIND_PB or (kind == "predicate" and not predicate) or (
+            kind == "membership" and predicate):
+        raise ValueError("kind must be membership, labeled or predicate (with a predicate)")
     started = time.perf_counter()
     cfg = ctx.config
     record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
-                         answerer=partner, kind="membership", dataset=dataset, purpose=purpose,
-                         elements=len(inputs))
+                         answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
+                         elements=len(inputs),
+                         authorisation_digest=authorisation_digest(inputs, authorisations)
+                         if authorisations is not None else "")
     try:
         channel = partner_channel(ctx, partner)
     except PartnerError as exc:
@@ -230,16 +135,31 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         raise
     try:
         stub = pb_grpc.MembershipStub(channel)
-        info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
-        record.version, record.epoch = info.version, info.epoch
+        deadline = cfg.grpc.deadline_seconds
+        info = (prepare_table(stub, partner, dataset, predicate, deadline) if predicate
+                else dataset_info(stub, partner, dataset, deadline))
+        record.version, record.epoch, record.predicate = info.version, info.epoch, info.predicate
+        if kind == "labeled" and not info.label_length:
+            raise PartnerError(partner, f"offers no labels on {dataset!r} to this node",
+                               grpc.StatusCode.FAILED_PRECONDITION)
         table = sync_tag_table(ctx, stub, partner, info, progress)
-        tags = _evaluate(ctx, stub, partner, record, info, inputs, progress)
-        matched = match_tags(np.frombuffer(tags, dtype=f"S{table.tag_length}"), load_tags(ctx, table))
+        width = oprf.OUTPUT_LEN if kind == "labeled" else info.tag_length
+        outputs = _evaluate(ctx, stub, partner, record, info, inputs, progress, width)
+        held = load_arrays(ctx, table)
+        if kind == "labeled":
+            tags = np.frombuffer(b"".join(o[:info.tag_length] for o in
+                                          (outputs[i:i + width] for i in range(0, len(outputs), width))),
+                                 dtype=f"S{info.tag_length}")
+            matched, pos = match_tags(tags, held.tags)
+            opened = _open_labels(ctx, partner, info, outputs, width, matched, pos, held)
+        else:
+            matched, _ = match_tags(np.frombuffer(outputs, dtype=f"S{width}"), held.tags)
+            opened = None
         record.outcome, record.matched = "answered", int(matched.sum())
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
-                                matched, time.perf_counter() - started)
+                                matched, time.perf_counter() - started, info.predicate, opened)
     except PartnerError as exc:
-        record.outcome = "refused" if exc.code in _REFUSALS else "failed"
+        record.outcome = "refused" if exc.code in REFUSALS else "failed"
         record.reason = str(exc)
         raise
     except BaseException as exc:
@@ -249,12 +169,22 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         record.write(ctx.engine)
 
 
-_REFUSALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
-             grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-             grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED}
+def _open_labels(ctx, partner, info, outputs: bytes, width: int, matched, pos, held) -> list[dict | None]:
+    context = label_context(partner, ctx.config.node.id, info.name, info.epoch)
+    opened: list[dict | None] = []
+    for i, hit in enumerate(matched):
+        if not hit:
+            opened.append(None)
+            continue
+        try:
+            opened.append(labels.open_label(outputs[i * width:(i + 1) * width],
+                                            held.labels[pos[i]].tobytes(), context))
+        except labels.LabelError:
+            raise PartnerError(partner, "sent a label that does not open for a matched row") from None
+    return opened
 
 
-def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -> bytes:
+def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress, width: int) -> bytes:
     """The Evaluate stream: blinded batches out, evaluations (and VOPRF proofs) back.
 
     Messages to the partner go through an outbox, because two parties write to it: the
@@ -280,7 +210,8 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -
     def produce() -> None:
         outbox.put(pb.EvaluateRequest(header=pb.QueryHeader(
             query_id=record.query_id, dataset=info.name, version=info.version, epoch=info.epoch,
-            purpose=record.purpose, total_elements=n, kind=pb.QUERY_KIND_MEMBERSHIP)))
+            purpose=record.purpose, total_elements=n, kind=_KIND_PB[record.kind],
+            predicate=record.predicate)))
         if not accepted.wait(cfg.grpc.deadline_seconds) or stop.is_set():
             return
         size = batch_size[0]
@@ -324,7 +255,7 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -
                     outbox.put(pb.EvaluateRequest(proof_request=pb.ProofRequest(seq=seq, indices=picked)))
                 else:
                     finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq),
-                                                       resp.batch.elements, info.tag_length))
+                                                       resp.batch.elements, width))
                     progress("query", b, n)
             elif body == "proof" and verifiable:
                 seq = resp.proof.seq
@@ -333,7 +264,7 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -
                 evaluated, picked = pending.pop(seq)
                 a, b = bounds[seq]
                 finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq), evaluated,
-                                                   info.tag_length, mode, resp.proof.proof,
+                                                   width, mode, resp.proof.proof,
                                                    info.public_key, picked))
                 progress("query", b, n)
             elif body == "summary":
@@ -351,7 +282,7 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress) -
         outbox.put(None)
         call.cancel()
         if isinstance(exc, grpc.RpcError):
-            raise _rpc_error(partner, exc) from None
+            raise rpc_error(partner, exc) from None
         raise
     finally:
         producer.join(timeout=5)

@@ -55,21 +55,24 @@ def membership(config: ConfigOpt,
 @query_app.command("datasets")
 def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None:
     """What a partner offers this node."""
+    import grpc
+
+    from .errors import rpc_error
+    from .rpc.shuqiao.v1 import membership_pb2 as pb
     from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
     with node_context(config) as ctx:
         try:
-            channel = asker.open_channel(ctx, partner)
+            channel = asker.partner_channel(ctx, partner)
+            listing = pb_grpc.MembershipStub(channel).ListDatasets(pb.ListDatasetsRequest(), timeout=30)
         except (asker.PartnerError, ConfigError) as exc:
             fail(str(exc))
-        with channel:
-            stub = pb_grpc.MembershipStub(channel)
-            try:
-                listing = stub.ListDatasets(asker.pb.ListDatasetsRequest(), timeout=30)
-            except asker.grpc.RpcError as exc:
-                fail(str(asker._rpc_error(partner, exc)))
-    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes")
+        except grpc.RpcError as exc:
+            fail(str(rpc_error(partner, exc)))
+    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes", "labels", "mode")
     for d in listing.datasets:
-        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type, ", ".join(d.purposes))
+        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type,
+                  ", ".join(d.purposes), ", ".join(d.label_attributes) or "-",
+                  "VOPRF" if d.oprf_mode == 1 else "OPRF")
     out.print(t)
 
 

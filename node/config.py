@@ -116,6 +116,7 @@ class DatasetGrant(_Strict):
     kinds: list[QueryKindName] = Field(default_factory=lambda: [QueryKindName.MEMBERSHIP], min_length=1)
     predicate_columns: list[str] = Field(default_factory=list)   # columns a predicate may use
     label_attributes: list[str] = Field(default_factory=list)    # attributes a labeled query opens
+    label_pad_to: int = Field(default=64, ge=32, le=4096)        # every label padded to this size
     min_elements: int = Field(default=1, ge=1)                   # smaller queries are refused
     max_elements: int = Field(default=1_000_000, ge=1)
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
@@ -133,6 +134,13 @@ class DatasetGrant(_Strict):
         if self.min_elements > self.max_elements:
             raise ValueError("min_elements must not exceed max_elements")
         return self
+
+    @field_validator("label_pad_to")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("label_pad_to must be a power of two (32 ... 4096)")
+        return v
 
     @property
     def purpose_codes(self) -> list[str]:

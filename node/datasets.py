@@ -10,25 +10,22 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-import numpy as np
 from sqlalchemy import Connection, func, insert, select, update
 
-from adapters import IdType, InvalidRow, ValidRow, encode, read_identifiers
+from adapters import IdType, InvalidRow, ValidRow, read_identifiers
 
 from .context import NodeContext
-from .keys import ensure_key, key_purpose
-from .store import dataset_chunks, datasets, tag_chunks, tag_tables
+from .keys import ensure_key
+from .store import dataset_chunks, datasets
+from .tagtables import RowTagger
 
 ROW_BATCH = 8192
-CHUNK_TAGS = 65536  # tags per stored chunk (1 MiB at 16 bytes)
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -55,39 +52,24 @@ def unpack_rows(blob: bytes) -> list[list]:
     return json.loads(zlib.decompress(blob))
 
 
-def iter_rows(conn: Connection, dataset_id: int):
-    """(normalised id, attrs) of every row of a dataset version, chunk by chunk."""
+def iter_chunks(conn: Connection, dataset_id: int):
+    """(seq, [[normalised id, attrs], ...]) of a dataset version, one chunk in memory at a time."""
     seqs = conn.execute(select(dataset_chunks.c.seq).where(
         dataset_chunks.c.dataset_id == dataset_id).order_by(dataset_chunks.c.seq)).scalars().all()
     for seq in seqs:
         blob = conn.execute(select(dataset_chunks.c.rows).where(
             dataset_chunks.c.dataset_id == dataset_id, dataset_chunks.c.seq == seq)).scalar_one()
-        yield from unpack_rows(blob)
+        yield seq, unpack_rows(blob)
+
+
+def iter_rows(conn: Connection, dataset_id: int):
+    """(normalised id, attrs) of every row of a dataset version, chunk by chunk."""
+    for _, rows in iter_chunks(conn, dataset_id):
+        yield from rows
 
 
 def _noop(stage: str, done: int, total: int | None) -> None:
     pass
-
-
-def sort_tags(packed: bytes | bytearray, tag_length: int) -> bytes:
-    """Tags in byte order (numpy's fixed-width bytes sort is memcmp order)."""
-    arr = np.frombuffer(bytes(packed), dtype=f"S{tag_length}")
-    return np.sort(arr, kind="stable").tobytes()
-
-
-def store_tag_table(conn: Connection, dataset_id: int, partner: str, epoch: int,
-                    tag_length: int, sorted_tags: bytes) -> int:
-    rows = len(sorted_tags) // tag_length
-    table_id = conn.execute(insert(tag_tables).values(
-        dataset_id=dataset_id, partner=partner, epoch=epoch, tag_length=tag_length,
-        row_count=rows, digest=hashlib.sha256(sorted_tags).digest(),
-        created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
-    step = CHUNK_TAGS * tag_length
-    conn.execute(insert(tag_chunks), [
-        {"table_id": table_id, "seq": i, "tags": sorted_tags[off:off + step]}
-        for i, off in enumerate(range(0, len(sorted_tags), step))] or [
-        {"table_id": table_id, "seq": 0, "tags": b""}])
-    return table_id
 
 
 def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: IdType,
@@ -106,8 +88,6 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
             f"dataset {name!r} is not declared in the node config; add a [[datasets]] "
             f"entry with name = {name!r} and its grants first")
     grants = [g.partner for g in declared.grants]
-    tag_length = declared.tag_length
-    pool = ctx.pool
     invalid: list[InvalidRow] = []
 
     with ctx.engine.begin() as conn:
@@ -119,37 +99,23 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
             source_label=source_label[:512], source_fingerprint="", status="active",
             created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
         keys = {p: ensure_key(conn, ctx.kek, name, p) for p in grants}
-        packed = {p: bytearray() for p in grants}
-        in_flight: deque = deque()
-
-        def drain(limit: int) -> None:
-            while len(in_flight) > limit:
-                partner, fut = in_flight.popleft()
-                packed[partner] += fut.result()
-
+        tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, id_type.value, keys)
         rows = chunk_seq = 0
-        batch_ids: list[bytes] = []
         batch_rows: list[list] = []
 
         def flush() -> None:
-            nonlocal batch_ids, batch_rows, chunk_seq
-            if not batch_rows:
-                return
-            conn.execute(insert(dataset_chunks).values(
-                dataset_id=dataset_id, seq=chunk_seq, row_count=len(batch_rows),
-                rows=pack_rows(batch_rows)))
-            chunk_seq += 1
-            for partner, (epoch, blob) in keys.items():
-                fut = pool.submit_tags(blob, key_purpose(name, partner, epoch), batch_ids, tag_length,
-                                       declared.mode_number)
-                in_flight.append((partner, fut))
-            drain(2 * pool.workers * max(1, len(keys)))
-            batch_ids, batch_rows = [], []
+            nonlocal batch_rows, chunk_seq
+            if batch_rows:
+                conn.execute(insert(dataset_chunks).values(
+                    dataset_id=dataset_id, seq=chunk_seq, row_count=len(batch_rows),
+                    rows=pack_rows(batch_rows)))
+                tagger.add_chunk(chunk_seq, batch_rows)
+                chunk_seq += 1
+                batch_rows = []
 
         total = getattr(source, "progress_total", None)
         for item in read_identifiers(source, id_column, id_type, attributes):
             if isinstance(item, ValidRow):
-                batch_ids.append(encode(id_type, item.normalised_id))
                 batch_rows.append([item.normalised_id, item.attrs])
                 rows += 1
                 if len(batch_rows) >= ROW_BATCH:
@@ -166,17 +132,11 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         if rows == 0:
             raise RegistrationError("the source has no valid row; nothing was registered")
         progress("tags", 0, len(keys))
-        drain(0)
-        for i, (partner, (epoch, _)) in enumerate(keys.items()):
-            store_tag_table(conn, dataset_id, partner, epoch, tag_length,
-                            sort_tags(packed[partner], tag_length))
-            packed[partner] = bytearray()
-            progress("tags", i + 1, len(keys))
+        tag_tables_done = tagger.finish(progress)
         fingerprint = source.fingerprint()
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid), source_fingerprint=fingerprint))
-    return Registration(name, version, rows, fingerprint, invalid,
-                        [(p, e) for p, (e, _) in keys.items()])
+    return Registration(name, version, rows, fingerprint, invalid, tag_tables_done)
 
 
 @dataclass(frozen=True)
@@ -195,6 +155,7 @@ class DatasetVersion:
     status: str
     created_at: datetime
     retired_at: datetime | None
+    base_version: int | None = None
 
 
 def list_versions(conn: Connection, name: str | None = None) -> list[DatasetVersion]:

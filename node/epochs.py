@@ -12,14 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection
 
-from adapters import IdType, encode
-
 from .context import NodeContext
-from .datasets import Progress, _noop, current_version, iter_rows, sort_tags, store_tag_table
-from .keys import current_epoch, epoch_started, key_purpose, new_epoch
-
-BATCH = 8192
-
+from .datasets import Progress, _noop, current_version, iter_chunks
+from .keys import current_epoch, epoch_started, new_epoch
+from .tagtables import RowTagger
 
 @dataclass(frozen=True)
 class Rotation:
@@ -33,26 +29,12 @@ class RotationError(Exception):
     pass
 
 
-def build_tag_table(ctx: NodeContext, conn: Connection, dataset: str, version_id: int,
-                    id_type: str, partner: str, epoch: int, sealed: bytes, tag_length: int,
-                    total: int, mode: int, progress: Progress = _noop) -> int:
-    """Compute and store the tag table of a stored dataset version for one partner and epoch."""
-    purpose = key_purpose(dataset, partner, epoch)
-    kind = IdType(id_type)
-    futures, batch, done = [], [], 0
-    for subject, _attrs in iter_rows(conn, version_id):
-        batch.append(encode(kind, subject))
-        if len(batch) == BATCH:
-            futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length, mode))
-            batch = []
-    if batch:
-        futures.append(ctx.pool.submit_tags(sealed, purpose, batch, tag_length, mode))
-    packed = bytearray()
-    for fut in futures:
-        packed += fut.result()
-        done += BATCH
-        progress("tags", min(done, total), total)
-    return store_tag_table(conn, version_id, partner, epoch, tag_length, sort_tags(packed, tag_length))
+def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys) -> list[tuple[str, int]]:
+    """Row tags and sorted tables of a stored version under `keys` (partner -> (epoch, key))."""
+    tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, version.id, version.id_type, keys)
+    for seq, rows in iter_chunks(conn, version.id):
+        tagger.add_chunk(seq, rows)
+    return tagger.finish()
 
 
 def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
@@ -72,9 +54,7 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             version = current_version(conn, dataset)
             epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
             if version is not None:
-                build_tag_table(ctx, conn, dataset, version.id, version.id_type, p, epoch, sealed,
-                                declared.tag_length, version.row_count, declared.mode_number,
-                                progress)
+                retag_version(ctx, conn, declared, version, {p: (epoch, sealed)})
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
     return done
 

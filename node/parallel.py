@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from protocols import oprf
+from protocols import labels, oprf
 
 from .secrets import KeyEncryptionKey
 
@@ -43,6 +43,18 @@ def tags_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
     """Truncated F_k(y) for each input, concatenated (the agency's tag table rows)."""
     key = _unseal(kek, sealed, purpose)
     return b"".join(out[:tag_length] for out in oprf.evaluate(key, inputs, mode))
+
+
+def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+              inputs: Sequence[bytes], tag_length: int, mode: int,
+              label_rows: Sequence[dict] | None, label_context: bytes, pad_to: int) -> tuple[bytes, bytes]:
+    """Tags of a batch of rows, and their sealed labels when `label_rows` is given."""
+    key = _unseal(kek, sealed, purpose)
+    outs = oprf.evaluate(key, inputs, mode)
+    tags = b"".join(out[:tag_length] for out in outs)
+    if label_rows is None:
+        return tags, b""
+    return tags, b"".join(labels.seal_labels(outs, label_rows, label_context, pad_to=pad_to))
 
 
 def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
@@ -81,7 +93,7 @@ def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
     return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
 
 
-_KEYED = (tags_task, blind_evaluate_task, prove_task)
+_KEYED = (tags_task, rows_task, blind_evaluate_task, prove_task)
 
 
 def _call(kek: KeyEncryptionKey | None, fn, *args):
@@ -151,6 +163,12 @@ class CryptoPool:
     def submit_tags(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
                     tag_length: int, mode: int = oprf.MODE_OPRF) -> Future:
         return self._submit(len(inputs), tags_task, sealed, purpose, list(inputs), tag_length, mode)
+
+    def submit_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes], tag_length: int,
+                    mode: int, label_rows: Sequence[dict] | None = None, label_context: bytes = b"",
+                    pad_to: int = 64) -> Future:
+        return self._submit(len(inputs), rows_task, sealed, purpose, list(inputs), tag_length, mode,
+                            None if label_rows is None else list(label_rows), label_context, pad_to)
 
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
         return self._submit(len(inputs), blind_task, list(inputs), mode)

@@ -79,6 +79,9 @@ class ParseError(PredicateError):
         self.position = position
         super().__init__(f"{message} (at column {position})")
 
+    def __reduce__(self):
+        return (ParseError, (self.message, self.position))
+
 
 class PredicateNotAllowed(PredicateError):
     """The predicate uses a column or an operator the policy does not allow."""
@@ -88,6 +91,13 @@ class PredicateNotAllowed(PredicateError):
         self.column = column
         self.operator = operator
         super().__init__(message)
+
+    def __reduce__(self):
+        return (_not_allowed, (self.args[0], self.column, self.operator))
+
+
+def _not_allowed(message: str, column: str | None, op: str | None) -> PredicateNotAllowed:
+    return PredicateNotAllowed(message, column=column, operator=op)
 
 
 # --- the AST ---------------------------------------------------------------------------
@@ -333,8 +343,8 @@ def _describe(tok: Token) -> str:
 class BooleanParser:
     """Recursive descent over ``or``/``and``/``not``/parentheses.
 
-    ``node.rules`` extends it: subclasses override ``term`` (what an operand is) and the
-    ``make_*`` factories. The parser enforces MAX_DEPTH and MAX_NODES as it goes.
+    ``node.rules`` extends it by overriding ``term`` (what an operand is). The parser
+    enforces MAX_DEPTH and MAX_NODES as it goes, so recursion stays shallow.
     """
 
     max_length = MAX_LENGTH
@@ -385,24 +395,17 @@ class BooleanParser:
         return node
 
     def or_expr(self, nest: int):
-        items = [self.and_expr(nest)]
-        while self.at_keyword("or"):
-            self.advance()
-            items.append(self.and_expr(nest))
-        if len(items) == 1:
-            return items[0]
-        self.count()
-        return self.make_or(items)
+        return self._chain("or", Or, lambda: self._chain("and", And, lambda: self.unary(nest)))
 
-    def and_expr(self, nest: int):
-        items = [self.unary(nest)]
-        while self.at_keyword("and"):
+    def _chain(self, word: str, kind: type, operand: Callable[[], object]):
+        items = [operand()]
+        while self.at_keyword(word):
             self.advance()
-            items.append(self.unary(nest))
+            items.append(operand())
         if len(items) == 1:
             return items[0]
         self.count()
-        return self.make_and(items)
+        return kind(tuple(items))
 
     def unary(self, nest: int):
         tok = self.peek()
@@ -420,7 +423,7 @@ class BooleanParser:
                 return node
             operand = self.unary(nest + 1)
             self.count()
-            return self.make_not(operand)
+            return Not(operand)
         return self.term()
 
     def term(self):
@@ -461,15 +464,6 @@ class BooleanParser:
             raise ParseError(f"expected a number or a double-quoted string, found "
                              f"{_describe(tok)}", tok.position)
         return self.advance().value
-
-    def make_and(self, items):
-        return And(tuple(items))
-
-    def make_or(self, items):
-        return Or(tuple(items))
-
-    def make_not(self, operand):
-        return Not(operand)
 
 
 def parse(text: str) -> Predicate:

@@ -31,6 +31,8 @@ class QueryRecord:
     matched: int | None = None
     outcome: str = "failed"
     reason: str = ""
+    predicate: str = ""             # canonical predicate text, if any
+    authorisation_digest: str = ""  # hex SHA-256 of the asker's authorisation references
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def write(self, target: Engine | Connection) -> None:

@@ -69,6 +69,14 @@ class RuleError(ValueError):
         where = f"rule {rule!r}: " if rule else ""
         at = f" (at column {position})" if position is not None else ""
         super().__init__(f"{where}{message}{at}")
+        self.message = message
+
+    def __reduce__(self):
+        return (_rule_error, (self.message, self.rule, self.position))
+
+
+def _rule_error(message: str, rule: str | None, position: int | None) -> RuleError:
+    return RuleError(message, rule=rule, position=position)
 
 
 @dataclass(frozen=True, slots=True)

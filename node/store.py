@@ -29,6 +29,7 @@ datasets = Table(
     Column("source_kind", String(16), nullable=False),
     Column("source_label", String(512), nullable=False),
     Column("source_fingerprint", String(64), nullable=False),
+    Column("base_version", Integer),  # set when the version was refreshed from another
     Column("status", String(16), nullable=False),  # active | retired
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
@@ -60,18 +61,34 @@ oprf_keys = Table(
     UniqueConstraint("dataset", "partner", "epoch", name="uq_key_epoch"),
 )
 
-# Tag tables the node serves: truncated F_k(y) for every row, sorted.
+# Per partner and epoch, each row's tag (and sealed label) in row order, chunk-aligned
+# with dataset_chunks: never sent, the source of predicate tables and refreshes.
+row_tags = Table(
+    "row_tags", metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("partner", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tags", LargeBinary, nullable=False),
+    Column("labels", LargeBinary),  # fixed-width sealed labels, or NULL
+    UniqueConstraint("dataset_id", "partner", "epoch", "seq", name="uq_row_tags"),
+)
+
+# Tag tables the node serves: truncated F_k(y) (and sealed labels) for every row of a
+# version -- or of the rows satisfying a predicate -- sorted by tag.
 tag_tables = Table(
     "tag_tables", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
     Column("partner", String(64), nullable=False),
     Column("epoch", Integer, nullable=False),
+    Column("predicate", Text, nullable=False),  # canonical predicate text, "" for all rows
     Column("tag_length", Integer, nullable=False),
+    Column("label_length", Integer, nullable=False),  # 0: no labels
     Column("row_count", BigInteger, nullable=False),
-    Column("digest", LargeBinary(32), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),  # SHA-256(sorted tags || labels)
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("dataset_id", "partner", "epoch", name="uq_tag_table"),
+    UniqueConstraint("dataset_id", "partner", "epoch", "predicate", name="uq_tag_table"),
 )
 
 tag_chunks = Table(
@@ -79,6 +96,7 @@ tag_chunks = Table(
     Column("table_id", Integer, ForeignKey("tag_tables.id"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("tags", LargeBinary, nullable=False),
+    Column("labels", LargeBinary),
     UniqueConstraint("table_id", "seq", name="uq_tag_chunk"),
 )
 
@@ -90,13 +108,15 @@ peer_tag_tables = Table(
     Column("dataset", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("epoch", Integer, nullable=False),
+    Column("predicate", Text, nullable=False),
     Column("tag_length", Integer, nullable=False),
+    Column("label_length", Integer, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("digest", LargeBinary(32), nullable=False),
     Column("public_key", LargeBinary(32), nullable=False),  # pinned per partner epoch
     Column("oprf_mode", Integer, nullable=False),
     Column("fetched_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("partner", "dataset", "version", "epoch", name="uq_peer_tag_table"),
+    UniqueConstraint("partner", "dataset", "version", "epoch", "predicate", name="uq_peer_tag_table"),
 )
 
 peer_tag_chunks = Table(
@@ -104,6 +124,7 @@ peer_tag_chunks = Table(
     Column("table_id", Integer, ForeignKey("peer_tag_tables.id"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("tags", LargeBinary, nullable=False),
+    Column("labels", LargeBinary),
     UniqueConstraint("table_id", "seq", name="uq_peer_tag_chunk"),
 )
 
@@ -124,6 +145,8 @@ query_log = Table(
     Column("matched", BigInteger),  # asker side only
     Column("outcome", String(16), nullable=False),  # answered | refused | failed | aborted
     Column("reason", Text, nullable=False),
+    Column("predicate", Text, nullable=False, default=""),
+    Column("authorisation_digest", String(64), nullable=False, default=""),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_query_log_query", "query_id", "role"),

@@ -11,15 +11,19 @@ class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     QUERY_KIND_UNSPECIFIED: _ClassVar[QueryKind]
     QUERY_KIND_MEMBERSHIP: _ClassVar[QueryKind]
+    QUERY_KIND_LABELED: _ClassVar[QueryKind]
+    QUERY_KIND_PREDICATE: _ClassVar[QueryKind]
 QUERY_KIND_UNSPECIFIED: QueryKind
 QUERY_KIND_MEMBERSHIP: QueryKind
+QUERY_KIND_LABELED: QueryKind
+QUERY_KIND_PREDICATE: QueryKind
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode")
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +34,9 @@ class DatasetInfo(_message.Message):
     TAG_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     OPRF_MODE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     epoch: int
@@ -40,7 +47,18 @@ class DatasetInfo(_message.Message):
     tag_length: int
     public_key: bytes
     oprf_mode: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ...) -> None: ...
+    label_length: int
+    predicate: str
+    label_attributes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PrepareTableRequest(_message.Message):
+    __slots__ = ("dataset", "predicate")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    predicate: str
+    def __init__(self, dataset: _Optional[str] = ..., predicate: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
@@ -49,25 +67,41 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
 
 class SyncTagTableRequest(_message.Message):
-    __slots__ = ("dataset", "version", "epoch")
+    __slots__ = ("dataset", "version", "epoch", "predicate", "base_version")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     version: int
     epoch: int
-    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    predicate: str
+    base_version: int
+    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., predicate: _Optional[str] = ..., base_version: _Optional[int] = ...) -> None: ...
+
+class TagRows(_message.Message):
+    __slots__ = ("tags", "labels")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    tags: bytes
+    labels: bytes
+    def __init__(self, tags: _Optional[bytes] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class TagTableChunk(_message.Message):
-    __slots__ = ("header", "tags")
+    __slots__ = ("header", "rows", "removed_tags", "base_version")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     header: DatasetInfo
-    tags: bytes
-    def __init__(self, header: _Optional[_Union[DatasetInfo, _Mapping]] = ..., tags: _Optional[bytes] = ...) -> None: ...
+    rows: TagRows
+    removed_tags: bytes
+    base_version: int
+    def __init__(self, header: _Optional[_Union[DatasetInfo, _Mapping]] = ..., rows: _Optional[_Union[TagRows, _Mapping]] = ..., removed_tags: _Optional[bytes] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class QueryHeader(_message.Message):
-    __slots__ = ("query_id", "dataset", "version", "epoch", "purpose", "total_elements", "kind")
+    __slots__ = ("query_id", "dataset", "version", "epoch", "purpose", "total_elements", "kind", "predicate")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +109,7 @@ class QueryHeader(_message.Message):
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     dataset: str
     version: int
@@ -82,7 +117,8 @@ class QueryHeader(_message.Message):
     purpose: str
     total_elements: int
     kind: QueryKind
-    def __init__(self, query_id: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., purpose: _Optional[str] = ..., total_elements: _Optional[int] = ..., kind: _Optional[_Union[QueryKind, str]] = ...) -> None: ...
+    predicate: str
+    def __init__(self, query_id: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., purpose: _Optional[str] = ..., total_elements: _Optional[int] = ..., kind: _Optional[_Union[QueryKind, str]] = ..., predicate: _Optional[str] = ...) -> None: ...
 
 class ElementBatch(_message.Message):
     __slots__ = ("seq", "elements")

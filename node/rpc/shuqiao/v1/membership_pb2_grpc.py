@@ -44,6 +44,11 @@ class MembershipStub:
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.SyncTagTableRequest.SerializeToString,
                 response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.TagTableChunk.FromString,
                 _registered_method=True)
+        self.PrepareTable = channel.unary_unary(
+                '/shuqiao.v1.Membership/PrepareTable',
+                request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.SerializeToString,
+                response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.FromString,
+                _registered_method=True)
         self.Evaluate = channel.stream_stream(
                 '/shuqiao.v1.Membership/Evaluate',
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateRequest.SerializeToString,
@@ -69,6 +74,14 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareTable(self, request, context):
+        """A tag table of the rows satisfying a predicate the policy allows (built on first
+        request, then cached by version, epoch and canonical predicate text).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Evaluate(self, request_iterator, context):
         """Blind evaluation: the asker streams a header then batches of blinded elements;
         the answerer returns one batch of evaluated elements per batch, then a summary.
@@ -89,6 +102,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.SyncTagTable,
                     request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.SyncTagTableRequest.FromString,
                     response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.TagTableChunk.SerializeToString,
+            ),
+            'PrepareTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareTable,
+                    request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.FromString,
+                    response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.SerializeToString,
             ),
             'Evaluate': grpc.stream_stream_rpc_method_handler(
                     servicer.Evaluate,
@@ -150,6 +168,33 @@ class Membership:
             '/shuqiao.v1.Membership/SyncTagTable',
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.SyncTagTableRequest.SerializeToString,
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.TagTableChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuqiao.v1.Membership/PrepareTable',
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.SerializeToString,
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.FromString,
             options,
             channel_credentials,
             insecure,

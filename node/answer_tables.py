@@ -1,0 +1,183 @@
+"""The answering side's table RPCs: what a partner may sync, prepare and diff.
+
+ListDatasets names the current version and key epoch of every dataset granted to the
+caller; SyncTagTable streams a sorted table (or, for a refreshed version, the delta from
+a version the caller holds); PrepareTable builds the table of rows satisfying a
+predicate the policy allows. Refusals carry a reason and never an element.
+"""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import grpc
+import numpy as np
+from sqlalchemy import select
+
+from . import predicate as pred
+from .auth import peer_node_id
+from .config import DATASET_NAME
+from .context import NodeContext
+from .datasets import current_version, iter_chunks
+from .keys import answerable_epochs, current_epoch, public_key
+from .rpc.shuqiao.v1 import membership_pb2 as pb
+from .store import datasets, tag_tables
+from .tagtables import Arrays, delta, iter_row_tags, iter_table_chunks, label_length, load_table, store_table
+
+_DATASET = re.compile(DATASET_NAME)
+SEND_ROWS = 32768  # rows per streamed chunk
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class TableRpcs:
+    ctx: NodeContext
+
+    # -- policy helpers -------------------------------------------------------------------
+    def _grant(self, dataset: str, peer: str):
+        if not _DATASET.match(dataset):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
+        declared = self.ctx.config.dataset(dataset)
+        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
+        if grant is None:
+            # Same answer whether the dataset is absent or merely not granted.
+            raise Refused(grpc.StatusCode.NOT_FOUND,
+                          f"no dataset {dataset!r} is available to node {peer!r}")
+        return declared, grant
+
+    def _table(self, conn, dataset: str, version: int, peer: str, epoch: int, predicate: str = ""):
+        row = conn.execute(
+            select(tag_tables, datasets.c.id_type, datasets.c.status, datasets.c.base_version,
+                   datasets.c.attributes)
+            .join(datasets, datasets.c.id == tag_tables.c.dataset_id)
+            .where(datasets.c.name == dataset, datasets.c.version == version,
+                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
+                   tag_tables.c.predicate == predicate)).first()
+        if row is None or row.status != "active":
+            what = "with that predicate (prepare it first)" if predicate else ""
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} version {version} epoch {epoch} is not served {what}; "
+                          "list datasets and sync the current version".replace("  ", " "))
+        return row
+
+    def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
+        grace = timedelta(days=self.ctx.config.dataset(dataset).grace_days)
+        if epoch not in answerable_epochs(conn, dataset, peer, grace):
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
+                          "past its grace period, or unknown); list datasets and sync again")
+
+    def _describe(self, conn, dataset, version, epoch, peer, table, grant) -> pb.DatasetInfo:
+        return pb.DatasetInfo(
+            name=dataset, version=version, epoch=epoch, row_count=table.row_count,
+            id_type=table.id_type, purposes=grant.purpose_codes, tag_table_digest=table.digest,
+            tag_length=table.tag_length, public_key=public_key(conn, dataset, peer, epoch),
+            oprf_mode=self.ctx.config.dataset(dataset).mode_number,
+            label_length=table.label_length, predicate=table.predicate,
+            label_attributes=grant.label_attributes if table.label_length else [])
+
+    def _current(self, conn, dataset: str, peer: str):
+        current = current_version(conn, dataset)
+        epoch = current and current_epoch(conn, dataset, peer)
+        if current is None or epoch is None:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} has no registered version yet")
+        return current, epoch
+
+    # -- rpcs ------------------------------------------------------------------------------
+    def ListDatasets(self, request, context):
+        peer = peer_node_id(context)
+        out = pb.ListDatasetsResponse()
+        with self.ctx.engine.connect() as conn:
+            for d in self.ctx.config.datasets:
+                grant = next((g for g in d.grants if g.partner == peer), None)
+                if grant is None or current_version(conn, d.name) is None:
+                    continue
+                current, epoch = self._current(conn, d.name, peer)
+                table = self._table(conn, d.name, current.version, peer, epoch)
+                out.datasets.append(self._describe(conn, d.name, current.version, epoch, peer,
+                                                   table, grant))
+        return out
+
+    def PrepareTable(self, request, context):
+        peer = peer_node_id(context)
+        try:
+            return self._prepare(request, peer)
+        except Refused as exc:
+            context.abort(exc.code, exc.reason)
+
+    def _prepare(self, request, peer: str) -> pb.DatasetInfo:
+        declared, grant = self._grant(request.dataset, peer)
+        if "predicate" not in {k.value for k in grant.kinds}:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                          f"predicate queries are not granted for dataset {request.dataset!r}")
+        try:
+            ast = pred.parse(request.predicate)
+            pred.check_allowed(ast, set(grant.predicate_columns))
+        except pred.PredicateError as exc:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"predicate refused: {exc}") from None
+        canonical = pred.to_canonical(ast)
+        with self.ctx.engine.begin() as conn:
+            current, epoch = self._current(conn, request.dataset, peer)
+            missing = pred.columns(ast) - set(current.attributes)
+            if missing:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"column(s) {', '.join(sorted(missing))} are not registered attributes "
+                              f"of {request.dataset!r} version {current.version}")
+            try:
+                table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+            except Refused:
+                self._build_predicate_table(conn, declared, grant, current, peer, epoch, ast, canonical)
+                table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+            return self._describe(conn, request.dataset, current.version, epoch, peer, table, grant)
+
+    def _build_predicate_table(self, conn, declared, grant, version, peer, epoch, ast, canonical) -> None:
+        """Filter the version's rows; their tags were computed at registration."""
+        keep = pred.compile_predicate(ast)
+        parts_t, parts_l = [], []
+        chunks = iter_chunks(conn, version.id)
+        for (seq, rows), (tags, lab) in zip(chunks, iter_row_tags(conn, version.id, peer, epoch)):
+            arrays = Arrays.from_bytes(tags, declared.tag_length, lab, label_length(grant))
+            mask = np.fromiter((keep(attrs) for _, attrs in rows), dtype=bool, count=len(rows))
+            chosen = arrays.select(mask)
+            parts_t.append(chosen.tag_bytes())
+            parts_l.append(chosen.label_bytes())
+        table = Arrays.from_bytes(b"".join(parts_t), declared.tag_length, b"".join(parts_l),
+                                  label_length(grant)).sorted()
+        store_table(conn, version.id, peer, epoch, canonical, declared.tag_length,
+                    label_length(grant), table)
+
+    def SyncTagTable(self, request, context):
+        peer = peer_node_id(context)
+        try:
+            _, grant = self._grant(request.dataset, peer)
+            with self.ctx.engine.connect() as conn:
+                self._check_epoch(conn, request.dataset, peer, request.epoch)
+                table = self._table(conn, request.dataset, request.version, peer, request.epoch,
+                                    request.predicate)
+                header = self._describe(conn, request.dataset, request.version, request.epoch,
+                                        peer, table, grant)
+                base = None
+                if request.base_version and not request.predicate \
+                        and table.base_version == request.base_version:
+                    base = self._table(conn, request.dataset, request.base_version, peer, request.epoch)
+                    added, removed = delta(load_table(conn, base), load_table(conn, table))
+        except Refused as exc:
+            context.abort(exc.code, exc.reason)
+        if base is not None:
+            yield pb.TagTableChunk(header=header, base_version=request.base_version)
+            for i in range(0, len(added.tags), SEND_ROWS):
+                part = added.select(slice(i, i + SEND_ROWS))
+                yield pb.TagTableChunk(rows=pb.TagRows(tags=part.tag_bytes(), labels=part.label_bytes()))
+            for i in range(0, len(removed), SEND_ROWS):
+                yield pb.TagTableChunk(removed_tags=removed[i:i + SEND_ROWS].tobytes())
+            return
+        yield pb.TagTableChunk(header=header)
+        with self.ctx.engine.connect() as conn:  # one stored chunk in memory at a time
+            for tags, lab in iter_table_chunks(conn, table.id):
+                yield pb.TagTableChunk(rows=pb.TagRows(tags=tags, labels=lab or b""))

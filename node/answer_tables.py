@@ -7,6 +7,7 @@ predicate the policy allows. Refusals carry a reason and never an element.
 """
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .store import datasets, tag_tables
 from .tagtables import Arrays, delta, iter_row_tags, iter_table_chunks, label_length, load_table, store_table
 
+log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
 SEND_ROWS = 32768  # rows per streamed chunk
 
@@ -170,6 +172,9 @@ class TableRpcs:
         except Refused as exc:
             context.abort(exc.code, exc.reason)
         if base is not None:
+            log.info("tag table of %s v%d for %s sent as a delta from v%d (+%d -%d rows)",
+                     request.dataset, request.version, peer, request.base_version,
+                     len(added.tags), len(removed))
             yield pb.TagTableChunk(header=header, base_version=request.base_version)
             for i in range(0, len(added.tags), SEND_ROWS):
                 part = added.select(slice(i, i + SEND_ROWS))

@@ -29,6 +29,19 @@ def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Op
     return "sql", label, open_sql(sql_url, table=table, query=query)
 
 
+def _report_invalid(invalid, target: Path) -> None:
+    if not invalid:
+        return
+    with open(target, "w", newline="", encoding="utf-8-sig") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "reason"])
+        w.writerows((r.line, r.reason) for r in invalid)
+    console.print(f"[yellow]{len(invalid)} invalid row(s) not registered[/]; "
+                  f"line numbers and reasons in {target}")
+    for r in invalid[:5]:
+        console.print(f"  line {r.line}: {r.reason}")
+
+
 @dataset_app.command("add")
 def add(config: ConfigOpt,
         name: Annotated[str, typer.Option(help="Dataset name declared in the config.")],
@@ -57,16 +70,7 @@ def add(config: ConfigOpt,
             line = getattr(exc, "line", None)
             fail(f"{exc}" + (f" (line {line})" if line and f"line {line}" not in str(exc) else "")
                  + "; nothing was registered")
-    if result.invalid:
-        target = rejects or Path(f"{name}-v{result.version}-rejected.csv")
-        with open(target, "w", newline="", encoding="utf-8-sig") as f:
-            w = csv.writer(f)
-            w.writerow(["line", "reason"])
-            w.writerows((r.line, r.reason) for r in result.invalid)
-        console.print(f"[yellow]{len(result.invalid)} invalid row(s) not registered[/]; "
-                      f"line numbers and reasons in {target}")
-        for r in result.invalid[:5]:
-            console.print(f"  line {r.line}: {r.reason}")
+    _report_invalid(result.invalid, rejects or Path(f"{name}-v{result.version}-rejected.csv"))
     tables = ", ".join(f"{p} (epoch {e})" for p, e in result.tag_tables) or "none (no grants)"
     out.print(f"registered {name} version {result.version}: {result.row_count} rows; "
               f"tag tables for {tables}; source sha256 {result.fingerprint[:16]}…")
@@ -144,3 +148,34 @@ def rotate_key(config: ConfigOpt, name: Annotated[str, typer.Option(help="Datase
     for r in done:
         out.print(f"{r.dataset}: partner {r.partner} now on key epoch {r.epoch} "
                   f"({r.rows} tags rebuilt); epoch {r.epoch - 1} answers {grace} more days")
+
+
+@dataset_app.command("update")
+def update_(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset to refresh.")],
+            id_column: Annotated[str, typer.Option(help="Identifier column of both files.")],
+            add: Annotated[Optional[Path], typer.Option(help="CSV/.xlsx of rows to add.")] = None,
+            remove: Annotated[Optional[Path], typer.Option(help="CSV/.xlsx of identifiers to remove.")] = None,
+            encoding: str = "auto",
+            rejects: Annotated[Optional[Path], typer.Option(help="Write invalid rows here.")] = None) -> None:
+    """A new version from the current one plus additions minus removals (partners sync a delta)."""
+    from adapters import open_source as open_file
+    from .datasets import refresh
+    if add is None and remove is None:
+        fail("give --add FILE and/or --remove FILE", 2)
+    opened = []
+    with node_context(config) as ctx:
+        try:
+            sources = {k: open_file(str(v), **({"encoding": encoding} if str(v).lower().endswith(
+                (".csv", ".tsv", ".txt")) else {})) for k, v in (("add", add), ("remove", remove)) if v}
+            opened = list(sources.values())
+            with Bars() as bars:
+                r = refresh(ctx, name, add=sources.get("add"), remove=sources.get("remove"),
+                            id_column=id_column, progress=bars)
+        except (SourceError, RegistrationError) as exc:
+            fail(f"{exc}; nothing was registered")
+        finally:
+            for src in opened:
+                src.close()
+    _report_invalid(r.invalid, rejects or Path(f"{name}-v{r.version}-rejected.csv"))
+    out.print(f"refreshed {name}: version {r.version} from v{r.base_version}: {r.row_count} rows "
+              f"(+{r.added} -{r.removed}); partners sync the difference")

@@ -30,6 +30,13 @@ def membership(config: ConfigOpt,
                    help="Invalid rows report (default: <out>.rejected.csv).")] = None,
                select: Annotated[str, typer.Option(
                    help="Rows to write: all, intersection or difference.")] = "all",
+               kind: Annotated[str, typer.Option(
+                   help="membership, labeled (adds allow-listed attributes of matched rows) "
+                        "or predicate.")] = "membership",
+               predicate: Annotated[Optional[str], typer.Option(
+                   help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
+               auth_column: Annotated[Optional[str], typer.Option(
+                   help="Column with each applicant's authorisation reference.")] = None,
                encoding: str = "auto") -> None:
     """Which applicants are in a partner's dataset; the partner learns only how many were asked."""
     rejects = rejects or out_path.with_suffix(".rejected.csv")
@@ -41,7 +48,8 @@ def membership(config: ConfigOpt,
             with source, Bars() as bars:
                 job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
                                      source=source, id_column=id_column, id_type=id_type,
-                                     out=out_path, rejects=rejects, select=select, progress=bars)
+                                     out=out_path, rejects=rejects, select=select, kind=kind,
+                                     predicate=predicate, auth_column=auth_column, progress=bars)
         except (SourceError, ConfigError, ValueError) as exc:
             fail(str(exc), 2)
         except asker.PartnerError as exc:

@@ -73,6 +73,9 @@ class QuerySection(_Strict):
     # cannot cheat on chosen people); "full": a proof over every element (slower).
     verification: Literal["sampled", "full"] = "sampled"
     proof_sample: int = Field(default=32, ge=1, le=4096)
+    # Refuse to ask about anyone without an authorisation reference (consent or
+    # application number); its digest is bound into this node's query record.
+    require_authorisation: bool = False
 
 
 class MaintenanceSection(_Strict):

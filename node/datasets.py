@@ -178,3 +178,102 @@ def retire(conn: Connection, name: str, version: int) -> None:
         .values(status="retired", retired_at=datetime.now(timezone.utc)))
     if res.rowcount != 1:
         raise RegistrationError(f"no active version {version} of dataset {name!r}")
+
+
+@dataclass
+class Refresh:
+    name: str
+    version: int
+    base_version: int
+    row_count: int
+    added: int
+    removed: int
+    invalid: list[InvalidRow] = field(default_factory=list)
+
+
+def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: str,
+            attributes: Sequence[str] | None = None, progress: Progress = _noop) -> Refresh:
+    """A new version = the current one + rows of `add` - identifiers of `remove`.
+
+    Only added rows are evaluated; every kept row keeps its tag and sealed label, so the
+    partners' copies refresh by delta. Rows of `add` whose identifier is already present,
+    and identifiers of `remove` that are absent, are reported as invalid and not applied.
+    """
+    import numpy as np
+
+    from .keys import current_epoch, sealed_key
+    from .tagtables import RowTagger, iter_row_tags
+    declared = ctx.config.dataset(name)
+    if declared is None:
+        raise RegistrationError(f"dataset {name!r} is not declared in the node config")
+    invalid: list[InvalidRow] = []
+    with ctx.engine.begin() as conn:
+        base = current_version(conn, name)
+        if base is None:
+            raise RegistrationError(f"dataset {name!r} has no version to refresh; use `dataset add`")
+        kind = IdType(base.id_type)
+        attrs = list(attributes if attributes is not None else base.attributes)
+        gone: dict[str, int] = {}        # identifier -> line in the removal list
+        if remove is not None:
+            for item in read_identifiers(remove, id_column, kind, ()):
+                if isinstance(item, ValidRow):
+                    gone[item.normalised_id] = item.line
+                else:
+                    invalid.append(item)
+        new_rows: list[tuple[int, list]] = []
+        if add is not None:
+            for item in read_identifiers(add, id_column, kind, attrs):
+                if isinstance(item, ValidRow):
+                    new_rows.append((item.line, [item.normalised_id, item.attrs]))
+                else:
+                    invalid.append(item)
+        keys = {g.partner: (current_epoch(conn, name, g.partner), None) for g in declared.grants}
+        keys = {p: (e, sealed_key(conn, name, p, e)) for p, (e, _) in keys.items() if e is not None}
+        version = base.version + 1
+        dataset_id = conn.execute(insert(datasets).values(
+            name=name, version=version, id_type=base.id_type, id_column=base.id_column,
+            attributes=attrs, row_count=0, invalid_count=len(invalid), source_kind="refresh",
+            source_label=f"v{base.version} + {len(new_rows)} - {len(gone)}", source_fingerprint="",
+            base_version=base.version, status="active",
+            created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+        tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, base.id_type, keys)
+        # Kept rows: copy rows and their row tags chunk by chunk, dropping removed ones.
+        present: set[str] = set()
+        seq = rows = 0
+        tag_iters = {p: iter_row_tags(conn, base.id, p, e) for p, (e, _) in keys.items()}
+        for _, chunk in iter_chunks(conn, base.id):
+            keep = np.array([r[0] not in gone for r in chunk], dtype=bool)
+            present.update(r[0] for r in chunk)
+            kept = [r for r, k in zip(chunk, keep) if k]
+            for p, it in tag_iters.items():
+                tags, lab = next(it)
+                if kept:
+                    tagger.keep(p, seq, tags, lab, keep)
+            if kept:
+                conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
+                                                           row_count=len(kept), rows=pack_rows(kept)))
+                seq += 1
+                rows += len(kept)
+            progress("copying", rows, base.row_count)
+        invalid += [InvalidRow(line, "removal list: identifier is not in the dataset")
+                    for ident, line in gone.items() if ident not in present]
+        fresh = []
+        for line, row in new_rows:
+            if row[0] in present and row[0] not in gone:
+                invalid.append(InvalidRow(line, "additions: identifier is already in the dataset"))
+            else:
+                fresh.append(row)
+        for i in range(0, len(fresh), ROW_BATCH):
+            part = fresh[i:i + ROW_BATCH]
+            conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
+                                                       row_count=len(part), rows=pack_rows(part)))
+            tagger.add_chunk(seq, part)
+            seq += 1
+            rows += len(part)
+        if rows == 0:
+            raise RegistrationError("the refreshed version would be empty; nothing was registered")
+        tagger.finish(progress)
+        conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
+            row_count=rows, invalid_count=len(invalid)))
+    return Refresh(name, version, base.version, rows, len(fresh), len(gone.keys() & present),
+                   sorted(invalid, key=lambda r: r.line))

@@ -41,7 +41,8 @@ def _atomic_csv(path: Path):
 
 def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
                    id_column: str, id_type: IdType, out: Path, rejects: Path,
-                   select: str = "all", progress=asker._noop) -> MembershipJob:
+                   select: str = "all", kind: str = "membership", predicate: str | None = None,
+                   auth_column: str | None = None, progress=asker._noop) -> MembershipJob:
     """Ask `partner` which rows of `source` are in `dataset`; write `out` and `rejects`.
 
     `select` chooses the rows written: "all" (each with its answer), "intersection"
@@ -49,14 +50,23 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     """
     if select not in ("all", "intersection", "difference"):
         raise ValueError("select must be all, intersection or difference")
-    if id_column not in source.columns:
-        raise SourceError(f"column {id_column!r} not found; available columns: "
-                          f"{', '.join(source.columns)}")
+    for column in (id_column, auth_column):
+        if column and column not in source.columns:
+            raise SourceError(f"column {column!r} not found; available columns: "
+                              f"{', '.join(source.columns)}")
+    if ctx.config.query.require_authorisation and not auth_column:
+        raise ValueError("this node requires an authorisation reference per applicant: "
+                         "give --auth-column (the consent or application number column)")
     rows: list[tuple[int, dict[str, str], int]] = []   # (line, values, index into asked)
     bad: list[tuple[int, str]] = []
     index: dict[bytes, int] = {}
     asked: list[bytes] = []
+    refs: list[str] = []
     for row in source:
+        ref = row.values.get(auth_column, "").strip() if auth_column else ""
+        if auth_column and not ref:
+            bad.append((row.line, "missing authorisation reference"))
+            continue
         if id_column in row.inexact:
             bad.append((row.line, INEXACT_NUMBER_REASON))
             continue
@@ -68,23 +78,31 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
         i = index.setdefault(value, len(asked))
         if i == len(asked):
             asked.append(value)
+            refs.append(ref)
+        elif ref and ref not in refs[i].split("|"):
+            refs[i] += "|" + ref  # one person under several applications
         rows.append((row.line, row.values, i))
         progress("reading", source.progress_position(), source.progress_total)
 
-    result = asker.membership(ctx, partner, dataset, purpose, asked, progress) if asked else None
+    result = asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
+                              predicate=predicate,
+                              authorisations=refs if auth_column else None) if asked else None
+    label_columns = list(dict.fromkeys(k for r in (result.labels or []) if r for k in r)) if result else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, f = _atomic_csv(out)
     matched_rows = 0
     with f:
         w = csv.writer(f)
-        w.writerow(["line", *source.columns, ANSWER_COLUMN])
+        w.writerow(["line", *source.columns, ANSWER_COLUMN, *label_columns])
         for line, values, i in rows:
             hit = bool(result.matched[i])
             matched_rows += hit
             if (select == "intersection" and not hit) or (select == "difference" and hit):
                 continue
             answer = "in_dataset" if hit else "not_in_dataset"
-            w.writerow([line, *(values.get(c, "") for c in source.columns), answer])
+            found = (result.labels[i] or {}) if result.labels else {}
+            w.writerow([line, *(values.get(c, "") for c in source.columns), answer,
+                        *(found.get(c, "") for c in label_columns)])
     os.replace(tmp, out)
     tmp, f = _atomic_csv(rejects)
     with f:

@@ -177,6 +177,14 @@ class RowTagger:
             self.in_flight.append((partner, seq, fut))
         self._drain(2 * self.ctx.pool.workers * max(1, len(self.keys)))
 
+    def keep(self, partner: str, seq: int, tags: bytes, lab: bytes | None, mask) -> None:
+        """Carry rows of an earlier version over (a refresh): no evaluation, same labels."""
+        grant = self.grants[partner]
+        kept = Arrays.from_bytes(tags, self.declared.tag_length, lab, label_length(grant)).select(mask)
+        t, lb = kept.tag_bytes(), kept.label_bytes()
+        store_row_tags(self.conn, self.dataset_id, partner, self.keys[partner][0], seq, t, lb)
+        self.parts[partner].append((t, lb))
+
     def _drain(self, limit: int) -> None:
         while len(self.in_flight) > limit:
             partner, seq, fut = self.in_flight.popleft()

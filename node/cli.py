@@ -20,9 +20,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 ca_app = typer.Typer(no_args_is_help=True, help="A pilot federation CA and node certificates.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Register and manage datasets (agency admin).")
 query_app = typer.Typer(no_args_is_help=True, help="Ask partners (fund-centre operator).")
+rule_app = typer.Typer(no_args_is_help=True, help="Multi-agency eligibility rules (fund-centre operator).")
 app.add_typer(ca_app, name="ca")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(query_app, name="query")
+app.add_typer(rule_app, name="rule")
 
 console = Console(stderr=True)
 out = Console()

@@ -10,7 +10,7 @@ from rich.table import Table
 from adapters import IdType, SourceError
 
 from . import asker
-from .cli import Bars, ConfigOpt, console, fail, node_context, out, query_app
+from .cli import Bars, ConfigOpt, console, fail, node_context, out, query_app, rule_app
 from .cli_dataset import open_source
 from .config import ConfigError
 from .jobs import run_membership
@@ -97,3 +97,34 @@ def log(config: ConfigOpt, limit: int = 50) -> None:
                   "" if r["matched"] is None else str(r["matched"]), r["outcome"],
                   r["finished_at"].strftime("%m-%d %H:%M:%S"))
     out.print(t)
+
+
+@rule_app.command("run")
+def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
+             rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
+             input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+             id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+             out_path: Annotated[Path, typer.Option("--out", help="Decisions CSV.")],
+             id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+             encoding: str = "auto") -> None:
+    """One decision per applicant, with the query ids that decided it (for appeals)."""
+    from .rule_runner import load_rule_file, run_rule
+    from .rules import RuleError
+    is_xlsx = input_path.suffix.lower() == ".xlsx"
+    with node_context(config) as ctx:
+        try:
+            rule_file = load_rule_file(rules)
+            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
+                                       None, None, None, None, encoding)
+            with source, Bars() as bars:
+                summary = run_rule(ctx, rule_file, name, source, id_column=id_column,
+                                   id_type=id_type, out=out_path, progress=bars)
+        except (SourceError, ConfigError, RuleError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(f"{exc}; nothing was written")
+    out.print(f"rule {name}: {summary['rows']} applicants: {summary['eligible']} eligible, "
+              f"{summary['not_eligible']} not eligible, {summary['undetermined']} undetermined "
+              f"→ {out_path}")
+    for text, qid in summary["queries"].items():
+        out.print(f"  {text}: query {qid}")

@@ -18,6 +18,7 @@ import grpc
 from protocols import oprf
 
 from . import policy
+from .answer_cardinality import CardinalityRpc
 from .answer_tables import Refused, TableRpcs
 from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
@@ -35,7 +36,7 @@ _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labele
 _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class MembershipAnswerer(TableRpcs, pb_grpc.MembershipServicer):
+class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
@@ -72,7 +73,7 @@ class MembershipAnswerer(TableRpcs, pb_grpc.MembershipServicer):
                 record.write(self.ctx.engine)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
+    def _check_names(self, h: pb.QueryHeader, record: QueryRecord) -> None:
         if not _QUERY_ID.match(h.query_id):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
         record.query_id = h.query_id
@@ -82,14 +83,20 @@ class MembershipAnswerer(TableRpcs, pb_grpc.MembershipServicer):
                           "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
         record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
         record.purpose, record.elements = h.purpose, 0
-        if h.kind not in _KINDS:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
-        record.kind = _KINDS[h.kind]
-        _, grant = self._grant(h.dataset, peer)
+
+    def _check_purpose(self, h: pb.QueryHeader, grant) -> None:
         if h.purpose not in grant.purpose_codes:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                           f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
                           f"granted: {', '.join(grant.purpose_codes)}")
+
+    def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
+        self._check_names(h, record)
+        if h.kind not in _KINDS:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
+        record.kind = _KINDS[h.kind]
+        _, grant = self._grant(h.dataset, peer)
+        self._check_purpose(h, grant)
         limit = self.cfg.grpc.max_query_elements
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,

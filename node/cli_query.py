@@ -128,3 +128,41 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
               f"→ {out_path}")
     for text, qid in summary["queries"].items():
         out.print(f"  {text}: query {qid}")
+
+
+@query_app.command("cardinality")
+def cardinality(config: ConfigOpt,
+                partner: Annotated[str, typer.Option(help="Partner node id.")],
+                dataset: Annotated[str, typer.Option(help="The partner's dataset.")],
+                purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
+                input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+                id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+                id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+                encoding: str = "auto") -> None:
+    """How many of the input are in a partner's dataset: the count only (maybe noised)."""
+    from adapters import InvalidIdentifier, encode, normalise
+    is_xlsx = input_path.suffix.lower() == ".xlsx"
+    with node_context(config) as ctx:
+        try:
+            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
+                                       None, None, None, None, encoding)
+            with source:
+                if id_column not in source.columns:
+                    raise SourceError(f"column {id_column!r} not found; available columns: "
+                                      f"{', '.join(source.columns)}")
+                ids, invalid = set(), 0
+                for row in source:
+                    try:
+                        ids.add(encode(id_type, normalise(id_type, row.values.get(id_column, ""))))
+                    except InvalidIdentifier:
+                        invalid += 1
+            with Bars() as bars:
+                r = asker.cardinality(ctx, partner, dataset, purpose, sorted(ids), bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(str(exc))
+    noise = (f" (differentially private, epsilon {r.epsilon:g}; noise within ±{r.noise_bound})"
+             if r.epsilon else " (exact)")
+    out.print(f"query {r.query_id}: {r.count} of {len(ids)} distinct identifiers are in "
+              f"{partner}.{dataset}{noise}; {invalid} invalid rows not asked ({r.seconds:.2f} s)")

@@ -125,6 +125,11 @@ class DatasetGrant(_Strict):
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
     monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
     epoch_elements: int | None = Field(default=None, ge=1)       # per partner and key epoch
+    # Differential privacy for cardinality: epsilon charged per query (None: exact
+    # counts), and the budget per partner and key epoch after which queries are refused.
+    dp_epsilon: float | None = Field(default=None, gt=0, le=10)
+    dp_budget: float | None = Field(default=None, gt=0)
+    dp_delta: float = Field(default=1e-9, gt=0, lt=1e-3)
 
     @field_validator("purposes", mode="before")
     @classmethod

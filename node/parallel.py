@@ -184,6 +184,14 @@ class CryptoPool:
         n = len(packed_blinded) // oprf.ELEMENT_LEN
         return self._submit(n, prove_task, sealed, purpose, packed_blinded, packed_evaluated).result()
 
+    def map(self, fn, *iterables):
+        """`map` over the workers for picklable module-level functions (protocol batches)."""
+        args = list(zip(*iterables))
+        work = sum(len(x) for a in args for x in a if isinstance(x, (bytes, list)))
+        if len(args) < 2 or work < 32 * INLINE_BELOW:
+            return [fn(*a) for a in args]
+        return list(self._pool().map(fn, *zip(*args)))
+
     # -- one batch spread over every worker ----------------------------------------
     def blind_evaluate(self, sealed: bytes, purpose: str, packed: bytes) -> bytes:
         w = oprf.ELEMENT_LEN

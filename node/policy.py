@@ -60,3 +60,21 @@ def check(conn: Connection, grant: DatasetGrant, *, dataset: str, kind: str, ele
         if used + elements > limit:
             raise PolicyRefusal("quota", f"{name} quota of {limit} elements for dataset {dataset!r} "
                                          f"would be exceeded ({used} used, {elements} asked)")
+
+
+def dp_spent(conn: Connection, partner: str, dataset: str, epoch: int) -> float:
+    """Epsilon a partner has spent on a dataset in a key epoch (answered queries)."""
+    q = select(func.coalesce(func.sum(query_log.c.epsilon_micro), 0)).where(
+        query_log.c.role == "answerer", query_log.c.asker == partner, query_log.c.dataset == dataset,
+        query_log.c.epoch == epoch, query_log.c.outcome.in_(("answered", "aborted")))
+    return int(conn.execute(q).scalar()) / 1e6
+
+
+def check_dp(conn: Connection, grant: DatasetGrant, *, dataset: str, epoch: int) -> None:
+    if grant.dp_epsilon is None or grant.dp_budget is None:
+        return
+    spent = dp_spent(conn, grant.partner, dataset, epoch)
+    if spent + grant.dp_epsilon > grant.dp_budget + 1e-9:
+        raise PolicyRefusal("quota", f"differential-privacy budget of {grant.dp_budget:g} for dataset "
+                                     f"{dataset!r} in key epoch {epoch} is spent ({spent:g} used, "
+                                     f"{grant.dp_epsilon:g} per query)")

@@ -33,6 +33,7 @@ class QueryRecord:
     reason: str = ""
     predicate: str = ""             # canonical predicate text, if any
     authorisation_digest: str = ""  # hex SHA-256 of the asker's authorisation references
+    epsilon_micro: int = 0          # differential privacy spent by this query (millionths)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def write(self, target: Engine | Connection) -> None:

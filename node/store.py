@@ -147,6 +147,7 @@ query_log = Table(
     Column("reason", Text, nullable=False),
     Column("predicate", Text, nullable=False, default=""),
     Column("authorisation_digest", String(64), nullable=False, default=""),
+    Column("epsilon_micro", BigInteger, nullable=False, default=0),  # DP spent, millionths
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_query_log_query", "query_id", "role"),

@@ -13,10 +13,12 @@ class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUERY_KIND_MEMBERSHIP: _ClassVar[QueryKind]
     QUERY_KIND_LABELED: _ClassVar[QueryKind]
     QUERY_KIND_PREDICATE: _ClassVar[QueryKind]
+    QUERY_KIND_CARDINALITY: _ClassVar[QueryKind]
 QUERY_KIND_UNSPECIFIED: QueryKind
 QUERY_KIND_MEMBERSHIP: QueryKind
 QUERY_KIND_LABELED: QueryKind
 QUERY_KIND_PREDICATE: QueryKind
+QUERY_KIND_CARDINALITY: QueryKind
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
@@ -187,3 +189,39 @@ class EvaluateResponse(_message.Message):
     summary: QuerySummary
     proof: BatchProof
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., summary: _Optional[_Union[QuerySummary, _Mapping]] = ..., proof: _Optional[_Union[BatchProof, _Mapping]] = ...) -> None: ...
+
+class CardinalityRequest(_message.Message):
+    __slots__ = ("header", "point", "batch", "finish")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    header: QueryHeader
+    point: bytes
+    batch: ElementBatch
+    finish: Finish
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., point: _Optional[bytes] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+
+class CardinalitySummary(_message.Message):
+    __slots__ = ("query_id", "padding", "shift", "epsilon_micro")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_MICRO_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    padding: int
+    shift: int
+    epsilon_micro: int
+    def __init__(self, query_id: _Optional[str] = ..., padding: _Optional[int] = ..., shift: _Optional[int] = ..., epsilon_micro: _Optional[int] = ...) -> None: ...
+
+class CardinalityResponse(_message.Message):
+    __slots__ = ("accepted", "blinded", "rows", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    BLINDED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    blinded: bytes
+    rows: bytes
+    summary: CardinalitySummary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., blinded: _Optional[bytes] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class MembershipStub:
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.SerializeToString,
                 response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.FromString,
                 _registered_method=True)
+        self.Cardinality = channel.stream_stream(
+                '/shuqiao.v1.Membership/Cardinality',
+                request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityRequest.SerializeToString,
+                response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityResponse.FromString,
+                _registered_method=True)
         self.Evaluate = channel.stream_stream(
                 '/shuqiao.v1.Membership/Evaluate',
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateRequest.SerializeToString,
@@ -82,6 +87,15 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cardinality(self, request_iterator, context):
+        """Cardinality (protocols/cardinality.py): fresh keys, shuffled, dummy-match noise.
+        The asker streams header, its point a*G and batches of a*H(x); the answerer returns
+        B and Y in chunks and a summary; the asker learns the (noised) count only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Evaluate(self, request_iterator, context):
         """Blind evaluation: the asker streams a header then batches of blinded elements;
         the answerer returns one batch of evaluated elements per batch, then a summary.
@@ -107,6 +121,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.PrepareTable,
                     request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.FromString,
                     response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.SerializeToString,
+            ),
+            'Cardinality': grpc.stream_stream_rpc_method_handler(
+                    servicer.Cardinality,
+                    request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityRequest.FromString,
+                    response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityResponse.SerializeToString,
             ),
             'Evaluate': grpc.stream_stream_rpc_method_handler(
                     servicer.Evaluate,
@@ -195,6 +214,33 @@ class Membership:
             '/shuqiao.v1.Membership/PrepareTable',
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.PrepareTableRequest.SerializeToString,
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.DatasetInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cardinality(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shuqiao.v1.Membership/Cardinality',
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityRequest.SerializeToString,
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.CardinalityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,8 +11,8 @@ from . import membership_bench
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("--only", default="membership,ledger,he",
-                    help="comma-separated: membership, ledger, he")
+    ap.add_argument("--only", default="membership,kinds,ledger,he",
+                    help="comma-separated: membership, kinds, ledger, he")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
     ap.add_argument("--work", type=Path, help="keep generated files here")
     args = ap.parse_args()
@@ -21,6 +21,9 @@ def main() -> None:
     try:
         if "membership" in only:
             membership_bench.run(work / "membership", quick=args.quick)
+        if "kinds" in only:
+            from . import kinds_bench
+            kinds_bench.run(work / "kinds", quick=args.quick)
         if "ledger" in only:
             from . import ledger_bench
             ledger_bench.run(work / "ledger", quick=args.quick) if _takes_quick(ledger_bench.run) else ledger_bench.run(print)

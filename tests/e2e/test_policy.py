@@ -58,3 +58,11 @@ def test_ungranted_kind_is_permission_denied(scenario):
 def test_policy_is_visible_to_the_admin(scenario):
     show = scenario.fed.cli("dataset", "show", "--config", scenario.cfg("hrss"), "flexible_workers").stdout
     assert "常公积金〔2024〕12号" in show
+
+
+def test_a_kind_outside_the_grant_is_permission_denied(scenario, tmp_path):
+    r = fx.query(scenario, tmp_path / "labeled.csv", "--kind", "labeled")
+    assert r.returncode == 1
+    assert "offers no labels" in r.stderr or "not granted" in r.stderr
+    r = fx.query(scenario, tmp_path / "pred.csv", "--kind", "predicate", "--predicate", "缴费月数 >= 6")
+    assert r.returncode == 1 and "predicate queries are not granted" in r.stderr

@@ -107,11 +107,6 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
             self._check_epoch(conn, h.dataset, peer, h.epoch)
             table = self._table(conn, h.dataset, h.version, peer, h.epoch, h.predicate)
-            if record.kind == "predicate" and not h.predicate:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
-            if record.kind == "labeled" and not table.label_length:
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"dataset {h.dataset!r} has no labels for node {peer!r}")
             record.predicate = h.predicate
             try:
                 policy.check(conn, grant, dataset=h.dataset, kind=record.kind,
@@ -124,6 +119,11 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                         else grpc.StatusCode.PERMISSION_DENIED if exc.rule == "kind"
                         else grpc.StatusCode.INVALID_ARGUMENT)
                 raise Refused(code, exc.reason) from None
+            if record.kind == "predicate" and not h.predicate:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
+            if record.kind == "labeled" and not table.label_length:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"dataset {h.dataset!r} has no labels for node {peer!r}")
             blob = sealed_key(conn, h.dataset, peer, h.epoch)
         record.elements = h.total_elements
         return blob, key_purpose(h.dataset, peer, h.epoch)

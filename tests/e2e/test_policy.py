@@ -66,3 +66,13 @@ def test_a_kind_outside_the_grant_is_permission_denied(scenario, tmp_path):
     assert "offers no labels" in r.stderr or "not granted" in r.stderr
     r = fx.query(scenario, tmp_path / "pred.csv", "--kind", "predicate", "--predicate", "缴费月数 >= 6")
     assert r.returncode == 1 and "predicate queries are not granted" in r.stderr
+
+
+def test_the_agency_itself_refuses_an_ungranted_kind(scenario):
+    d = fx.info(scenario)
+    msgs = [pb.EvaluateRequest(header=pb.QueryHeader(
+        query_id=str(uuid.uuid4()), dataset="flexible_workers", version=d.version, epoch=d.epoch,
+        purpose=fx.PURPOSE, total_elements=5, kind=pb.QUERY_KIND_LABELED))]
+    err = refusal(scenario, msgs)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "query kind 'labeled' is not granted" in err.details()

@@ -38,13 +38,6 @@ def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.O
     return oprf.OprfSecretKey.from_bytes(kek.unseal(sealed, purpose=purpose))
 
 
-def tags_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
-              inputs: Sequence[bytes], tag_length: int, mode: int = oprf.MODE_OPRF) -> bytes:
-    """Truncated F_k(y) for each input, concatenated (the agency's tag table rows)."""
-    key = _unseal(kek, sealed, purpose)
-    return b"".join(out[:tag_length] for out in oprf.evaluate(key, inputs, mode))
-
-
 def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
               inputs: Sequence[bytes], tag_length: int, mode: int,
               label_rows: Sequence[dict] | None, label_context: bytes, pad_to: int) -> tuple[bytes, bytes]:
@@ -93,7 +86,7 @@ def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
     return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
 
 
-_KEYED = (tags_task, rows_task, blind_evaluate_task, prove_task)
+_KEYED = (rows_task, blind_evaluate_task, prove_task)
 
 
 def _call(kek: KeyEncryptionKey | None, fn, *args):
@@ -160,10 +153,6 @@ class CryptoPool:
         return [(i, min(n, i + step)) for i in range(0, n, step)]
 
     # -- one task each: callers that pipeline many batches use these --------------
-    def submit_tags(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
-                    tag_length: int, mode: int = oprf.MODE_OPRF) -> Future:
-        return self._submit(len(inputs), tags_task, sealed, purpose, list(inputs), tag_length, mode)
-
     def submit_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes], tag_length: int,
                     mode: int, label_rows: Sequence[dict] | None = None, label_context: bytes = b"",
                     pad_to: int = 64) -> Future:

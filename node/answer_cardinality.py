@@ -64,6 +64,7 @@ class CardinalityRpc:
             if first is None or first.WhichOneof("body") != "header":
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message of a query must be its header")
             grant, version = self._admit_cardinality(first.header, peer, record)
+            record.admit(self.ctx)
             yield pb.CardinalityResponse(accepted=pb.Accepted(
                 query_id=record.query_id, max_batch_elements=self.cfg.grpc.max_batch_elements))
             point, batches, n = b"", [], 0
@@ -97,9 +98,11 @@ class CardinalityRpc:
                 yield pb.CardinalityResponse(rows=y[i:i + 32 * SEND])
             record.epsilon_micro = round(epsilon * 1e6)
             record.outcome = "answered"
+            receipt = record.write(self.ctx)
             yield pb.CardinalityResponse(summary=pb.CardinalitySummary(
                 query_id=record.query_id, padding=padding, shift=padding // 2,
-                epsilon_micro=record.epsilon_micro))
+                epsilon_micro=record.epsilon_micro, receipt=receipt.to_bytes(),
+                ledger_public_key=self.ctx.ledger.public_key.text))
         except Refused as exc:
             record.outcome, record.reason = "refused", exc.reason
             context.abort(exc.code, exc.reason)
@@ -107,8 +110,8 @@ class CardinalityRpc:
             record.outcome, record.reason = "aborted", "the asker cancelled or went away"
             raise
         finally:
-            if record.query_id:
-                record.write(self.ctx.engine)
+            if record.query_id and not record.written:
+                record.write(self.ctx)
 
     def _admit_cardinality(self, h: pb.QueryHeader, peer: str, record: QueryRecord):
         self._check_names(h, record)

@@ -51,12 +51,15 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               "the first message of a query must be its header")
             sealed, purpose_ad = self._admit(first.header, peer, record)
+            record.admit(self.ctx)  # in the ledger before any answer leaves
             yield pb.EvaluateResponse(accepted=pb.Accepted(
                 query_id=record.query_id, max_batch_elements=self.cfg.grpc.max_batch_elements))
             yield from self._batches(request_iterator, sealed, purpose_ad, first.header, record)
             record.outcome = "answered"
+            receipt = record.write(self.ctx)  # committed before the receipt is sent
             yield pb.EvaluateResponse(summary=pb.QuerySummary(
-                query_id=record.query_id, elements_evaluated=record.elements))
+                query_id=record.query_id, elements_evaluated=record.elements,
+                receipt=receipt.to_bytes(), ledger_public_key=self.ctx.ledger.public_key.text))
         except Refused as exc:
             record.outcome = "refused" if record.outcome != "aborted" else "aborted"
             record.reason = exc.reason
@@ -69,8 +72,8 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
             record.outcome, record.reason = "aborted", "the asker cancelled or went away"
             raise
         finally:
-            if record.query_id:
-                record.write(self.ctx.engine)
+            if record.query_id and not record.written:
+                record.write(self.ctx)
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_names(self, h: pb.QueryHeader, record: QueryRecord) -> None:

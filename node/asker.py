@@ -8,6 +8,7 @@ bidirectional stream, each side spreading its batches over every core.
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import random
 import threading
@@ -33,6 +34,7 @@ from .server import grpc_options
 from .tagtables import label_context
 
 CONNECT_TIMEOUT = 10.0
+log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -85,6 +87,29 @@ class MembershipResult:
     labels: list[dict | None] | None = None  # labeled queries: attributes of matched inputs
 
 
+def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary) -> None:
+    """Verify the answerer's signed receipt and keep it for this node's ledger entry.
+
+    The partner's ledger key is pinned on first use. A missing or invalid receipt does
+    not lose the answer, but is recorded in the entry's reason (and found by
+    `shuqiao audit cross-check`), and the operator is warned.
+    """
+    from .ledger import LedgerPublicKey, Receipt, pin_partner_key, verify_receipt
+    from .ledger.receipts import ReceiptError
+    from .ledger.signing import SignatureError
+    try:
+        if summary is None or not summary.receipt:
+            raise ReceiptError("the partner sent no receipt")
+        key = pin_partner_key(ctx.engine, partner, LedgerPublicKey.from_text(summary.ledger_public_key))
+        receipt = Receipt.from_bytes(summary.receipt)
+        verify_receipt(key, receipt, record.entry(ctx.ledger, "completed").metadata())
+        record.receipt = receipt
+    except (ReceiptError, SignatureError, ValueError) as exc:
+        record.receipt = None
+        record.reason = f"receipt missing or invalid: {exc}"
+        log.warning("query %s to %s: %s", record.query_id, partner, record.reason)
+
+
 _KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LABELED,
             "predicate": pb.QUERY_KIND_PREDICATE}
 
@@ -131,7 +156,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         channel = partner_channel(ctx, partner)
     except PartnerError as exc:
         record.reason = str(exc)
-        record.write(ctx.engine)
+        record.write(ctx)
         raise
     try:
         stub = pb_grpc.MembershipStub(channel)
@@ -156,6 +181,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
             matched, _ = match_tags(np.frombuffer(outputs, dtype=f"S{width}"), held.tags)
             opened = None
         record.outcome, record.matched = "answered", int(matched.sum())
+        accept_receipt(ctx, partner, record, record.summary)
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
                                 matched, time.perf_counter() - started, info.predicate, opened)
     except PartnerError as exc:
@@ -166,7 +192,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         record.outcome, record.reason = "aborted", type(exc).__name__
         raise
     finally:
-        record.write(ctx.engine)
+        record.write(ctx)
 
 
 def _open_labels(ctx, partner, info, outputs: bytes, width: int, matched, pos, held) -> list[dict | None]:
@@ -270,6 +296,7 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress, w
             elif body == "summary":
                 if resp.summary.elements_evaluated != n or len(finals) != len(bounds) or pending:
                     raise PartnerError(partner, "summary does not match the query")
+                record.summary = resp.summary
             else:
                 raise PartnerError(partner, f"sent an unexpected {body or 'empty'} message")
             if bounds and len(finals) == len(bounds) and not pending and not stop.is_set():
@@ -354,6 +381,7 @@ def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
             raise PartnerError(partner, "sent an invalid cardinality answer") from None
         record.outcome, record.matched = "answered", count
         record.epsilon_micro = summary.epsilon_micro
+        accept_receipt(ctx, partner, record, summary)
         return CardinalityResult(record.query_id, count, summary.epsilon_micro / 1e6, summary.shift,
                                  time.perf_counter() - started)
     except PartnerError as exc:
@@ -364,4 +392,4 @@ def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         record.outcome, record.reason = "aborted", type(exc).__name__
         raise
     finally:
-        record.write(ctx.engine)
+        record.write(ctx)

@@ -23,6 +23,9 @@ def peer_node_id(context: grpc.ServicerContext) -> str | None:
     return node_id_from_san(auth.get("x509_subject_alternative_name", []))
 
 
+_READ_ONLY = ("/shuqiao.v1.Ledger/Get",)  # ledger reads: open to configured auditors too
+
+
 def _wrap(behavior, allowed: frozenset[str], method: str):
     def guarded(request_or_iterator, context):
         peer = peer_node_id(context)
@@ -32,7 +35,7 @@ def _wrap(behavior, allowed: frozenset[str], method: str):
         if peer not in allowed:
             log.warning("refused call to %s from node %s: not a configured partner", method, peer)
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"node {peer!r} is not a partner of this node")
+                          f"node {peer!r} is not a partner of this node (or may not call {method})")
         return behavior(request_or_iterator, context)
     return guarded
 
@@ -40,8 +43,9 @@ def _wrap(behavior, allowed: frozenset[str], method: str):
 class PartnerInterceptor(grpc.ServerInterceptor):
     """Admit only configured partners (health checks are open to any federation member)."""
 
-    def __init__(self, partner_ids) -> None:
+    def __init__(self, partner_ids, auditor_ids=()) -> None:
         self._allowed = frozenset(partner_ids)
+        self._readers = self._allowed | frozenset(auditor_ids)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -57,7 +61,8 @@ class PartnerInterceptor(grpc.ServerInterceptor):
         for attr, factory in kinds.items():
             behavior = getattr(handler, attr)
             if behavior is not None:
-                return factory(_wrap(behavior, self._allowed, method),
+                allowed = self._readers if method.startswith(_READ_ONLY) else self._allowed
+                return factory(_wrap(behavior, allowed, method),
                                request_deserializer=handler.request_deserializer,
                                response_serializer=handler.response_serializer)
         return handler

@@ -94,6 +94,12 @@ def init(config: ConfigOpt) -> None:
                           "securely: sealed keys cannot be opened without it")
         ctx.engine  # creates the schema
         console.print(f"database ready: {ctx.config.storage_url.split('@')[-1]}")
+        from . import admin_log
+        ledger = ctx.ledger  # creates the Ed25519 ledger key, sealed under the KEK
+        if ledger.size() == 0:
+            with ctx.engine.begin() as conn:
+                admin_log.record(ctx, conn, "node_initialised", "node")
+        console.print(f"ledger key {ledger.public_key.text}")
 
 
 @app.command()
@@ -156,7 +162,7 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
 
 
 def main() -> None:
-    from . import cli_dataset, cli_query  # noqa: F401  (register their commands)
+    from . import cli_audit, cli_dataset, cli_query, cli_statistics  # noqa: F401  (register their commands)
     try:
         app()
     except KeyboardInterrupt:

@@ -126,8 +126,7 @@ def retire_(config: ConfigOpt, name: str,
     """Stop serving a version to partners (its record stays)."""
     with node_context(config) as ctx:
         try:
-            with ctx.engine.begin() as conn:
-                retire(conn, name, version)
+            retire(ctx, name, version)
         except RegistrationError as exc:
             fail(str(exc))
     out.print(f"retired {name} version {version}")

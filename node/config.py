@@ -81,6 +81,30 @@ class QuerySection(_Strict):
 class MaintenanceSection(_Strict):
     # How often `shuqiao serve` looks for due key rotations (and other periodic work).
     interval_seconds: float = Field(default=3600.0, ge=1.0)
+    # How often partners' ledger heads are fetched, checked and cosigned (witnessing).
+    witness_seconds: float = Field(default=300.0, ge=1.0)
+
+
+class HttpSection(_Strict):
+    """The auditor and admin HTTP API (HTTPS with the node's certificate by default)."""
+    listen: str | None = None  # e.g. "127.0.0.1:8443"; None: no HTTP API
+    tls: bool = True
+    # Bearer tokens, stored only as "sha256:<hex>" digests (`shuqiao token new` makes one).
+    auditor_tokens: list[str] = Field(default_factory=list)
+    admin_tokens: list[str] = Field(default_factory=list)
+
+    @field_validator("auditor_tokens", "admin_tokens")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        if not all(re.fullmatch(r"sha256:[0-9a-f]{64}", t) for t in v):
+            raise ValueError("tokens are configured as sha256:<64 hex> digests, never in clear")
+        return v
+
+
+class AuditorSection(_Strict):
+    """An auditor's certificate identity, allowed to read (not write) the ledger over gRPC."""
+    id: NodeId
+    display_name: str = ""
 
 
 class TlsSection(_Strict):
@@ -130,6 +154,14 @@ class DatasetGrant(_Strict):
     dp_epsilon: float | None = Field(default=None, gt=0, le=10)
     dp_budget: float | None = Field(default=None, gt=0)
     dp_delta: float = Field(default=1e-9, gt=0, lt=1e-3)
+    # Aggregate and threshold kinds: attributes an aggregate may sum or group by, the
+    # smallest group released, the largest value one row may add to a sum (the DP
+    # sensitivity; required for noised sums, rows above it are left out), and the
+    # attribute threshold checks compare against.
+    aggregate_columns: list[str] = Field(default_factory=list)
+    min_group_size: int = Field(default=10, ge=1)
+    aggregate_value_bound: int | None = Field(default=None, ge=1, lt=2**62)
+    threshold_column: str | None = None
 
     @field_validator("purposes", mode="before")
     @classmethod
@@ -177,6 +209,8 @@ class NodeConfig(_Strict):
     storage: StorageSection = StorageSection()
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
+    http: HttpSection = HttpSection()
+    auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
     tls: TlsSection
     partners: list[PartnerSection] = Field(default_factory=list)

@@ -36,6 +36,13 @@ class NodeContext:
                 f"node key file {path} does not exist; run `shuqiao init --config ...` first")
         return KeyEncryptionKey.load(path)
 
+    @cached_property
+    def ledger(self):
+        """This node's verifiable ledger (RFC 9162 tree, heads signed with its Ed25519 key)."""
+        from .ledger import HeadPolicy, Ledger, load_or_create_signer
+        return Ledger(self.engine, load_or_create_signer(self.engine, self.kek, self.config.node.id),
+                      policy=HeadPolicy(every_entries=100, every_seconds=60))
+
     @property
     def pool(self) -> CryptoPool:
         """Worker processes for OPRF batches; they unseal keys only if the node has a KEK."""

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from adapters import IdType, InvalidRow, ValidRow, read_identifiers
 
+from . import admin_log
 from .context import NodeContext
 from .keys import ensure_key
 from .store import dataset_chunks, datasets
@@ -89,6 +90,7 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
             f"entry with name = {name!r} and its grants first")
     grants = [g.partner for g in declared.grants]
     invalid: list[InvalidRow] = []
+    ctx.ledger  # loaded before the registration's write transaction
 
     with ctx.engine.begin() as conn:
         version = (conn.execute(select(func.max(datasets.c.version))
@@ -136,6 +138,8 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         fingerprint = source.fingerprint()
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid), source_fingerprint=fingerprint))
+        admin_log.record(ctx, conn, "dataset_registered", name, version=version, rows=rows,
+                         invalid=len(invalid), source=source_kind, sha256=fingerprint)
     return Registration(name, version, rows, fingerprint, invalid, tag_tables_done)
 
 
@@ -171,13 +175,16 @@ def current_version(conn: Connection, name: str) -> DatasetVersion | None:
     return DatasetVersion(**row._mapping) if row else None
 
 
-def retire(conn: Connection, name: str, version: int) -> None:
-    """Mark a version retired: partners can no longer sync or query it."""
-    res = conn.execute(update(datasets).where(
-        datasets.c.name == name, datasets.c.version == version, datasets.c.status == "active")
-        .values(status="retired", retired_at=datetime.now(timezone.utc)))
-    if res.rowcount != 1:
-        raise RegistrationError(f"no active version {version} of dataset {name!r}")
+def retire(ctx: NodeContext, name: str, version: int) -> None:
+    """Mark a version retired: partners can no longer sync or query it (ledgered)."""
+    ctx.ledger
+    with ctx.engine.begin() as conn:
+        res = conn.execute(update(datasets).where(
+            datasets.c.name == name, datasets.c.version == version, datasets.c.status == "active")
+            .values(status="retired", retired_at=datetime.now(timezone.utc)))
+        if res.rowcount != 1:
+            raise RegistrationError(f"no active version {version} of dataset {name!r}")
+        admin_log.record(ctx, conn, "dataset_retired", name, version=version)
 
 
 @dataclass
@@ -207,6 +214,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
     if declared is None:
         raise RegistrationError(f"dataset {name!r} is not declared in the node config")
     invalid: list[InvalidRow] = []
+    ctx.ledger  # loaded before the write transaction
     with ctx.engine.begin() as conn:
         base = current_version(conn, name)
         if base is None:
@@ -275,5 +283,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
         tagger.finish(progress)
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid)))
+        admin_log.record(ctx, conn, "dataset_registered", name, version=version, rows=rows,
+                         base_version=base.version, added=len(fresh), removed=len(gone.keys() & present))
     return Refresh(name, version, base.version, rows, len(fresh), len(gone.keys() & present),
                    sorted(invalid, key=lambda r: r.line))

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection
 
+from . import admin_log
 from .context import NodeContext
 from .datasets import Progress, _noop, current_version, iter_chunks
 from .keys import current_epoch, epoch_started, new_epoch
@@ -49,6 +50,7 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             raise RotationError(f"partner {partner!r} has no grant on dataset {dataset!r}")
         partners = [partner]
     done = []
+    ctx.ledger  # loaded before the write transactions
     for p in partners:
         with ctx.engine.begin() as conn:
             version = current_version(conn, dataset)
@@ -56,6 +58,7 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             if version is not None:
                 retag_version(ctx, conn, declared, version, {p: (epoch, sealed)})
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
+            admin_log.record(ctx, conn, "key_rotated", dataset, partner=p, epoch=epoch)
     return done
 
 

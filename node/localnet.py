@@ -28,6 +28,7 @@ class LocalNode:
     directory: Path
     process: subprocess.Popen | None = None
     port: int | None = None
+    http_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -48,7 +49,7 @@ class Federation:
 
     def add_node(self, node_id: str, *, partners: list[dict], datasets: list[dict] | None = None,
                  grpc: dict | None = None, storage_url: str | None = None,
-                 seal_tls_key: bool = True) -> LocalNode:
+                 seal_tls_key: bool = True, extra: dict | None = None) -> LocalNode:
         """Write the node's config, create its KEK and certificate."""
         d = self.root / node_id
         d.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,7 @@ class Federation:
         }
         if storage_url:
             config["storage"] = {"url": storage_url}
+        config.update(extra or {})
         path = d / "node.toml"
         path.write_bytes(tomli_w.dumps(config).encode())
         node = LocalNode(node_id, path, d)
@@ -108,7 +110,9 @@ class Federation:
                 self.stop(node_id)
                 raise TimeoutError(f"node {node_id} did not start within {timeout} s")
             time.sleep(0.05)
-        node.port = int(port_file.read_text())
+        ports = port_file.read_text().split()
+        node.port = int(ports[0])
+        node.http_port = int(ports[1]) if len(ports) > 1 else None
         return node
 
     def stop(self, node_id: str, *, kill: bool = False, timeout: float = 20) -> None:

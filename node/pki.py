@@ -267,7 +267,7 @@ def issue_node_cert(
     if kek is None:
         encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
     else:
-        encryption = serialization.BestAvailableEncryption(_tls_key_passphrase(kek).expose())
+        encryption = serialization.BestAvailableEncryption(tls_key_passphrase(kek).expose())
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     write_new_file(files.key_path, _pkcs8(key, encryption), mode=0o600)
     write_new_file(files.cert_path, cert_pem, mode=0o644)
@@ -354,7 +354,7 @@ def load_tls_identity(
         cert = x509.load_pem_x509_certificate(cert_pem)
     except (OSError, ValueError) as exc:
         raise TlsIdentityError(f"cannot read certificate {cert_path}: {exc}") from None
-    passphrase = _tls_key_passphrase(kek).expose() if kek is not None else None
+    passphrase = tls_key_passphrase(kek).expose() if kek is not None else None
     key = _load_private_key(key_path, passphrase)
     _check_key_matches(cert, key, key_path)
     return cert_pem, SecretBytes(_pkcs8(key, serialization.NoEncryption()))
@@ -391,7 +391,7 @@ def _check_key_matches(cert: x509.Certificate, key: object, key_path: str | os.P
         raise TlsIdentityError(f"private key {key_path} does not belong to the certificate")
 
 
-def _tls_key_passphrase(kek: KeyEncryptionKey) -> SecretBytes:
+def tls_key_passphrase(kek: KeyEncryptionKey) -> SecretBytes:
     # Hex so that `openssl pkey -passin` can open the key too, given the derived value.
     return SecretBytes(kek.derive_key(info=_TLS_KEY_INFO).expose().hex().encode("ascii"))
 

@@ -1,15 +1,20 @@
-"""The append-only query log: metadata of every query made or answered.
+"""Recording queries: the query-log row and the verifiable ledger entry, committed together.
 
 Entries hold who asked whom, which dataset version and key epoch, the purpose, the
 number of elements and the outcome — never an identifier, an attribute value or a
-message body. The database refuses UPDATE and DELETE on this table.
+message body. The database refuses UPDATE and DELETE on the query log and the ledger.
+
+The answering node appends an *admitted* entry before the first answer leaves it, and
+its *completed* entry (with the receipt it signs for the asker) before the summary
+leaves; so a query that yielded anything is in its ledger even if the node dies.
+The asking node appends one completed entry holding the answerer's verified receipt.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, insert, select
 
 from .store import query_log
 
@@ -19,7 +24,7 @@ OUTCOMES = ("answered", "refused", "failed", "aborted")
 @dataclass
 class QueryRecord:
     query_id: str
-    role: str  # asker | answerer
+    role: str  # asker | answerer | local (a lookup in this node's own dataset)
     asker: str
     answerer: str
     kind: str
@@ -35,17 +40,54 @@ class QueryRecord:
     authorisation_digest: str = ""  # hex SHA-256 of the asker's authorisation references
     epsilon_micro: int = 0          # differential privacy spent by this query (millionths)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    receipt: object = None          # asker: the answerer's verified receipt
+    summary: object = None          # asker: the answerer's closing message
+    written: bool = False
 
-    def write(self, target: Engine | Connection) -> None:
+    def entry(self, ledger, phase: str):
+        from .ledger import QueryEntry
+        from .ledger.canonical import clean_text
+        admitted = phase == "admitted"
+        return QueryEntry(
+            query_id=self.query_id, phase=phase,
+            role="asker" if self.role == "local" else self.role, asker=self.asker,
+            answerer=self.answerer, kind=self.kind, dataset=clean_text(self.dataset, 64),
+            version=self.version, epoch=self.epoch, purpose=clean_text(self.purpose, 64),
+            elements=self.elements, outcome="admitted" if admitted else self.outcome,
+            reason="" if admitted else clean_text(self.reason, 500), time=ledger.now(),
+            matched=None if admitted or self.role == "answerer" else self.matched,
+            authorisation_digest=self.authorisation_digest or None,
+            receipt=None if admitted else self.receipt,
+            predicate=clean_text(self.predicate, 512) or None,
+            epsilon_micro=self.epsilon_micro or None)
+
+    def admit(self, ctx) -> None:
+        """Answerer: the admitted entry, committed before any answer is sent."""
+        ledger = ctx.ledger  # loaded (or its key created) before our write transaction opens
+        with ctx.engine.begin() as conn:
+            ledger.append(conn, self.entry(ledger, "admitted"))
+
+    def write(self, ctx):
+        """The outcome: query-log row and completed ledger entry in one transaction.
+
+        Returns the signed receipt for an answerer's answered query (send it only now,
+        after the commit), else None.
+        """
         if self.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {self.outcome!r}")
-        values = {**self.__dict__, "reason": self.reason[:500],
-                  "finished_at": datetime.now(timezone.utc)}
-        if isinstance(target, Connection):
-            target.execute(insert(query_log).values(**values))
-        else:
-            with target.begin() as conn:
-                conn.execute(insert(query_log).values(**values))
+        values = {k: v for k, v in self.__dict__.items() if k not in ("receipt", "summary", "written")}
+        values.update(reason=self.reason[:500], finished_at=datetime.now(timezone.utc))
+        receipt = None
+        ledger = ctx.ledger  # loaded (or its key created) before our write transaction opens
+        entry = self.entry(ledger, "completed")
+        with ctx.engine.begin() as conn:
+            conn.execute(insert(query_log).values(**values))
+            if self.role == "answerer" and self.outcome == "answered":
+                receipt = ledger.append_completed(conn, entry)
+            else:
+                ledger.append(conn, entry)
+        self.written = True
+        return receipt
 
 
 def seen(conn: Connection, query_id: str, role: str) -> bool:

@@ -61,7 +61,7 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
     record.version = version.version
     answer = {x: x in members for x in ids}
     record.outcome, record.matched = "answered", sum(answer.values())
-    record.write(ctx.engine)
+    record.write(ctx)
     return Answer(record.query_id, answer)
 
 

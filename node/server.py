@@ -11,11 +11,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .answer_statistics import StatisticsAnswerer
 from .answerer import MembershipAnswerer
-from .auth import PartnerInterceptor
+from .auth import PartnerInterceptor, peer_node_id
 from .context import NodeContext
 from .pki import load_tls_identity
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+from .rpc.shuqiao.v1 import statistics_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +49,64 @@ class NodeServer:
         self.health = health.HealthServicer()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-            interceptors=[PartnerInterceptor(p.id for p in cfg.partners)],
+            interceptors=[PartnerInterceptor((p.id for p in cfg.partners),
+                                             (a.id for a in cfg.auditors))],
             options=grpc_options(cfg.grpc.max_message_bytes),
             maximum_concurrent_rpcs=64)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
+        statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)
+        from .ledger.grpc_service import LedgerService
+        from .rpc.shuqiao.v1 import ledger_pb2_grpc
+        ledger_pb2_grpc.add_LedgerServicer_to_server(LedgerService(ctx.ledger, peer_node_id), self.server)
+        self.http = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port: int | None = None
 
     def start(self) -> int:
+        from .admin_log import record_policy_if_changed
         self.ctx.engine  # schema ready before the first call
+        record_policy_if_changed(self.ctx)  # the partner list and policy this node runs with
         self.ctx.pool.warm()
         self.port = self.server.add_secure_port(self.ctx.config.grpc.listen,
                                                 server_credentials(self.ctx))
         if not self.port:
             raise OSError(f"cannot listen on {self.ctx.config.grpc.listen}")
         self.server.start()
-        for name in ("", "shuqiao.v1.Membership"):
+        for name in ("", "shuqiao.v1.Membership", "shuqiao.v1.Statistics", "shuqiao.v1.Ledger"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.ctx.config.http.listen:
+            from .http_server import HttpServer
+            self.http = HttpServer(self.ctx)
+            self.http_port = self.http.start()
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         self.ctx.close()
 
 
 def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
-    """Periodic work while serving: key epochs that are due are rotated."""
+    """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
+    import time
     from .epochs import due, rotate
-    while not stop.wait(ctx.config.maintenance.interval_seconds):
+    from .witnessing import witness_partners
+    m = ctx.config.maintenance
+    next_rotation = time.monotonic() + m.interval_seconds
+    next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
+    while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
+        now = time.monotonic()
         try:
-            for dataset, partner in due(ctx):
-                for r in rotate(ctx, dataset, partner):
-                    log.info("rotated key of %s for %s to epoch %d", r.dataset, r.partner, r.epoch)
+            if now >= next_rotation:
+                next_rotation = now + m.interval_seconds
+                for dataset, partner in due(ctx):
+                    for r in rotate(ctx, dataset, partner):
+                        log.info("rotated key of %s for %s to epoch %d", r.dataset, r.partner, r.epoch)
+            if now >= next_witness:
+                next_witness = now + m.witness_seconds
+                witness_partners(ctx)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
 
@@ -92,7 +119,7 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> Non
     log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
     if port_file:
         tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(port))
+        tmp.write_text(str(port) + (f"\n{node.http_port}" if node.http is not None else ""))
         os.replace(tmp, port_file)
     if on_ready:
         on_ready(port)

@@ -153,6 +153,14 @@ query_log = Table(
     Index("ix_query_log_query", "query_id", "role"),
 )
 
+# Small mutable facts about the node itself, e.g. the digest of the last policy it
+# ledgered (the ledger holds the history; this only saves scanning it).
+node_state = Table(
+    "node_state", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 _APPEND_ONLY = ("query_log",)
 
 
@@ -201,11 +209,14 @@ def _append_only_ddl(dialect: str, table: str) -> list[str]:
 
 def create_schema(engine: Engine) -> None:
     """Create missing tables and the append-only triggers (idempotent)."""
+    from .ledger.tables import install_ledger_triggers
     metadata.create_all(engine)
     with engine.begin() as conn:
         for table in _APPEND_ONLY:
             for stmt in _append_only_ddl(engine.dialect.name, table):
                 conn.execute(text(stmt))
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        install_ledger_triggers(engine)
 
 
 def open_store(url: str) -> Engine:

@@ -5,21 +5,23 @@ append-only RFC 9162 Merkle tree stored next to the node's data; the node signs 
 heads with its Ed25519 ledger key, answering nodes sign receipts that asking nodes keep,
 and partners cosign each other's heads. Auditors verify over HTTP, gRPC or an export.
 
-Modules: canonical (bytes), entries, signing (keys, heads, cosignatures), receipts,
-tables (schema, triggers), log (the Ledger), integrity (verify_all), witness, audit,
-http (FastAPI), grpc_service.
+Modules: canonical (bytes, identifier guard), entries, signing (keys, heads,
+cosignatures, partner key pins), receipts, tables (schema, triggers), log (the Ledger),
+integrity (verify_all), witness, sources (LogSource, exports), audit (verify),
+crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
+The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.
 """
 from __future__ import annotations
 
 from .entries import AdminEntry, Entry, QueryEntry, WitnessEntry, decode, encode
 from .log import EntryFilter, HeadPolicy, Ledger, LedgerCorrupt, LedgerError
 from .receipts import QueryMetadata, Receipt, make_receipt, verify_receipt
-from .signing import (Cosignature, LedgerPublicKey, LedgerSigningKey, SignedTreeHead,
-                      load_or_create_signer)
+from .signing import (Cosignature, KeyChanged, LedgerPublicKey, LedgerSigningKey,
+                      SignedTreeHead, load_or_create_signer, partner_key, pin_partner_key)
 from .tables import install_ledger_triggers
 
-__all__ = ["AdminEntry", "Cosignature", "Entry", "EntryFilter", "HeadPolicy", "Ledger",
-           "LedgerCorrupt", "LedgerError", "LedgerPublicKey", "LedgerSigningKey",
+__all__ = ["AdminEntry", "Cosignature", "Entry", "EntryFilter", "HeadPolicy", "KeyChanged",
+           "Ledger", "LedgerCorrupt", "LedgerError", "LedgerPublicKey", "LedgerSigningKey",
            "QueryEntry", "QueryMetadata", "Receipt", "SignedTreeHead", "WitnessEntry",
            "decode", "encode", "install_ledger_triggers", "load_or_create_signer",
-           "make_receipt", "verify_receipt"]
+           "make_receipt", "partner_key", "pin_partner_key", "verify_receipt"]

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["CanonicalError", "IdentifierLeak", "dump", "parse", "rfc3339", "check_time",
-           "check_hex", "MAX_INT"]
+           "check_hex", "clean_text", "MAX_INT"]
 
 # Integers stay within what every JSON reader represents exactly (IEEE double).
 MAX_INT = 2**53 - 1
@@ -38,6 +38,10 @@ _ID_LIKE = re.compile(r"(?<!\d)\d{14,}[\dXxＸｘ](?!\d)")
 # and random hex often holds long digit runs; it is exempt from the guard.
 _MACHINE_HEX = re.compile(r"(?:[a-z0-9]{1,16}:)?[0-9a-f]{64,}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
 
 
 class CanonicalError(ValueError):
@@ -152,8 +156,7 @@ def dump(obj: dict[str, Any]) -> bytes:
     if not isinstance(obj, dict):
         raise CanonicalError("ledger data is a JSON object")
     _check(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def parse(data: bytes) -> dict[str, Any]:
@@ -178,6 +181,21 @@ def parse(data: bytes) -> dict[str, Any]:
     if dump(obj) != data:
         raise CanonicalError("not in canonical form (key order, whitespace or escapes)")
     return obj
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Make free text (a refusal reason, a peer-supplied name) fit for an entry.
+
+    Control characters become spaces, identifier-shaped runs become "[redacted]", and
+    the result is cut to `limit` characters. For text the node does not fully control;
+    the encoder still refuses anything identifier-shaped that skipped this.
+    """
+    text = _CONTROL.sub(" ", str(text))
+    text = _ID_LIKE.sub("[redacted]", text)
+    return text[:limit]
 
 
 def rfc3339(moment: datetime) -> str:

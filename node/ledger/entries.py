@@ -71,8 +71,12 @@ class QueryEntry:
     matched: int | None = None  # asker only
     authorisation_digest: str | None = None  # hex SHA-256 of the authorising document
     receipt: Receipt | None = None  # asker only: the answerer's signed receipt
+    predicate: str | None = None  # canonical predicate text (predicate and labeled queries)
+    epsilon_micro: int | None = None  # differential privacy spent, in millionths
 
     def __post_init__(self) -> None:
+        if self.predicate == "":
+            object.__setattr__(self, "predicate", None)  # one encoding for "all rows"
         self.metadata()  # validates the shared fields
         if self.phase not in ("admitted", "completed"):
             raise EntryError("phase must be admitted or completed")
@@ -88,6 +92,8 @@ class QueryEntry:
             check_size(self.matched, "matched")
         if self.authorisation_digest is not None:
             canonical.check_hex(self.authorisation_digest, "authorisation_digest", 32)
+        if self.epsilon_micro is not None:
+            check_size(self.epsilon_micro, "epsilon_micro")
         if self.receipt is not None:
             if not isinstance(self.receipt, Receipt):
                 raise EntryError("receipt must be a Receipt")
@@ -96,7 +102,8 @@ class QueryEntry:
 
     def metadata(self) -> QueryMetadata:
         return QueryMetadata(self.query_id, self.asker, self.answerer, self.kind, self.dataset,
-                             self.version, self.epoch, self.purpose, self.elements, self.outcome)
+                             self.version, self.epoch, self.purpose, self.elements, self.outcome,
+                             self.predicate or "")
 
     @property
     def partner(self) -> str:
@@ -104,22 +111,25 @@ class QueryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"v": 1, "type": self.type}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _QUERY_FIELDS:
+            value = getattr(self, name)
             if value is None:
                 continue  # optional fields are absent, never null: one encoding per entry
-            d[f.name] = value.to_dict() if isinstance(value, Receipt) else value
+            d[name] = value.to_dict() if isinstance(value, Receipt) else value
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QueryEntry:
-        optional = {"matched", "authorisation_digest", "receipt"}
+        optional = {"matched", "authorisation_digest", "receipt", "predicate", "epsilon_micro"}
         required = {f.name for f in fields(cls)} - optional | {"v", "type"}
         _exact_keys(d, required, optional, "query")
         args = {k: v for k, v in d.items() if k not in ("v", "type")}
         if "receipt" in args:
             args["receipt"] = Receipt.from_dict(args["receipt"])
         return cls(**args)
+
+
+_QUERY_FIELDS = tuple(f.name for f in fields(QueryEntry))
 
 
 @dataclass(frozen=True)
@@ -229,6 +239,9 @@ def decode(data: bytes) -> Entry:
     if cls is None:
         raise EntryError("unknown entry type")
     try:
-        return cls.from_dict(d)
+        entry = cls.from_dict(d)
     except TypeError:
         raise EntryError("malformed entry") from None
+    if encode(entry) != bytes(data):  # e.g. an empty optional field written out
+        raise EntryError("not the canonical encoding of this entry")
+    return entry

@@ -76,6 +76,13 @@ class IntegrityReport:
         return "\n".join(lines)
 
 
+def _fold(border: list[bytes]) -> bytes:
+    h = border[-1]
+    for left in reversed(border[:-1]):
+        h = _sha256(b"\x01" + left + h).digest()
+    return h
+
+
 def _hash_level(below: bytearray) -> bytearray:
     out = bytearray()
     prefix = b"\x01"
@@ -128,7 +135,10 @@ def _pass_entries(conn, report, head_sizes, total, check_columns, progress):
             report.add("missing", f"entry {expected}",
                        f"entries {expected}..{idx - 1} are missing (deleted rows)")
             break  # positions after a gap mean nothing; the tree cannot be rebuilt
-        leaf = _sha256(b"\x00" + data).digest()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # an edit by hand can leave another type behind (e.g. SQLite text): tampering
+            data = str(data).encode("utf-8", "surrogateescape")
+        leaf = _sha256(b"\x00" + bytes(data)).digest()
         if leaf != stored:
             altered[idx] = stored
         if check_columns:
@@ -141,7 +151,7 @@ def _pass_entries(conn, report, head_sizes, total, check_columns, progress):
             k >>= 1
         border.append(h)
         while next_head < len(wanted) and wanted[next_head] == expected:
-            roots[expected] = merkle._fold_border(list(border))
+            roots[expected] = _fold(border)
             next_head += 1
         if progress and expected % 100_000 == 0:
             progress("entries", expected, total)
@@ -187,6 +197,9 @@ def _pass_nodes(conn, report, truth, altered_leaves, progress) -> set[int]:
         if progress:
             progress("nodes", level, n.bit_length())
         below = above
+    for lv, ix in conn.execute(select(ledger_nodes.c.level, ledger_nodes.c.node_index)
+                               .where(ledger_nodes.c.level > level).limit(10)):
+        report.add("node", f"node (level {lv}, index {ix})", "stored but no such subtree is complete")
     for idx, _ in sorted(altered_leaves.items()):
         if idx not in classified:  # a last, unpaired leaf, or its level-1 node is gone
             report.add("entry", f"entry {idx}", "bytes and stored leaf hash disagree "

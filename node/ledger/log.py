@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from protocols import merkle
 
 from . import canonical
+from ._fastsql import AppendStatements
 from .entries import AdminEntry, Entry, QueryEntry, WitnessEntry, encode
+from .receipts import Receipt, make_receipt
 from .signing import LedgerPublicKey, LedgerSigningKey, SignedTreeHead
 from .tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 
@@ -128,8 +130,8 @@ _LOCK = (update(ledger_state).where(ledger_state.c.id == 1)
                  tip=bindparam("tip"))
          .returning(ledger_state.c.size, ledger_state.c.signed_size, ledger_state.c.signed_at,
                     ledger_state.c.prev_tip))
-_INSERT_ENTRY = insert(ledger_entries)
-_INSERT_NODE = insert(ledger_nodes)
+_SIGNED = (update(ledger_state).where(ledger_state.c.id == 1)
+           .values(signed_size=bindparam("signed_size"), signed_at=bindparam("signed_at")))
 
 
 def read_nodes(conn: Connection, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -150,6 +152,11 @@ def read_nodes(conn: Connection, ids: Sequence[tuple[int, int]]) -> dict[tuple[i
     if missing:
         raise LedgerCorrupt(f"stored tree lacks node (level {missing[0][0]}, index {missing[0][1]})")
     return found
+
+
+def _load_compact(conn: Connection, size: int) -> merkle.CompactRange:
+    hashes = read_nodes(conn, merkle.border_nodes(size))
+    return merkle.CompactRange.from_store(size, lambda lv, ix: hashes[(lv, ix)])
 
 
 class _Locked(NamedTuple):
@@ -173,8 +180,10 @@ class Ledger:
         self.signer = signer
         self.policy = policy
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        # (size, tip, border hashes) as this process last left the tree; see _compact.
-        self._border: tuple[int, int, tuple[bytes, ...]] | None = None
+        # (tip, border) as this process last left the tree; see _compact.
+        self._border: tuple[int, merkle.CompactRange] | None = None
+        self._sql = AppendStatements(engine.dialect, _LOCK, _SIGNED, ledger_entries,
+                                     ledger_nodes, ledger_heads)
 
     @property
     def node_id(self) -> str:
@@ -194,21 +203,34 @@ class Ledger:
         # The UPDATE takes the lock before anything is read, so two appenders never
         # see the same size. RETURNING gives the new size in the same statement.
         tip = secrets.randbits(62) + 1
-        row = conn.execute(_LOCK, {"grow": grow, "tip": tip}).first()
+        row = self._sql.lock(conn, grow=grow, tip=tip)
         if row is None:
             raise LedgerError("ledger_state has no row; run install_ledger_triggers")
-        return _Locked(row.size - grow, row.signed_size, row.signed_at, row.prev_tip, tip)
+        size, signed_size, signed_at, prev_tip = row
+        return _Locked(size - grow, signed_size, signed_at, prev_tip, tip)
 
-    def _compact(self, conn: Connection, size: int, tip: int | None = None) -> merkle.CompactRange:
-        cached = self._border
-        if cached is not None and tip is not None and cached[:2] == (size, tip):
-            hashes = dict(zip(merkle.border_nodes(size), cached[2]))
-        else:
-            hashes = read_nodes(conn, merkle.border_nodes(size))
-        return merkle.CompactRange.from_store(size, lambda lv, ix: hashes[(lv, ix)])
+    def _compact(self, conn: Connection, size: int, tip: int) -> merkle.CompactRange:
+        """The tree's right border at `size`: this process's own if `tip` shows it is current.
+
+        The cached range is taken out (not copied): if the append using it fails, the
+        next one reloads from the database.
+        """
+        cached, self._border = self._border, None
+        if cached is not None and cached[0] == tip and cached[1].size == size:
+            return cached[1]
+        return _load_compact(conn, size)
 
     def _remember(self, compact: merkle.CompactRange, tip: int) -> None:
-        self._border = (compact.size, tip, tuple(n.hash for n in compact.border))
+        self._border = (tip, compact)
+
+    def _check_own(self, entry: Entry) -> None:
+        if isinstance(entry, QueryEntry):
+            own = entry.asker if entry.role == "asker" else entry.answerer
+            if own != self.node_id:
+                raise LedgerError(f"a {entry.role} entry of this ledger must name this node "
+                                  f"as the {entry.role}")
+        elif isinstance(entry, WitnessEntry) and entry.partner == self.node_id:
+            raise LedgerError("a node does not witness its own ledger")
 
     def append(self, conn: Connection, entry: Entry) -> int:
         """Append `entry` on the caller's open transaction; return its index.
@@ -219,6 +241,8 @@ class Ledger:
 
     def append_batch(self, conn: Connection, entries: Sequence[Entry]) -> list[int]:
         """Append several entries at consecutive indices on the caller's transaction."""
+        for entry in entries:
+            self._check_own(entry)
         encoded = [encode(e) for e in entries]  # refuse a bad entry before taking the lock
         if not encoded:
             return []
@@ -234,30 +258,42 @@ class Ledger:
                          "created_at": created, **_columns(entry)})
             nodes.extend({"level": n.level, "node_index": n.index, "hash": n.hash}
                          for n in completed[1:])
-        conn.execute(_INSERT_ENTRY, rows)
-        if nodes:
-            conn.execute(_INSERT_NODE, nodes)
+        self._sql.insert(conn, rows, nodes)
         now = int(self._clock().timestamp())
         if self.policy.due(compact.size, locked.signed_size, now, locked.signed_at):
             self._insert_head(conn, compact.size, compact.root())
         self._remember(compact, locked.tip)
         return list(range(size, size + len(encoded)))
 
+    def append_completed(self, conn: Connection, entry: QueryEntry) -> Receipt:
+        """The answering node's last step of a query: append its completed entry and sign
+        the receipt for the asker, on the caller's transaction.
+
+        Send the receipt only after the transaction committed: until then the position
+        it names does not exist.
+        """
+        if entry.role != "answerer" or entry.phase != "completed":
+            raise LedgerError("receipts are issued for the answerer's completed entry")
+        index = self.append(conn, entry)
+        size, root = self.checkpoint(conn)
+        return make_receipt(self.signer, entry.metadata(), index, size, root)
+
     def checkpoint(self, conn: Connection) -> tuple[int, bytes]:
         """(size, root) as the caller's transaction sees it, e.g. right after `append`."""
         size, tip = conn.execute(select(ledger_state.c.size, ledger_state.c.tip)).one()
-        return size, self._compact(conn, size, tip).root()
+        compact = self._compact(conn, size, tip)
+        self._remember(compact, tip)
+        return size, compact.root()
 
     # -- tree heads ---------------------------------------------------------------------
 
     def _insert_head(self, conn: Connection, size: int, root: bytes) -> SignedTreeHead:
         moment = self._clock()
         head = self.signer.sign_head(size, root, canonical.rfc3339(moment))
-        conn.execute(insert(ledger_heads).values(
-            node=head.node, size=head.size, root=head.root, time=head.time,
-            signature=head.signature, created_at=datetime.now(timezone.utc)))
-        conn.execute(update(ledger_state).where(ledger_state.c.id == 1)
-                     .values(signed_size=size, signed_at=int(moment.timestamp())))
+        self._sql.record_head(conn, {"node": head.node, "size": head.size, "root": head.root,
+                                     "time": head.time, "signature": head.signature,
+                                     "created_at": datetime.now(timezone.utc)},
+                              int(moment.timestamp()))
         return head
 
     def sign_head(self, conn: Connection | None = None, *, force: bool = False) -> SignedTreeHead:
@@ -319,7 +355,7 @@ class Ledger:
         with self._reader(conn) as c:
             if size > self.size(c):
                 raise LedgerError(f"tree size {size} is beyond the ledger's size")
-            return self._compact(c, size).root()
+            return _load_compact(c, size).root()
 
     def entries(self, start: int = 0, end: int | None = None, *,
                 where: EntryFilter | None = None, limit: int | None = None,
@@ -338,6 +374,14 @@ class Ledger:
             for row in result:
                 yield row.idx, row.entry
 
+    def entries_with_hashes(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """(index, bytes, stored leaf hash) for indices in [start, end), streamed (exports)."""
+        c = ledger_entries.c
+        query = (select(c.idx, c.entry, c.leaf_hash).where(c.idx >= start, c.idx < end)
+                 .order_by(c.idx))
+        with self.engine.connect() as conn:
+            yield from conn.execution_options(stream_results=True, yield_per=5000).execute(query)
+
     def find_query(self, query_id: str, conn: Connection | None = None) -> list[tuple[int, bytes]]:
         """Every entry of one query (its phases), in ledger order."""
         with self._reader(conn) as c:
@@ -346,7 +390,12 @@ class Ledger:
                              .order_by(ledger_entries.c.idx))
             return [(r.idx, r.entry) for r in rows]
 
-    def verify_all(self, *, progress: Callable[[str, int, int], None] | None = None):
-        """Recompute everything from the stored entry bytes; see integrity.verify_ledger."""
+    def verify_all(self, *, check_columns: bool = False,
+                   progress: Callable[[str, int, int], None] | None = None):
+        """Recompute everything from the stored entry bytes; see integrity.verify_ledger.
+
+        Returns an integrity.IntegrityReport naming each altered entry, node or head.
+        """
         from .integrity import verify_ledger
-        return verify_ledger(self.engine, self.public_key, progress=progress)
+        return verify_ledger(self.engine, self.public_key, check_columns=check_columns,
+                             progress=progress)

@@ -4,7 +4,7 @@ Rounds. When the answering node (e.g. the HRSS bureau) finishes a query it appen
 query's "completed" entry to its ledger, commits, and signs a receipt over
 
     {"v":1, "query": {query_id, asker, answerer, kind, dataset, version, epoch,
-                      purpose, elements, outcome},
+                      purpose, elements, outcome, predicate},
      "index": <ledger index of that completed entry>,
      "tree_size": <ledger size after it>, "root": <Merkle root at that size>}
 
@@ -78,6 +78,7 @@ class QueryMetadata:
     purpose: str
     elements: int
     outcome: str
+    predicate: str = ""  # canonical predicate text of predicate queries; "" for all rows
 
     def __post_init__(self) -> None:
         check_token(self.query_id, "query_id")
@@ -86,6 +87,7 @@ class QueryMetadata:
         check_token(self.kind, "kind")
         check_text(self.dataset, "dataset", 64)
         check_text(self.purpose, "purpose", 64)
+        check_text(self.predicate, "predicate", 512)
         for name in ("version", "epoch", "elements"):
             check_size(getattr(self, name), name)
         if self.outcome not in OUTCOMES:

@@ -27,10 +27,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ..secrets import KeyEncryptionKey
 from . import canonical
-from .tables import ledger_signing_keys
+from .tables import ledger_partner_keys, ledger_signing_keys
 
-__all__ = ["KEY_PURPOSE", "SignatureError", "LedgerPublicKey", "LedgerSigningKey",
-           "SignedTreeHead", "Cosignature", "load_or_create_signer"]
+__all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
+           "SignedTreeHead", "Cosignature", "load_or_create_signer", "pin_partner_key",
+           "partner_key"]
 
 KEY_PURPOSE = "ledger-signing-key/v1"
 _HEAD_CONTEXT = b"shuqiao/ledger/tree-head/v1\n"
@@ -263,3 +264,37 @@ def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str) -
         with engine.connect() as conn:
             return LedgerSigningKey.unseal(kek, conn.execute(query).scalar_one(), node_id)
     return signer
+
+
+class KeyChanged(SignatureError):
+    """A partner presents another ledger key than the one pinned for it."""
+
+
+def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> LedgerPublicKey:
+    """Trust on first use: pin `key` for `partner`, or check it against the pinned one.
+
+    Raises:
+        KeyChanged: another key is pinned; a rotation must be confirmed out of band
+            (the pin table is append-only, so replacing a pin is an operator's act).
+    """
+    check_node_id(partner, "partner")
+    pinned = partner_key(engine, partner)
+    if pinned is None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(ledger_partner_keys).values(
+                    partner=partner, public_key=key.text, pinned_at=datetime.now(timezone.utc)))
+            return key
+        except IntegrityError:
+            pinned = partner_key(engine, partner)  # pinned concurrently
+    if pinned != key:
+        raise KeyChanged(f"partner {partner!r} presents another ledger key than the one pinned")
+    return pinned
+
+
+def partner_key(engine: Engine, partner: str) -> LedgerPublicKey | None:
+    """The ledger key pinned for `partner`, if any."""
+    with engine.connect() as conn:
+        text = conn.execute(select(ledger_partner_keys.c.public_key).where(
+            ledger_partner_keys.c.partner == partner)).scalar()
+    return None if text is None else LedgerPublicKey.from_text(text)

@@ -12,8 +12,10 @@
 * ledger_state     one mutable row (size, last signed size and time, a cache token).
                    Appending locks it first, which serialises appenders on SQLite and
                    PostgreSQL alike.
-* ledger_signing_keys, witness_heads, witness_cosignatures, witness_conflicts
-                   the node's sealed signing key; partners' heads this node checked,
+* ledger_signing_keys, ledger_partner_keys, witness_heads, witness_cosignatures,
+  witness_conflicts
+                   the node's sealed signing key; partners' keys pinned on first use;
+                   partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
                    evidence.
 
@@ -32,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from ..store import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
-           "ledger_signing_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+           "ledger_signing_keys", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -51,8 +53,9 @@ ledger_entries = Table(
     Column("outcome", String(16)),
     Column("time", String(20), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Only query_id is indexed: every index is another page written by each durable
+    # append; time filters scan (entries are in roughly time order anyway).
     Index("ix_ledger_entries_query", "query_id"),
-    Index("ix_ledger_entries_time", "time"),
 )
 
 ledger_nodes = Table(
@@ -97,6 +100,16 @@ ledger_signing_keys = Table(
     UniqueConstraint("node", "generation", name="uq_ledger_signing_key"),
 )
 
+# Partners' ledger public keys, pinned on first use (receipts, witnessing).
+ledger_partner_keys = Table(
+    "ledger_partner_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("public_key", String(80), nullable=False),
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("partner", name="uq_ledger_partner_key"),
+)
+
 # Heads of partners' ledgers this node fetched and checked (as a witness).
 witness_heads = Table(
     "witness_heads", metadata,
@@ -136,9 +149,9 @@ witness_conflicts = Table(
 )
 
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
-               "witness_heads", "witness_cosignatures", "witness_conflicts")
+               "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
-                 witness_heads, witness_cosignatures, witness_conflicts)
+                 ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

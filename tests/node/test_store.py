@@ -12,7 +12,6 @@ from node.config import load_config
 from node.context import NodeContext
 from node.datasets import RegistrationError, list_versions, register
 from node.localnet import Federation
-from node.querylog import QueryRecord
 from node.store import open_store
 from node.synthetic import write_csv
 
@@ -26,8 +25,14 @@ def storage_url(request, tmp_path):
 
 def test_query_log_refuses_update_and_delete_in_the_database(storage_url):
     engine = open_store(storage_url)
-    QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker="fund", answerer="hrss",
-                kind="membership", dataset="d", outcome="answered").write(engine)
+    from datetime import datetime, timezone
+    from node.store import query_log
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(query_log.insert().values(
+            query_id=str(uuid.uuid4()), role="asker", asker="fund", answerer="hrss", kind="membership",
+            dataset="d", version=1, epoch=1, purpose="p", elements=1, outcome="answered", reason="",
+            started_at=now, finished_at=now))
     for stmt in ("UPDATE query_log SET outcome = 'refused'", "DELETE FROM query_log"):
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             with engine.begin() as conn:

@@ -171,12 +171,16 @@ class Accepted(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., max_batch_elements: _Optional[int] = ...) -> None: ...
 
 class QuerySummary(_message.Message):
-    __slots__ = ("query_id", "elements_evaluated")
+    __slots__ = ("query_id", "elements_evaluated", "receipt", "ledger_public_key")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     ELEMENTS_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     elements_evaluated: int
-    def __init__(self, query_id: _Optional[str] = ..., elements_evaluated: _Optional[int] = ...) -> None: ...
+    receipt: bytes
+    ledger_public_key: str
+    def __init__(self, query_id: _Optional[str] = ..., elements_evaluated: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("accepted", "batch", "summary", "proof")
@@ -203,16 +207,20 @@ class CardinalityRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., point: _Optional[bytes] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
 
 class CardinalitySummary(_message.Message):
-    __slots__ = ("query_id", "padding", "shift", "epsilon_micro")
+    __slots__ = ("query_id", "padding", "shift", "epsilon_micro", "receipt", "ledger_public_key")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
     EPSILON_MICRO_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     padding: int
     shift: int
     epsilon_micro: int
-    def __init__(self, query_id: _Optional[str] = ..., padding: _Optional[int] = ..., shift: _Optional[int] = ..., epsilon_micro: _Optional[int] = ...) -> None: ...
+    receipt: bytes
+    ledger_public_key: str
+    def __init__(self, query_id: _Optional[str] = ..., padding: _Optional[int] = ..., shift: _Optional[int] = ..., epsilon_micro: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
 
 class CardinalityResponse(_message.Message):
     __slots__ = ("accepted", "blinded", "rows", "summary")

@@ -1,0 +1,126 @@
+"""`shuqiao audit ...` and `shuqiao token new`: auditors verify ledgers, operators export them.
+
+A ledger source is one of:
+  export:PATH                        an export file (offline)
+  https://HOST:PORT[?token-file=F]   a node's HTTP API with an auditor token
+  grpc://NODE@HOST:PORT              a node's gRPC API, as the auditor certificate given
+                                     by --cert/--key/--ca (a configured [[auditors]] id)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+from urllib.parse import parse_qs, urlsplit
+
+import typer
+
+from .cli import ConfigOpt, app, console, fail, node_context, out
+
+audit_app = typer.Typer(no_args_is_help=True, help="Verify ledgers (auditor) and export them (operator).")
+app.add_typer(audit_app, name="audit")
+
+StateOpt = Annotated[Path, typer.Option(help="Where the auditor keeps the heads and keys it has seen.")]
+DEFAULT_STATE = Path(os.environ.get("SHUQIAO_AUDIT_STATE", Path.home() / ".shuqiao-audit"))
+
+
+class Identity:
+    def __init__(self, cert: Optional[Path], key: Optional[Path], ca: Optional[Path]) -> None:
+        self.cert, self.key, self.ca = cert, key, ca
+
+
+def open_source(spec: str, ident: Identity, token_file: Optional[Path]):
+    from .ledger.sources import ExportSource
+    if spec.startswith("export:"):
+        return ExportSource(spec[len("export:"):])
+    parts = urlsplit(spec)
+    if parts.scheme in ("https", "http"):
+        import httpx
+        from .ledger.http import HttpLogSource
+        tf = parse_qs(parts.query).get("token-file", [None])[0] or token_file
+        if tf is None:
+            fail(f"{spec}: give the auditor token with ?token-file=FILE or --token-file", 2)
+        token = Path(tf).read_text().strip()
+        base = f"{parts.scheme}://{parts.netloc}"
+        import ssl
+        verify = ssl.create_default_context(cafile=str(ident.ca)) if ident.ca else True
+        return HttpLogSource(base, token, client=httpx.Client(base_url=base, timeout=60, verify=verify))
+    if parts.scheme == "grpc":
+        import grpc
+        from .ledger.grpc_service import GrpcLogSource
+        from .pki import target_name
+        if not (ident.cert and ident.key and ident.ca and parts.username):
+            fail("grpc:// sources need NODE@HOST:PORT and --cert, --key and --ca", 2)
+        creds = grpc.ssl_channel_credentials(root_certificates=ident.ca.read_bytes(),
+                                             private_key=ident.key.read_bytes(),
+                                             certificate_chain=ident.cert.read_bytes())
+        channel = grpc.secure_channel(parts.hostname + f":{parts.port}", creds, options=[
+            ("grpc.ssl_target_name_override", target_name(parts.username))])
+        return GrpcLogSource(channel, parts.username)
+    fail(f"unknown ledger source {spec!r}: use export:PATH, https://HOST:PORT or grpc://NODE@HOST:PORT", 2)
+
+
+CertOpt = Annotated[Optional[Path], typer.Option(help="Auditor certificate (gRPC sources).")]
+KeyOpt = Annotated[Optional[Path], typer.Option(help="Auditor private key (gRPC sources).")]
+CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA (gRPC, and HTTPS trust).")]
+TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor token (HTTP sources).")]
+
+
+@audit_app.command("verify")
+def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://... | grpc://NODE@HOST:PORT")],
+           state_dir: StateOpt = DEFAULT_STATE, cert: CertOpt = None, key: KeyOpt = None,
+           ca: CaOpt = None, token_file: TokenOpt = None,
+           start: Optional[int] = None, end: Optional[int] = None) -> None:
+    """Consistency with every head seen before, inclusion of each entry, signatures."""
+    from .ledger.audit import KnownHeads, verify as run
+    verdict = run(open_source(source, Identity(cert, key, ca), token_file), KnownHeads(state_dir),
+                  start=start, end=end)
+    out.print(str(verdict), highlight=False)
+    raise typer.Exit(0 if verdict.ok else 1)
+
+
+@audit_app.command("cross-check")
+def cross_check(asker: Annotated[str, typer.Option(help="The asking node's ledger source.")],
+                answerer: Annotated[str, typer.Option(help="The answering node's ledger source.")],
+                cert: CertOpt = None, key: KeyOpt = None, ca: CaOpt = None,
+                token_file: TokenOpt = None) -> None:
+    """Query by query: each recorded query is matched by the other side's entry and receipt."""
+    from .ledger.crosscheck import cross_check as run
+    ident = Identity(cert, key, ca)
+    report = run(open_source(asker, ident, token_file), open_source(answerer, ident, token_file))
+    out.print(str(report), highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("export")
+def export(config: ConfigOpt, out_path: Annotated[Path, typer.Option("--out", help="Export file.")]) -> None:
+    """Write this node's ledger under a fresh signed head, for an offline verifier."""
+    from .ledger.sources import write_export
+    with node_context(config) as ctx, open(out_path, "wb") as f:
+        head = write_export(ctx.ledger, f)
+    out.print(f"exported {head.size} entries of {ctx.config.node.id} under root {head.root.hex()[:16]}… "
+              f"→ {out_path}")
+
+
+@audit_app.command("check")
+def check(config: ConfigOpt) -> None:
+    """Recompute this node's whole ledger from its database and name anything altered."""
+    with node_context(config) as ctx:
+        report = ctx.ledger.verify_all()
+    out.print(str(report), highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP API.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("new")
+def token_new(role: Annotated[str, typer.Option(help="auditor or admin")] = "auditor") -> None:
+    """A fresh token: hand the token to its holder, put only the digest in [http]."""
+    from .ledger.http import new_token
+    if role not in ("auditor", "admin"):
+        fail("role must be auditor or admin", 2)
+    token, digest = new_token()
+    console.print(f"add to [http] {role}_tokens: \"{digest}\"")
+    out.print(token)

@@ -1,0 +1,170 @@
+"""The Ledger gRPC service (proto/shuqiao/v1/ledger.proto): a thin adapter, and its LogSource.
+
+`LedgerService` maps each call onto `Ledger` / `Witness` and each failure onto a status:
+a size or index beyond the tree is OUT_OF_RANGE, a malformed request INVALID_ARGUMENT,
+a head this node refuses to witness FAILED_PRECONDITION (or PERMISSION_DENIED when the
+caller presents another node's head). Who may call is decided before any handler runs,
+by the node's mTLS interceptor; Cosign additionally uses the caller's authenticated node
+id, so a partner can only ask for its own head to be cosigned.
+
+`GrpcLogSource` is the auditor's side: a LogSource over a channel the caller opened
+(with the auditor's or the partner's mTLS credentials).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from protocols import merkle
+
+from ..rpc.shuqiao.v1 import ledger_pb2 as pb
+from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
+from .canonical import CanonicalError
+from .log import Ledger, LedgerError
+from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
+from .sources import SourceError
+from .witness import Witness, WitnessError
+
+__all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature"]
+
+MAX_ENTRIES_PER_CALL = 1_000_000
+
+
+def head_to_pb(head: SignedTreeHead) -> pb.SignedTreeHead:
+    return pb.SignedTreeHead(node=head.node, size=head.size, root=head.root, time=head.time,
+                             signature=head.signature)
+
+
+def head_from_pb(msg: pb.SignedTreeHead) -> SignedTreeHead:
+    return SignedTreeHead(msg.node, msg.size, msg.root, msg.time, msg.signature)
+
+
+class LedgerService(pb_grpc.LedgerServicer):
+    """Serves one node's ledger; `peer_id(context)` is the mTLS-authenticated caller."""
+
+    def __init__(self, ledger: Ledger, peer_id: Callable[[grpc.ServicerContext], str | None],
+                 witness: Witness | None = None) -> None:
+        self.ledger = ledger
+        self.peer_id = peer_id
+        self.witness = witness or Witness(ledger)
+
+    def GetTreeHead(self, request, context):
+        return head_to_pb(self.ledger.sign_head())
+
+    def GetPublicKey(self, request, context):
+        return pb.PublicKey(node=self.ledger.node_id, public_key=self.ledger.public_key.text)
+
+    def GetEntries(self, request, context):
+        size = self.ledger.size()
+        if request.end > size or request.start > request.end:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                          f"entries [{request.start}, {request.end}) are not within [0, {size})")
+        if request.end - request.start > MAX_ENTRIES_PER_CALL:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"at most {MAX_ENTRIES_PER_CALL} entries per call")
+        for index, data in self.ledger.entries(request.start, request.end):
+            yield pb.LedgerEntry(index=index, entry=data)
+
+    def _proof(self, context, make: Callable[[], list[bytes]]) -> pb.Proof:
+        try:
+            return pb.Proof(hashes=make())
+        except LedgerError as exc:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        except merkle.ProofError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    def GetInclusionProof(self, request, context):
+        return self._proof(context, lambda: self.ledger.inclusion_proof(request.index, request.size))
+
+    def GetConsistencyProof(self, request, context):
+        return self._proof(context, lambda: self.ledger.consistency_proof(request.first,
+                                                                          request.second))
+
+    def Cosign(self, request, context):
+        peer = self.peer_id(context)
+        try:
+            head = head_from_pb(request.head)
+            key = LedgerPublicKey.from_text(request.public_key)
+        except (CanonicalError, SignatureError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed head or key: {exc}")
+        if peer is None or head.node != peer:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          "a node may only ask for its own tree head to be cosigned")
+        proof_from = request.proof_from if request.HasField("proof_from") else None
+        try:
+            seen = self.witness.observe(peer, key, head, proof_from,
+                                        list(request.consistency_proof))
+        except WitnessError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        if seen.verdict == "cosigned":
+            c = seen.cosignature
+            return pb.CosignResponse(cosignature=pb.Cosignature(
+                witness=c.witness, time=c.time, signature=c.signature))
+        if seen.verdict == "need_proof":
+            return pb.CosignResponse(need_proof_from=seen.need_proof_from)
+        return pb.CosignResponse(conflict=pb.Conflict(
+            kind=seen.verdict, earlier_head=head_to_pb(seen.conflicting_head)))
+
+
+class GrpcLogSource:
+    """A LogSource over a `Ledger` gRPC channel; every call has a deadline."""
+
+    def __init__(self, channel: grpc.Channel, name: str, *, timeout: float = 60.0) -> None:
+        self.name = name
+        self._stub = pb_grpc.LedgerStub(channel)
+        self._timeout = timeout
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
+
+    def public_key(self) -> LedgerPublicKey:
+        return LedgerPublicKey.from_text(
+            self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest()).public_key)
+
+    def tree_head(self) -> SignedTreeHead:
+        return head_from_pb(self._call(self._stub.GetTreeHead, pb.GetTreeHeadRequest()))
+
+    def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        request = pb.GetEntriesRequest(start=start, end=end)
+        try:
+            for msg in self._stub.GetEntries(request, timeout=self._timeout * 10):
+                yield msg.index, msg.entry
+        except grpc.RpcError as exc:
+            raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        request = pb.GetInclusionProofRequest(index=index, size=size)
+        return list(self._call(self._stub.GetInclusionProof, request).hashes)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        request = pb.GetConsistencyProofRequest(first=first, second=second)
+        return list(self._call(self._stub.GetConsistencyProof, request).hashes)
+
+
+def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 30.0):
+    """Ask the partner behind `channel` to witness this node's latest head.
+
+    Returns the partner's Cosignature (check and keep it with
+    `Witness.store_cosignature(cosignature, partner_key)`), or ("fork" | "rollback" |
+    "inconsistent", earlier head) when the partner reports a conflict.
+    """
+    stub = pb_grpc.LedgerStub(channel)
+    head = ledger.sign_head()
+    request = pb.CosignRequest(head=head_to_pb(head), public_key=ledger.public_key.text)
+    answer = stub.Cosign(request, timeout=timeout)
+    if answer.WhichOneof("result") == "need_proof_from":
+        first = answer.need_proof_from
+        request.proof_from = first
+        request.consistency_proof.extend(ledger.consistency_proof(first, head.size))
+        answer = stub.Cosign(request, timeout=timeout)
+    kind = answer.WhichOneof("result")
+    if kind == "cosignature":
+        c = answer.cosignature
+        return Cosignature(c.witness, c.time, head, c.signature)
+    if kind == "conflict":
+        return answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)
+    raise SourceError("the witness asked for a proof twice")

@@ -1,0 +1,241 @@
+"""The auditor's HTTP view of a node's ledger (FastAPI), and the matching LogSource client.
+
+Read-only and auditor-scoped: every route needs `Authorization: Bearer <token>`; the node
+keeps only SHA-256 digests of the tokens it issued and compares them in constant time.
+Routes are thin: they call the Ledger and return pydantic schemas that are separate from
+the tables (entries travel as base64 of their canonical bytes, so the auditor hashes
+exactly what the node hashed, plus the decoded JSON for reading).
+
+    GET /v1/ledger/key                          the node's ledger public key
+    GET /v1/ledger/head                         the latest signed tree head
+    GET /v1/ledger/entries?start&end&limit&...  entries, filterable (partner, dataset,
+                                                purpose, outcome, type, since, until)
+    GET /v1/ledger/proof/inclusion?index&size
+    GET /v1/ledger/proof/consistency?first&second
+    GET /v1/ledger/export                       JSON-lines export (sources.py), streamed
+
+`create_app` builds an app per call; nothing is built at import time.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from protocols import merkle
+
+from .entries import decode
+from .log import EntryFilter, Ledger, LedgerError
+from .signing import LedgerPublicKey, SignedTreeHead
+from .sources import SourceError, export_lines
+
+__all__ = ["create_app", "hash_token", "new_token", "HttpLogSource"]
+
+MAX_PAGE = 5000
+
+
+def hash_token(token: str) -> str:
+    """The digest a node stores for an auditor token: "sha256:<hex>"."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh auditor token and its digest; hand out the token, keep only the digest."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+# -- schemas ----------------------------------------------------------------------------
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyOut(_Out):
+    node: str
+    public_key: str
+
+
+class HeadOut(_Out):
+    v: int
+    node: str
+    size: int
+    root: str
+    time: str
+    signature: str
+
+
+class EntryOut(_Out):
+    index: int
+    entry_b64: str
+    entry: dict[str, Any]
+
+
+class EntriesOut(_Out):
+    entries: list[EntryOut]
+    next: int | None
+
+
+class ProofOut(_Out):
+    first: int
+    second: int
+    proof: list[str]
+
+
+# -- dependencies -------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _ledger(request: Request) -> Ledger:
+    return request.app.state.ledger
+
+
+def _auditor(request: Request,
+             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "an auditor token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    presented = hash_token(credentials.credentials).encode()
+    matched = False
+    for digest in request.app.state.token_digests:  # no early exit: constant time per token
+        matched |= hmac.compare_digest(presented, digest)
+    if not matched:
+        raise HTTPException(401, "unknown auditor token", headers={"WWW-Authenticate": "Bearer"})
+
+
+LedgerDep = Annotated[Ledger, Depends(_ledger)]
+Auditor = Depends(_auditor)
+
+
+def _proof_error(exc: Exception) -> HTTPException:
+    return HTTPException(400, str(exc))
+
+
+def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
+    """An auditor API over `ledger`. `tokens` are digests from `hash_token`."""
+    digests = [t.encode() for t in tokens]
+    if not all(t.startswith(b"sha256:") and len(t) == 71 for t in digests):
+        raise ValueError("auditor tokens are configured as sha256:<hex> digests, never in clear")
+    app = FastAPI(title="Shuqiao ledger (auditor)", dependencies=[Auditor],
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ledger, app.state.engine, app.state.token_digests = ledger, engine, digests
+
+    @app.get("/v1/ledger/key", response_model=KeyOut)
+    def key(ledger: LedgerDep) -> KeyOut:
+        return KeyOut(node=ledger.node_id, public_key=ledger.public_key.text)
+
+    @app.get("/v1/ledger/head", response_model=HeadOut)
+    def head(ledger: LedgerDep) -> HeadOut:
+        # Signs a fresh head only if entries were appended since the last one.
+        return HeadOut(**ledger.sign_head().to_dict())
+
+    @app.get("/v1/ledger/entries", response_model=EntriesOut)
+    def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0)] = 0,
+                end: Annotated[int | None, Query(ge=0)] = None,
+                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+                type: str | None = None, partner: str | None = None, dataset: str | None = None,
+                purpose: str | None = None, outcome: str | None = None,
+                since: str | None = None, until: str | None = None) -> EntriesOut:
+        try:
+            where = EntryFilter(type, partner, dataset, purpose, outcome, since, until)
+            rows = list(ledger.entries(start, end, where=where, limit=limit + 1))
+        except ValueError as exc:
+            raise _proof_error(exc) from None
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return EntriesOut(
+            entries=[EntryOut(index=i, entry_b64=base64.b64encode(b).decode(),
+                              entry=json.loads(b)) for i, b in rows],
+            next=rows[-1][0] + 1 if more else None)
+
+    @app.get("/v1/ledger/proof/inclusion", response_model=ProofOut)
+    def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0)],
+                  size: Annotated[int, Query(ge=1)]) -> ProofOut:
+        try:
+            proof = ledger.inclusion_proof(index, size)
+        except (LedgerError, merkle.ProofError) as exc:
+            raise _proof_error(exc) from None
+        return ProofOut(first=index, second=size, proof=[p.hex() for p in proof])
+
+    @app.get("/v1/ledger/proof/consistency", response_model=ProofOut)
+    def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1)],
+                    second: Annotated[int, Query(ge=1)]) -> ProofOut:
+        try:
+            proof = ledger.consistency_proof(first, second)
+        except (LedgerError, merkle.ProofError) as exc:
+            raise _proof_error(exc) from None
+        return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
+
+    @app.get("/v1/ledger/export")
+    def export(ledger: LedgerDep) -> StreamingResponse:
+        head = ledger.sign_head()
+        return StreamingResponse(export_lines(ledger, head), media_type="application/x-ndjson",
+                                 headers={"Content-Disposition":
+                                          f'attachment; filename="{head.node}-{head.size}.jsonl"'})
+
+    return app
+
+
+class HttpLogSource:
+    """A LogSource over the auditor HTTP API (httpx)."""
+
+    def __init__(self, base_url: str, token: str, *, client: httpx.Client | None = None,
+                 timeout: float = 30.0) -> None:
+        self.name = base_url
+        self._client = client or httpx.Client(base_url=base_url, timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def _get(self, path: str, **params: Any) -> Any:
+        try:
+            response = self._client.get(path, params=params, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{self.name}: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise SourceError(f"{self.name}: the auditor token was refused "
+                              f"({response.status_code})")
+        if response.status_code != 200:
+            raise SourceError(f"{self.name}{path}: HTTP {response.status_code}")
+        return response.json()
+
+    def public_key(self) -> LedgerPublicKey:
+        return LedgerPublicKey.from_text(self._get("/v1/ledger/key")["public_key"])
+
+    def tree_head(self) -> SignedTreeHead:
+        return SignedTreeHead.from_dict(self._get("/v1/ledger/head"))
+
+    def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        while start < end:
+            page = self._get("/v1/ledger/entries", start=start, end=end, limit=MAX_PAGE)
+            for item in page["entries"]:
+                yield item["index"], base64.b64decode(item["entry_b64"], validate=True)
+            if page["next"] is None:
+                return
+            start = page["next"]
+
+    def _proof(self, path: str, **params: int) -> list[bytes]:
+        try:
+            return [bytes.fromhex(p) for p in self._get(path, **params)["proof"]]
+        except (ValueError, KeyError, TypeError):
+            raise SourceError(f"{self.name}{path}: malformed proof") from None
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self._proof("/v1/ledger/proof/inclusion", index=index, size=size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self._proof("/v1/ledger/proof/consistency", first=first, second=second)
+
+    def decoded(self, **filters: Any) -> list[tuple[int, Any]]:
+        """Entries matching auditor filters, decoded (for browsing, not for verifying)."""
+        page = self._get("/v1/ledger/entries", **{"limit": MAX_PAGE, **filters})
+        return [(i["index"], decode(base64.b64decode(i["entry_b64"]))) for i in page["entries"]]

@@ -1,0 +1,676 @@
+"""Private grouped aggregates (count, sum, mean) over a shuffled match, with BFV (TenSEAL).
+
+The agency's values never leave it in the clear; the fund centre selects and adds them
+under the agency's BFV key; the agency decrypts only masked totals, adds discrete
+Laplace noise (OpenDP), suppresses small groups and releases.
+
+Rounds (after :mod:`protocols.psi_shuffle` gave the fund centre a selection ``sel``
+over the agency's shuffled rows, and the agency its permutation ``pi``)::
+
+    agency                                             fund centre
+    BFV keys; per group g, per quantity q (the row
+    indicator [g_j = g], and the value limbs), per
+    block c of n rows: Enc(poly with coefficient i
+    = quantity of shuffled row c*n+i)  --EncryptedColumns-->
+                                                       check context (no secret key,
+                                                       128-bit bound), every ciphertext
+                                                       R_gq = sum_c Enc_gqc * Q_c
+                                                            + rho*Enc(0) + Enc(0) + mu_gq
+                                      <--MaskedAggregates--
+    check, charge epsilon, decrypt the constant
+    coefficient: count y_g = C_g + nu_g, sums S + M;
+    noise; suppress if the noisy count < k
+                                       --AggregateRelease-->  subtract nu, M: results
+
+Why coefficient encoding. ``Q_c = sel_c0 - sum_i sel_ci X^(n-i)`` has coefficients in
+{0, -1, 1}; in Z[X]/(X^n+1) the constant coefficient of ``m_c * Q_c`` is exactly
+``sum_i v_ci sel_ci``. A 0/1 mask multiplied slot-wise (batching) would instead be a
+plaintext with coefficients of size t, and BFV is not circuit-private: the decryption
+noise of the result, which the key-holding agency can compute, would be ~t*n times a
+function of ``sel`` — for a single block the agency could solve for ``sel``. With
+{0, +-1} multipliers the selection step grows the noise by only ~8 bits (measured with
+SEAL's invariant noise budget: 111 -> 103 bits for t = 2^55), and the fund centre then
+adds ``rho * Enc_pk(0)`` for a uniform plaintext rho (noise of size ~t*2^15, a further
+~52 bits, i.e. ~2^52 times the selection-dependent part) and a fresh ``Enc_pk(0)`` (so
+the ciphertext's c1 component no longer reveals the linear combination). This flood is
+a heuristic argument, not a proof (TenSEAL exposes neither modulus switching nor
+arbitrary flooding noise for serialisable vectors). The mask ``mu`` is a uniform
+polynomial, so every coefficient the agency decrypts is uniform except the constant
+one; the agency reads it as ``n^-1 * (sum of slots) mod t``.
+
+Parameters. n = 8192, coefficient modulus 4 x 50 bits (200 <= 218, the
+HomomorphicEncryption.org bound for 128-bit security, Albrecht et al. 2018, table 1),
+plain modulus t a 55-bit batching prime. Sums are exact mod t; the agency makes them
+exact over Z by splitting values into L base-2^w limbs whenever a column total could
+reach t/4 (one limb up to ~9e15, so totals of 1e12 never need two), and by keeping
+|noise| < t/4 (tail probability 2^-64). Limb sums are recombined with Python ints.
+A 55-bit t leaves 27 bits of noise budget after the flood.
+
+Who learns what (semi-honest parties).
+
+* Fund centre: N, the group names, L (a coarse bound on column totals), and per group
+  either "suppressed" or noisy count, noisy sum, their ratio. From the match it also
+  knows the exact total intersection size (see psi_shuffle); DP covers the per-group
+  split, not that total. It holds no secret key (checked) and never a single value.
+* Agency: m and, per group, ``C_g + nu_g`` where nu_g is the fund centre's own
+  discrete Laplace noise (``count_epsilon``; None gives the agency exact counts). It
+  needs these to suppress small groups. Everything else it decrypts is uniformly masked.
+* A malicious fund centre could scale or single out ciphertexts before the agency
+  decrypts (the agency cannot check the homomorphic computation), or lie about nu to
+  defeat suppression; that is outside the semi-honest model and left to the ledger.
+
+Randomness: SEAL's own for keys and encryption; ``rng`` (``random.Random``) or the OS
+CSPRNG for the fund centre's masks; OpenDP for noise (not seedable: tests inject a
+``mechanism``). The ``*_task`` functions take bytes and are picklable for ``mapper``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import gmpy2
+import numpy as np
+import tenseal as ts
+import tenseal.sealapi as sealapi
+
+__all__ = [
+    "POLY_MODULUS_DEGREE", "PLAIN_MODULUS_BITS", "COEFF_MOD_BIT_SIZES", "MAX_COEFF_MODULUS_BITS",
+    "AggregateError", "InvalidContext", "InvalidCiphertext", "BudgetExhausted",
+    "ProtocolStateError", "check_parameters", "check_public_context", "EpsilonBudget",
+    "DiscreteLaplace", "EncryptedColumns", "MaskedAggregates", "AggregateRelease",
+    "GroupAggregate", "AgencyAggregator", "FundCentreAggregator", "encrypt_task",
+    "select_and_sum_task",
+]
+
+POLY_MODULUS_DEGREE = 8192
+PLAIN_MODULUS_BITS = 55
+COEFF_MOD_BIT_SIZES = (50, 50, 50, 50)
+#: Max total coefficient-modulus bits for 128-bit security (HE standard, ternary secret).
+MAX_COEFF_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+MIN_PLAIN_MODULUS_BITS = 50  # keeps the flood >= 2^40 x the selection-dependent noise
+_VERSION = 1
+Mapper = Callable[..., Iterable]
+
+
+class AggregateError(ValueError):
+    """Base error of the aggregate protocol."""
+
+
+class InvalidContext(AggregateError):
+    """A BFV context was refused (secret key inside, weak or unsupported parameters)."""
+
+
+class InvalidCiphertext(AggregateError):
+    """A ciphertext or message from the peer was malformed or inconsistent."""
+
+
+class BudgetExhausted(AggregateError):
+    """The epsilon budget for this partner, dataset and epoch cannot cover the query."""
+
+
+class ProtocolStateError(RuntimeError):
+    """A step was called out of order or twice."""
+
+
+# --- parameters and contexts --------------------------------------------------------
+
+
+def check_parameters(poly_modulus_degree: int, coeff_modulus_bits: Sequence[int],
+                     plain_modulus: int) -> None:
+    """Refuse BFV parameters below 128-bit security or unfit for this protocol.
+
+    Raises:
+        InvalidContext: the degree is not in the standard's table (4096..32768), the
+            total coefficient-modulus bits exceed its bound, or t is not a batching
+            prime (t = 1 mod 2n) of at least MIN_PLAIN_MODULUS_BITS bits.
+    """
+    bound = MAX_COEFF_MODULUS_BITS.get(poly_modulus_degree)
+    if bound is None:
+        raise InvalidContext(f"poly_modulus_degree {poly_modulus_degree} is not allowed "
+                             f"(allowed: {sorted(MAX_COEFF_MODULUS_BITS)})")
+    total = sum(coeff_modulus_bits)
+    if total > bound:
+        raise InvalidContext(f"coefficient modulus of {total} bits exceeds {bound} bits, "
+                             f"the 128-bit bound for n={poly_modulus_degree}")
+    if (plain_modulus.bit_length() < MIN_PLAIN_MODULUS_BITS or not gmpy2.is_prime(plain_modulus)
+            or plain_modulus % (2 * poly_modulus_degree) != 1):
+        raise InvalidContext("plain modulus must be a batching prime of >= "
+                             f"{MIN_PLAIN_MODULUS_BITS} bits")
+
+
+def _parms(ctx: ts.Context) -> tuple[int, list[int], int]:
+    parms = ctx.seal_context().data.key_context_data().parms()
+    return (parms.poly_modulus_degree(), [m.bit_count() for m in parms.coeff_modulus()],
+            parms.plain_modulus().value())
+
+
+def check_public_context(data: bytes) -> ts.Context:
+    """Load a peer's serialised context; refuse one with a secret key or weak parameters.
+
+    Raises:
+        InvalidContext: not a BFV TenSEAL context, carries a secret key, has no public
+            key, or fails :func:`check_parameters`.
+    """
+    try:
+        ctx = ts.context_from(bytes(data), n_threads=1)
+        parms = ctx.seal_context().data.key_context_data().parms()
+        scheme = str(parms.scheme())
+    except Exception:  # TenSEAL raises assorted types for garbage
+        raise InvalidContext("not a serialised TenSEAL context") from None
+    if ctx.has_secret_key() or ctx.is_private():
+        raise InvalidContext("refused: the context carries a secret key")
+    if not ctx.has_public_key() or not scheme.endswith("BFV"):
+        raise InvalidContext("refused: not a BFV context with a public key")
+    check_parameters(*_parms(ctx))
+    return ctx
+
+
+_SUFFIX = [""] + [f"x^{i}" for i in range(1, 32768)]
+
+
+def _poly_slots(encoder, positions: Sequence[int], values: Sequence[int]) -> list[int]:
+    """Slot vector whose batch encoding is the polynomial sum values[k] X^positions[k]."""
+    terms = [f"{v:X}{_SUFFIX[i]}" for i, v in zip(positions, values) if v]
+    poly = " + ".join(reversed(terms)) if terms else "0"
+    return encoder.decode_int64(sealapi.Plaintext(poly))
+
+
+def _encoder(ctx: ts.Context):
+    return sealapi.BatchEncoder(ctx.seal_context().data)
+
+
+def _load_vector(ctx: ts.Context, data: bytes, n: int):
+    try:
+        vec = ts.bfv_vector_from(ctx, bytes(data))
+        cts = vec.ciphertext()
+    except Exception:
+        raise InvalidCiphertext("not a serialised BFV vector for this context") from None
+    if vec.size() != n or len(cts) != 1 or cts[0].size() != 2:
+        raise InvalidCiphertext("ciphertext shape does not match the protocol")
+    return vec
+
+
+# --- picklable batch tasks (for a process pool through ``mapper``) ------------------
+
+
+def encrypt_task(public_context: bytes, blocks: Sequence[tuple[Sequence[int], Sequence[int]]]
+                 ) -> list[bytes]:
+    """Encrypt polynomials given as (positions, coefficients) under a public context."""
+    ctx = ts.context_from(public_context, n_threads=1)
+    enc = _encoder(ctx)
+    return [ts.bfv_vector(ctx, _poly_slots(enc, pos, val)).serialize() for pos, val in blocks]
+
+
+def _selectors(encoder, bits: np.ndarray, n: int, t: int) -> list[list[int] | None]:
+    """Per block c, the slots of Q_c = sel_c0 - sum_i sel_ci X^(n-i) (None if empty)."""
+    out: list[list[int] | None] = []
+    for c in range(-(-len(bits) // n)):
+        idx = np.flatnonzero(bits[c * n:(c + 1) * n]).tolist()
+        pos = sorted((n - i) % n for i in idx)  # X^-i = -X^(n-i); X^0 stays +1
+        out.append(_poly_slots(encoder, pos, [1 if p == 0 else t - 1 for p in pos])
+                   if pos else None)
+    return out
+
+
+def select_and_sum_task(public_context: bytes, packed_selection: bytes, rows: int,
+                        columns: Sequence[Sequence[bytes]]) -> list[bytes]:
+    """For each column (one ciphertext per block): sum_c ct_c * Q_c, serialised.
+
+    Every ciphertext is loaded and checked, even in blocks with nothing selected.
+    """
+    ctx = ts.context_from(public_context, n_threads=1)
+    n, _, t = _parms(ctx)
+    bits = np.unpackbits(np.frombuffer(packed_selection, np.uint8), count=rows).astype(bool)
+    selectors = [None if sel is None else ts.plain_tensor(sel, dtype="int")
+                 for sel in _selectors(_encoder(ctx), bits, n, t)]  # converted once, reused
+    out = []
+    for column in columns:
+        acc = None
+        for sel, data in zip(selectors, column, strict=True):
+            vec = _load_vector(ctx, data, n)
+            if sel is not None:
+                vec.mul_(sel)
+                acc = vec if acc is None else acc.add_(vec)
+        out.append((acc or ts.bfv_vector(ctx, [0] * n)).serialize())
+    return out
+
+
+def _uniform_mod(t: int, count: int, rng: random.Random | None) -> np.ndarray:
+    """``count`` uniform integers in [0, t) by rejection (t < 2^63), as int64."""
+    bits, out = t.bit_length(), np.empty(0, dtype=np.int64)
+    while len(out) < count:
+        want = 2 * (count - len(out)) + 16
+        raw = os.urandom(8 * want) if rng is None else rng.randbytes(8 * want)
+        draw = (np.frombuffer(raw, "<u8") >> np.uint64(64 - bits)).astype(np.int64)
+        out = np.concatenate([out, draw[draw < t]])
+    return out[:count]
+
+
+# --- differential privacy -----------------------------------------------------------
+
+
+def _fraction(x: Fraction | int | str | float) -> Fraction:
+    return Fraction(str(x)) if isinstance(x, float) else Fraction(x)
+
+
+class EpsilonBudget:
+    """Pure-DP epsilon for one partner x dataset x epoch; refuses when exhausted.
+
+    Amounts are exact fractions (floats are read through their shortest repr). The
+    node persists ``spent`` and writes every charge to the ledger.
+    """
+
+    __slots__ = ("partner", "dataset", "epoch", "total", "spent")
+
+    def __init__(self, partner: str, dataset: str, epoch: str | int,
+                 total: Fraction | int | str | float, spent: Fraction | int | str = 0) -> None:
+        self.partner, self.dataset, self.epoch = partner, dataset, epoch
+        self.total, self.spent = _fraction(total), _fraction(spent)
+        if self.total < 0 or not 0 <= self.spent:
+            raise ValueError("budget amounts must be non-negative")
+
+    @property
+    def remaining(self) -> Fraction:
+        return max(self.total - self.spent, Fraction(0))
+
+    def charge(self, epsilon: Fraction | int | str | float) -> Fraction:
+        """Spend ``epsilon`` or raise :class:`BudgetExhausted` (spending nothing)."""
+        eps = _fraction(epsilon)
+        if eps <= 0:
+            raise ValueError("epsilon must be positive")
+        if self.spent + eps > self.total:
+            raise BudgetExhausted(
+                f"epsilon budget exhausted for partner {self.partner!r}, dataset "
+                f"{self.dataset!r}, epoch {self.epoch!r}: {float(self.remaining):.6g} left, "
+                f"{float(eps):.6g} asked")
+        self.spent += eps
+        return self.remaining
+
+
+class DiscreteLaplace:
+    """OpenDP's integer (discrete) Laplace mechanism for a sensitivity and epsilon.
+
+    ``scale = sensitivity / epsilon``; OpenDP's privacy map is checked to give at most
+    epsilon (up to 1e-9 relative float slack). Noise is sampled as ``M(0)``.
+    """
+
+    def __init__(self, sensitivity: int, epsilon: Fraction | int | str | float) -> None:
+        import opendp.prelude as dp
+
+        dp.enable_features("contrib")
+        eps = _fraction(epsilon)
+        if eps <= 0 or sensitivity < 1:
+            raise ValueError("epsilon must be positive and sensitivity at least 1")
+        self.epsilon, self.sensitivity = eps, int(sensitivity)
+        self.scale = float(Fraction(self.sensitivity) / eps)
+        self._measurement = dp.m.make_laplace(
+            dp.atom_domain(T="i64"), dp.absolute_distance(T="i64"), scale=self.scale)
+        if self._measurement.map(self.sensitivity) > float(eps) * (1 + 1e-9):
+            raise ValueError("OpenDP's privacy map exceeds the requested epsilon")
+
+    def sample(self) -> int:
+        return int(self._measurement(0))
+
+    def tail_bound(self, log2_failure: int = 64) -> int:
+        """B with P(|noise| > B) <= 2^-log2_failure (P(|X| >= k) <= 2 exp(-k/scale))."""
+        return math.ceil(self.scale * (log2_failure + 1) * math.log(2)) + 1
+
+
+# --- messages -----------------------------------------------------------------------
+
+
+def _pack(*fields: bytes) -> bytes:
+    head = bytes((_VERSION,)) + struct.pack(">I", len(fields))
+    return head + b"".join(struct.pack(">Q", len(f)) + bytes(f) for f in fields)
+
+
+def _unpack(data: bytes) -> list[bytes]:
+    data = bytes(data)
+    try:
+        if data[0] != _VERSION:
+            raise ValueError
+        (count,), off, fields = struct.unpack_from(">I", data, 1), 5, []
+        for _ in range(count):
+            (n,) = struct.unpack_from(">Q", data, off)
+            if off + 8 + n > len(data):
+                raise ValueError
+            fields.append(data[off + 8:off + 8 + n])
+            off += 8 + n
+    except (ValueError, IndexError, struct.error):
+        raise InvalidCiphertext("malformed aggregate message") from None
+    if off != len(data):
+        raise InvalidCiphertext("trailing bytes in aggregate message")
+    return fields
+
+
+def _json(data: bytes) -> dict:
+    try:
+        out = json.loads(bytes(data))
+    except ValueError:
+        raise InvalidCiphertext("malformed aggregate header") from None
+    if not isinstance(out, dict):
+        raise InvalidCiphertext("malformed aggregate header")
+    return out
+
+
+@dataclass(frozen=True)
+class EncryptedColumns:
+    """Agency -> fund centre. Ciphertexts in (group, quantity, block) order; quantity 0
+    is the row indicator, 1..limbs the value limbs (present only if ``sums``)."""
+
+    context: bytes
+    rows: int
+    group_names: tuple[str, ...]
+    sums: bool
+    limbs: int
+    limb_bits: int
+    ciphertexts: tuple[bytes, ...]
+
+    def header_bytes(self) -> bytes:
+        return json.dumps({"rows": self.rows, "groups": list(self.group_names),
+                           "sums": self.sums, "limbs": self.limbs,
+                           "limb_bits": self.limb_bits}).encode()
+
+    def to_bytes(self) -> bytes:
+        return _pack(self.header_bytes(), self.context, *self.ciphertexts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EncryptedColumns:
+        fields = _unpack(data)
+        if len(fields) < 2:
+            raise InvalidCiphertext("malformed encrypted columns")
+        h = _json(fields[0])
+        try:
+            return cls(fields[1], int(h["rows"]), tuple(str(g) for g in h["groups"]),
+                       bool(h["sums"]), int(h["limbs"]), int(h["limb_bits"]), tuple(fields[2:]))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCiphertext("malformed encrypted columns header") from None
+
+
+@dataclass(frozen=True)
+class MaskedAggregates:
+    """Fund centre -> agency: one masked ciphertext per (group, quantity)."""
+
+    ciphertexts: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        return _pack(*self.ciphertexts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskedAggregates:
+        return cls(tuple(_unpack(data)))
+
+
+@dataclass(frozen=True)
+class AggregateRelease:
+    """Agency -> fund centre: per group None (suppressed) or (noisy count + nu, masked
+    noisy limb sums), and the epsilon charged for the query."""
+
+    groups: tuple[tuple[int, tuple[int, ...]] | None, ...]
+    epsilon: Fraction
+
+    def to_bytes(self) -> bytes:
+        body = {"groups": [None if g is None else [g[0], list(g[1])] for g in self.groups],
+                "epsilon": str(self.epsilon)}
+        return _pack(json.dumps(body).encode())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AggregateRelease:
+        fields = _unpack(data)
+        if len(fields) != 1:
+            raise InvalidCiphertext("malformed aggregate release")
+        body = _json(fields[0])
+        try:
+            groups = tuple(None if g is None else (int(g[0]), tuple(int(s) for s in g[1]))
+                           for g in body["groups"])
+            return cls(groups, Fraction(body["epsilon"]))
+        except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+            raise InvalidCiphertext("malformed aggregate release") from None
+
+
+@dataclass(frozen=True)
+class GroupAggregate:
+    """The fund centre's result for one group; all None when suppressed."""
+
+    name: str
+    suppressed: bool
+    count: int | None = None
+    total: int | None = None
+    mean: float | None = None
+
+
+# --- the agency ---------------------------------------------------------------------
+
+
+def _exact_sum(values: np.ndarray) -> int:
+    """Sum of non-negative int64 values < 2^62 without int64 overflow (N < 2^31)."""
+    return (int((values >> 31).sum()) << 31) + int((values & (2**31 - 1)).sum())
+
+
+def _centered(x: int, t: int) -> int:
+    x %= t
+    return x - t if x > t // 2 else x
+
+
+class AgencyAggregator:
+    """The answering side: :meth:`offer`, then :meth:`release` once. Holds the secret key.
+
+    Args:
+        values: the attribute per dataset row (integers in [0, value_bound]).
+        groups: group index per dataset row, in range(len(group_names)).
+        permutation: from :class:`psi_shuffle.AgencyShuffler` (position -> dataset row).
+        value_bound: the declared per-row maximum: DP sensitivity of a sum.
+        with_sums: False for count-only queries (no value ciphertexts are sent).
+    """
+
+    def __init__(self, values: Sequence[int], groups: Sequence[int],
+                 group_names: Sequence[str], permutation: Sequence[int], *, value_bound: int,
+                 with_sums: bool = True, mapper: Mapper = map) -> None:
+        n_rows, self.group_names = len(permutation), tuple(group_names)
+        if not (len(values) == len(groups) == n_rows > 0) or not self.group_names:
+            raise ValueError("values, groups and permutation must have one entry per row")
+        if not 1 <= value_bound < 2**62:
+            raise ValueError("value_bound must be in [1, 2^62)")
+        perm = np.asarray(permutation, dtype=np.int64)
+        self._values = np.asarray(values, dtype=np.int64)[perm]
+        self._groups = np.asarray(groups, dtype=np.int64)[perm]
+        if self._values.min() < 0 or self._values.max() > value_bound:
+            raise ValueError("a value lies outside [0, value_bound]; values are never clamped")
+        if self._groups.min() < 0 or self._groups.max() >= len(self.group_names):
+            raise ValueError("a group index is out of range")
+        self._ctx = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=POLY_MODULUS_DEGREE,
+                               plain_modulus=sealapi.PlainModulus.Batching(
+                                   POLY_MODULUS_DEGREE, PLAIN_MODULUS_BITS).value(),
+                               coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES), n_threads=1)
+        self.n, _, self.t = _parms(self._ctx)
+        self.value_bound, self.with_sums, self._mapper = value_bound, with_sums, mapper
+        self.rows, self.blocks = n_rows, -(-n_rows // self.n)
+        quarter = self.t // 4
+        totals = [_exact_sum(self._values[self._groups == g]) for g in range(len(group_names))]
+        if max(totals) < quarter:  # no selection can reach t/4: one limb, no split
+            self.limbs, self.limb_bits = 1, value_bound.bit_length()
+        else:
+            self.limb_bits = (quarter // n_rows).bit_length() - 1
+            self.limbs = -(-value_bound.bit_length() // self.limb_bits)
+        self._stage = "new"
+
+    def __repr__(self) -> str:
+        return f"<AgencyAggregator rows={self.rows} groups={len(self.group_names)} secret hidden>"
+
+    def public_context(self) -> bytes:
+        return self._ctx.serialize(save_public_key=True, save_secret_key=False,
+                                   save_galois_keys=False, save_relin_keys=False)
+
+    def _quantity(self, q: int, idx: np.ndarray) -> list[int]:
+        if q == 0:
+            return [1] * len(idx)
+        if self.limbs == 1:
+            return self._values[idx].tolist()
+        shift, mask = self.limb_bits * (q - 1), (1 << self.limb_bits) - 1
+        return ((self._values[idx] >> shift) & mask).tolist()
+
+    def offer(self) -> EncryptedColumns:
+        """Encrypt every (group, quantity, block) polynomial; the heavy agency step."""
+        if self._stage != "new":
+            raise ProtocolStateError("offer() was already made")
+        pub, tasks = self.public_context(), []
+        for g in range(len(self.group_names)):
+            for q in range(1 + (self.limbs if self.with_sums else 0)):
+                blocks = []
+                for c in range(self.blocks):
+                    lo = c * self.n
+                    idx = lo + np.flatnonzero(self._groups[lo:lo + self.n] == g)
+                    blocks.append(((idx - lo).tolist(), self._quantity(q, idx)))
+                tasks.append(blocks)
+        cts = [ct for part in self._mapper(encrypt_task, [pub] * len(tasks), tasks) for ct in part]
+        self._stage = "offered"
+        return EncryptedColumns(pub, self.rows, self.group_names, self.with_sums, self.limbs,
+                                self.limb_bits, tuple(cts))
+
+    def release(self, masked: MaskedAggregates, *, budget: EpsilonBudget,
+                epsilon_count: Fraction | int | str | float,
+                epsilon_sum: Fraction | int | str | float | None = None,
+                min_group_size: int,
+                mechanism: Callable[[int, Fraction], DiscreteLaplace] = DiscreteLaplace,
+                ) -> AggregateRelease:
+        """Check, charge the budget, decrypt the masked totals, add noise, suppress.
+
+        Raises:
+            InvalidCiphertext: wrong number or shape of ciphertexts, or no noise budget.
+            BudgetExhausted: nothing is decrypted.
+            AggregateError: the sum noise could overflow the plaintext modulus.
+        """
+        if self._stage != "offered":
+            raise ProtocolStateError("release() needs one prior offer() and runs once")
+        self._stage = "released"  # one attempt: a refused release is never retried
+        per_group = 1 + (self.limbs if self.with_sums else 0)
+        if len(masked.ciphertexts) != per_group * len(self.group_names):
+            raise InvalidCiphertext("wrong number of masked aggregates")
+        vectors = [_load_vector(self._ctx, c, self.n) for c in masked.ciphertexts]
+        decryptor = sealapi.Decryptor(self._ctx.seal_context().data, self._ctx.secret_key().data)
+        if any(decryptor.invariant_noise_budget(v.ciphertext()[0]) <= 0 for v in vectors):
+            raise InvalidCiphertext("a masked aggregate has no noise budget left")
+        count_noise = mechanism(1, _fraction(epsilon_count))
+        eps = count_noise.epsilon
+        sum_noise = None
+        if self.with_sums:
+            if epsilon_sum is None:
+                raise ValueError("epsilon_sum is needed when sums are released")
+            sum_noise = mechanism(self.value_bound, _fraction(epsilon_sum))
+            if sum_noise.tail_bound() >= self.t // 4:
+                raise AggregateError("sum noise scale too large for the plaintext modulus")
+            eps += sum_noise.epsilon
+        budget.charge(eps)
+        n_inv, t = pow(self.n, -1, self.t), self.t
+        consts = [sum(v.decrypt()) * n_inv % t for v in vectors]
+        del self._ctx  # the secret key is not needed again
+        out: list[tuple[int, tuple[int, ...]] | None] = []
+        for g in range(len(self.group_names)):
+            row = consts[g * per_group:(g + 1) * per_group]
+            count = _centered(row[0], t) + count_noise.sample()
+            sums = tuple(row[1:])
+            if sum_noise is not None:
+                sums = ((sums[0] + sum_noise.sample()) % t,) + sums[1:]
+            out.append(None if count < min_group_size else (count, sums))
+        return AggregateRelease(tuple(out), eps)
+
+
+# --- the fund centre ----------------------------------------------------------------
+
+
+class FundCentreAggregator:
+    """The asking side: :meth:`evaluate` the agency's columns, then :meth:`result`.
+
+    Args:
+        selection: psi_shuffle's Selection (or a bool array) over the shuffled rows.
+        count_epsilon: epsilon of the fund centre's own noise on the counts the agency
+            sees; None lets the agency see exact per-group intersection counts.
+        columns_per_task: (group, quantity) columns per ``mapper`` task; each task
+            rebuilds the block selectors from the packed selection once.
+    """
+
+    def __init__(self, selection, *, count_epsilon: Fraction | int | str | float | None = 1,
+                 rng: random.Random | None = None, mapper: Mapper = map,
+                 columns_per_task: int = 3,
+                 mechanism: Callable[[int, Fraction], DiscreteLaplace] = DiscreteLaplace) -> None:
+        self._sel = np.asarray(getattr(selection, "bits", selection), dtype=bool)
+        self._rng, self._columns_per_task = rng, columns_per_task
+        self._mapper, self._mechanism = mapper, mechanism
+        self._count_epsilon = None if count_epsilon is None else _fraction(count_epsilon)
+        self._masks: list[int] = []
+        self._header: EncryptedColumns | None = None
+        self._stage = "new"
+
+    def __repr__(self) -> str:
+        return "<FundCentreAggregator masks hidden>"
+
+    def evaluate(self, columns: EncryptedColumns) -> MaskedAggregates:
+        """Select, add, flood and mask. Raises InvalidContext / InvalidCiphertext."""
+        if self._stage != "new":
+            raise ProtocolStateError("evaluate() runs once")
+        self._stage = "evaluating"  # a refused evaluation is not retried on this state
+        ctx = check_public_context(columns.context)
+        n, _, t = _parms(ctx)
+        blocks, groups = -(-len(self._sel) // n), len(columns.group_names)
+        per_group = 1 + (columns.limbs if columns.sums else 0)
+        if (columns.rows != len(self._sel) or groups == 0 or columns.limbs < 1
+                or len(columns.ciphertexts) != groups * per_group * blocks
+                or not 1 <= columns.limbs <= 62 or not 1 <= columns.limb_bits <= 62):
+            raise InvalidCiphertext("encrypted columns do not match the selection")
+        k = groups * per_group
+        parts = [columns.ciphertexts[i * blocks:(i + 1) * blocks] for i in range(k)]
+        tasks = [parts[i:i + self._columns_per_task] for i in range(0, k, self._columns_per_task)]
+        packed = np.packbits(self._sel).tobytes()
+        sums = [ct for part in self._mapper(
+            select_and_sum_task, [columns.context] * len(tasks), [packed] * len(tasks),
+            [len(self._sel)] * len(tasks), tasks) for ct in part]
+        n_inv, masks, out, half = pow(n, -1, t), [], [], t // 2
+        for i, acc_bytes in enumerate(sums):
+            acc = _load_vector(ctx, acc_bytes, n)
+            rho = (_uniform_mod(t, n, self._rng) - half).tolist()
+            acc.add_(ts.bfv_vector(ctx, [0] * n).mul_(rho)).add_(ts.bfv_vector(ctx, [0] * n))
+            slots = _uniform_mod(t, n, self._rng)
+            constant = int(slots.sum(dtype=object)) * n_inv % t  # the mask's constant coeff
+            if i % per_group == 0:  # a count: shift the constant coefficient to nu
+                nu = 0 if self._count_epsilon is None else \
+                    self._mechanism(1, self._count_epsilon).sample()
+                slots = (slots + (nu - constant) % t) % t
+                constant = nu
+            masks.append(constant)
+            slots = np.where(slots > half, slots - t, slots)
+            out.append(acc.add_(slots.tolist()).serialize())
+        self._masks, self._header, self._t, self._stage = masks, columns, t, "evaluated"
+        return MaskedAggregates(tuple(out))
+
+    def result(self, release: AggregateRelease) -> dict[str, GroupAggregate]:
+        """Unmask the release. Raises InvalidCiphertext if its shape is wrong."""
+        if self._stage != "evaluated" or self._header is None:
+            raise ProtocolStateError("result() needs one prior evaluate() and runs once")
+        cols, t, masks = self._header, self._t, self._masks
+        per_group = 1 + (cols.limbs if cols.sums else 0)
+        if len(release.groups) != len(cols.group_names):
+            raise InvalidCiphertext("release does not match the query's groups")
+        out = {}
+        for g, (name, entry) in enumerate(zip(cols.group_names, release.groups)):
+            if entry is None:
+                out[name] = GroupAggregate(name, True)
+                continue
+            count_value, sums = entry
+            if len(sums) != per_group - 1:
+                raise InvalidCiphertext("release does not match the query's quantities")
+            count = count_value - masks[g * per_group]
+            total = None
+            if cols.sums:
+                total = sum(_centered(z - masks[g * per_group + 1 + l], t) << (cols.limb_bits * l)
+                            for l, z in enumerate(sums))
+            mean = total / count if total is not None and count > 0 else None
+            out[name] = GroupAggregate(name, False, count, total, mean)
+        self._masks, self._stage = [], "done"
+        return out

@@ -85,6 +85,7 @@ class MembershipResult:
     seconds: float
     predicate: str = ""
     labels: list[dict | None] | None = None  # labeled queries: attributes of matched inputs
+    receipt: object = None  # the answerer's verified receipt (None if missing or invalid)
 
 
 def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary) -> None:
@@ -183,7 +184,8 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         record.outcome, record.matched = "answered", int(matched.sum())
         accept_receipt(ctx, partner, record, record.summary)
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
-                                matched, time.perf_counter() - started, info.predicate, opened)
+                                matched, time.perf_counter() - started, info.predicate, opened,
+                                record.receipt)
     except PartnerError as exc:
         record.outcome = "refused" if exc.code in REFUSALS else "failed"
         record.reason = str(exc)

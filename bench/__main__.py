@@ -26,18 +26,13 @@ def main() -> None:
             kinds_bench.run(work / "kinds", quick=args.quick)
         if "ledger" in only:
             from . import ledger_bench
-            ledger_bench.run(work / "ledger", quick=args.quick) if _takes_quick(ledger_bench.run) else ledger_bench.run(print)
+            ledger_bench.run(work / "ledger", quick=args.quick)
         if "he" in only:
             from . import he_bench
-            he_bench.run(print)
+            he_bench.run(print, quick=args.quick)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _takes_quick(fn) -> bool:
-    import inspect
-    return "quick" in inspect.signature(fn).parameters
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ class AggregateRpc:
         with_sums = bool(ops & {"sum", "mean"})
         if with_sums and not h.value_column:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "sum and mean need a value column")
-        for column, role in ((h.value_column, "an aggregate value"), (h.group_by, "a group-by column")):
+        for column, role in ((h.value_column, "an aggregate value"),
+                             (h.group_by, "a group-by column")):
             if column:
                 self._check_column(column, grant.aggregate_columns, version, h.dataset, role)
         if with_sums and grant.dp_epsilon is not None and grant.aggregate_value_bound is None:
@@ -106,7 +107,8 @@ class AggregateRpc:
                                         min_elements=m, max_elements=m)
         except ps.InvalidMessage as exc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"match request refused: {exc}") from None
-        yield from chunks(response.to_bytes(), size, lambda c: spb.AggregateResponse(match_response=c))
+        yield from chunks(response.to_bytes(), size,
+                          lambda c: spb.AggregateResponse(match_response=c))
         aggregator = ha.AgencyAggregator(rows.values, rows.groups, rows.group_names,
                                          shuffler.permutation, value_bound=rows.value_bound,
                                          with_sums=with_sums, mapper=pool.map)
@@ -159,7 +161,8 @@ class AggregateRpc:
         except ha.BudgetExhausted as exc:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except ha.InvalidCiphertext as exc:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"masked aggregates refused: {exc}") from None
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"masked aggregates refused: {exc}") from None
         except ha.AggregateError as exc:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         return release, (eps_count, eps_sum)

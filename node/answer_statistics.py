@@ -5,7 +5,11 @@ Both parties draw fresh keys for a shuffled match over the agency's rows that ha
 usable value; the agency's values travel BFV-encrypted under a per-query key that
 never leaves this process; the fund centre selects and adds them, masks the sums, and
 the agency decrypts only masked totals, adds OpenDP discrete Laplace noise (when the
-grant sets ``dp_epsilon``), suppresses groups below ``min_group_size`` and releases.
+grant sets ``dp_epsilon``, split evenly between counts and sums, with the grant's
+``aggregate_value_bound`` as a sum's sensitivity), suppresses groups below
+``min_group_size`` and releases. Rows whose value is not an integer in [0, bound] are
+left out and only counted. The bound is public (it shapes the limbs the asker sees):
+the declared one, else 2^62 - 1, never the largest value present.
 
 * Fund centre learns: the dataset's group names (distinct values of the group-by column
   among usable rows), how many rows take part and how many were left out as unusable
@@ -30,16 +34,22 @@ blindly (RFC 9497, proven in VOPRF mode), opens the sealed ciphertexts of the ap
 that matched, and sends one sign-preserving blinded comparison per asked identifier
 (dummies for the unmatched, shuffled); the agency returns only signs.
 
-* Fund centre learns: per applicant, whether a usable income is registered for that
-  identifier (membership in the usable rows — the tags make this unavoidable) and, if
+* Fund centre learns: N (rows with a usable income) and the number left out; per
+  applicant, whether a usable income is registered for that identifier (membership in
+  those rows: unavoidable once it can find its applicant's ciphertext; and since the
+  evaluation uses its epoch key, F_k(x) is the same as in membership queries) and, if
   so, whether it is >= the applicant's threshold. It never sees an income: the
-  ciphertexts are Paillier under the agency's key, and it can open only those of
-  identifiers it had evaluated (each counted in the policy's quotas).
-* Agency learns: the number of applicants asked, the purpose; per comparison entry a
-  fair-coin sign and a magnitude blurred over 1024 octaves (threshold.py quantifies
-  it: statistical distance <= 6.4% between any two income gaps). The batch has exactly
-  one entry per asked identifier, so it learns neither who applied, nor how many
-  matched, nor any threshold.
+  ciphertexts are Paillier under the agency's key (semantically secure), and it can
+  open only the sealed ciphertexts of identifiers it had evaluated, each counted in the
+  policy's quotas. A fund centre that deviates can still compare one person's income
+  against thresholds of its choice, one entry per element asked (bisection needs ~40):
+  the quotas and the ledger bound that, not the cryptography.
+* Agency learns: the number of applicants asked, the purpose, and when the table was
+  synced; per comparison entry a fair-coin sign and a magnitude blurred over 1024
+  octaves (threshold.py bounds it: statistical distance <= 65/1024 between any two
+  income gaps, ~1% for realistic ones). The batch has exactly one entry per asked
+  identifier (dummies for the unmatched, shuffled), so it learns neither who applied,
+  nor how many matched, nor any threshold.
 
 Policy, for both: the grant must list the kind and the purpose; minimum and maximum
 query sizes and daily / monthly / epoch quotas apply to the elements asked; aggregate
@@ -47,7 +57,9 @@ columns must be in ``aggregate_columns`` and the threshold column must be
 ``threshold_column``, and registered attributes of the current version; noised
 aggregates charge ``dp_epsilon`` to the partner's budget for the dataset and epoch
 (shared with cardinality queries). Every query, answered or refused, is written to the
-query log with its kind, size, outcome and epsilon — never an identifier or value.
+query log and the ledger with its kind, size, outcome and epsilon (admitted before the
+first answer leaves, completed with the signed receipt before the summary) — never an
+identifier or a value.
 """
 from __future__ import annotations
 

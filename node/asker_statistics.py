@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import grpc
+import numpy as np
 
 from protocols import labels, oprf
 from protocols import psi_shuffle as ps
@@ -28,7 +29,8 @@ from .querylog import QueryRecord
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
 from .rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from .stats_wire import RoundError, chunk_size, chunks, collect, expect, income_from_label, income_label_context
+from .stats_wire import (RoundError, chunk_size, chunks, collect, expect, income_from_label,
+                         income_label_context)
 
 if TYPE_CHECKING:
     from protocols.he_aggregate import GroupAggregate
@@ -235,8 +237,9 @@ def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
         stub = spb_grpc.StatisticsStub(channel)
         table = threshold_table.sync(ctx, stub, partner, dataset, deadline, progress)
         if (table.info.version, table.info.epoch) != (info.version, info.epoch):
-            raise PartnerError(partner, "its threshold table and dataset listing disagree on the "
-                                        "version or epoch; ask again", grpc.StatusCode.FAILED_PRECONDITION)
+            raise PartnerError(partner, "its threshold table and dataset listing disagree on "
+                                        "the version or epoch; ask again",
+                               grpc.StatusCode.FAILED_PRECONDITION)
         record.version, record.epoch = info.version, info.epoch
         header = spb.StatisticsHeader(
             query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
@@ -309,7 +312,6 @@ def _evaluate(ctx, ex: _Exchange, info, inputs: Sequence[bytes], max_batch: int,
 
 def _open_incomes(partner: str, table, info, outputs: bytes, node_id: str) -> dict[int, int]:
     """Input index -> Enc(income) for inputs whose tag is in the table."""
-    import numpy as np
     w, t = oprf.OUTPUT_LEN, table.info.tag_length
     mine = np.frombuffer(b"".join(outputs[i:i + t] for i in range(0, len(outputs), w)),
                          dtype=f"S{t}")

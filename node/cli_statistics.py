@@ -153,7 +153,7 @@ def threshold(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
                   help="Invalid rows report (default: <out>.rejected.csv).")] = None,
               id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
               encoding: str = "auto") -> None:
-    """Per applicant: is the partner's registered income at least the required amount? (yes/no only)"""
+    """Per applicant: is the partner's registered income at least the required amount?"""
     rejects = rejects or out_path.with_suffix(".rejected.csv")
     with node_context(config) as ctx:
         try:

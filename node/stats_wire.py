@@ -60,7 +60,8 @@ def expect(messages: Iterator, body: str):
     """The next message, which must be ``body``; returns that field."""
     message = next(messages, None)
     if message is None or message.WhichOneof("body") != body:
-        got = "the end of the stream" if message is None else (message.WhichOneof("body") or "nothing")
+        got = ("the end of the stream" if message is None
+               else message.WhichOneof("body") or "nothing")
         raise RoundError(f"expected {body}, got {got}")
     return getattr(message, body)
 

@@ -119,23 +119,33 @@ def load_table(conn: Connection, table) -> Arrays:
 
 
 def delta(base: Arrays, new: Arrays) -> tuple[Arrays, np.ndarray]:
-    """(rows added, tags removed) from `base` to `new`; a changed label counts as both."""
-    def keys(a: Arrays) -> np.ndarray:
-        if a.labels is None:
-            return a.tags
-        width = a.tags.dtype.itemsize + a.labels.dtype.itemsize
-        joined = np.concatenate([a.tags.view(np.uint8).reshape(len(a.tags), -1),
-                                 a.labels.view(np.uint8).reshape(len(a.labels), -1)], axis=1)
-        return joined.copy().view(f"S{width}").ravel()
-    kb, kn = keys(base), keys(new)
-    added = ~np.isin(kn, kb)
-    removed = ~np.isin(kb, kn)
-    return new.select(added), base.tags[removed]
+    """(rows added, tags removed) from `base` to `new`; a changed label counts as both.
+
+    Both tables are sorted by tag, so once the tags only one side has are set aside the
+    remaining rows line up one to one and labels compare element-wise.
+    """
+    only_new = ~_in_sorted(new.tags, base.tags)
+    only_base = ~_in_sorted(base.tags, new.tags)
+    if new.labels is not None and base.labels is not None:
+        changed = new.labels[~only_new] != base.labels[~only_base]
+        if changed.any():
+            common_new = np.flatnonzero(~only_new)[changed]
+            common_base = np.flatnonzero(~only_base)[changed]
+            only_new[common_new] = True
+            only_base[common_base] = True
+    return new.select(only_new), base.tags[only_base]
+
+
+def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Membership of each value in a sorted table (searchsorted beats isin's re-sort)."""
+    if len(table) == 0:
+        return np.zeros(len(values), dtype=bool)
+    return table[np.searchsorted(table, values).clip(max=len(table) - 1)] == values
 
 
 def apply_delta(base: Arrays, added: Arrays, removed: np.ndarray) -> Arrays:
     """The table a delta leads to (the caller checks its digest)."""
-    keep = base.select(~np.isin(base.tags, removed))
+    keep = base.select(~_in_sorted(base.tags, np.sort(removed)))
     tags = np.concatenate([keep.tags, added.tags])
     lab = None if base.labels is None else np.concatenate([keep.labels, added.labels])
     return Arrays(tags, lab).sorted()

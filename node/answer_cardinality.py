@@ -133,10 +133,7 @@ class CardinalityRpc:
                              elements=h.total_elements, epoch=h.epoch)
                 policy.check_dp(conn, grant, dataset=h.dataset, epoch=h.epoch)
             except policy.PolicyRefusal as exc:
-                raise Refused(_POLICY_CODES[exc.rule], exc.reason) from None
+                raise Refused.by_policy(exc) from None
         record.elements = h.total_elements
         return grant, version
 
-
-_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED, "kind": grpc.StatusCode.PERMISSION_DENIED,
-                 "size": grpc.StatusCode.INVALID_ARGUMENT}

@@ -86,9 +86,6 @@ log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
 _PURPOSE = re.compile(PURPOSE)
 _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 "kind": grpc.StatusCode.PERMISSION_DENIED,
-                 "size": grpc.StatusCode.INVALID_ARGUMENT}
 
 
 class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
@@ -169,7 +166,7 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
                 policy.check(conn, grant, dataset=h.dataset, kind=kind,
                              elements=h.total_elements, epoch=h.epoch)
             except policy.PolicyRefusal as exc:
-                raise Refused(_POLICY_CODES[exc.rule], exc.reason) from None
+                raise Refused.by_policy(exc) from None
             version = current_version(conn, h.dataset)
             if version is None or version.version != h.version:
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,

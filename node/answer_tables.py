@@ -36,6 +36,16 @@ class Refused(Exception):
         self.code = code
         self.reason = reason
 
+    @classmethod
+    def by_policy(cls, exc) -> "Refused":
+        """The gRPC status for a node.policy.PolicyRefusal (quota, kind or size rule)."""
+        return cls(_POLICY_CODES[exc.rule], exc.reason)
+
+
+_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "kind": grpc.StatusCode.PERMISSION_DENIED,
+                 "size": grpc.StatusCode.INVALID_ARGUMENT}
+
 
 class TableRpcs:
     ctx: NodeContext

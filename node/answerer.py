@@ -118,10 +118,7 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                     policy.check(conn, grant, dataset=h.dataset, kind="predicate",
                                  elements=h.total_elements, epoch=h.epoch)
             except policy.PolicyRefusal as exc:
-                code = (grpc.StatusCode.RESOURCE_EXHAUSTED if exc.rule == "quota"
-                        else grpc.StatusCode.PERMISSION_DENIED if exc.rule == "kind"
-                        else grpc.StatusCode.INVALID_ARGUMENT)
-                raise Refused(code, exc.reason) from None
+                raise Refused.by_policy(exc) from None
             if record.kind == "predicate" and not h.predicate:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
             if record.kind == "labeled" and not table.label_length:

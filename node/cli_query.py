@@ -10,8 +10,8 @@ from rich.table import Table
 from adapters import IdType, SourceError
 
 from . import asker
-from .cli import Bars, ConfigOpt, console, fail, node_context, out, query_app, rule_app
-from .cli_dataset import open_source
+from .cli import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
+from .cli_dataset import open_input
 from .config import ConfigError
 from .jobs import run_membership
 from .querylog import entries
@@ -40,11 +40,9 @@ def membership(config: ConfigOpt,
                encoding: str = "auto") -> None:
     """Which applicants are in a partner's dataset; the partner learns only how many were asked."""
     rejects = rejects or out_path.with_suffix(".rejected.csv")
-    is_xlsx = input_path.suffix.lower() == ".xlsx"
     with node_context(config) as ctx:
         try:
-            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
-                                       None, None, None, None, encoding)
+            source = open_input(input_path, encoding)
             with source, Bars() as bars:
                 job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
                                      source=source, id_column=id_column, id_type=id_type,
@@ -110,12 +108,10 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
     """One decision per applicant, with the query ids that decided it (for appeals)."""
     from .rule_runner import load_rule_file, run_rule
     from .rules import RuleError
-    is_xlsx = input_path.suffix.lower() == ".xlsx"
     with node_context(config) as ctx:
         try:
             rule_file = load_rule_file(rules)
-            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
-                                       None, None, None, None, encoding)
+            source = open_input(input_path, encoding)
             with source, Bars() as bars:
                 summary = run_rule(ctx, rule_file, name, source, id_column=id_column,
                                    id_type=id_type, out=out_path, progress=bars)
@@ -141,11 +137,9 @@ def cardinality(config: ConfigOpt,
                 encoding: str = "auto") -> None:
     """How many of the input are in a partner's dataset: the count only (maybe noised)."""
     from adapters import InvalidIdentifier, encode, normalise
-    is_xlsx = input_path.suffix.lower() == ".xlsx"
     with node_context(config) as ctx:
         try:
-            _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
-                                       None, None, None, None, encoding)
+            source = open_input(input_path, encoding)
             with source:
                 if id_column not in source.columns:
                     raise SourceError(f"column {id_column!r} not found; available columns: "

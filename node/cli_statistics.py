@@ -14,7 +14,7 @@ from adapters.reader import INEXACT_NUMBER_REASON
 
 from . import asker_statistics as stats
 from .cli import Bars, ConfigOpt, console, fail, node_context, out, query_app
-from .cli_dataset import open_source
+from .cli_dataset import open_input
 from .config import ConfigError
 from .errors import PartnerError
 from .jobs import ANSWER_COLUMN, _atomic_csv
@@ -30,9 +30,7 @@ IdColumn = Annotated[str, typer.Option(help="Identifier column of the input.")]
 def _read(input_path: Path, encoding: str, id_column: str, id_type: IdType,
           threshold_column: str | None = None):
     """Valid rows (line, values, encoded id, threshold) and rejected (line, reason)."""
-    is_xlsx = input_path.suffix.lower() == ".xlsx"
-    _, _, source = open_source(None if is_xlsx else input_path, input_path if is_xlsx else None,
-                               None, None, None, None, encoding)
+    source = open_input(input_path, encoding)
     rows, bad = [], []
     with source:
         for column in (id_column, threshold_column):

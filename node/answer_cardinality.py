@@ -16,6 +16,7 @@ import grpc
 
 from adapters import IdType, encode
 from protocols import cardinality as card
+from protocols.dp import DiscreteLaplace
 
 from . import policy
 from .answer_tables import Refused
@@ -33,12 +34,9 @@ def noise_plan(grant) -> tuple[int, int, float]:
     """(fakes d, padding D, epsilon) for one query under `grant`'s DP settings."""
     if grant.dp_epsilon is None:
         return 0, 0, 0.0
-    import opendp.prelude as dp
-    dp.enable_features("contrib")
-    scale = 1.0 / grant.dp_epsilon                    # sensitivity 1: one person
-    shift = math.ceil(scale * math.log(1.0 / grant.dp_delta))  # P(|L| > shift) <= delta
-    laplace = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
-    fakes = min(max(laplace(shift), 0), 2 * shift)     # clamped: the delta of (eps, delta)-DP
+    laplace = DiscreteLaplace(1, grant.dp_epsilon)    # sensitivity 1: one person
+    shift = math.ceil(laplace.scale * math.log(1.0 / grant.dp_delta))  # P(|L| > shift) <= delta
+    fakes = min(max(shift + laplace.sample(), 0), 2 * shift)  # clamped: the delta of (eps, delta)
     return fakes, 2 * shift, grant.dp_epsilon
 
 

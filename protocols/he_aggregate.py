@@ -67,7 +67,6 @@ CSPRNG for the fund centre's masks; OpenDP for noise (not seedable: tests inject
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import struct
@@ -79,6 +78,8 @@ import gmpy2
 import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
+
+from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, _fraction  # noqa: F401
 
 __all__ = [
     "POLY_MODULUS_DEGREE", "PLAIN_MODULUS_BITS", "COEFF_MOD_BIT_SIZES", "MAX_COEFF_MODULUS_BITS",
@@ -109,10 +110,6 @@ class InvalidContext(AggregateError):
 
 class InvalidCiphertext(AggregateError):
     """A ciphertext or message from the peer was malformed or inconsistent."""
-
-
-class BudgetExhausted(AggregateError):
-    """The epsilon budget for this partner, dataset and epoch cannot cover the query."""
 
 
 class ProtocolStateError(RuntimeError):
@@ -251,76 +248,6 @@ def _uniform_mod(t: int, count: int, rng: random.Random | None) -> np.ndarray:
         draw = (np.frombuffer(raw, "<u8") >> np.uint64(64 - bits)).astype(np.int64)
         out = np.concatenate([out, draw[draw < t]])
     return out[:count]
-
-
-# --- differential privacy -----------------------------------------------------------
-
-
-def _fraction(x: Fraction | int | str | float) -> Fraction:
-    return Fraction(str(x)) if isinstance(x, float) else Fraction(x)
-
-
-class EpsilonBudget:
-    """Pure-DP epsilon for one partner x dataset x epoch; refuses when exhausted.
-
-    Amounts are exact fractions (floats are read through their shortest repr). The
-    node persists ``spent`` and writes every charge to the ledger.
-    """
-
-    __slots__ = ("partner", "dataset", "epoch", "total", "spent")
-
-    def __init__(self, partner: str, dataset: str, epoch: str | int,
-                 total: Fraction | int | str | float, spent: Fraction | int | str = 0) -> None:
-        self.partner, self.dataset, self.epoch = partner, dataset, epoch
-        self.total, self.spent = _fraction(total), _fraction(spent)
-        if self.total < 0 or not 0 <= self.spent:
-            raise ValueError("budget amounts must be non-negative")
-
-    @property
-    def remaining(self) -> Fraction:
-        return max(self.total - self.spent, Fraction(0))
-
-    def charge(self, epsilon: Fraction | int | str | float) -> Fraction:
-        """Spend ``epsilon`` or raise :class:`BudgetExhausted` (spending nothing)."""
-        eps = _fraction(epsilon)
-        if eps <= 0:
-            raise ValueError("epsilon must be positive")
-        if self.spent + eps > self.total:
-            raise BudgetExhausted(
-                f"epsilon budget exhausted for partner {self.partner!r}, dataset "
-                f"{self.dataset!r}, epoch {self.epoch!r}: {float(self.remaining):.6g} left, "
-                f"{float(eps):.6g} asked")
-        self.spent += eps
-        return self.remaining
-
-
-class DiscreteLaplace:
-    """OpenDP's integer (discrete) Laplace mechanism for a sensitivity and epsilon.
-
-    ``scale = sensitivity / epsilon``; OpenDP's privacy map is checked to give at most
-    epsilon (up to 1e-9 relative float slack). Noise is sampled as ``M(0)``.
-    """
-
-    def __init__(self, sensitivity: int, epsilon: Fraction | int | str | float) -> None:
-        import opendp.prelude as dp
-
-        dp.enable_features("contrib")
-        eps = _fraction(epsilon)
-        if eps <= 0 or sensitivity < 1:
-            raise ValueError("epsilon must be positive and sensitivity at least 1")
-        self.epsilon, self.sensitivity = eps, int(sensitivity)
-        self.scale = float(Fraction(self.sensitivity) / eps)
-        self._measurement = dp.m.make_laplace(
-            dp.atom_domain(T="i64"), dp.absolute_distance(T="i64"), scale=self.scale)
-        if self._measurement.map(self.sensitivity) > float(eps) * (1 + 1e-9):
-            raise ValueError("OpenDP's privacy map exceeds the requested epsilon")
-
-    def sample(self) -> int:
-        return int(self._measurement(0))
-
-    def tail_bound(self, log2_failure: int = 64) -> int:
-        """B with P(|noise| > B) <= 2^-log2_failure (P(|X| >= k) <= 2 exp(-k/scale))."""
-        return math.ceil(self.scale * (log2_failure + 1) * math.log(2)) + 1
 
 
 # --- messages -----------------------------------------------------------------------

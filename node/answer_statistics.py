@@ -24,11 +24,11 @@ the declared one, else 2^62 - 1, never the largest value present.
   about which of its rows matched.
 
 Threshold (node/answer_threshold.py; protocols/threshold.py, protocols/oprf.py,
-protocols/labels.py). Per dataset version x partner x epoch the agency draws a 3072-bit
-Paillier key (kept in this process's memory only: never written, never pickled, lost
-on restart, when a new key and table replace it) and publishes a table: for every row
-with a usable income, the row's tag under the partner's epoch OPRF key and Enc(income)
-sealed under the row's full OPRF output, in a random order fixed for the epoch. The
+protocols/labels.py). Per dataset x partner x epoch the agency draws a 3072-bit
+Paillier key (its factors sealed under the node KEK) and, per version, publishes a
+table prepared at registration, refresh or rotation (node/threshold_store.py): for
+every row with a usable income, the row's tag under the partner's epoch OPRF key and
+Enc(income) sealed under the row's full OPRF output, sorted by tag. The
 fund centre syncs the table once per epoch, evaluates its applicants' identifiers
 blindly (RFC 9497, proven in VOPRF mode), opens the sealed ciphertexts of the applicants
 that matched, and sends one sign-preserving blinded comparison per asked identifier

@@ -317,8 +317,7 @@ def _open_incomes(partner: str, table, info, outputs: bytes, node_id: str) -> di
                          dtype=f"S{t}")
     hit, pos = match_tags(mine, table.tags)
     context = income_label_context(owner=partner, partner=node_id, dataset=info.name,
-                                   version=table.info.version, epoch=table.info.epoch,
-                                   key_id=table.info.key_id)
+                                   epoch=table.info.epoch, key_id=table.info.key_id)
     width = 2 * ((table.n.bit_length() + 7) // 8)
     found = {}
     for i in np.flatnonzero(hit).tolist():

@@ -156,6 +156,26 @@ def rotate_key(config: ConfigOpt, name: Annotated[str, typer.Option(help="Datase
                   f"({r.rows} tags rebuilt); epoch {r.epoch - 1} answers {grace} more days")
 
 
+@dataset_app.command("prepare")
+def prepare_(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset.")]) -> None:
+    """Prepare the current version's threshold tables that are missing (registration,
+    refresh and key rotation prepare them already; a grant that gained `threshold` later
+    needs this, or is prepared in the background on its first request)."""
+    from .threshold_store import prepare_current
+    with node_context(config) as ctx:
+        try:
+            with Bars() as bars:
+                done = prepare_current(ctx, name, progress=bars)
+        except ValueError as exc:
+            fail(str(exc))
+    if not done:
+        out.print(f"{name}: no grant has the threshold kind with a registered threshold_column")
+    for target, table in done:
+        out.print(f"{name} v{target.version}: threshold table for {target.partner} "
+                  f"(epoch {target.epoch}, column {target.column}): {table.rows} rows, "
+                  f"{table.unusable} without a usable income")
+
+
 @dataset_app.command("update")
 def update_(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset to refresh.")],
             id_column: Annotated[str, typer.Option(help="Identifier column of both files.")],

@@ -135,12 +135,24 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
             raise RegistrationError("the source has no valid row; nothing was registered")
         progress("tags", 0, len(keys))
         tag_tables_done = tagger.finish(progress)
+        _prepare_thresholds(ctx, conn, declared, dataset_id, version, id_type.value, attributes,
+                            {p: e for p, (e, _) in keys.items()}, None, progress)
         fingerprint = source.fingerprint()
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid), source_fingerprint=fingerprint))
         admin_log.record(ctx, conn, "dataset_registered", name, version=version, rows=rows,
                          invalid=len(invalid), source=source_kind, sha256=fingerprint)
     return Registration(name, version, rows, fingerprint, invalid, tag_tables_done)
+
+
+def _prepare_thresholds(ctx, conn, declared, dataset_id: int, version: int, id_type: str,
+                        attributes, epochs: dict[str, int], base_id: int | None,
+                        progress: Progress) -> None:
+    """The version's threshold tables (node/threshold_store.py), in this transaction."""
+    from . import threshold_store
+    for target in threshold_store.targets(declared, dataset_id, version, id_type, attributes,
+                                          epochs, base_id):
+        threshold_store.prepare_in(ctx, conn, target, progress)
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,8 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
         if rows == 0:
             raise RegistrationError("the refreshed version would be empty; nothing was registered")
         tagger.finish(progress)
+        _prepare_thresholds(ctx, conn, declared, dataset_id, version, base.id_type, attrs,
+                            {p: e for p, (e, _) in keys.items()}, base.id, progress)
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid)))
         admin_log.record(ctx, conn, "dataset_registered", name, version=version, rows=rows,

@@ -3,7 +3,8 @@
 Rotation makes cached tag tables of the old epoch useless after the grace period: a
 partner that kept a copy cannot keep matching against it. The new epoch's table is
 built from the stored rows of the current version, in worker processes, and committed
-together with the new key, so a partner never sees an epoch without its table.
+together with the new key, so a partner never sees an epoch without its table; the
+same holds for threshold tables, which get a new Paillier key with the epoch.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection
 
-from . import admin_log
+from . import admin_log, threshold_store
 from .context import NodeContext
 from .datasets import Progress, _noop, current_version, iter_chunks
 from .keys import current_epoch, epoch_started, new_epoch
@@ -57,6 +58,9 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
             if version is not None:
                 retag_version(ctx, conn, declared, version, {p: (epoch, sealed)})
+                for target in threshold_store.targets(declared, version.id, version.version,
+                                                      version.id_type, version.attributes, {p: epoch}):
+                    threshold_store.prepare_in(ctx, conn, target, progress)
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
             admin_log.record(ctx, conn, "key_rotated", dataset, partner=p, epoch=epoch)
     return done

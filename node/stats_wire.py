@@ -72,13 +72,14 @@ INCOME_LABEL_PAD = 1024   # {"c": base85 of a 768-byte ciphertext} is 968 bytes
 INCOME_LABEL_LENGTH = labels.sealed_size(INCOME_LABEL_PAD)
 
 
-def income_label_context(*, owner: str, partner: str, dataset: str, version: int, epoch: int,
+def income_label_context(*, owner: str, partner: str, dataset: str, epoch: int,
                          key_id: bytes) -> bytes:
-    """Binds a sealed Enc(income) to its table and Paillier key (and apart from the
-    membership labels, which use the same OPRF outputs under another context)."""
+    """Binds a sealed Enc(income) to its owner, partner, epoch and Paillier key (and apart
+    from the membership labels, which use the same OPRF outputs under another context).
+    Not to the version (0): a refreshed version keeps its kept rows' entries."""
     return labels.label_context(owner=owner, partner=partner,
                                 dataset=f"{dataset}/threshold/{key_id.hex()}",
-                                version=version, epoch=epoch)
+                                version=0, epoch=epoch)
 
 
 def income_label(ciphertext: bytes) -> dict:

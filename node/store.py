@@ -128,6 +128,48 @@ peer_tag_chunks = Table(
     UniqueConstraint("table_id", "seq", name="uq_peer_tag_chunk"),
 )
 
+# Paillier keys of threshold checks, one per dataset x partner x key epoch x income
+# column; the factors are sealed under the node KEK, bound to those four by the sealing's
+# associated data (node/threshold_store.py).
+threshold_keys = Table(
+    "threshold_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(64), nullable=False),
+    Column("partner", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("income_column", String(256), nullable=False),
+    Column("modulus", LargeBinary, nullable=False),
+    Column("key_id", LargeBinary(16), nullable=False),
+    Column("sealed_key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset", "partner", "epoch", "income_column", name="uq_threshold_key"),
+)
+
+# Threshold tables the node serves: per dataset version under one key, every usable
+# row's tag and sealed Enc(income), sorted by tag.
+threshold_tables = Table(
+    "threshold_tables", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("key_ref", Integer, ForeignKey("threshold_keys.id"), nullable=False),
+    Column("tag_length", Integer, nullable=False),
+    Column("label_length", Integer, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("unusable_count", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),  # SHA-256(key id || tags || labels)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset_id", "key_ref", name="uq_threshold_table"),
+)
+
+threshold_chunks = Table(
+    "threshold_chunks", metadata,
+    Column("table_id", Integer, ForeignKey("threshold_tables.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tags", LargeBinary, nullable=False),
+    Column("labels", LargeBinary, nullable=False),
+    UniqueConstraint("table_id", "seq", name="uq_threshold_chunk"),
+)
+
 # Metadata of every query made or answered; never an identifier or a message body.
 query_log = Table(
     "query_log", metadata,

@@ -1,10 +1,10 @@
 """The asker's copy of a partner's threshold table, synced once per epoch and cached.
 
-A table is the partner's Paillier public key plus, per usable row in a random order
-fixed for the epoch, a tag F_k(y)[:t] and Enc(income) sealed under F_k(y). The copy is
-kept under ``<data_dir>/statistics/`` and checked against its digest every time it is
-read; a partner that restarted (new key) or moved to a new version or epoch announces
-another digest, and the copy is replaced. Nothing in it is readable without the
+A table is the partner's Paillier public key plus, per usable row in tag order, a tag
+F_k(y)[:t] and Enc(income) sealed under F_k(y). The copy is kept under
+``<data_dir>/statistics/`` and checked against its digest every time it is read; a
+partner that moved to a new version or epoch announces another digest, and the copy is
+replaced (a restart of the partner changes nothing: its tables are stored). Nothing in it is readable without the
 partner answering an OPRF query for the identifier concerned.
 """
 from __future__ import annotations

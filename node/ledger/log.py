@@ -106,7 +106,8 @@ def _columns(entry: Entry) -> dict[str, Any]:
     elif isinstance(entry, AdminEntry):
         if entry.action == "partner_changed":
             cols["partner"] = entry.subject[:64]
-        elif entry.action in ("dataset_registered", "dataset_retired", "key_rotated"):
+        elif entry.action in ("dataset_registered", "dataset_retired", "key_rotated",
+                               "threshold_prepared"):
             cols["dataset"] = entry.subject[:64]
     return cols
 

@@ -1,13 +1,8 @@
 """The node's statistics plumbing in isolation: value parsing, rounds, the private table."""
 from __future__ import annotations
 
-import copy
-import pickle
-
-import phe
 import pytest
 
-from node.answer_threshold import ThresholdTable
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.stats_rows import MAX_VALUE, VersionColumns, aggregate_rows, income_rows, parse_int
 from node.stats_wire import RoundError, chunks, collect, income_from_label, income_label
@@ -58,15 +53,3 @@ def test_sealed_income_labels_hold_exactly_one_ciphertext() -> None:
     for bad in ({"c": income_label(c)["c"], "x": 1}, {"c": 5}, {"c": "00"}, []):
         with pytest.raises(ValueError):
             income_from_label(bad, 768)
-
-
-def test_the_threshold_table_keeps_its_private_key_to_itself() -> None:
-    public, private = phe.generate_paillier_keypair(n_length=3072)
-    table = ThresholdTable(private, n=public.n, epoch=1, rows=2, tags=b"", labels=b"")
-    assert str(private.p) not in repr(table) and "hidden" in repr(table)
-    for attempt in (lambda: pickle.dumps(table), lambda: copy.copy(table),
-                    lambda: copy.deepcopy(table)):
-        with pytest.raises(TypeError):
-            attempt()
-    with pytest.raises(TypeError):
-        pickle.dumps(table.agency(4, map))

@@ -1,0 +1,421 @@
+"""The agency's threshold tables: Paillier keys sealed at rest, tables built ahead of queries.
+
+Per dataset x partner x key epoch x income column the node draws one 3072-bit Paillier
+key (``phe``). Its factors are sealed under the node KEK with the purpose
+``paillier-key/v1/<dataset>/<partner>/<epoch>/<column>``, so a blob copied to another
+row does not open; they are unsealed only in the serving process (into a
+:class:`PaillierSecret`, which does not print or pickle) and in the node's own worker
+processes that encrypt incomes or read signs.
+
+Per dataset version under that key the node stores the table the partner syncs: for
+every row with a usable income, its tag F_k(y)[:t] under the partner's epoch OPRF key
+and Enc(income) sealed under the row's full OPRF output, sorted by tag (the order says
+nothing about the source). This is the per-epoch preparation, and it runs where the
+other per-epoch work runs: when a version is registered or refreshed, and when a key
+epoch starts, inside the same transaction, so a partner never sees a version or epoch
+without its table. A refresh keeps every kept row's entry (rows are immutable within a
+refresh and the sealing is bound to the key, not the version) and encrypts only the
+added rows. A table missing for another reason (a grant that gained ``threshold``
+after registration) is prepared in the background on the first request, or with
+``shuqiao dataset prepare``; requests meanwhile are refused with that reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator, NoReturn
+
+import numpy as np
+import phe
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from adapters import IdType, encode
+from protocols import threshold as th
+
+from . import admin_log
+from .datasets import iter_rows
+from .keys import key_purpose as oprf_key_purpose
+from .keys import sealed_key as oprf_sealed_key
+from .stats_rows import parse_int, MAX_INCOME
+from .stats_wire import (INCOME_LABEL_LENGTH, INCOME_LABEL_PAD, income_label,
+                         income_label_context)
+from .store import threshold_chunks, threshold_keys, threshold_tables
+from .tagtables import iter_row_tags
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_TASK = 8192      # rows per OPRF worker task
+SLICE_ROWS = 65536        # rows encrypted and sealed per step (bounds peak memory, shows progress)
+CHUNK_ROWS = 4096         # rows per stored chunk (~4 MiB of sealed ciphertexts)
+_CACHED_SECRETS = 16
+
+Progress = Callable[[str, int, int | None], None]
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+class ThresholdUnavailable(Exception):
+    """No table is prepared for this version and epoch yet (it is being prepared)."""
+
+
+# -- the Paillier key, sealed -----------------------------------------------------------
+
+
+def key_purpose(dataset: str, partner: str, epoch: int, column: str) -> str:
+    return f"paillier-key/v1/{dataset}/{partner}/{epoch}/{column}"
+
+
+class PaillierSecret:
+    """A Paillier private key that refuses to be printed, pickled or copied."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: phe.PaillierPrivateKey) -> None:
+        self._key = key
+
+    def expose(self) -> phe.PaillierPrivateKey:
+        """The key itself; every caller is a place it leaves this wrapper."""
+        return self._key
+
+    def __repr__(self) -> str:
+        return "<PaillierSecret: redacted>"
+
+    __str__ = __repr__
+
+    def _refuse(self, *_: object) -> NoReturn:
+        raise TypeError("PaillierSecret holds a private key and cannot be pickled or copied")
+
+    __reduce__ = __reduce_ex__ = __getstate__ = __copy__ = __deepcopy__ = _refuse
+
+
+def _pack_factors(p: int, q: int) -> bytes:
+    out = b""
+    for x in (p, q):
+        raw = int(x).to_bytes((int(x).bit_length() + 7) // 8, "big")
+        out += struct.pack(">H", len(raw)) + raw
+    return out
+
+
+def _unpack_factors(data: bytes) -> tuple[int, int]:
+    (a,) = struct.unpack_from(">H", data, 0)
+    p = int.from_bytes(data[2:2 + a], "big")
+    (b,) = struct.unpack_from(">H", data, 2 + a)
+    q = int.from_bytes(data[4 + a:4 + a + b], "big")
+    if 4 + a + b != len(data):
+        raise ValueError("malformed sealed Paillier factors")
+    return p, q
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    dataset: str
+    partner: str
+    epoch: int
+    column: str
+    n: int
+    key_id: bytes
+    sealed: bytes
+
+
+def _key_row(row) -> KeyRow:
+    return KeyRow(row.id, row.dataset, row.partner, row.epoch, row.income_column,
+                  int.from_bytes(row.modulus, "big"), bytes(row.key_id), bytes(row.sealed_key))
+
+
+def find_key(conn: Connection, dataset: str, partner: str, epoch: int, column: str) -> KeyRow | None:
+    c = threshold_keys.c
+    row = conn.execute(select(threshold_keys).where(
+        c.dataset == dataset, c.partner == partner, c.epoch == epoch,
+        c.income_column == column)).first()
+    return _key_row(row) if row else None
+
+
+def ensure_key(conn: Connection, kek, dataset: str, partner: str, epoch: int, column: str) -> KeyRow:
+    """The key of (dataset, partner, epoch, column), drawn and sealed if there is none."""
+    found = find_key(conn, dataset, partner, epoch, column)
+    if found is not None:
+        return found
+    public, private = phe.generate_paillier_keypair(n_length=th.MIN_MODULUS_BITS)
+    modulus = public.n.to_bytes((public.n.bit_length() + 7) // 8, "big")
+    sealed = kek.seal(_pack_factors(private.p, private.q),
+                      purpose=key_purpose(dataset, partner, epoch, column))
+    conn.execute(insert(threshold_keys).values(
+        dataset=dataset, partner=partner, epoch=epoch, income_column=column, modulus=modulus,
+        key_id=th.key_id(public.n), sealed_key=sealed, created_at=datetime.now(timezone.utc)))
+    return find_key(conn, dataset, partner, epoch, column)
+
+
+_secrets_lock = threading.Lock()
+_secrets: dict[tuple[int, bytes], PaillierSecret] = {}
+
+
+def unseal_key(kek, key: KeyRow) -> PaillierSecret:
+    """The private key of ``key`` (unsealed once per process and kept, like the KEK)."""
+    with _secrets_lock:
+        cached = _secrets.get((key.id, key.key_id))
+        if cached is not None:
+            return cached
+    p, q = _unpack_factors(kek.unseal(key.sealed, purpose=key_purpose(
+        key.dataset, key.partner, key.epoch, key.column)))
+    if p * q != key.n:
+        raise ValueError("sealed Paillier factors do not match the stored modulus")
+    secret = PaillierSecret(phe.PaillierPrivateKey(phe.PaillierPublicKey(key.n), p, q))
+    with _secrets_lock:
+        while len(_secrets) >= _CACHED_SECRETS:
+            _secrets.pop(next(iter(_secrets)))
+        _secrets[(key.id, key.key_id)] = secret
+    return secret
+
+
+# -- tables -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A stored table's header (the key's public part, sizes, digest)."""
+    id: int
+    key: KeyRow
+    dataset_id: int
+    tag_length: int
+    label_length: int
+    rows: int
+    unusable: int
+    digest: bytes
+
+
+def find_table(conn: Connection, dataset_id: int, key: KeyRow) -> TableRow | None:
+    c = threshold_tables.c
+    row = conn.execute(select(threshold_tables).where(
+        c.dataset_id == dataset_id, c.key_ref == key.id)).first()
+    if row is None:
+        return None
+    return TableRow(row.id, key, row.dataset_id, row.tag_length, row.label_length,
+                    row.row_count, row.unusable_count, bytes(row.digest))
+
+
+def served_table(conn: Connection, dataset: str, dataset_id: int, partner: str, epoch: int,
+                 column: str) -> TableRow | None:
+    key = find_key(conn, dataset, partner, epoch, column)
+    return find_table(conn, dataset_id, key) if key is not None else None
+
+
+def iter_table_chunks(conn: Connection, table_id: int) -> Iterator[tuple[bytes, bytes]]:
+    """(tags, sealed labels) of a stored table, chunk by chunk in tag order."""
+    c = threshold_chunks.c
+    seqs = conn.execute(select(c.seq).where(c.table_id == table_id).order_by(c.seq)).scalars().all()
+    for seq in seqs:
+        row = conn.execute(select(c.tags, c.labels).where(
+            c.table_id == table_id, c.seq == seq)).one()
+        yield bytes(row.tags), bytes(row.labels)
+
+
+def table_digest(key_id: bytes, tags: bytes, labels: bytes) -> bytes:
+    h = hashlib.sha256(key_id)
+    h.update(tags)
+    h.update(labels)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to prepare: a stored version, one partner's epoch, the grant's column."""
+    dataset: str
+    dataset_id: int
+    version: int
+    id_type: str
+    partner: str
+    epoch: int
+    column: str
+    tag_length: int
+    mode_number: int
+    base_dataset_id: int | None = None  # the version this one was refreshed from
+
+
+def _version_incomes(conn: Connection, t: Target) -> tuple[list[bytes], list[int], np.ndarray, int]:
+    """(encoded ids, incomes, row tags) of the usable rows, and how many rows were not."""
+    kind = IdType(t.id_type)
+    ids, incomes, keep, total = [], [], [], 0
+    for subject, attrs in iter_rows(conn, t.dataset_id):
+        value = parse_int(attrs.get(t.column, "") or "")
+        usable = value is not None and abs(value) < MAX_INCOME
+        keep.append(usable)
+        if usable:
+            ids.append(encode(kind, subject))
+            incomes.append(value)
+        total += 1
+    tags = b"".join(tags for tags, _ in iter_row_tags(conn, t.dataset_id, t.partner, t.epoch))
+    row_tags = np.frombuffer(tags, dtype=f"S{t.tag_length}")
+    if len(row_tags) != total:
+        raise RuntimeError(f"row tags of {t.dataset!r} for {t.partner!r} epoch {t.epoch} "
+                           "are missing; rotate the key to rebuild them")
+    return ids, incomes, row_tags[np.array(keep, dtype=bool)], total - len(ids)
+
+
+def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _noop):
+    """The sorted (tags, labels) of the table for ``t`` under ``key`` and its unusable count.
+
+    Reads only; heavy work runs in the node's worker processes. Entries of the version
+    ``t`` was refreshed from (same key) are reused by tag; the rest are encrypted.
+    """
+    ids, incomes, tags, unusable = _version_incomes(conn, t)
+    L = INCOME_LABEL_LENGTH
+    labels = np.zeros(len(ids), dtype=f"V{L}")
+    todo = np.ones(len(ids), dtype=bool)
+    base = find_table(conn, t.base_dataset_id, key) if t.base_dataset_id is not None else None
+    if base is not None:
+        parts = list(iter_table_chunks(conn, base.id))
+        old_tags = np.frombuffer(b"".join(p[0] for p in parts), dtype=f"S{t.tag_length}")
+        old_labels = np.frombuffer(b"".join(p[1] for p in parts), dtype=f"V{L}")
+        pos = np.minimum(np.searchsorted(old_tags, tags), max(len(old_tags) - 1, 0))
+        hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
+        labels[hit] = old_labels[pos[hit]]
+        todo = ~hit
+    secret = unseal_key(ctx.kek, key)
+    oprf_sealed = oprf_sealed_key(conn, t.dataset, t.partner, t.epoch)
+    purpose = oprf_key_purpose(t.dataset, t.partner, t.epoch)
+    context = income_label_context(owner=ctx.config.node.id, partner=t.partner, dataset=t.dataset,
+                                   epoch=t.epoch, key_id=key.key_id)
+    width = 2 * ((key.n.bit_length() + 7) // 8)
+    positions = np.flatnonzero(todo)
+    stage = f"threshold table for {t.partner}"
+    progress(stage, 0, len(positions))
+    for a in range(0, len(positions), SLICE_ROWS):
+        part = positions[a:a + SLICE_ROWS]
+        packed = th.prepare_incomes(secret.expose(), [incomes[i] for i in part], mapper=ctx.pool.map)
+        labels_in = [income_label(packed[j * width:(j + 1) * width]) for j in range(len(part))]
+        part_ids = [ids[i] for i in part]
+        futures = [ctx.pool.submit_rows(oprf_sealed, purpose, part_ids[b:b + ROWS_PER_TASK],
+                                        t.tag_length, t.mode_number, labels_in[b:b + ROWS_PER_TASK],
+                                        context, INCOME_LABEL_PAD)
+                   for b in range(0, len(part), ROWS_PER_TASK)]
+        results = [f.result() for f in futures]
+        got = np.frombuffer(b"".join(r[0] for r in results), dtype=f"S{t.tag_length}")
+        if not np.array_equal(got, tags[part]):
+            raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
+        labels[part] = np.frombuffer(b"".join(r[1] for r in results), dtype=f"V{L}")
+        progress(stage, a + len(part), len(positions))
+    order = np.argsort(tags, kind="stable")
+    return tags[order], labels[order], unusable, len(ids) - len(positions)
+
+
+def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
+          unusable: int) -> TableRow:
+    """Store a built table and ledger it (key id, sizes and digest; never a row)."""
+    digest = table_digest(key.key_id, tags.tobytes(), labels.tobytes())
+    table_id = conn.execute(insert(threshold_tables).values(
+        dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
+        label_length=INCOME_LABEL_LENGTH, row_count=len(tags), unusable_count=unusable,
+        digest=digest, created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+    for seq, a in enumerate(range(0, len(tags), CHUNK_ROWS)):
+        conn.execute(insert(threshold_chunks).values(
+            table_id=table_id, seq=seq, tags=tags[a:a + CHUNK_ROWS].tobytes(),
+            labels=labels[a:a + CHUNK_ROWS].tobytes()))
+    admin_log.record(ctx, conn, "threshold_prepared", t.dataset, version=t.version,
+                     partner=t.partner, epoch=t.epoch, column=t.column, key=key.key_id.hex(),
+                     rows=len(tags), unusable=unusable, sha256=digest.hex())
+    return find_table(conn, t.dataset_id, key)
+
+
+def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = _noop) -> TableRow:
+    """Key and table for ``t`` inside the caller's transaction (registration, refresh,
+    rotation). A version without a usable income gets an empty table (queries are then
+    refused with that reason)."""
+    key = ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+    found = find_table(conn, t.dataset_id, key)
+    if found is not None:
+        return found
+    tags, labels, unusable, reused = build(ctx, conn, t, key, progress)
+    table = store(ctx, conn, t, key, tags, labels, unusable)
+    log.info("threshold table of %s v%d for %s epoch %d: %d rows (%d reused), %d unusable",
+             t.dataset, t.version, t.partner, t.epoch, table.rows, reused, unusable)
+    return table
+
+
+def prepare(ctx, t: Target, progress: Progress = _noop) -> TableRow:
+    """Key and table for ``t`` in short transactions of their own (the background path):
+    the heavy build reads from a plain connection, so query logging is never held up."""
+    ctx.ledger  # loaded before the write transactions
+    try:
+        with ctx.engine.begin() as conn:
+            ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+    except IntegrityError:  # another process drew it first
+        pass
+    with ctx.engine.connect() as conn:
+        key = find_key(conn, t.dataset, t.partner, t.epoch, t.column)
+        found = find_table(conn, t.dataset_id, key)
+        if found is not None:
+            return found
+        tags, labels, unusable, _ = build(ctx, conn, t, key, progress)
+    try:
+        with ctx.engine.begin() as conn:
+            return store(ctx, conn, t, key, tags, labels, unusable)
+    except IntegrityError:  # prepared concurrently elsewhere: theirs stands
+        with ctx.engine.connect() as conn:
+            return find_table(conn, t.dataset_id, key)
+
+
+_pending_lock = threading.Lock()
+_pending: set[tuple[int, str, int, str]] = set()
+
+
+def prepare_in_background(ctx, t: Target) -> bool:
+    """Start preparing ``t`` in a thread unless that is already under way; True if started."""
+    job = (t.dataset_id, t.partner, t.epoch, t.column)
+    with _pending_lock:
+        if job in _pending:
+            return False
+        _pending.add(job)
+
+    def run() -> None:
+        try:
+            prepare(ctx, t)
+        except Exception:
+            log.exception("preparing the threshold table of %s for %s failed", t.dataset, t.partner)
+        finally:
+            with _pending_lock:
+                _pending.discard(job)
+
+    threading.Thread(target=run, name=f"threshold-{t.dataset}-{t.partner}", daemon=True).start()
+    return True
+
+
+def targets(declared, dataset_id: int, version: int, id_type: str, attributes, epochs: dict[str, int],
+            base_dataset_id: int | None = None) -> list[Target]:
+    """What a version needs prepared: each threshold grant whose column is registered,
+    for the partners in ``epochs`` (partner -> epoch)."""
+    out = []
+    for g in declared.grants:
+        kinds = {k.value for k in g.kinds}
+        if ("threshold" in kinds and g.threshold_column and g.threshold_column in attributes
+                and g.partner in epochs):
+            out.append(Target(declared.name, dataset_id, version, id_type, g.partner,
+                              epochs[g.partner], g.threshold_column, declared.tag_length,
+                              declared.mode_number, base_dataset_id))
+    return out
+
+
+def prepare_current(ctx, dataset: str, progress: Progress = _noop) -> list[tuple[Target, TableRow]]:
+    """Prepare whatever the current version of ``dataset`` still lacks, for every
+    threshold grant's current epoch (after a grant gained the kind, say)."""
+    from .datasets import current_version
+    from .keys import current_epoch
+    declared = ctx.config.dataset(dataset)
+    if declared is None:
+        raise ValueError(f"dataset {dataset!r} is not declared in the node config")
+    with ctx.engine.connect() as conn:
+        version = current_version(conn, dataset)
+        if version is None:
+            raise ValueError(f"dataset {dataset!r} has no registered version")
+        epochs = {g.partner: current_epoch(conn, dataset, g.partner) for g in declared.grants}
+    epochs = {p: e for p, e in epochs.items() if e is not None}
+    return [(t, prepare(ctx, t, progress))
+            for t in targets(declared, version.id, version.version, version.id_type,
+                             version.attributes, epochs)]

@@ -11,8 +11,9 @@ from . import membership_bench
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("--only", default="membership,kinds,ledger,he",
-                    help="comma-separated: membership, kinds, ledger, he")
+    ap.add_argument("--only", default="membership,kinds,ledger,he,stats",
+                    help="comma-separated: membership, kinds, ledger, he (protocol only), "
+                         "stats (aggregate and threshold between nodes)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
     ap.add_argument("--work", type=Path, help="keep generated files here")
     args = ap.parse_args()
@@ -30,6 +31,9 @@ def main() -> None:
         if "he" in only:
             from . import he_bench
             he_bench.run(print, quick=args.quick)
+        if "stats" in only:
+            from . import stats_node_bench
+            stats_node_bench.run(work / "stats", quick=args.quick)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

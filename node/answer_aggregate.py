@@ -112,10 +112,14 @@ class AggregateRpc:
         aggregator = ha.AgencyAggregator(rows.values, rows.groups, rows.group_names,
                                          shuffler.permutation, value_bound=rows.value_bound,
                                          with_sums=with_sums, mapper=pool.map)
-        columns = aggregator.offer()
-        yield from chunks(columns.to_bytes(), size, lambda c: spb.AggregateResponse(columns=c))
+        header, columns = aggregator.offer_columns(columns_at_once=2 * pool.workers)
+        yield from chunks(header.to_bytes(), size, lambda c: spb.AggregateResponse(columns=c))
+        widest = 0
+        for column in columns:  # one round per column: memory holds a few, not all
+            widest = max(widest, *map(len, column))
+            yield from chunks(ha.pack_column(column), size,
+                              lambda c: spb.AggregateResponse(columns=c))
         per_group = 1 + (aggregator.limbs if with_sums else 0)
-        widest = max(map(len, columns.ciphertexts))
         masked = collect(requests, "masked", 2 * widest * per_group * len(rows.group_names) + 1024)
         release, eps = self._release(aggregator, masked, grant, peer, h, record, with_sums)
         yield from chunks(release.to_bytes(), size, lambda c: spb.AggregateResponse(release=c))

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from protocols.he_aggregate import GroupAggregate
 
 OPS = {"count": spb.AGGREGATE_OP_COUNT, "sum": spb.AGGREGATE_OP_SUM, "mean": spb.AGGREGATE_OP_MEAN}
-MAX_COLUMNS_BYTES = 8 * 2**30   # the agency's encrypted columns: ~0.4 MB per 8192 rows x column
+MAX_HEADER_BYTES = 64 * 2**20   # the BFV public context (~0.5 MB) and the group names
+MAX_CIPHERTEXT_BYTES = 2**20    # one BFV ciphertext, n = 8192, 4 x 50 bits: ~0.5 MB at most
 MAX_RELEASE_BYTES = 2**20
 
 
@@ -183,14 +184,21 @@ def aggregate(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
             if len(selection) != accepted.rows:
                 raise PartnerError(partner, "matched against another number of rows than announced")
             progress("match", 1, 1)
-            columns = ha.EncryptedColumns.from_bytes(
-                collect(ex.responses, "columns", MAX_COLUMNS_BYTES))
-            if with_sums and not columns.sums:
+            offered = ha.EncryptedColumns.from_bytes(
+                collect(ex.responses, "columns", MAX_HEADER_BYTES))
+            if with_sums and not offered.sums:
                 raise PartnerError(partner, "sent no encrypted values for a sum")
             evaluator = ha.FundCentreAggregator(selection, count_epsilon=count_epsilon,
                                                 mapper=ctx.pool.map)
-            masked = evaluator.evaluate(columns).to_bytes()
-            progress("aggregate", 1, 1)
+            blocks, k = evaluator.expect(offered)
+
+            def columns():  # one round per column, summed a few at a time as they arrive
+                for i in range(k):
+                    yield ha.unpack_column(collect(ex.responses, "columns",
+                                                   blocks * MAX_CIPHERTEXT_BYTES + 64))
+                    progress("aggregate", i + 1, k)
+
+            masked = evaluator.evaluate_columns(offered, columns()).to_bytes()
             ex.send(*chunks(masked, size, lambda c: spb.AggregateRequest(masked=c)))
             ex.done_sending()
             release = ha.AggregateRelease.from_bytes(

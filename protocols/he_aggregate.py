@@ -66,11 +66,12 @@ CSPRNG for the fund centre's masks; OpenDP for noise (not seedable: tests inject
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -87,7 +88,7 @@ __all__ = [
     "ProtocolStateError", "check_parameters", "check_public_context", "EpsilonBudget",
     "DiscreteLaplace", "EncryptedColumns", "MaskedAggregates", "AggregateRelease",
     "GroupAggregate", "AgencyAggregator", "FundCentreAggregator", "encrypt_task",
-    "select_and_sum_task",
+    "select_and_sum_task", "pack_column", "unpack_column",
 ]
 
 POLY_MODULUS_DEGREE = 8192
@@ -321,6 +322,15 @@ class EncryptedColumns:
             raise InvalidCiphertext("malformed encrypted columns header") from None
 
 
+def pack_column(ciphertexts: Sequence[bytes]) -> bytes:
+    """One streamed column (its block ciphertexts) as bytes; see ``offer_columns``."""
+    return _pack(*ciphertexts)
+
+
+def unpack_column(data: bytes) -> list[bytes]:
+    return _unpack(data)
+
+
 @dataclass(frozen=True)
 class MaskedAggregates:
     """Fund centre -> agency: one masked ciphertext per (group, quantity)."""
@@ -445,21 +455,39 @@ class AgencyAggregator:
 
     def offer(self) -> EncryptedColumns:
         """Encrypt every (group, quantity, block) polynomial; the heavy agency step."""
+        header, columns = self.offer_columns()
+        return EncryptedColumns(header.context, header.rows, header.group_names, header.sums,
+                                header.limbs, header.limb_bits,
+                                tuple(ct for column in columns for ct in column))
+
+    def offer_columns(self, columns_at_once: int = 4
+                      ) -> tuple[EncryptedColumns, Iterator[list[bytes]]]:
+        """:meth:`offer` as a stream: the header (no ciphertexts), then each (group,
+        quantity) column's block ciphertexts, encrypted ``columns_at_once`` at a time
+        through ``mapper``, so memory holds a few columns rather than all of them."""
         if self._stage != "new":
             raise ProtocolStateError("offer() was already made")
-        pub, tasks = self.public_context(), []
-        for g in range(len(self.group_names)):
-            for q in range(1 + (self.limbs if self.with_sums else 0)):
-                blocks = []
-                for c in range(self.blocks):
-                    lo = c * self.n
-                    idx = lo + np.flatnonzero(self._groups[lo:lo + self.n] == g)
-                    blocks.append(((idx - lo).tolist(), self._quantity(q, idx)))
-                tasks.append(blocks)
-        cts = [ct for part in self._mapper(encrypt_task, [pub] * len(tasks), tasks) for ct in part]
         self._stage = "offered"
-        return EncryptedColumns(pub, self.rows, self.group_names, self.with_sums, self.limbs,
-                                self.limb_bits, tuple(cts))
+        pub = self.public_context()
+        header = EncryptedColumns(pub, self.rows, self.group_names, self.with_sums, self.limbs,
+                                  self.limb_bits, ())
+        per_group = 1 + (self.limbs if self.with_sums else 0)
+        keys = [(g, q) for g in range(len(self.group_names)) for q in range(per_group)]
+
+        def task(g: int, q: int) -> list:
+            blocks = []
+            for c in range(self.blocks):
+                lo = c * self.n
+                idx = lo + np.flatnonzero(self._groups[lo:lo + self.n] == g)
+                blocks.append(((idx - lo).tolist(), self._quantity(q, idx)))
+            return blocks
+
+        def columns() -> Iterator[list[bytes]]:
+            for a in range(0, len(keys), max(1, columns_at_once)):
+                tasks = [task(g, q) for g, q in keys[a:a + max(1, columns_at_once)]]
+                yield from self._mapper(encrypt_task, [pub] * len(tasks), tasks)
+
+        return header, columns()
 
     def release(self, masked: MaskedAggregates, *, budget: EpsilonBudget,
                 epsilon_count: Fraction | int | str | float,
@@ -540,24 +568,52 @@ class FundCentreAggregator:
 
     def evaluate(self, columns: EncryptedColumns) -> MaskedAggregates:
         """Select, add, flood and mask. Raises InvalidContext / InvalidCiphertext."""
+        header = EncryptedColumns(columns.context, columns.rows, columns.group_names,
+                                  columns.sums, columns.limbs, columns.limb_bits, ())
+        blocks, k = self.expect(header)
+        if len(columns.ciphertexts) != blocks * k:
+            raise InvalidCiphertext("encrypted columns do not match the selection")
+        cts = columns.ciphertexts
+        return self.evaluate_columns(header, (cts[i * blocks:(i + 1) * blocks] for i in range(k)))
+
+    def expect(self, header: EncryptedColumns) -> tuple[int, int]:
+        """Check a columns header (context, shape): (blocks per column, number of columns).
+
+        Raises InvalidContext / InvalidCiphertext.
+        """
+        n, _, _ = _parms(check_public_context(header.context))
+        blocks, groups = -(-len(self._sel) // n), len(header.group_names)
+        if (header.rows != len(self._sel) or groups == 0 or header.ciphertexts
+                or not 1 <= header.limbs <= 62 or not 1 <= header.limb_bits <= 62):
+            raise InvalidCiphertext("encrypted columns do not match the selection")
+        return blocks, groups * (1 + (header.limbs if header.sums else 0))
+
+    def evaluate_columns(self, header: EncryptedColumns, columns: Iterable[Sequence[bytes]],
+                         tasks_at_once: int = 2) -> MaskedAggregates:
+        """:meth:`evaluate` over a stream: ``header`` (see :meth:`expect`), then exactly
+        its number of columns, each one ciphertext per block, consumed a few at a time."""
         if self._stage != "new":
             raise ProtocolStateError("evaluate() runs once")
         self._stage = "evaluating"  # a refused evaluation is not retried on this state
-        ctx = check_public_context(columns.context)
+        blocks, k = self.expect(header)
+        ctx = check_public_context(header.context)
         n, _, t = _parms(ctx)
-        blocks, groups = -(-len(self._sel) // n), len(columns.group_names)
-        per_group = 1 + (columns.limbs if columns.sums else 0)
-        if (columns.rows != len(self._sel) or groups == 0 or columns.limbs < 1
-                or len(columns.ciphertexts) != groups * per_group * blocks
-                or not 1 <= columns.limbs <= 62 or not 1 <= columns.limb_bits <= 62):
-            raise InvalidCiphertext("encrypted columns do not match the selection")
-        k = groups * per_group
-        parts = [columns.ciphertexts[i * blocks:(i + 1) * blocks] for i in range(k)]
-        tasks = [parts[i:i + self._columns_per_task] for i in range(0, k, self._columns_per_task)]
         packed = np.packbits(self._sel).tobytes()
-        sums = [ct for part in self._mapper(
-            select_and_sum_task, [columns.context] * len(tasks), [packed] * len(tasks),
-            [len(self._sel)] * len(tasks), tasks) for ct in part]
+        per_group = 1 + (header.limbs if header.sums else 0)
+        step = self._columns_per_task * max(1, tasks_at_once)
+        sums: list[bytes] = []
+        it = iter(columns)
+        while len(sums) < k:
+            batch = [list(c) for c in itertools.islice(it, min(step, k - len(sums)))]
+            if not batch or any(len(c) != blocks for c in batch):
+                raise InvalidCiphertext("encrypted columns do not match the selection")
+            tasks = [batch[i:i + self._columns_per_task]
+                     for i in range(0, len(batch), self._columns_per_task)]
+            sums += [ct for part in self._mapper(
+                select_and_sum_task, [header.context] * len(tasks), [packed] * len(tasks),
+                [len(self._sel)] * len(tasks), tasks) for ct in part]
+        if next(it, None) is not None:
+            raise InvalidCiphertext("more encrypted columns than the header announced")
         n_inv, masks, out, half = pow(n, -1, t), [], [], t // 2
         for i, acc_bytes in enumerate(sums):
             acc = _load_vector(ctx, acc_bytes, n)
@@ -573,7 +629,7 @@ class FundCentreAggregator:
             masks.append(constant)
             slots = np.where(slots > half, slots - t, slots)
             out.append(acc.add_(slots.tolist()).serialize())
-        self._masks, self._header, self._t, self._stage = masks, columns, t, "evaluated"
+        self._masks, self._header, self._t, self._stage = masks, header, t, "evaluated"
         return MaskedAggregates(tuple(out))
 
     def result(self, release: AggregateRelease) -> dict[str, GroupAggregate]:

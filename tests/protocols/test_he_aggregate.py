@@ -302,3 +302,32 @@ def test_values_outside_the_bound_are_refused_not_clamped(dataset, match) -> Non
     with pytest.raises(ValueError, match="clamped"):
         AgencyAggregator([10**9 + 1] + values[1:], groups, DISTRICTS, permutation,
                          value_bound=10**9)
+
+
+def test_streamed_columns_give_the_same_figures_and_a_wrong_count_is_refused(dataset, match) -> None:
+    selection, permutation = match
+    _, groups, values, _ = dataset
+
+    def offered():
+        agency = AgencyAggregator(values, groups, DISTRICTS, permutation, value_bound=10**9)
+        header, columns = agency.offer_columns(columns_at_once=3)
+        wire = [ha.pack_column(c) for c in columns]  # what the node sends, one round each
+        return agency, EncryptedColumns.from_bytes(header.to_bytes()), wire
+
+    agency, header, wire = offered()
+    assert header.ciphertexts == () and len(wire) == len(DISTRICTS) * 2
+    fc = FundCentreAggregator(selection, count_epsilon=None, mechanism=FixedNoise)
+    blocks, k = fc.expect(header)
+    assert k == len(wire) and blocks == 2
+    masked = fc.evaluate_columns(header, (ha.unpack_column(w) for w in wire), tasks_at_once=1)
+    release = agency.release(masked, budget=EpsilonBudget("fc", "flex", "e", 10),
+                             epsilon_count="0.5", epsilon_sum="0.5", min_group_size=1,
+                             mechanism=FixedNoise)
+    result = fc.result(release)
+    for name, (count, total) in _plain(dataset).items():
+        assert (result[name].count, result[name].total) == (count, total)
+    for columns in (wire[:-1], wire + wire[:1], [ha.pack_column(ha.unpack_column(w)[:1])
+                                                 for w in wire]):
+        with pytest.raises(InvalidCiphertext):
+            FundCentreAggregator(selection).evaluate_columns(
+                header, (ha.unpack_column(w) for w in columns))

@@ -4,8 +4,8 @@ A table is the partner's Paillier public key plus, per usable row in tag order, 
 F_k(y)[:t] and Enc(income) sealed under F_k(y). The copy is kept under
 ``<data_dir>/statistics/`` and checked against its digest every time it is read; a
 partner that moved to a new version or epoch announces another digest, and the copy is
-replaced (a restart of the partner changes nothing: its tables are stored). Nothing in it is readable without the
-partner answering an OPRF query for the identifier concerned.
+replaced (a restart of the partner changes nothing: its tables are stored). Nothing in
+it is readable without the partner answering an OPRF query for the identifier concerned.
 """
 from __future__ import annotations
 

@@ -50,6 +50,24 @@ def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
     return tags, b"".join(labels.seal_labels(outs, label_rows, label_context, pad_to=pad_to))
 
 
+def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+                        inputs: Sequence[bytes], tag_length: int, mode: int, n: int, p: int,
+                        q: int, incomes: Sequence[int], label_context: bytes,
+                        pad_to: int) -> tuple[bytes, bytes]:
+    """A threshold table's rows: tags, and Enc(income) sealed under each row's OPRF output.
+
+    One task per batch: the ciphertexts never cross the pipe unsealed.
+    """
+    from protocols import threshold as th
+
+    from .stats_wire import income_label
+    outs = oprf.evaluate(_unseal(kek, sealed, purpose), inputs, mode)
+    packed, w = th.encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
+    rows = [income_label(packed[i * w:(i + 1) * w]) for i in range(len(incomes))]
+    return (b"".join(out[:tag_length] for out in outs),
+            b"".join(labels.seal_labels(outs, rows, label_context, pad_to=pad_to)))
+
+
 def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                         packed_blinded: bytes) -> bytes:
     # k * B_i is the same arithmetic in both modes; VOPRF proofs come from prove_task.
@@ -86,7 +104,7 @@ def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
     return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
 
 
-_KEYED = (rows_task, blind_evaluate_task, prove_task)
+_KEYED = (rows_task, threshold_rows_task, blind_evaluate_task, prove_task)
 
 
 def _call(kek: KeyEncryptionKey | None, fn, *args):
@@ -158,6 +176,15 @@ class CryptoPool:
                     pad_to: int = 64) -> Future:
         return self._submit(len(inputs), rows_task, sealed, purpose, list(inputs), tag_length, mode,
                             None if label_rows is None else list(label_rows), label_context, pad_to)
+
+    def submit_threshold_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
+                              tag_length: int, mode: int, private_key, incomes: Sequence[int],
+                              label_context: bytes, pad_to: int) -> Future:
+        """Tags and sealed Enc(income) of a batch; ``private_key``'s factors go to the
+        node's own workers only."""
+        return self._submit(len(inputs), threshold_rows_task, sealed, purpose, list(inputs),
+                            tag_length, mode, private_key.public_key.n, private_key.p,
+                            private_key.q, [int(v) for v in incomes], label_context, pad_to)
 
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
         return self._submit(len(inputs), blind_task, list(inputs), mode)

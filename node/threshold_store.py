@@ -25,6 +25,7 @@ import hashlib
 import logging
 import struct
 import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, NoReturn
@@ -42,15 +43,13 @@ from .datasets import iter_rows
 from .keys import key_purpose as oprf_key_purpose
 from .keys import sealed_key as oprf_sealed_key
 from .stats_rows import parse_int, MAX_INCOME
-from .stats_wire import (INCOME_LABEL_LENGTH, INCOME_LABEL_PAD, income_label,
-                         income_label_context)
+from .stats_wire import INCOME_LABEL_LENGTH, INCOME_LABEL_PAD, income_label_context
 from .store import threshold_chunks, threshold_keys, threshold_tables
 from .tagtables import iter_row_tags
 
 log = logging.getLogger(__name__)
 
-ROWS_PER_TASK = 8192      # rows per OPRF worker task
-SLICE_ROWS = 65536        # rows encrypted and sealed per step (bounds peak memory, shows progress)
+ROWS_PER_TASK = 4096      # rows per worker task (OPRF, Paillier encryption, sealing)
 CHUNK_ROWS = 4096         # rows per stored chunk (~4 MiB of sealed ciphertexts)
 _CACHED_SECRETS = 16
 
@@ -278,30 +277,35 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
         hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
         labels[hit] = old_labels[pos[hit]]
         todo = ~hit
-    secret = unseal_key(ctx.kek, key)
+    secret = unseal_key(ctx.kek, key).expose()
     oprf_sealed = oprf_sealed_key(conn, t.dataset, t.partner, t.epoch)
     purpose = oprf_key_purpose(t.dataset, t.partner, t.epoch)
     context = income_label_context(owner=ctx.config.node.id, partner=t.partner, dataset=t.dataset,
                                    epoch=t.epoch, key_id=key.key_id)
-    width = 2 * ((key.n.bit_length() + 7) // 8)
     positions = np.flatnonzero(todo)
-    stage = f"threshold table for {t.partner}"
-    progress(stage, 0, len(positions))
-    for a in range(0, len(positions), SLICE_ROWS):
-        part = positions[a:a + SLICE_ROWS]
-        packed = th.prepare_incomes(secret.expose(), [incomes[i] for i in part], mapper=ctx.pool.map)
-        labels_in = [income_label(packed[j * width:(j + 1) * width]) for j in range(len(part))]
-        part_ids = [ids[i] for i in part]
-        futures = [ctx.pool.submit_rows(oprf_sealed, purpose, part_ids[b:b + ROWS_PER_TASK],
-                                        t.tag_length, t.mode_number, labels_in[b:b + ROWS_PER_TASK],
-                                        context, INCOME_LABEL_PAD)
-                   for b in range(0, len(part), ROWS_PER_TASK)]
-        results = [f.result() for f in futures]
-        got = np.frombuffer(b"".join(r[0] for r in results), dtype=f"S{t.tag_length}")
-        if not np.array_equal(got, tags[part]):
-            raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
-        labels[part] = np.frombuffer(b"".join(r[1] for r in results), dtype=f"V{L}")
-        progress(stage, a + len(part), len(positions))
+    stage, total = f"threshold table for {t.partner}", len(positions)
+    progress(stage, 0, total)
+    in_flight: deque = deque()
+    done = 0
+
+    def drain(limit: int) -> None:
+        nonlocal done
+        while len(in_flight) > limit:
+            part, future = in_flight.popleft()
+            got_tags, got_labels = future.result()
+            if not np.array_equal(np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
+                raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
+            labels[part] = np.frombuffer(got_labels, dtype=f"V{L}")
+            done += len(part)
+            progress(stage, done, total)
+
+    for a in range(0, total, ROWS_PER_TASK):
+        part = positions[a:a + ROWS_PER_TASK]
+        in_flight.append((part, ctx.pool.submit_threshold_rows(
+            oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number, secret,
+            [incomes[i] for i in part], context, INCOME_LABEL_PAD)))
+        drain(2 * ctx.pool.workers)
+    drain(0)
     order = np.argsort(tags, kind="stable")
     return tags[order], labels[order], unusable, len(ids) - len(positions)
 

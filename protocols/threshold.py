@@ -228,16 +228,33 @@ class FixedBaseRandomizer:
         return int(self._join(parts))
 
 
+#: Window of the key owner's tables: 22 multiplications per exponent mod p^2 and q^2
+#: (32 with 8), for ~70 MB of tables built once per process and key (~0.5 s).
+OWNER_WINDOW = 12
+_owner_randomizers: dict[tuple[int, int], FixedBaseRandomizer] = {}
+
+
+def owner_randomizer(n: int, p: int, q: int, exponent_bits: int = 256) -> FixedBaseRandomizer:
+    """The key owner's randomizer for ``n``, built once per process and kept for the next
+    chunk of the same key (a process keeps one key's tables at a time)."""
+    found = _owner_randomizers.get((n, exponent_bits))
+    if found is None:
+        found = FixedBaseRandomizer(n, p=p, q=q, exponent_bits=exponent_bits, window=OWNER_WINDOW)
+        _owner_randomizers.clear()
+        _owner_randomizers[(n, exponent_bits)] = found
+    return found
+
+
 def encrypt_incomes_task(n: int, p: int, q: int, values: Sequence[int],
                          exponent_bits: int = 256) -> bytes:
     """Packed Enc(v) for a chunk of rows (the agency's per-epoch preparation)."""
-    randomizer = FixedBaseRandomizer(n, p=p, q=q, exponent_bits=exponent_bits)
+    randomizer = owner_randomizer(n, p, q, exponent_bits)
     return pack_ciphertexts((randomizer.encrypt(int(v)) for v in values), n)
 
 
 def prepare_incomes(private_key: phe.PaillierPrivateKey, incomes: Sequence[int], *,
                     mapper: Mapper = map, chunk: int = 2048, exponent_bits: int = 256) -> bytes:
-    """Packed Enc(income_j) for every row, in dataset order; one base per chunk."""
+    """Packed Enc(income_j) for every row, in dataset order (tables built once per worker)."""
     n, p, q = private_key.public_key.n, private_key.p, private_key.q
     parts = [list(incomes[i:i + chunk]) for i in range(0, len(incomes), chunk)]
     k = len(parts)

@@ -203,7 +203,7 @@ def test_rotation_draws_a_new_key_and_table(tmp_path):
         entries = [decode(base64.b64decode(json.loads(line)["e"]))
                    for line in out.read_text().splitlines()[1:]]
         prepared = [e.details for e in entries if getattr(e, "action", "") == "threshold_prepared"]
-        assert [(d["epoch"], d["key"], d["sha256"]) for d in prepared] == [
+        assert [(d["epoch"], d["key_sha256"][:32], d["sha256"]) for d in prepared] == [
             (k.epoch, k.key_id.hex(), t.digest.hex()) for k, t in zip(keys, tables)]
         assert all(d["rows"] == tables[0].row_count for d in prepared)
 

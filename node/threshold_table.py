@@ -10,6 +10,7 @@ it is readable without the partner answering an OPRF query for the identifier co
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .rpc.shuqiao.v1 import statistics_pb2 as spb
 from .stats_wire import INCOME_LABEL_LENGTH, RoundError, expect
 
 _MAGIC = b"shuqiao-threshold-table/1\n"
+MAX_TABLE_ROWS = 2**27   # a header announcing more is refused before anything is written
 
 
 @dataclass
@@ -33,18 +35,14 @@ class HeldTable:
     n: int
     tags: np.ndarray        # S<tag_length>, sorted
     order: np.ndarray       # sorted position -> table row
-    labels: bytes           # table order
+    labels: memoryview      # table order, mapped from the cached file (not read into memory)
 
     def label(self, row: int) -> bytes:
         w = self.info.label_length
-        return self.labels[row * w:(row + 1) * w]
+        return bytes(self.labels[row * w:(row + 1) * w])
 
 
-def _digest(info: spb.ThresholdTableInfo, tags: bytes, labels: bytes) -> bytes:
-    return hashlib.sha256(info.key_id + tags + labels).digest()
-
-
-def _held(info: spb.ThresholdTableInfo, tags: bytes, labels: bytes) -> HeldTable:
+def _held(info: spb.ThresholdTableInfo, tags: bytes, labels: memoryview) -> HeldTable:
     arr = np.frombuffer(tags, dtype=f"S{info.tag_length}")
     order = np.argsort(arr, kind="stable")
     return HeldTable(info, int.from_bytes(info.modulus, "big"), arr[order], order, labels)
@@ -54,33 +52,62 @@ def _path(ctx, partner: str, dataset: str) -> Path:
     return ctx.config.data_dir / "statistics" / f"threshold-{partner}-{dataset}.bin"
 
 
-def _load(path: Path) -> tuple[spb.ThresholdTableInfo, bytes, bytes] | None:
+def _load(path: Path) -> tuple[spb.ThresholdTableInfo, bytes, memoryview] | None:
+    """(header, tags, labels) of a cached copy whose digest checks, else None.
+
+    The file is memory-mapped: the labels (about a gigabyte at a million rows) are hashed
+    and later opened in place, never copied into memory.
+    """
     try:
-        data = path.read_bytes()
-        if not data.startswith(_MAGIC):
+        with open(path, "rb") as f:
+            view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        if bytes(view[:len(_MAGIC)]) != _MAGIC:
             return None
         off = len(_MAGIC)
-        (size,) = struct.unpack_from(">I", data, off)
-        info = spb.ThresholdTableInfo.FromString(data[off + 4:off + 4 + size])
+        (size,) = struct.unpack_from(">I", view, off)
+        info = spb.ThresholdTableInfo.FromString(bytes(view[off + 4:off + 4 + size]))
         off += 4 + size
         split = off + info.rows * info.tag_length
-        tags, labels = data[off:split], data[split:]
-    except Exception:  # unreadable or damaged (OSError, struct or protobuf errors): sync again
+        if split + info.rows * info.label_length != len(view):
+            return None
+        digest = hashlib.sha256(info.key_id)
+        digest.update(view[off:split])
+        digest.update(view[split:])
+    except Exception:  # missing, empty, unreadable or damaged (OSError, struct, protobuf): sync again
         return None
-    if len(labels) != info.rows * info.label_length or _digest(info, tags, labels) != info.digest:
+    if digest.digest() != info.digest:
         return None
-    return info, tags, labels
+    return info, bytes(view[off:split]), view[split:]
 
 
-def _store(path: Path, info: spb.ThresholdTableInfo, tags: bytes, labels: bytes) -> None:
+def _receive(path: Path, info: spb.ThresholdTableInfo, responses, progress) -> None:
+    """Write the streamed rows into ``path`` (tags, then labels, at their offsets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     blob = info.SerializeToString()
-    with open(tmp, "wb") as f:
-        f.write(_MAGIC + struct.pack(">I", len(blob)) + blob)
-        f.write(tags)
-        f.write(labels)
-    os.replace(tmp, path)
+    head = _MAGIC + struct.pack(">I", len(blob)) + blob
+    tags_at, labels_at = len(head), len(head) + info.rows * info.tag_length
+    rows = 0
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(labels_at + info.rows * info.label_length)
+        for chunk in responses:
+            if chunk.WhichOneof("body") != "rows":
+                raise RoundError("expected table rows")
+            t, lab = chunk.rows.tags, chunk.rows.labels
+            count = len(t) // info.tag_length
+            if (len(t) % info.tag_length or len(lab) != count * info.label_length
+                    or rows + count > info.rows):
+                raise RoundError("table rows do not fit the announced header")
+            f.seek(tags_at + rows * info.tag_length)
+            f.write(t)
+            f.seek(labels_at + rows * info.label_length)
+            f.write(lab)
+            rows += count
+            progress("table", rows, info.rows)
+        if rows != info.rows:
+            raise RoundError("the table ended before every row was sent")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _check_info(partner: str, info: spb.ThresholdTableInfo) -> None:
@@ -89,7 +116,8 @@ def _check_info(partner: str, info: spb.ThresholdTableInfo) -> None:
         th.validate_public_key(n)
     except th.InvalidPublicKey as exc:
         raise PartnerError(partner, f"sent a threshold key that is refused: {exc}") from None
-    if (info.key_id != th.key_id(n) or not 12 <= info.tag_length <= 64 or not info.rows
+    if (info.key_id != th.key_id(n) or not 12 <= info.tag_length <= 64
+            or not 0 < info.rows <= MAX_TABLE_ROWS
             or info.label_length != INCOME_LABEL_LENGTH or len(info.digest) != 32):
         raise PartnerError(partner, "sent a malformed threshold table header")
 
@@ -103,27 +131,23 @@ def sync(ctx, stub, partner: str, dataset: str, deadline: float, progress) -> He
     path = _path(ctx, partner, dataset)
     held = _load(path)
     request = spb.ThresholdTableRequest(dataset=dataset, held_digest=held[0].digest if held else b"")
+    tmp = path.with_name(f".{path.name}.partial")
     try:
         responses = iter(stub.ThresholdTable(request, timeout=deadline))
         info = expect(responses, "info")
         _check_info(partner, info)
         if held and held[0].digest == info.digest:
-            return _held(info, held[1], held[2])
-        tags, labels, rows = [], [], 0
-        for chunk in responses:
-            if chunk.WhichOneof("body") != "rows":
-                raise RoundError("expected table rows")
-            tags.append(chunk.rows.tags)
-            labels.append(chunk.rows.labels)
-            rows += len(chunk.rows.tags) // info.tag_length
-            progress("table", rows, info.rows)
+            return _held(*held)
+        _receive(tmp, info, responses, progress)
     except grpc.RpcError as exc:
+        tmp.unlink(missing_ok=True)
         raise rpc_error(partner, exc) from None
     except RoundError as exc:
+        tmp.unlink(missing_ok=True)
         raise PartnerError(partner, f"sent a malformed threshold table: {exc}") from None
-    tags_b, labels_b = b"".join(tags), b"".join(labels)
-    if (len(tags_b) != info.rows * info.tag_length or len(labels_b) != info.rows * info.label_length
-            or _digest(info, tags_b, labels_b) != info.digest):
+    fresh = _load(tmp)
+    if fresh is None or fresh[0].digest != info.digest:
+        tmp.unlink(missing_ok=True)
         raise PartnerError(partner, "sent a threshold table that does not match its digest")
-    _store(path, info, tags_b, labels_b)
-    return _held(info, tags_b, labels_b)
+    os.replace(tmp, path)
+    return _held(*fresh)

@@ -148,6 +148,13 @@ def test_prepared_at_registration_sealed_at_rest_and_kept_across_restarts(tmp_pa
         net.start()  # a restarted node unseals the same key and serves the same table
         net.check(net.rows[40:80])
         assert net.cache().stat().st_mtime_ns == stamp  # same digest: nothing synced again
+        data = bytearray(net.cache().read_bytes())
+        data[-5] ^= 1  # a damaged copy fails its digest and is synced again
+        net.cache().write_bytes(bytes(data))
+        stamp = net.cache().stat().st_mtime_ns
+        net.check(net.rows[80:100])
+        assert net.cache().stat().st_mtime_ns != stamp
+        assert net.cache().read_bytes()[-5] == data[-5] ^ 1
 
 
 def test_a_refresh_keeps_kept_entries_and_encrypts_only_added_rows(tmp_path):

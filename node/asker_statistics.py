@@ -29,8 +29,7 @@ from .querylog import QueryRecord
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
 from .rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from .stats_wire import (RoundError, chunk_size, chunks, collect, expect, income_from_label,
-                         income_label_context)
+from .stats_wire import RoundError, chunk_size, chunks, collect, expect, income_label_context
 
 if TYPE_CHECKING:
     from protocols.he_aggregate import GroupAggregate
@@ -330,10 +329,10 @@ def _open_incomes(partner: str, table, info, outputs: bytes, node_id: str) -> di
     found = {}
     for i in np.flatnonzero(hit).tolist():
         try:
-            attrs = labels.open_label(outputs[i * w:(i + 1) * w],
-                                      table.label(int(table.order[pos[i]])), context)
-            found[i] = int.from_bytes(income_from_label(attrs, width), "big")
-        except (labels.LabelError, ValueError):
+            found[i] = int.from_bytes(labels.open_blob(
+                outputs[i * w:(i + 1) * w], table.label(int(table.order[pos[i]])), context,
+                width), "big")
+        except labels.LabelError:
             raise PartnerError(partner, "sent a sealed income that does not open for a matched "
                                         "row") from None
     return found

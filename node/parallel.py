@@ -52,20 +52,17 @@ def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
 
 def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                         inputs: Sequence[bytes], tag_length: int, mode: int, n: int, p: int,
-                        q: int, incomes: Sequence[int], label_context: bytes,
-                        pad_to: int) -> tuple[bytes, bytes]:
+                        q: int, incomes: Sequence[int], label_context: bytes) -> tuple[bytes, bytes]:
     """A threshold table's rows: tags, and Enc(income) sealed under each row's OPRF output.
 
     One task per batch: the ciphertexts never cross the pipe unsealed.
     """
     from protocols import threshold as th
-
-    from .stats_wire import income_label
     outs = oprf.evaluate(_unseal(kek, sealed, purpose), inputs, mode)
     packed, w = th.encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
-    rows = [income_label(packed[i * w:(i + 1) * w]) for i in range(len(incomes))]
+    blobs = [packed[i * w:(i + 1) * w] for i in range(len(incomes))]
     return (b"".join(out[:tag_length] for out in outs),
-            b"".join(labels.seal_labels(outs, rows, label_context, pad_to=pad_to)))
+            b"".join(labels.seal_blobs(outs, blobs, label_context)))
 
 
 def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
@@ -179,12 +176,12 @@ class CryptoPool:
 
     def submit_threshold_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
                               tag_length: int, mode: int, private_key, incomes: Sequence[int],
-                              label_context: bytes, pad_to: int) -> Future:
+                              label_context: bytes) -> Future:
         """Tags and sealed Enc(income) of a batch; ``private_key``'s factors go to the
         node's own workers only."""
         return self._submit(len(inputs), threshold_rows_task, sealed, purpose, list(inputs),
                             tag_length, mode, private_key.public_key.n, private_key.p,
-                            private_key.q, [int(v) for v in incomes], label_context, pad_to)
+                            private_key.q, [int(v) for v in incomes], label_context)
 
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
         return self._submit(len(inputs), blind_task, list(inputs), mode)

@@ -8,7 +8,6 @@ refusal at the agency, a PartnerError at the asker).
 """
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterator
 
 from protocols import labels
@@ -66,10 +65,13 @@ def expect(messages: Iterator, body: str):
     return getattr(message, body)
 
 
-# -- the threshold table's sealed incomes (protocols/labels.py, one attribute) ----------
+# -- the threshold table's sealed incomes (protocols/labels.py, seal_blobs) -------------
 
-INCOME_LABEL_PAD = 1024   # {"c": base85 of a 768-byte ciphertext} is 968 bytes
-INCOME_LABEL_LENGTH = labels.sealed_size(INCOME_LABEL_PAD)
+
+def income_label_length(n: int) -> int:
+    """Bytes of one sealed Enc(income) under modulus ``n``: the fixed-width ciphertext
+    (2 * bytes(n), 768 for 3072 bits) plus nonce and GCM tag."""
+    return 2 * ((n.bit_length() + 7) // 8) + labels.OVERHEAD
 
 
 def income_label_context(*, owner: str, partner: str, dataset: str, epoch: int,
@@ -81,15 +83,3 @@ def income_label_context(*, owner: str, partner: str, dataset: str, epoch: int,
                                 dataset=f"{dataset}/threshold/{key_id.hex()}",
                                 version=0, epoch=epoch)
 
-
-def income_label(ciphertext: bytes) -> dict:
-    return {"c": base64.b85encode(ciphertext).decode("ascii")}
-
-
-def income_from_label(attrs: dict, width: int) -> bytes:
-    """The packed ciphertext in an opened label; ValueError if it is not one."""
-    value = attrs.get("c") if isinstance(attrs, dict) and len(attrs) == 1 else None
-    data = base64.b85decode(value) if isinstance(value, str) else b""
-    if len(data) != width:
-        raise ValueError("not a sealed Paillier ciphertext")
-    return data

@@ -37,7 +37,7 @@ from .datasets import iter_rows
 from .keys import key_purpose as oprf_key_purpose
 from .keys import sealed_key as oprf_sealed_key
 from .stats_rows import MAX_INCOME, parse_int
-from .stats_wire import INCOME_LABEL_LENGTH, INCOME_LABEL_PAD, income_label_context
+from .stats_wire import income_label_context, income_label_length
 from .store import threshold_chunks, threshold_tables
 from .tagtables import iter_row_tags
 from .threshold_keys import (  # noqa: F401  (re-exported)
@@ -147,7 +147,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
     ``t`` was refreshed from (same key) are reused by tag; the rest are encrypted.
     """
     ids, incomes, tags, unusable = _version_incomes(conn, t)
-    L = INCOME_LABEL_LENGTH
+    L = income_label_length(key.n)
     labels = np.zeros(len(ids), dtype=f"V{L}")
     todo = np.ones(len(ids), dtype=bool)
     base = find_table(conn, t.base_dataset_id, key) if t.base_dataset_id is not None else None
@@ -185,7 +185,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
         part = positions[a:a + ROWS_PER_TASK]
         in_flight.append((part, ctx.pool.submit_threshold_rows(
             oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number, secret,
-            [incomes[i] for i in part], context, INCOME_LABEL_PAD)))
+            [incomes[i] for i in part], context)))
         drain(2 * ctx.pool.workers)
     drain(0)
     order = np.argsort(tags, kind="stable")
@@ -198,7 +198,7 @@ def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, label
     digest = table_digest(key.key_id, tags.tobytes(), labels.tobytes())
     table_id = conn.execute(insert(threshold_tables).values(
         dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
-        label_length=INCOME_LABEL_LENGTH, row_count=len(tags), unusable_count=unusable,
+        label_length=income_label_length(key.n), row_count=len(tags), unusable_count=unusable,
         digest=digest, created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
     for seq, a in enumerate(range(0, len(tags), CHUNK_ROWS)):
         conn.execute(insert(threshold_chunks).values(

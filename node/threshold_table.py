@@ -23,7 +23,7 @@ from protocols import threshold as th
 
 from .errors import PartnerError, rpc_error
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
-from .stats_wire import INCOME_LABEL_LENGTH, RoundError, expect
+from .stats_wire import RoundError, expect, income_label_length
 
 _MAGIC = b"shuqiao-threshold-table/1\n"
 MAX_TABLE_ROWS = 2**27   # a header announcing more is refused before anything is written
@@ -118,7 +118,7 @@ def _check_info(partner: str, info: spb.ThresholdTableInfo) -> None:
         raise PartnerError(partner, f"sent a threshold key that is refused: {exc}") from None
     if (info.key_id != th.key_id(n) or not 12 <= info.tag_length <= 64
             or not 0 < info.rows <= MAX_TABLE_ROWS
-            or info.label_length != INCOME_LABEL_LENGTH or len(info.digest) != 32):
+            or info.label_length != income_label_length(n) or len(info.digest) != 32):
         raise PartnerError(partner, "sent a malformed threshold table header")
 
 

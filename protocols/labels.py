@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 KEY_INFO = b"shuqiao label key v1"
+BLOB_KEY_INFO = b"shuqiao blob key v1"  # fixed-size binary values (seal_blobs): another key
 OUTPUT_LEN = 64  # RFC 9497 ristretto255-SHA512 Finalize output
 TAG_LEN = 16
 NONCE_LEN = 12
@@ -101,8 +102,8 @@ def label_context(*, owner: str, partner: str, dataset: str, version: int,
         ">QQ", version, epoch)
 
 
-def _key(output: bytes) -> bytes:
-    return HKDF(_SHA256, 32, None, KEY_INFO).derive(output)
+def _key(output: bytes, info: bytes = KEY_INFO) -> bytes:
+    return HKDF(_SHA256, 32, None, info).derive(output)
 
 
 def seal_labels(outputs: Sequence[bytes], attrs: Sequence[Mapping[str, object]],
@@ -168,4 +169,45 @@ def open_label(output: bytes, sealed: bytes, context: bytes) -> dict:
             raise ValueError
         return attrs
     except (InvalidTag, ValueError, TypeError):  # JSON and UTF-8 errors are ValueErrors
+        raise LabelError() from None
+
+
+def seal_blobs(outputs: Sequence[bytes], blobs: Sequence[bytes], context: bytes) -> list[bytes]:
+    """Seal one fixed-size binary value per row (e.g. a ciphertext) like a label.
+
+    The same construction as :func:`seal_labels` under a key derived with another HKDF
+    info, with the bytes themselves as the plaintext: every value has the same length,
+    so there is nothing to encode or pad. Each sealed blob is ``OVERHEAD`` bytes longer.
+
+    Raises:
+        ValueError: mismatched lengths, a malformed output, or values of unequal size.
+    """
+    if len(blobs) != len(outputs):
+        raise ValueError("outputs and blobs differ in length")
+    if len({len(b) for b in blobs}) > 1:
+        raise ValueError("blobs must all have the same size")
+    context, nonces = bytes(context), os.urandom(NONCE_LEN * len(outputs))
+    sealed = []
+    for i, (output, blob) in enumerate(zip(outputs, blobs)):
+        if len(output) != OUTPUT_LEN:
+            raise ValueError(f"output {i} is not {OUTPUT_LEN} bytes")
+        nonce = nonces[NONCE_LEN * i:NONCE_LEN * (i + 1)]
+        sealed.append(nonce + AESGCM(_key(output, BLOB_KEY_INFO)).encrypt(
+            nonce, bytes(blob), output[:TAG_LEN] + context))
+    return sealed
+
+
+def open_blob(output: bytes, sealed: bytes, context: bytes, size: int) -> bytes:
+    """Open one :func:`seal_blobs` value of ``size`` bytes.
+
+    Raises:
+        LabelError: for a wrong output, a tampered value or context, or another size.
+    """
+    try:
+        if len(output) != OUTPUT_LEN or len(sealed) != size + OVERHEAD:
+            raise ValueError
+        return AESGCM(_key(bytes(output), BLOB_KEY_INFO)).decrypt(
+            bytes(sealed[:NONCE_LEN]), bytes(sealed[NONCE_LEN:]),
+            bytes(output[:TAG_LEN]) + bytes(context))
+    except (InvalidTag, ValueError, TypeError):
         raise LabelError() from None

@@ -5,7 +5,7 @@ import pytest
 
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.stats_rows import MAX_VALUE, VersionColumns, aggregate_rows, income_rows, parse_int
-from node.stats_wire import RoundError, chunks, collect, income_from_label, income_label
+from node.stats_wire import RoundError, chunks, collect
 
 
 @pytest.mark.parametrize("text, value", [("12", 12), (" 7 ", 7), ("-5", -5), ("+3", 3),
@@ -45,11 +45,3 @@ def test_rounds_are_reassembled_and_refused_when_out_of_turn_large_or_cut() -> N
         collect(iter(_round(data, 100)[:-1]), "masked", len(data))
     with pytest.raises(RoundError, match="expected match_request"):
         collect(iter(_round(data, 100)), "match_request", len(data))
-
-
-def test_sealed_income_labels_hold_exactly_one_ciphertext() -> None:
-    c = bytes(range(256)) * 3
-    assert income_from_label(income_label(c), 768) == c
-    for bad in ({"c": income_label(c)["c"], "x": 1}, {"c": 5}, {"c": "00"}, []):
-        with pytest.raises(ValueError):
-            income_from_label(bad, 768)

@@ -255,3 +255,30 @@ def test_round_trip_property(rows, context):
                     labels.open_label(other, sealed[i], context)
         with pytest.raises(LabelError):
             labels.open_label(o, sealed[i], context + b"!")
+
+
+# --- fixed-size binary values (seal_blobs) -----------------------------------------------
+
+def test_blobs_round_trip_match_the_reference_and_refuse_every_mismatch():
+    outs, blobs = outputs(4), [os.urandom(768) for _ in range(4)]
+    sealed = labels.seal_blobs(outs, blobs, CTX)
+    assert all(len(s) == 768 + labels.OVERHEAD for s in sealed)
+    assert [labels.open_blob(o, s, CTX, 768) for o, s in zip(outs, sealed)] == blobs
+    # The reference construction: HKDF with its own info, the bytes as they are.
+    prk = hmac.digest(b"\x00" * 32, outs[0], "sha256")
+    key = hmac.digest(prk, b"shuqiao blob key v1" + b"\x01", "sha256")
+    assert AESGCM(key).decrypt(sealed[0][:12], sealed[0][12:], outs[0][:16] + CTX) == blobs[0]
+    other_ctx = labels.label_context(owner="edu", partner="fund", dataset="graduates",
+                                     version=3, epoch=8)
+    flipped = bytearray(sealed[0])
+    flipped[100] ^= 1
+    for output, blob, ctx, size in ((outs[1], sealed[0], CTX, 768),   # another row's output
+                                     (outs[0], sealed[0], other_ctx, 768),
+                                     (outs[0], bytes(flipped), CTX, 768),
+                                     (outs[0], sealed[0], CTX, 767)):
+        with pytest.raises(LabelError):
+            labels.open_blob(output, blob, ctx, size)
+    with pytest.raises(LabelError):  # a blob is not a label: another key
+        labels.open_label(outs[0], sealed[0], CTX)
+    with pytest.raises(ValueError):
+        labels.seal_blobs(outs[:2], [b"x" * 768, b"y" * 767], CTX)

@@ -136,7 +136,7 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         progress("tags", 0, len(keys))
         tag_tables_done = tagger.finish(progress)
         _prepare_thresholds(ctx, conn, declared, dataset_id, version, id_type.value, attributes,
-                            {p: e for p, (e, _) in keys.items()}, None, progress)
+                            {p: e for p, (e, _) in keys.items()}, None, tagger, progress)
         fingerprint = source.fingerprint()
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid), source_fingerprint=fingerprint))
@@ -147,12 +147,13 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
 
 def _prepare_thresholds(ctx, conn, declared, dataset_id: int, version: int, id_type: str,
                         attributes, epochs: dict[str, int], base_id: int | None,
-                        progress: Progress) -> None:
-    """The version's threshold tables (node/threshold_store.py), in this transaction."""
+                        tagger: RowTagger, progress: Progress) -> None:
+    """The version's threshold tables (node/threshold_store.py), in this transaction,
+    sealed under the OPRF outputs the tagger already computed."""
     from . import threshold_store
     for target in threshold_store.targets(declared, dataset_id, version, id_type, attributes,
                                           epochs, base_id):
-        threshold_store.prepare_in(ctx, conn, target, progress)
+        threshold_store.prepare_in(ctx, conn, target, progress, tagger.outputs.get(target.partner))
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
             raise RegistrationError("the refreshed version would be empty; nothing was registered")
         tagger.finish(progress)
         _prepare_thresholds(ctx, conn, declared, dataset_id, version, base.id_type, attrs,
-                            {p: e for p, (e, _) in keys.items()}, base.id, progress)
+                            {p: e for p, (e, _) in keys.items()}, base.id, tagger, progress)
         conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
             row_count=rows, invalid_count=len(invalid)))
         admin_log.record(ctx, conn, "dataset_registered", name, version=version, rows=rows,

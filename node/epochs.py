@@ -31,12 +31,18 @@ class RotationError(Exception):
     pass
 
 
-def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys) -> list[tuple[str, int]]:
-    """Row tags and sorted tables of a stored version under `keys` (partner -> (epoch, key))."""
+def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys,
+                  progress: Progress = _noop) -> list[tuple[str, int]]:
+    """Row tags, sorted tables and threshold tables of a stored version under `keys`
+    (partner -> (epoch, key))."""
     tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, version.id, version.id_type, keys)
     for seq, rows in iter_chunks(conn, version.id):
         tagger.add_chunk(seq, rows)
-    return tagger.finish()
+    done = tagger.finish()
+    for target in threshold_store.targets(declared, version.id, version.version, version.id_type,
+                                          version.attributes, {p: e for p, (e, _) in keys.items()}):
+        threshold_store.prepare_in(ctx, conn, target, progress, tagger.outputs.get(target.partner))
+    return done
 
 
 def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
@@ -57,10 +63,7 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
             version = current_version(conn, dataset)
             epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
             if version is not None:
-                retag_version(ctx, conn, declared, version, {p: (epoch, sealed)})
-                for target in threshold_store.targets(declared, version.id, version.version,
-                                                      version.id_type, version.attributes, {p: epoch}):
-                    threshold_store.prepare_in(ctx, conn, target, progress)
+                retag_version(ctx, conn, declared, version, {p: (epoch, sealed)}, progress)
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
             admin_log.record(ctx, conn, "key_rotated", dataset, partner=p, epoch=epoch)
     return done

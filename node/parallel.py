@@ -40,14 +40,26 @@ def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.O
 
 def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
               inputs: Sequence[bytes], tag_length: int, mode: int,
-              label_rows: Sequence[dict] | None, label_context: bytes, pad_to: int) -> tuple[bytes, bytes]:
-    """Tags of a batch of rows, and their sealed labels when `label_rows` is given."""
+              label_rows: Sequence[dict] | None, label_context: bytes, pad_to: int,
+              outputs: bool = False) -> tuple[bytes, ...]:
+    """Tags of a batch of rows, and their sealed labels when `label_rows` is given; with
+    `outputs`, the full F_k(y) too (for the node's own threshold preparation)."""
     key = _unseal(kek, sealed, purpose)
     outs = oprf.evaluate(key, inputs, mode)
     tags = b"".join(out[:tag_length] for out in outs)
-    if label_rows is None:
-        return tags, b""
-    return tags, b"".join(labels.seal_labels(outs, label_rows, label_context, pad_to=pad_to))
+    lab = (b"" if label_rows is None else
+           b"".join(labels.seal_labels(outs, label_rows, label_context, pad_to=pad_to)))
+    return (tags, lab, b"".join(outs)) if outputs else (tags, lab)
+
+
+def threshold_blobs_task(n: int, p: int, q: int, incomes: Sequence[int], outputs: bytes,
+                         label_context: bytes) -> bytes:
+    """Enc(income) sealed under each row's already computed OPRF output (64 bytes each)."""
+    from protocols import threshold as th
+    packed, w = th.encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
+    outs = [outputs[i * oprf.OUTPUT_LEN:(i + 1) * oprf.OUTPUT_LEN] for i in range(len(incomes))]
+    blobs = [packed[i * w:(i + 1) * w] for i in range(len(incomes))]
+    return b"".join(labels.seal_blobs(outs, blobs, label_context))
 
 
 def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
@@ -170,9 +182,10 @@ class CryptoPool:
     # -- one task each: callers that pipeline many batches use these --------------
     def submit_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes], tag_length: int,
                     mode: int, label_rows: Sequence[dict] | None = None, label_context: bytes = b"",
-                    pad_to: int = 64) -> Future:
+                    pad_to: int = 64, outputs: bool = False) -> Future:
         return self._submit(len(inputs), rows_task, sealed, purpose, list(inputs), tag_length, mode,
-                            None if label_rows is None else list(label_rows), label_context, pad_to)
+                            None if label_rows is None else list(label_rows), label_context, pad_to,
+                            outputs)
 
     def submit_threshold_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
                               tag_length: int, mode: int, private_key, incomes: Sequence[int],
@@ -182,6 +195,13 @@ class CryptoPool:
         return self._submit(len(inputs), threshold_rows_task, sealed, purpose, list(inputs),
                             tag_length, mode, private_key.public_key.n, private_key.p,
                             private_key.q, [int(v) for v in incomes], label_context)
+
+    def submit_threshold_blobs(self, private_key, incomes: Sequence[int], outputs: bytes,
+                               label_context: bytes) -> Future:
+        """Sealed Enc(income) for rows whose OPRF outputs are known (see rows_task)."""
+        return self._submit(len(incomes), threshold_blobs_task, private_key.public_key.n,
+                            private_key.p, private_key.q, [int(v) for v in incomes], outputs,
+                            label_context)
 
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
         return self._submit(len(inputs), blind_task, list(inputs), mode)

@@ -173,6 +173,11 @@ class RowTagger:
         self.contexts = {p: label_context(owner, p, declared.name, e) for p, (e, _) in keys.items()}
         self.parts: dict[str, list[tuple[bytes, bytes]]] = {p: [] for p in keys}
         self.in_flight: deque = deque()
+        # Full F_k(y) per evaluated chunk for partners with a threshold grant: the threshold
+        # table seals under them without evaluating again; kept only for this build.
+        self.outputs: dict[str, dict[int, bytes]] = {
+            p: {} for p, g in self.grants.items()
+            if g.threshold_column and "threshold" in {k.value for k in g.kinds}}
 
     def add_chunk(self, seq: int, rows: list[list]) -> None:
         from adapters import encode
@@ -183,7 +188,8 @@ class RowTagger:
                           if grant.label_attributes else None)
             fut = self.ctx.pool.submit_rows(sealed, self.purposes[partner], inputs,
                                             self.declared.tag_length, self.declared.mode_number,
-                                            label_rows, self.contexts[partner], grant.label_pad_to)
+                                            label_rows, self.contexts[partner], grant.label_pad_to,
+                                            partner in self.outputs)
             self.in_flight.append((partner, seq, fut))
         self._drain(2 * self.ctx.pool.workers * max(1, len(self.keys)))
 
@@ -198,7 +204,9 @@ class RowTagger:
     def _drain(self, limit: int) -> None:
         while len(self.in_flight) > limit:
             partner, seq, fut = self.in_flight.popleft()
-            tags, lab = fut.result()
+            tags, lab, *outs = fut.result()
+            if outs:
+                self.outputs[partner][seq] = outs[0]
             store_row_tags(self.conn, self.dataset_id, partner, self.keys[partner][0], seq, tags, lab)
             self.parts[partner].append((tags, lab))
 

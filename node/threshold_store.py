@@ -31,9 +31,10 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from adapters import IdType, encode
+from protocols.oprf import OUTPUT_LEN
 
 from . import admin_log
-from .datasets import iter_rows
+from .datasets import iter_chunks
 from .keys import key_purpose as oprf_key_purpose
 from .keys import sealed_key as oprf_sealed_key
 from .stats_rows import MAX_INCOME, parse_int
@@ -120,33 +121,40 @@ class Target:
     base_dataset_id: int | None = None  # the version this one was refreshed from
 
 
-def _version_incomes(conn: Connection, t: Target) -> tuple[list[bytes], list[int], np.ndarray, int]:
-    """(encoded ids, incomes, row tags) of the usable rows, and how many rows were not."""
+def _version_incomes(conn: Connection, t: Target):
+    """(encoded ids, incomes, row tags, (chunk, offset) per row) of the usable rows, and
+    how many rows were not usable."""
     kind = IdType(t.id_type)
-    ids, incomes, keep, total = [], [], [], 0
-    for subject, attrs in iter_rows(conn, t.dataset_id):
-        value = parse_int(attrs.get(t.column, "") or "")
-        usable = value is not None and abs(value) < MAX_INCOME
-        keep.append(usable)
-        if usable:
-            ids.append(encode(kind, subject))
-            incomes.append(value)
-        total += 1
+    ids, incomes, keep, where, total = [], [], [], [], 0
+    for seq, rows in iter_chunks(conn, t.dataset_id):
+        for offset, (subject, attrs) in enumerate(rows):
+            value = parse_int(attrs.get(t.column, "") or "")
+            usable = value is not None and abs(value) < MAX_INCOME
+            keep.append(usable)
+            if usable:
+                ids.append(encode(kind, subject))
+                incomes.append(value)
+                where.append((seq, offset))
+            total += 1
     tags = b"".join(tags for tags, _ in iter_row_tags(conn, t.dataset_id, t.partner, t.epoch))
     row_tags = np.frombuffer(tags, dtype=f"S{t.tag_length}")
     if len(row_tags) != total:
         raise RuntimeError(f"row tags of {t.dataset!r} for {t.partner!r} epoch {t.epoch} "
                            "are missing; rotate the key to rebuild them")
-    return ids, incomes, row_tags[np.array(keep, dtype=bool)], total - len(ids)
+    return ids, incomes, row_tags[np.array(keep, dtype=bool)], where, total - len(ids)
 
 
-def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _noop):
+def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _noop,
+          outputs: dict[int, bytes] | None = None):
     """The sorted (tags, labels) of the table for ``t`` under ``key`` and its unusable count.
 
     Reads only; heavy work runs in the node's worker processes. Entries of the version
-    ``t`` was refreshed from (same key) are reused by tag; the rest are encrypted.
+    ``t`` was refreshed from (same key) are reused by tag; the rest are encrypted. Rows
+    whose full OPRF output the caller's tagger kept (``outputs``: chunk -> 64 bytes per
+    row) are sealed under it; the others are evaluated again.
     """
-    ids, incomes, tags, unusable = _version_incomes(conn, t)
+    ids, incomes, tags, where, unusable = _version_incomes(conn, t)
+    outputs = outputs or {}
     L = income_label_length(key.n)
     labels = np.zeros(len(ids), dtype=f"V{L}")
     todo = np.ones(len(ids), dtype=bool)
@@ -175,21 +183,45 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
         while len(in_flight) > limit:
             part, future = in_flight.popleft()
             got_tags, got_labels = future.result()
-            if not np.array_equal(np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
+            if got_tags is not None and not np.array_equal(
+                    np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
                 raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
             labels[part] = np.frombuffer(got_labels, dtype=f"V{L}")
             done += len(part)
             progress(stage, done, total)
 
-    for a in range(0, total, ROWS_PER_TASK):
-        part = positions[a:a + ROWS_PER_TASK]
-        in_flight.append((part, ctx.pool.submit_threshold_rows(
-            oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number, secret,
-            [incomes[i] for i in part], context)))
-        drain(2 * ctx.pool.workers)
+    known = np.fromiter((where[i][0] in outputs for i in positions), bool, count=total)
+    w = OUTPUT_LEN
+    for subset, evaluated in ((positions[known], True), (positions[~known], False)):
+        for a in range(0, len(subset), ROWS_PER_TASK):
+            part = subset[a:a + ROWS_PER_TASK]
+            if evaluated:
+                outs = b"".join(outputs[s][o * w:(o + 1) * w] for s, o in (where[i] for i in part))
+                heads = np.array([outs[j * w:j * w + t.tag_length] for j in range(len(part))],
+                                 dtype=f"S{t.tag_length}")
+                if not np.array_equal(heads, tags[part]):
+                    raise RuntimeError("row tags and kept evaluations disagree; rotate the key")
+                future = _Tagged(ctx.pool.submit_threshold_blobs(
+                    secret, [incomes[i] for i in part], outs, context))
+            else:
+                future = ctx.pool.submit_threshold_rows(
+                    oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number,
+                    secret, [incomes[i] for i in part], context)
+            in_flight.append((part, future))
+            drain(2 * ctx.pool.workers)
     drain(0)
     order = np.argsort(tags, kind="stable")
     return tags[order], labels[order], unusable, len(ids) - len(positions)
+
+
+class _Tagged:
+    """A blobs-only future read like a rows future: (no tags to check, sealed labels)."""
+
+    def __init__(self, future) -> None:
+        self._future = future
+
+    def result(self):
+        return None, self._future.result()
 
 
 def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
@@ -214,7 +246,8 @@ def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, label
     return find_table(conn, t.dataset_id, key)
 
 
-def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = _noop) -> TableRow:
+def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = _noop,
+               outputs: dict[int, bytes] | None = None) -> TableRow:
     """Key and table for ``t`` inside the caller's transaction (registration, refresh,
     rotation). A version without a usable income gets an empty table (queries are then
     refused with that reason)."""
@@ -222,7 +255,7 @@ def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = _noop) -> 
     found = find_table(conn, t.dataset_id, key)
     if found is not None:
         return found
-    tags, labels, unusable, reused = build(ctx, conn, t, key, progress)
+    tags, labels, unusable, reused = build(ctx, conn, t, key, progress, outputs)
     table = store(ctx, conn, t, key, tags, labels, unusable)
     log.info("threshold table of %s v%d for %s epoch %d: %d rows (%d reused), %d unusable",
              t.dataset, t.version, t.partner, t.epoch, table.rows, reused, unusable)

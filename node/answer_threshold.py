@@ -67,17 +67,31 @@ class ThresholdRpc:
             table, version = self._threshold_setup(request.dataset, peer)
         except Refused as exc:
             context.abort(exc.code, exc.reason)
-        n = table.key.n
+        n, changes = table.key.n, None
+        if request.held_digest and request.held_digest != table.digest:
+            with self.ctx.engine.connect() as conn:  # a copy of an earlier version: the difference
+                changes = ts.table_delta(conn, table, request.held_digest)
         yield spb.ThresholdTableChunk(info=spb.ThresholdTableInfo(
             dataset=request.dataset, version=version.version, epoch=table.key.epoch,
             modulus=n.to_bytes((n.bit_length() + 7) // 8, "big"), key_id=table.key.key_id,
             rows=table.rows, unusable_rows=table.unusable, digest=table.digest,
-            tag_length=table.tag_length, label_length=table.label_length))
+            tag_length=table.tag_length, label_length=table.label_length,
+            delta_from=request.held_digest if changes else b""))
         if request.held_digest == table.digest:
             return
-        step = max(1, chunk_size(self.cfg.grpc.max_message_bytes)
-                   // (table.tag_length + table.label_length))
+        size = chunk_size(self.cfg.grpc.max_message_bytes)
+        step = max(1, size // (table.tag_length + table.label_length))
         t, w = table.tag_length, table.label_length
+        if changes is not None:
+            added, removed = changes
+            tags, labels = added.tag_bytes(), added.label_bytes()
+            for a in range(0, len(added.tags), step):
+                yield spb.ThresholdTableChunk(rows=spb.ThresholdTableRows(
+                    tags=tags[a * t:(a + step) * t], labels=labels[a * w:(a + step) * w]))
+            gone = removed.tobytes()
+            for a in range(0, len(gone), size - size % t):
+                yield spb.ThresholdTableChunk(removed=gone[a:a + size - size % t])
+            return
         with self.ctx.engine.connect() as conn:
             for tags, labels in ts.iter_table_chunks(conn, table.id):
                 for a in range(0, len(tags) // t, step):

@@ -12,7 +12,8 @@ other per-epoch work runs: when a version is registered or refreshed, and when a
 epoch starts, inside the same transaction, so a partner never sees a version or epoch
 without its table. A refresh keeps every kept row's entry (rows are immutable within a
 refresh and the sealing is bound to the key, not the version) and encrypts only the
-added rows. A table missing for another reason (a grant that gained ``threshold``
+added rows; a partner holding the previous version's table then syncs only the
+difference (``table_delta``). A table missing for another reason (a grant that gained ``threshold``
 after registration) is prepared in the background on the first request, or with
 ``shuqiao dataset prepare``; requests meanwhile are refused with that reason.
 """
@@ -40,7 +41,7 @@ from .keys import sealed_key as oprf_sealed_key
 from .stats_rows import MAX_INCOME, parse_int
 from .stats_wire import income_label_context, income_label_length
 from .store import threshold_chunks, threshold_tables
-from .tagtables import iter_row_tags
+from .tagtables import Arrays, delta, iter_row_tags
 from .threshold_keys import (  # noqa: F401  (re-exported)
     KeyRow, PaillierSecret, ensure_key, find_key, key_purpose, unseal_key,
 )
@@ -97,6 +98,29 @@ def iter_table_chunks(conn: Connection, table_id: int) -> Iterator[tuple[bytes, 
         row = conn.execute(select(c.tags, c.labels).where(
             c.table_id == table_id, c.seq == seq)).one()
         yield bytes(row.tags), bytes(row.labels)
+
+
+def load_arrays(conn: Connection, table: TableRow) -> Arrays:
+    """A stored table in memory (tags and sealed labels, tag order)."""
+    parts = list(iter_table_chunks(conn, table.id))
+    return Arrays.from_bytes(b"".join(p[0] for p in parts), table.tag_length,
+                             b"".join(p[1] for p in parts), table.label_length)
+
+
+def table_delta(conn: Connection, table: TableRow, held_digest: bytes
+                ) -> tuple[Arrays, np.ndarray] | None:
+    """(rows added, tags removed) from the table under the same key whose digest the
+    partner holds to ``table``; None when there is none or the whole table is as cheap."""
+    c = threshold_tables.c
+    row = conn.execute(select(c.dataset_id).where(
+        c.key_ref == table.key.id, c.digest == held_digest, c.id != table.id)).first()
+    if row is None:
+        return None
+    base = find_table(conn, row.dataset_id, table.key)
+    added, removed = delta(load_arrays(conn, base), load_arrays(conn, table))
+    if 2 * (len(added.tags) + len(removed)) >= table.rows:
+        return None
+    return added, removed
 
 
 def table_digest(key_id: bytes, tags: bytes, labels: bytes) -> bytes:

@@ -4,7 +4,10 @@ A table is the partner's Paillier public key plus, per usable row in tag order, 
 F_k(y)[:t] and Enc(income) sealed under F_k(y). The copy is kept under
 ``<data_dir>/statistics/`` and checked against its digest every time it is read; a
 partner that moved to a new version or epoch announces another digest, and the copy is
-replaced (a restart of the partner changes nothing: its tables are stored). Nothing in
+replaced: by the difference (added rows, removed tags) when the partner still has the
+held version under the same key, as after a refresh, else whole. The result must match
+the announced digest either way. A restart of the partner changes nothing: its tables
+are stored. Nothing in
 it is readable without the partner answering an OPRF query for the identifier concerned.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from protocols import threshold as th
 from .errors import PartnerError, rpc_error
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
 from .stats_wire import RoundError, expect, income_label_length
+from .tagtables import Arrays, apply_delta
 
 _MAGIC = b"shuqiao-threshold-table/1\n"
 MAX_TABLE_ROWS = 2**27   # a header announcing more is refused before anything is written
@@ -122,6 +126,44 @@ def _check_info(partner: str, info: spb.ThresholdTableInfo) -> None:
         raise PartnerError(partner, "sent a malformed threshold table header")
 
 
+def _patch(path: Path, info: spb.ThresholdTableInfo, held, responses, progress) -> None:
+    """Apply a streamed difference (added rows, then removed tags) to the held copy and
+    write the result to ``path``; the caller checks it against the announced digest."""
+    t, w = info.tag_length, info.label_length
+    if (held[0].tag_length, held[0].label_length) != (t, w):
+        raise RoundError("a difference with another row layout")
+    tags, labels, removed = [], [], []
+    for chunk in responses:
+        body = chunk.WhichOneof("body")
+        if body == "rows" and not removed:
+            if len(chunk.rows.tags) % t or len(chunk.rows.labels) != len(chunk.rows.tags) // t * w:
+                raise RoundError("table rows do not fit the announced header")
+            tags.append(chunk.rows.tags)
+            labels.append(chunk.rows.labels)
+        elif body == "removed" and len(chunk.removed) % t == 0:
+            removed.append(chunk.removed)
+        else:
+            raise RoundError("expected added rows, then removed tags")
+        if sum(map(len, tags)) > info.rows * t or sum(map(len, removed)) > held[0].rows * t:
+            raise RoundError("a difference larger than the tables")
+    base = Arrays.from_bytes(held[1], t, held[2], w)
+    added = Arrays.from_bytes(b"".join(tags), t, b"".join(labels), w)
+    table = apply_delta(base, added, np.frombuffer(b"".join(removed), dtype=f"S{t}"))
+    if len(table.tags) != info.rows:
+        raise RoundError("the difference does not lead to the announced number of rows")
+    progress("table (difference)", len(added.tags), len(added.tags))
+    stored = spb.ThresholdTableInfo()
+    stored.CopyFrom(info)
+    stored.ClearField("delta_from")
+    blob = stored.SerializeToString()
+    with open(path, "wb") as f:
+        f.write(_MAGIC + struct.pack(">I", len(blob)) + blob)
+        f.write(table.tag_bytes())
+        f.write(table.label_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def sync(ctx, stub, partner: str, dataset: str, deadline: float, progress) -> HeldTable:
     """The partner's current table for this node, from the cache or the partner.
 
@@ -138,7 +180,12 @@ def sync(ctx, stub, partner: str, dataset: str, deadline: float, progress) -> He
         _check_info(partner, info)
         if held and held[0].digest == info.digest:
             return _held(*held)
-        _receive(tmp, info, responses, progress)
+        if info.delta_from:
+            if not held or info.delta_from != held[0].digest:
+                raise RoundError("a difference from a table this node does not hold")
+            _patch(tmp, info, held, responses, progress)
+        else:
+            _receive(tmp, info, responses, progress)
     except grpc.RpcError as exc:
         tmp.unlink(missing_ok=True)
         raise rpc_error(partner, exc) from None

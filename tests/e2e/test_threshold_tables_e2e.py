@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from adapters import IdType, encode
 from node import threshold_store as ts
+from node import threshold_table
 from node.asker_statistics import threshold
 from node.config import load_config
 from node.context import NodeContext
@@ -75,11 +76,11 @@ class Net:
         self.fed.start("hrss")
         self.fed.set_partner_address("fund", "hrss", self.fed.nodes["hrss"].address)
 
-    def ask(self, rows, limits):
+    def ask(self, rows, limits, progress=lambda *a: None):
         ctx = NodeContext(load_config(self.fed.nodes["fund"].config_path))
         try:
             ids = [encode(IdType.CN_RESIDENT_ID, r["id"]) for r in rows]
-            return threshold(ctx, "hrss", "workers", PURPOSE, ids, limits)
+            return threshold(ctx, "hrss", "workers", PURPOSE, ids, limits, progress=progress)
         finally:
             ctx.close()
 
@@ -183,6 +184,15 @@ def test_a_refresh_keeps_kept_entries_and_encrypts_only_added_rows(tmp_path):
         assert len(kept) == len(before) - usable(removed)
         assert all(before[t] == after[t] for t in kept)  # byte for byte: not encrypted again
         assert new.digest != old.digest
+        # The fund centre held the old version's table: it receives only the difference.
+        stages = {}
+        net.ask(net.rows[30:35], [0] * 5, progress=lambda s, d, t: stages.__setitem__(s, d))
+        assert stages.get("table (difference)") == usable(added) and "table" not in stages
+        info, tags, labels = threshold_table._load(net.cache())
+        held = {tags[i * info.tag_length:(i + 1) * info.tag_length]:
+                bytes(labels[i * info.label_length:(i + 1) * info.label_length])
+                for i in range(info.rows)}
+        assert info.digest == new.digest and held == after
         net.check(added[:30] + net.rows[30:50])
         gone = net.ask(removed[:10], [0] * 10)
         assert gone.answers == [None] * 10

@@ -130,7 +130,7 @@ class ThresholdTableRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., held_digest: _Optional[bytes] = ...) -> None: ...
 
 class ThresholdTableInfo(_message.Message):
-    __slots__ = ("dataset", "version", "epoch", "modulus", "key_id", "rows", "unusable_rows", "digest", "tag_length", "label_length")
+    __slots__ = ("dataset", "version", "epoch", "modulus", "key_id", "rows", "unusable_rows", "digest", "tag_length", "label_length", "delta_from")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class ThresholdTableInfo(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     TAG_LENGTH_FIELD_NUMBER: _ClassVar[int]
     LABEL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FROM_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     version: int
     epoch: int
@@ -151,7 +152,8 @@ class ThresholdTableInfo(_message.Message):
     digest: bytes
     tag_length: int
     label_length: int
-    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., modulus: _Optional[bytes] = ..., key_id: _Optional[bytes] = ..., rows: _Optional[int] = ..., unusable_rows: _Optional[int] = ..., digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., label_length: _Optional[int] = ...) -> None: ...
+    delta_from: bytes
+    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., modulus: _Optional[bytes] = ..., key_id: _Optional[bytes] = ..., rows: _Optional[int] = ..., unusable_rows: _Optional[int] = ..., digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., label_length: _Optional[int] = ..., delta_from: _Optional[bytes] = ...) -> None: ...
 
 class ThresholdTableRows(_message.Message):
     __slots__ = ("tags", "labels")
@@ -162,12 +164,14 @@ class ThresholdTableRows(_message.Message):
     def __init__(self, tags: _Optional[bytes] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class ThresholdTableChunk(_message.Message):
-    __slots__ = ("info", "rows")
+    __slots__ = ("info", "rows", "removed")
     INFO_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     info: ThresholdTableInfo
     rows: ThresholdTableRows
-    def __init__(self, info: _Optional[_Union[ThresholdTableInfo, _Mapping]] = ..., rows: _Optional[_Union[ThresholdTableRows, _Mapping]] = ...) -> None: ...
+    removed: bytes
+    def __init__(self, info: _Optional[_Union[ThresholdTableInfo, _Mapping]] = ..., rows: _Optional[_Union[ThresholdTableRows, _Mapping]] = ..., removed: _Optional[bytes] = ...) -> None: ...
 
 class StatisticsBatch(_message.Message):
     __slots__ = ("seq", "elements")

@@ -168,7 +168,7 @@ def run(work: Path, *, quick: bool = False) -> None:
                      fund_peak_mb=_peak_mb())
             # A 1% refresh: the agency encrypts only the added rows, the fund centre
             # receives only the difference of the threshold table.
-            added = distinct_ids(rng, rows // 100)
+            added = [x for x in distinct_ids(rng, rows // 100) if x not in truth]
             truth.update(_write(work / "added.csv", added, rng))
             note(f"stats: refreshing with {len(added)} added rows")
             with timer() as t:

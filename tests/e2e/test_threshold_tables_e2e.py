@@ -223,6 +223,9 @@ def test_rotation_draws_a_new_key_and_table(tmp_path):
         assert [(d["epoch"], d["key_sha256"][:32], d["sha256"]) for d in prepared] == [
             (k.epoch, k.key_id.hex(), t.digest.hex()) for k, t in zip(keys, tables)]
         assert all(d["rows"] == tables[0].row_count for d in prepared)
+        r = net.fed.cli("audit", "verify", f"export:{out}", "--state-dir",
+                        str(tmp_path / "audit-state"), check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_grant_that_gains_the_kind_is_prepared_in_the_background(tmp_path):

@@ -49,8 +49,8 @@ def _write(path, rows) -> None:
 
 
 class Net:
-    def __init__(self, root, kinds=("threshold",)) -> None:
-        self.root, self.rng = root, random.Random(11)
+    def __init__(self, root, kinds=("threshold",), storage_url: str | None = None) -> None:
+        self.root, self.rng, self.storage_url = root, random.Random(11), storage_url
         pop = fx.people(self.rng, 420)
         self.rows, self.spare = _rows(self.rng, pop[:300]), _rows(self.rng, pop[300:])
         _write(root / "registry.csv", self.rows)
@@ -59,7 +59,8 @@ class Net:
         self.fed.add_node("fund", partners=[{"id": "hrss"}])
 
     def configure(self, kinds) -> None:
-        self.fed.add_node("hrss", partners=[{"id": "fund"}], datasets=[{
+        self.fed.add_node("hrss", partners=[{"id": "fund"}], storage_url=self.storage_url,
+                          datasets=[{
             "name": "workers", "grants": [{"partner": "fund", "purposes": [PURPOSE],
                                            "min_elements": 1, "kinds": ["membership", *kinds],
                                            "threshold_column": "monthly_income"}]}])
@@ -159,7 +160,14 @@ def test_prepared_at_registration_sealed_at_rest_and_kept_across_restarts(tmp_pa
 
 
 def test_a_refresh_keeps_kept_entries_and_encrypts_only_added_rows(tmp_path):
-    net = Net(tmp_path)
+    _refresh(Net(tmp_path), tmp_path)
+
+
+def test_threshold_tables_on_postgresql(tmp_path, pg_database_url):
+    _refresh(Net(tmp_path, storage_url=pg_database_url), tmp_path)
+
+
+def _refresh(net: Net, tmp_path) -> None:
     with net.fed:
         net.register()
         net.start()

@@ -23,6 +23,13 @@ from protocols import labels, oprf
 from .secrets import KeyEncryptionKey
 
 INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
+# Protocol tasks whose every item costs milliseconds (named, not imported: TenSEAL loads
+# only where aggregates run): CryptoPool.map never runs them in-process.
+COSTLY_TASKS = frozenset({
+    ("protocols.threshold", "blind_task"), ("protocols.threshold", "sign_task"),
+    ("protocols.threshold", "encrypt_incomes_task"), ("protocols.he_bfv", "encrypt_task"),
+    ("protocols.he_bfv", "select_and_sum_task"),
+})
 
 _worker_kek: KeyEncryptionKey | None = None
 
@@ -218,10 +225,16 @@ class CryptoPool:
         return self._submit(n, prove_task, sealed, purpose, packed_blinded, packed_evaluated).result()
 
     def map(self, fn, *iterables):
-        """`map` over the workers for picklable module-level functions (protocol batches)."""
+        """`map` over the workers for picklable module-level functions (protocol batches).
+
+        Batches of cheap items (hashing, scalar multiplications) run in this process when
+        they are small; batches of items that cost milliseconds each (Paillier and BFV)
+        always go to the workers.
+        """
         args = list(zip(*iterables))
         work = sum(len(x) for a in args for x in a if isinstance(x, (bytes, list)))
-        if len(args) < 2 or work < 32 * INLINE_BELOW:
+        costly = (getattr(fn, "__module__", ""), getattr(fn, "__name__", "")) in COSTLY_TASKS
+        if len(args) < 2 or (work < 32 * INLINE_BELOW and not costly):
             return [fn(*a) for a in args]
         return list(self._pool().map(fn, *zip(*args)))
 

@@ -71,11 +71,19 @@ class TableRpcs:
                    tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
                    tag_tables.c.predicate == predicate)).first()
         if row is None or row.status != "active":
-            what = "with that predicate (prepare it first)" if predicate else ""
+            what = " with that predicate (prepare it first)" if predicate else ""
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {dataset!r} version {version} epoch {epoch} is not served {what}; "
-                          "list datasets and sync the current version".replace("  ", " "))
+                          f"dataset {dataset!r} version {version} epoch {epoch} is not served{what}; "
+                          "list datasets and sync the current version")
         return row
+
+    def _held_table(self, conn, dataset: str, version: int, peer: str, epoch: int):
+        """The full table of a version a partner says it holds, whatever its status."""
+        return conn.execute(
+            select(tag_tables).join(datasets, datasets.c.id == tag_tables.c.dataset_id)
+            .where(datasets.c.name == dataset, datasets.c.version == version,
+                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
+                   tag_tables.c.predicate == "")).first()
 
     def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
         grace = timedelta(days=self.ctx.config.dataset(dataset).grace_days)
@@ -177,7 +185,12 @@ class TableRpcs:
                 base = None
                 if request.base_version and not request.predicate \
                         and table.base_version == request.base_version:
-                    base = self._table(conn, request.dataset, request.base_version, peer, request.epoch)
+                    # The caller's copy: retired or not, it only serves to compute the
+                    # difference (nothing the caller does not hold already); if it is
+                    # gone, the table goes whole.
+                    base = self._held_table(conn, request.dataset, request.base_version, peer,
+                                            request.epoch)
+                if base is not None:
                     added, removed = delta(load_table(conn, base), load_table(conn, table))
         except Refused as exc:
             context.abort(exc.code, exc.reason)

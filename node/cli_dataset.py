@@ -139,6 +139,20 @@ def retire_(config: ConfigOpt, name: str,
     out.print(f"retired {name} version {version}")
 
 
+@dataset_app.command("purge")
+def purge_(config: ConfigOpt, name: str,
+           version: Annotated[int, typer.Option(help="Retired version to purge.")]) -> None:
+    """Delete a retired version's personal data: its rows and every table built from them."""
+    from .datasets import purge
+    with node_context(config) as ctx:
+        try:
+            rows = purge(ctx, name, version)
+        except RegistrationError as exc:
+            fail(str(exc))
+    out.print(f"purged {name} version {version}: {rows} rows and their tag and threshold "
+              "tables deleted; the version's record and ledger entries stay")
+
+
 @dataset_app.command("rotate-key")
 def rotate_key(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset.")],
                partner: Annotated[Optional[str], typer.Option(help="Only this partner.")] = None) -> None:

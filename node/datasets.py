@@ -200,6 +200,37 @@ def retire(ctx: NodeContext, name: str, version: int) -> None:
         admin_log.record(ctx, conn, "dataset_retired", name, version=version)
 
 
+def purge(ctx: NodeContext, name: str, version: int) -> int:
+    """Delete a retired version's rows and every table derived from them (ledgered).
+
+    The version's record stays (status "purged"), as do ledger entries about it; its
+    personal data goes: stored rows, row tags, tag tables and threshold tables. A partner
+    that still holds a table of it syncs the current version whole. Returns its row count.
+    """
+    from sqlalchemy import delete
+
+    from .store import row_tags, tag_chunks, tag_tables, threshold_chunks, threshold_tables
+    ctx.ledger
+    with ctx.engine.begin() as conn:
+        row = conn.execute(select(datasets).where(
+            datasets.c.name == name, datasets.c.version == version)).first()
+        if row is None:
+            raise RegistrationError(f"dataset {name!r} has no version {version}")
+        if row.status != "retired":
+            raise RegistrationError(
+                f"version {version} of {name!r} is {row.status}; only a retired version can be "
+                f"purged (retire it first: shuqiao dataset retire {name} --version {version})")
+        for chunks, tables in ((tag_chunks, tag_tables), (threshold_chunks, threshold_tables)):
+            ids = select(tables.c.id).where(tables.c.dataset_id == row.id)
+            conn.execute(delete(chunks).where(chunks.c.table_id.in_(ids)))
+            conn.execute(delete(tables).where(tables.c.dataset_id == row.id))
+        conn.execute(delete(row_tags).where(row_tags.c.dataset_id == row.id))
+        conn.execute(delete(dataset_chunks).where(dataset_chunks.c.dataset_id == row.id))
+        conn.execute(update(datasets).where(datasets.c.id == row.id).values(status="purged"))
+        admin_log.record(ctx, conn, "dataset_purged", name, version=version, rows=row.row_count)
+    return row.row_count
+
+
 @dataclass
 class Refresh:
     name: str

@@ -33,7 +33,7 @@ __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "e
            "ADMIN_ACTIONS", "WITNESS_VERDICTS"]
 
 ADMIN_ACTIONS = ("dataset_registered", "dataset_retired", "key_rotated", "partner_changed",
-                 "policy_changed", "node_initialised", "threshold_prepared")
+                 "policy_changed", "node_initialised", "threshold_prepared", "dataset_purged")
 WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EntryError = CanonicalError

@@ -204,6 +204,16 @@ def _refresh(net: Net, tmp_path) -> None:
         net.check(added[:30] + net.rows[30:50])
         gone = net.ask(removed[:10], [0] * 10)
         assert gone.answers == [None] * 10
+        # Retired and purged, version 1 leaves no table behind; queries go on.
+        for step in ("retire", "purge"):
+            net.fed.cli("dataset", step, "--config", net.cfg("hrss"), "workers", "--version", "1")
+        ctx = net.hrss()
+        try:
+            assert [t.id for t in _tables(ctx)[1]] == [new.id]
+            assert _entries(ctx, old.id, old.tag_length, old.label_length) == {}
+        finally:
+            ctx.close()
+        net.check(added[30:40])
 
 
 def test_rotation_draws_a_new_key_and_table(tmp_path):

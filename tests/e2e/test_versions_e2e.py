@@ -2,13 +2,19 @@
 
 The fund centre holds version 1's tag table; the agency refreshes to version 2 and
 retires version 1. The next query must still sync (by difference, from the retired
-copy the partner holds, or whole) and answer version 2 exactly.
+copy the partner holds, or whole) and answer version 2 exactly; and so after version 1
+is purged, when none of its rows or tables remain.
 """
 from __future__ import annotations
 
+import base64
 import csv
+import json
 
 import pytest
+import sqlalchemy as sa
+
+from node.ledger import decode
 
 from . import fixtures as fx
 
@@ -34,6 +40,33 @@ def test_retiring_the_held_version_after_a_refresh_keeps_queries_answering(tmp_p
                   "--version", "1")
         r = fx.query(s, tmp_path / "after.csv")
         assert r.returncode == 0, r.stdout + r.stderr
+        # Purging: only a retired version, and then none of its rows or tables remain.
+        r = s.fed.cli("dataset", "purge", "--config", s.cfg("hrss"), "flexible_workers",
+                      "--version", "2", check=False)
+        assert r.returncode != 0 and "only a retired version can be purged" in r.stderr + r.stdout
+        r = s.fed.cli("dataset", "purge", "--config", s.cfg("hrss"), "flexible_workers",
+                      "--version", "1")
+        assert "purged flexible_workers version 1: 300 rows" in r.stdout
+        db = sa.create_engine(f"sqlite:///{s.fed.nodes['hrss'].directory / 'node.db'}")
+        with db.connect() as conn:
+            v1 = conn.execute(sa.text("SELECT id, status FROM datasets WHERE name = "
+                                      "'flexible_workers' AND version = 1")).one()
+            left = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t} WHERE dataset_id = :d"),
+                                    {"d": v1.id}).scalar()
+                    for t in ("dataset_chunks", "row_tags", "tag_tables")}
+            v2 = conn.execute(sa.text("SELECT count(*) FROM dataset_chunks c JOIN datasets d "
+                                      "ON d.id = c.dataset_id WHERE d.version = 2")).scalar()
+        db.dispose()
+        assert v1.status == "purged" and left == dict.fromkeys(left, 0) and v2 > 0
+        r = fx.query(s, tmp_path / "again.csv")
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = tmp_path / "hrss.jsonl"
+        s.fed.cli("audit", "export", "--config", s.cfg("hrss"), "--out", str(out))
+        entries = [decode(base64.b64decode(json.loads(line)["e"]))
+                   for line in out.read_text().splitlines()[1:]]
+        assert [e.details for e in entries if getattr(e, "action", "") == "dataset_purged"] == [
+            {"version": 1, "rows": 300}]
+    assert _answers(tmp_path / "again.csv") == _answers(tmp_path / "after.csv")
     before, after = _answers(tmp_path / "before.csv"), _answers(tmp_path / "after.csv")
     for person, answer in after.items():
         expected = "in_dataset" if person in outsiders else before[person]

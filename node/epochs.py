@@ -4,7 +4,9 @@ Rotation makes cached tag tables of the old epoch useless after the grace period
 partner that kept a copy cannot keep matching against it. The new epoch's table is
 built from the stored rows of the current version, in worker processes, and committed
 together with the new key, so a partner never sees an epoch without its table; the
-same holds for threshold tables, which get a new Paillier key with the epoch.
+same holds for threshold tables, which get a new Paillier key with the epoch. Once an
+epoch stops answering (right away without a grace period, else when it ends; checked
+by `shuqiao serve`), its tables are deleted and the deletion ledgered.
 """
 from __future__ import annotations
 
@@ -66,7 +68,55 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
                 retag_version(ctx, conn, declared, version, {p: (epoch, sealed)}, progress)
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
             admin_log.record(ctx, conn, "key_rotated", dataset, partner=p, epoch=epoch)
+    prune_expired(ctx, dataset)
     return done
+
+
+def prune_expired(ctx: NodeContext, dataset: str | None = None,
+                  now: datetime | None = None) -> list[tuple[str, str, int]]:
+    """Delete the tables of key epochs that no longer answer (older than the current one
+    and past the grace period): row tags, tag tables and threshold tables, of every
+    version. The keys stay. Returns (dataset, partner, epoch) pruned, each ledgered."""
+    from sqlalchemy import delete, select
+
+    from .keys import answerable_epochs
+    from .store import (datasets, row_tags, tag_chunks, tag_tables, threshold_chunks,
+                        threshold_keys, threshold_tables)
+    pruned = []
+    ctx.ledger  # loaded before the write transactions
+    for declared in ctx.config.datasets:
+        if dataset is not None and declared.name != dataset:
+            continue
+        grace = timedelta(days=declared.grace_days)
+        for grant in declared.grants:
+            with ctx.engine.begin() as conn:
+                live = answerable_epochs(conn, declared.name, grant.partner, grace, now)
+                ids = select(datasets.c.id).where(datasets.c.name == declared.name)
+                held = set(conn.execute(select(row_tags.c.epoch).distinct().where(
+                    row_tags.c.dataset_id.in_(ids), row_tags.c.partner == grant.partner)).scalars())
+                held |= set(conn.execute(select(threshold_keys.c.epoch).distinct().join(
+                    threshold_tables, threshold_tables.c.key_ref == threshold_keys.c.id).where(
+                    threshold_keys.c.dataset == declared.name,
+                    threshold_keys.c.partner == grant.partner)).scalars())
+                for epoch in sorted(e for e in held if live and e < min(live)):
+                    tables = select(tag_tables.c.id).where(
+                        tag_tables.c.dataset_id.in_(ids), tag_tables.c.partner == grant.partner,
+                        tag_tables.c.epoch == epoch)
+                    conn.execute(delete(tag_chunks).where(tag_chunks.c.table_id.in_(tables)))
+                    conn.execute(delete(tag_tables).where(tag_tables.c.id.in_(tables)))
+                    conn.execute(delete(row_tags).where(
+                        row_tags.c.dataset_id.in_(ids), row_tags.c.partner == grant.partner,
+                        row_tags.c.epoch == epoch))
+                    keys = select(threshold_keys.c.id).where(
+                        threshold_keys.c.dataset == declared.name,
+                        threshold_keys.c.partner == grant.partner, threshold_keys.c.epoch == epoch)
+                    t_ids = select(threshold_tables.c.id).where(threshold_tables.c.key_ref.in_(keys))
+                    conn.execute(delete(threshold_chunks).where(threshold_chunks.c.table_id.in_(t_ids)))
+                    conn.execute(delete(threshold_tables).where(threshold_tables.c.id.in_(t_ids)))
+                    admin_log.record(ctx, conn, "epoch_pruned", declared.name,
+                                     partner=grant.partner, epoch=epoch)
+                    pruned.append((declared.name, grant.partner, epoch))
+    return pruned
 
 
 def due(ctx: NodeContext, now: datetime | None = None) -> list[tuple[str, str]]:

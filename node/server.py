@@ -91,7 +91,7 @@ class NodeServer:
 def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
     """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
     import time
-    from .epochs import due, rotate
+    from .epochs import due, prune_expired, rotate
     from .witnessing import witness_partners
     m = ctx.config.maintenance
     next_rotation = time.monotonic() + m.interval_seconds
@@ -104,6 +104,9 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
                 for dataset, partner in due(ctx):
                     for r in rotate(ctx, dataset, partner):
                         log.info("rotated key of %s for %s to epoch %d", r.dataset, r.partner, r.epoch)
+                for dataset, partner, epoch in prune_expired(ctx):
+                    log.info("deleted the tables of %s for %s, key epoch %d (past its grace period)",
+                             dataset, partner, epoch)
             if now >= next_witness:
                 next_witness = now + m.witness_seconds
                 witness_partners(ctx)

@@ -1,8 +1,15 @@
 """Key epochs between real nodes: rotation, the grace period, and stale caches refused."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import grpc
 import pytest
+import sqlalchemy as sa
+
+from node.config import load_config
+from node.context import NodeContext
+from node.epochs import prune_expired
 
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 
@@ -42,4 +49,23 @@ def test_rotation_with_and_without_grace(tmp_path, grace_days):
         evaluate(s, ask_epoch(s, 2))
         # The fund centre notices the new epoch, syncs its table and gets the same answers.
         fx.query(s, tmp_path / "after.csv", check=True)
+        # Epoch 1's tables go when it stops answering: at once without a grace period.
+        db = sa.create_engine(f"sqlite:///{s.fed.nodes['hrss'].directory / 'node.db'}")
+        with db.connect() as conn:
+            epochs = {t: sorted(conn.execute(sa.text(f"SELECT DISTINCT epoch FROM {t}")).scalars())
+                      for t in ("row_tags", "tag_tables")}
+        db.dispose()
+        kept = [1, 2] if grace_days else [2]
+        assert epochs == {"row_tags": kept, "tag_tables": kept}
+        if grace_days:  # ...else when the grace period ends (the serving node checks hourly)
+            ctx = NodeContext(load_config(s.fed.nodes["hrss"].config_path))
+            try:
+                later = datetime.now(timezone.utc) + timedelta(days=grace_days, hours=1)
+                assert prune_expired(ctx, now=later) == [("flexible_workers", "fund", 1)]
+                assert prune_expired(ctx, now=later) == []
+                with ctx.engine.connect() as conn:
+                    left = conn.execute(sa.text("SELECT DISTINCT epoch FROM row_tags")).scalars()
+                    assert sorted(left) == [2]
+            finally:
+                ctx.close()
     assert (tmp_path / "before.csv").read_text() == (tmp_path / "after.csv").read_text()

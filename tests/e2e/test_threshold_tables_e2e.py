@@ -13,6 +13,7 @@ import base64
 import json
 import random
 import time
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from node import threshold_table
 from node.asker_statistics import threshold
 from node.config import load_config
 from node.context import NodeContext
+from node.epochs import prune_expired
 from node.errors import PartnerError
 from node.ledger import decode
 from node.localnet import Federation
@@ -244,6 +246,18 @@ def test_rotation_draws_a_new_key_and_table(tmp_path):
         r = net.fed.cli("audit", "verify", f"export:{out}", "--state-dir",
                         str(tmp_path / "audit-state"), check=False)
         assert r.returncode == 0, r.stdout + r.stderr
+        # When epoch 1's grace period is over its threshold table goes too; its key stays.
+        ctx = net.hrss()
+        try:
+            later = datetime.now(timezone.utc) + timedelta(days=365)
+            assert prune_expired(ctx, now=later) == [("workers", "fund", 1)]
+            assert prune_expired(ctx, now=later) == []  # nothing left: nothing ledgered again
+            keys_after, tables_after = _tables(ctx)
+        finally:
+            ctx.close()
+        assert [k.epoch for k in keys_after] == [1, 2]
+        assert [t.key_ref for t in tables_after] == [keys[1].id]
+        net.check(net.rows[40:50])
 
 
 def test_a_grant_that_gains_the_kind_is_prepared_in_the_background(tmp_path):

@@ -19,7 +19,7 @@ from protocols import cardinality as card
 from protocols.dp import DiscreteLaplace
 
 from . import policy
-from .answer_tables import Refused
+from .answer_tables import Refused, check_names, check_purpose
 from .datasets import current_version, iter_rows
 from .querylog import QueryRecord, seen
 from .rpc.shuqiao.v1 import membership_pb2 as pb
@@ -112,11 +112,11 @@ class CardinalityRpc:
                 record.write(self.ctx)
 
     def _admit_cardinality(self, h: pb.QueryHeader, peer: str, record: QueryRecord):
-        self._check_names(h, record)
+        check_names(h, record)
         if h.kind != pb.QUERY_KIND_CARDINALITY:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a cardinality query must say so")
         _, grant = self._grant(h.dataset, peer)
-        self._check_purpose(h, grant)
+        check_purpose(h, grant)
         with self.ctx.engine.connect() as conn:
             if seen(conn, h.query_id, "answerer"):
                 record.query_id = ""

@@ -71,10 +71,10 @@ import grpc
 
 from . import policy
 from .answer_aggregate import AggregateRpc
-from .answer_tables import Refused
+from .answer_tables import Refused, check_names, check_purpose
 from .answer_threshold import ThresholdRpc
 from .auth import peer_node_id
-from .config import DATASET_NAME, PURPOSE
+from .config import DATASET_NAME
 from .context import NodeContext
 from .datasets import current_version
 from .keys import answerable_epochs
@@ -84,8 +84,6 @@ from .stats_wire import RoundError
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
-_PURPOSE = re.compile(PURPOSE)
-_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
@@ -138,22 +136,11 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           "the first message of a query must be its header")
         h = first.header
-        if not _QUERY_ID.match(h.query_id):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
-        record.query_id = h.query_id
-        # Only well-formed names are echoed or logged: free text from a peer could hold anything.
-        if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
-        record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
-        record.purpose = h.purpose
+        check_names(h, record)
         if h.kind != kind_number:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"an {kind} query must say so")
         declared, grant = self._grant(h.dataset, peer)
-        if h.purpose not in grant.purpose_codes:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
-                          f"granted: {', '.join(grant.purpose_codes)}")
+        check_purpose(h, grant)
         limit = self.cfg.grpc.max_query_elements
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from . import predicate as pred
 from .auth import peer_node_id
-from .config import DATASET_NAME
+from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
 from .datasets import current_version, iter_chunks
 from .keys import answerable_epochs, current_epoch, public_key
@@ -27,6 +27,8 @@ from .tagtables import Arrays, delta, iter_row_tags, iter_table_chunks, label_le
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
+_PURPOSE = re.compile(PURPOSE)
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SEND_ROWS = 32768  # rows per streamed chunk
 
 
@@ -40,6 +42,26 @@ class Refused(Exception):
     def by_policy(cls, exc) -> "Refused":
         """The gRPC status for a node.policy.PolicyRefusal (quota, kind or size rule)."""
         return cls(_POLICY_CODES[exc.rule], exc.reason)
+
+
+def check_names(h, record) -> None:
+    """A query header's id, dataset and purpose are well-formed codes; the record takes
+    them (only well-formed names are echoed or logged: free text could hold anything)."""
+    if not _QUERY_ID.match(h.query_id):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
+    record.query_id = h.query_id
+    if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
+    record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
+    record.purpose, record.elements = h.purpose, 0
+
+
+def check_purpose(h, grant) -> None:
+    if h.purpose not in grant.purpose_codes:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
+                      f"granted: {', '.join(grant.purpose_codes)}")
 
 
 _POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -12,16 +12,14 @@ that was broken, never an element.
 from __future__ import annotations
 
 import logging
-import re
 
 import grpc
 from protocols import oprf
 
 from . import policy
 from .answer_cardinality import CardinalityRpc
-from .answer_tables import Refused, TableRpcs
+from .answer_tables import Refused, TableRpcs, check_names, check_purpose
 from .auth import peer_node_id
-from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
 from .keys import key_purpose, sealed_key
 from .querylog import QueryRecord, seen
@@ -29,11 +27,8 @@ from .rpc.shuqiao.v1 import membership_pb2 as pb
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-_DATASET = re.compile(DATASET_NAME)
-_PURPOSE = re.compile(PURPOSE)
 _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labeled",
           pb.QUERY_KIND_PREDICATE: "predicate"}
-_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
@@ -76,30 +71,13 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                 record.write(self.ctx)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _check_names(self, h: pb.QueryHeader, record: QueryRecord) -> None:
-        if not _QUERY_ID.match(h.query_id):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
-        record.query_id = h.query_id
-        # Only well-formed names are echoed or logged: free text from a peer could hold anything.
-        if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
-        record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
-        record.purpose, record.elements = h.purpose, 0
-
-    def _check_purpose(self, h: pb.QueryHeader, grant) -> None:
-        if h.purpose not in grant.purpose_codes:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
-                          f"granted: {', '.join(grant.purpose_codes)}")
-
     def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
-        self._check_names(h, record)
+        check_names(h, record)
         if h.kind not in _KINDS:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
         record.kind = _KINDS[h.kind]
         _, grant = self._grant(h.dataset, peer)
-        self._check_purpose(h, grant)
+        check_purpose(h, grant)
         limit = self.cfg.grpc.max_query_elements
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,

@@ -209,7 +209,8 @@ def purge(ctx: NodeContext, name: str, version: int) -> int:
     """
     from sqlalchemy import delete
 
-    from .store import row_tags, tag_chunks, tag_tables, threshold_chunks, threshold_tables
+    from .store import (delete_tables, row_tags, tag_chunks, tag_tables, threshold_chunks,
+                        threshold_tables)
     ctx.ledger
     with ctx.engine.begin() as conn:
         row = conn.execute(select(datasets).where(
@@ -220,10 +221,8 @@ def purge(ctx: NodeContext, name: str, version: int) -> int:
             raise RegistrationError(
                 f"version {version} of {name!r} is {row.status}; only a retired version can be "
                 f"purged (retire it first: shuqiao dataset retire {name} --version {version})")
-        for chunks, tables in ((tag_chunks, tag_tables), (threshold_chunks, threshold_tables)):
-            ids = select(tables.c.id).where(tables.c.dataset_id == row.id)
-            conn.execute(delete(chunks).where(chunks.c.table_id.in_(ids)))
-            conn.execute(delete(tables).where(tables.c.dataset_id == row.id))
+        for tables, chunks in ((tag_tables, tag_chunks), (threshold_tables, threshold_chunks)):
+            delete_tables(conn, tables, chunks, tables.c.dataset_id == row.id)
         conn.execute(delete(row_tags).where(row_tags.c.dataset_id == row.id))
         conn.execute(delete(dataset_chunks).where(dataset_chunks.c.dataset_id == row.id))
         conn.execute(update(datasets).where(datasets.c.id == row.id).values(status="purged"))

@@ -80,8 +80,8 @@ def prune_expired(ctx: NodeContext, dataset: str | None = None,
     from sqlalchemy import delete, select
 
     from .keys import answerable_epochs
-    from .store import (datasets, row_tags, tag_chunks, tag_tables, threshold_chunks,
-                        threshold_keys, threshold_tables)
+    from .store import (datasets, delete_tables, row_tags, tag_chunks, tag_tables,
+                        threshold_chunks, threshold_keys, threshold_tables)
     pruned = []
     ctx.ledger  # loaded before the write transactions
     for declared in ctx.config.datasets:
@@ -99,20 +99,16 @@ def prune_expired(ctx: NodeContext, dataset: str | None = None,
                     threshold_keys.c.dataset == declared.name,
                     threshold_keys.c.partner == grant.partner)).scalars())
                 for epoch in sorted(e for e in held if live and e < min(live)):
-                    tables = select(tag_tables.c.id).where(
-                        tag_tables.c.dataset_id.in_(ids), tag_tables.c.partner == grant.partner,
-                        tag_tables.c.epoch == epoch)
-                    conn.execute(delete(tag_chunks).where(tag_chunks.c.table_id.in_(tables)))
-                    conn.execute(delete(tag_tables).where(tag_tables.c.id.in_(tables)))
+                    delete_tables(conn, tag_tables, tag_chunks, tag_tables.c.dataset_id.in_(ids),
+                                  tag_tables.c.partner == grant.partner, tag_tables.c.epoch == epoch)
                     conn.execute(delete(row_tags).where(
                         row_tags.c.dataset_id.in_(ids), row_tags.c.partner == grant.partner,
                         row_tags.c.epoch == epoch))
                     keys = select(threshold_keys.c.id).where(
                         threshold_keys.c.dataset == declared.name,
                         threshold_keys.c.partner == grant.partner, threshold_keys.c.epoch == epoch)
-                    t_ids = select(threshold_tables.c.id).where(threshold_tables.c.key_ref.in_(keys))
-                    conn.execute(delete(threshold_chunks).where(threshold_chunks.c.table_id.in_(t_ids)))
-                    conn.execute(delete(threshold_tables).where(threshold_tables.c.id.in_(t_ids)))
+                    delete_tables(conn, threshold_tables, threshold_chunks,
+                                  threshold_tables.c.key_ref.in_(keys))
                     admin_log.record(ctx, conn, "epoch_pruned", declared.name,
                                      partner=grant.partner, epoch=epoch)
                     pruned.append((declared.name, grant.partner, epoch))

@@ -76,12 +76,9 @@ def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: st
 
     One task per batch: the ciphertexts never cross the pipe unsealed.
     """
-    from protocols import threshold as th
     outs = oprf.evaluate(_unseal(kek, sealed, purpose), inputs, mode)
-    packed, w = th.encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
-    blobs = [packed[i * w:(i + 1) * w] for i in range(len(incomes))]
     return (b"".join(out[:tag_length] for out in outs),
-            b"".join(labels.seal_blobs(outs, blobs, label_context)))
+            threshold_blobs_task(n, p, q, incomes, b"".join(outs), label_context))
 
 
 def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,

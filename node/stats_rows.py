@@ -107,9 +107,15 @@ def aggregate_rows(cols: VersionColumns, value_column: str, group_column: str,
     return AggregateRows(positions, values, groups, names, n - len(positions), limit)
 
 
+def usable_income(text: str) -> int | None:
+    """The income in a cell if a threshold check can use it (an integer below 2^62)."""
+    value = parse_int(text or "")
+    return value if value is not None and abs(value) < MAX_INCOME else None
+
+
 def income_rows(cols: VersionColumns, column: str) -> tuple[np.ndarray, list[int], int]:
     """(dataset rows with a usable income, their incomes, number left out)."""
-    parsed = [parse_int(v) for v in cols.attrs[column]]
-    positions = [i for i, v in enumerate(parsed) if v is not None and abs(v) < MAX_INCOME]
+    parsed = [usable_income(v) for v in cols.attrs[column]]
+    positions = [i for i, v in enumerate(parsed) if v is not None]
     return (np.array(positions, dtype=np.int64), [parsed[i] for i in positions],
             len(parsed) - len(positions))

@@ -8,6 +8,7 @@ refusal at the agency, a PartnerError at the asker).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 
 from protocols import labels
@@ -66,6 +67,15 @@ def expect(messages: Iterator, body: str):
 
 
 # -- the threshold table's sealed incomes (protocols/labels.py, seal_blobs) -------------
+
+
+def threshold_table_digest(key_id: bytes, tags, labels) -> bytes:
+    """SHA-256 over the key id, the tags and the sealed incomes, in table order (any
+    buffers: the asker hashes its memory-mapped copy in place)."""
+    h = hashlib.sha256(key_id)
+    h.update(tags)
+    h.update(labels)
+    return h.digest()
 
 
 def income_label_length(n: int) -> int:

@@ -203,6 +203,14 @@ node_state = Table(
     Column("value", Text, nullable=False),
 )
 
+def delete_tables(conn, tables: Table, chunks: Table, *where) -> None:
+    """Delete the rows of ``tables`` matching ``where`` and their chunks (``table_id``)."""
+    from sqlalchemy import delete, select
+    ids = select(tables.c.id).where(*where)
+    conn.execute(delete(chunks).where(chunks.c.table_id.in_(ids)))
+    conn.execute(delete(tables).where(*where))
+
+
 _APPEND_ONLY = ("query_log",)
 
 

@@ -38,8 +38,8 @@ from . import admin_log
 from .datasets import iter_chunks
 from .keys import key_purpose as oprf_key_purpose
 from .keys import sealed_key as oprf_sealed_key
-from .stats_rows import MAX_INCOME, parse_int
-from .stats_wire import income_label_context, income_label_length
+from .stats_rows import usable_income
+from .stats_wire import income_label_context, income_label_length, threshold_table_digest
 from .store import threshold_chunks, threshold_tables
 from .tagtables import Arrays, delta, iter_row_tags
 from .threshold_keys import (  # noqa: F401  (re-exported)
@@ -123,13 +123,6 @@ def table_delta(conn: Connection, table: TableRow, held_digest: bytes
     return added, removed
 
 
-def table_digest(key_id: bytes, tags: bytes, labels: bytes) -> bytes:
-    h = hashlib.sha256(key_id)
-    h.update(tags)
-    h.update(labels)
-    return h.digest()
-
-
 @dataclass(frozen=True)
 class Target:
     """What to prepare: a stored version, one partner's epoch, the grant's column."""
@@ -152,10 +145,9 @@ def _version_incomes(conn: Connection, t: Target):
     ids, incomes, keep, where, total = [], [], [], [], 0
     for seq, rows in iter_chunks(conn, t.dataset_id):
         for offset, (subject, attrs) in enumerate(rows):
-            value = parse_int(attrs.get(t.column, "") or "")
-            usable = value is not None and abs(value) < MAX_INCOME
-            keep.append(usable)
-            if usable:
+            value = usable_income(attrs.get(t.column, ""))
+            keep.append(value is not None)
+            if value is not None:
                 ids.append(encode(kind, subject))
                 incomes.append(value)
                 where.append((seq, offset))
@@ -184,9 +176,8 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
     todo = np.ones(len(ids), dtype=bool)
     base = find_table(conn, t.base_dataset_id, key) if t.base_dataset_id is not None else None
     if base is not None:
-        parts = list(iter_table_chunks(conn, base.id))
-        old_tags = np.frombuffer(b"".join(p[0] for p in parts), dtype=f"S{t.tag_length}")
-        old_labels = np.frombuffer(b"".join(p[1] for p in parts), dtype=f"V{L}")
+        old = load_arrays(conn, base)
+        old_tags, old_labels = old.tags, old.labels
         pos = np.minimum(np.searchsorted(old_tags, tags), max(len(old_tags) - 1, 0))
         hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
         labels[hit] = old_labels[pos[hit]]
@@ -205,11 +196,13 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
     def drain(limit: int) -> None:
         nonlocal done
         while len(in_flight) > limit:
-            part, future = in_flight.popleft()
-            got_tags, got_labels = future.result()
-            if got_tags is not None and not np.array_equal(
-                    np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
-                raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
+            part, future, evaluated = in_flight.popleft()
+            if evaluated:  # sealed under kept outputs (their tags were checked on submission)
+                got_labels = future.result()
+            else:
+                got_tags, got_labels = future.result()
+                if not np.array_equal(np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
+                    raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
             labels[part] = np.frombuffer(got_labels, dtype=f"V{L}")
             done += len(part)
             progress(stage, done, total)
@@ -225,33 +218,23 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
                                  dtype=f"S{t.tag_length}")
                 if not np.array_equal(heads, tags[part]):
                     raise RuntimeError("row tags and kept evaluations disagree; rotate the key")
-                future = _Tagged(ctx.pool.submit_threshold_blobs(
-                    secret, [incomes[i] for i in part], outs, context))
+                future = ctx.pool.submit_threshold_blobs(
+                    secret, [incomes[i] for i in part], outs, context)
             else:
                 future = ctx.pool.submit_threshold_rows(
                     oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number,
                     secret, [incomes[i] for i in part], context)
-            in_flight.append((part, future))
+            in_flight.append((part, future, evaluated))
             drain(2 * ctx.pool.workers)
     drain(0)
     order = np.argsort(tags, kind="stable")
     return tags[order], labels[order], unusable, len(ids) - len(positions)
 
 
-class _Tagged:
-    """A blobs-only future read like a rows future: (no tags to check, sealed labels)."""
-
-    def __init__(self, future) -> None:
-        self._future = future
-
-    def result(self):
-        return None, self._future.result()
-
-
 def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
           unusable: int) -> TableRow:
     """Store a built table and ledger it (key id, sizes and digest; never a row)."""
-    digest = table_digest(key.key_id, tags.tobytes(), labels.tobytes())
+    digest = threshold_table_digest(key.key_id, tags, labels)
     table_id = conn.execute(insert(threshold_tables).values(
         dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
         label_length=income_label_length(key.n), row_count=len(tags), unusable_count=unusable,

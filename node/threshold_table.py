@@ -12,7 +12,6 @@ it is readable without the partner answering an OPRF query for the identifier co
 """
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import struct
@@ -26,7 +25,7 @@ from protocols import threshold as th
 
 from .errors import PartnerError, rpc_error
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
-from .stats_wire import RoundError, expect, income_label_length
+from .stats_wire import RoundError, expect, income_label_length, threshold_table_digest
 from .tagtables import Arrays, apply_delta
 
 _MAGIC = b"shuqiao-threshold-table/1\n"
@@ -74,21 +73,24 @@ def _load(path: Path) -> tuple[spb.ThresholdTableInfo, bytes, memoryview] | None
         split = off + info.rows * info.tag_length
         if split + info.rows * info.label_length != len(view):
             return None
-        digest = hashlib.sha256(info.key_id)
-        digest.update(view[off:split])
-        digest.update(view[split:])
+        digest = threshold_table_digest(info.key_id, view[off:split], view[split:])
     except Exception:  # missing, empty, unreadable or damaged (OSError, struct, protobuf): sync again
         return None
-    if digest.digest() != info.digest:
+    if digest != info.digest:
         return None
     return info, bytes(view[off:split]), view[split:]
+
+
+def _head(info: spb.ThresholdTableInfo) -> bytes:
+    """A cached copy's header: magic, then the partner's table header."""
+    blob = info.SerializeToString()
+    return _MAGIC + struct.pack(">I", len(blob)) + blob
 
 
 def _receive(path: Path, info: spb.ThresholdTableInfo, responses, progress) -> None:
     """Write the streamed rows into ``path`` (tags, then labels, at their offsets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = info.SerializeToString()
-    head = _MAGIC + struct.pack(">I", len(blob)) + blob
+    head = _head(info)
     tags_at, labels_at = len(head), len(head) + info.rows * info.tag_length
     rows = 0
     with open(path, "wb") as f:
@@ -155,9 +157,8 @@ def _patch(path: Path, info: spb.ThresholdTableInfo, held, responses, progress) 
     stored = spb.ThresholdTableInfo()
     stored.CopyFrom(info)
     stored.ClearField("delta_from")
-    blob = stored.SerializeToString()
     with open(path, "wb") as f:
-        f.write(_MAGIC + struct.pack(">I", len(blob)) + blob)
+        f.write(_head(stored))
         f.write(table.tag_bytes())
         f.write(table.label_bytes())
         f.flush()

@@ -86,7 +86,8 @@ def run(work: Path, *, quick: bool = False) -> None:
             f.write("id\n" + "\n".join(removed) + "\n")
         with timer() as t:
             fed.cli("dataset", "update", "--config", cfg, "--name", "roll", "--id-column", "id",
-                    "--add", str(work / "add.csv"), "--remove", str(work / "remove.csv"), timeout=3600)
+                    "--add", str(work / "add.csv"), "--remove", str(work / "remove.csv"),
+                    "--rejects", str(work / "refresh-rejected.csv"), timeout=3600)
         refresh_s = t["seconds"]
         with timer() as t:
             asker.membership(fund, "agency", "roll", PURPOSE, enc[:1])   # delta sync

@@ -174,7 +174,7 @@ def run(work: Path, *, quick: bool = False) -> None:
             with timer() as t:
                 fed.cli("dataset", "update", "--config", str(fed.nodes["agency"].config_path),
                         "--name", "workers", "--id-column", "id", "--add", str(work / "added.csv"),
-                        timeout=3600)
+                        "--rejects", str(work / "added-rejected.csv"), timeout=3600)
             stages: dict[str, int] = {}
             applicants = applicants[:applicants_n // 2] + added[:applicants_n // 2]
             want = [truth[x][2] >= lim for x, lim in zip(applicants, limits)]

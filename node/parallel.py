@@ -27,7 +27,7 @@ INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
 # only where aggregates run): CryptoPool.map never runs them in-process.
 COSTLY_TASKS = frozenset({
     ("protocols.threshold", "blind_task"), ("protocols.threshold", "sign_task"),
-    ("protocols.threshold", "encrypt_incomes_task"), ("protocols.he_bfv", "encrypt_task"),
+    ("protocols.paillier_fast", "encrypt_incomes_task"), ("protocols.he_bfv", "encrypt_task"),
     ("protocols.he_bfv", "select_and_sum_task"),
 })
 
@@ -62,8 +62,8 @@ def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
 def threshold_blobs_task(n: int, p: int, q: int, incomes: Sequence[int], outputs: bytes,
                          label_context: bytes) -> bytes:
     """Enc(income) sealed under each row's already computed OPRF output (64 bytes each)."""
-    from protocols import threshold as th
-    packed, w = th.encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
+    from protocols.paillier_fast import encrypt_incomes_task
+    packed, w = encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
     outs = [outputs[i * oprf.OUTPUT_LEN:(i + 1) * oprf.OUTPUT_LEN] for i in range(len(incomes))]
     blobs = [packed[i * w:(i + 1) * w] for i in range(len(incomes))]
     return b"".join(labels.seal_blobs(outs, blobs, label_context))

@@ -57,6 +57,22 @@ class GrpcSection(_Strict):
     max_query_elements: int = Field(default=1_000_000, ge=1)
     deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
     workers: int = Field(default=0, ge=0, le=256)  # 0: one per core
+    # Call limits (node/stream_limits.py): worker threads of the gRPC server, how many of
+    # them query work may never take (kept for health, listing, ledger reads, refusals),
+    # concurrent query calls per partner, and how long a stream may wait for the
+    # caller's next message before it is cancelled.
+    server_threads: int = Field(default=32, ge=4, le=1024)
+    reserved_threads: int = Field(default=6, ge=2, le=256)
+    partner_streams: int = Field(default=8, ge=1, le=1024)
+    idle_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _call_limits(self) -> "GrpcSection":
+        if self.reserved_threads >= self.server_threads:
+            raise ValueError("reserved_threads must be smaller than server_threads")
+        if self.partner_streams > self.server_threads - self.reserved_threads:
+            raise ValueError("partner_streams must not exceed server_threads - reserved_threads")
+        return self
 
     @field_validator("listen")
     @classmethod

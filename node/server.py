@@ -18,6 +18,7 @@ from .context import NodeContext
 from .pki import load_tls_identity
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2_grpc
+from .stream_limits import StreamLimitInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,14 @@ class NodeServer:
         self.ctx = ctx
         cfg = ctx.config
         self.health = health.HealthServicer()
+        self.limits = StreamLimitInterceptor.from_config(cfg.grpc)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
             interceptors=[PartnerInterceptor((p.id for p in cfg.partners),
-                                             (a.id for a in cfg.auditors))],
+                                             (a.id for a in cfg.auditors)),
+                          self.limits],
             options=grpc_options(cfg.grpc.max_message_bytes),
-            maximum_concurrent_rpcs=64)
+            maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
         statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)
         from .ledger.grpc_service import LedgerService
@@ -85,6 +88,7 @@ class NodeServer:
         if self.http is not None:
             self.http.stop()
         self.server.stop(grace).wait()
+        self.limits.close()
         self.ctx.close()
 
 

@@ -165,6 +165,7 @@ class DatasetGrant(_Strict):
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
     monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
     epoch_elements: int | None = Field(default=None, ge=1)       # per partner and key epoch
+    daily_preparations: int = Field(default=10, ge=0)            # predicate tables built, rolling 24 h
     # Differential privacy for cardinality: epsilon charged per query (None: exact
     # counts), and the budget per partner and key epoch after which queries are refused.
     dp_epsilon: float | None = Field(default=None, gt=0, le=10)
@@ -220,6 +221,14 @@ class DatasetSection(_Strict):
         return 0x01 if self.oprf_mode == "voprf" else 0x00
 
 
+class PredicateTablesSection(_Strict):
+    """Tables of the rows matching a partner's predicate, kept for its queries. Per
+    partner, the least recently used are deleted beyond these bounds (a later query
+    with that predicate is refused until it is prepared again)."""
+    max_tables: int = Field(default=8, ge=1, le=1024)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
 class NodeConfig(_Strict):
     node: NodeSection
     storage: StorageSection = StorageSection()
@@ -228,6 +237,7 @@ class NodeConfig(_Strict):
     http: HttpSection = HttpSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
+    predicate_tables: PredicateTablesSection = PredicateTablesSection()
     tls: TlsSection
     partners: list[PartnerSection] = Field(default_factory=list)
     datasets: list[DatasetSection] = Field(default_factory=list)

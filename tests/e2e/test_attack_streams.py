@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+import tomllib
 
 import grpc
 import pytest
+import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
@@ -26,14 +28,20 @@ pytestmark = pytest.mark.e2e
 IDLE = 2.0
 DEADLINE = 6.0
 CAP = 4
+THREADS, RESERVED = 16, 4
+OTHERS = ("pensions", "housing", "civil")  # more partners of the agency (no grants needed)
 SAFETY = 30.0  # client-side deadline, only so a failing test ends
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     s = fx.build(tmp_path_factory.mktemp("streams"), registry_size=300, applicants=40,
-                 grpc={"server_threads": 16, "reserved_threads": 4, "partner_streams": CAP,
-                       "idle_seconds": IDLE, "deadline_seconds": DEADLINE})
+                 grpc={"server_threads": THREADS, "reserved_threads": RESERVED,
+                       "partner_streams": CAP, "idle_seconds": IDLE, "deadline_seconds": DEADLINE})
+    path = s.fed.nodes["hrss"].config_path  # more partners, so together they exceed the slots
+    config = tomllib.loads(path.read_text())
+    config["partners"] += [{"id": p} for p in OTHERS]
+    path.write_bytes(tomli_w.dumps(config).encode())
     fx.start(s)
     fx.register(s)
     yield s
@@ -148,3 +156,24 @@ def test_trickling_stream_is_cancelled_at_the_node_deadline(scenario):
     assert call.code() == grpc.StatusCode.CANCELLED
     assert answered >= 3  # it was answered while it kept sending
     assert DEADLINE <= took < DEADLINE + 3.0
+
+
+def test_idle_streams_of_several_partners_leave_the_reserved_workers(scenario):
+    """Four partners, each within its cap, together ask for more than the work slots."""
+    release = threading.Event()
+    channels = [channel_as(scenario, p) for p in ("fund", *OTHERS)]
+    try:
+        calls = [pb_grpc.MembershipStub(ch).Evaluate(_held([], release), timeout=SAFETY)
+                 for ch in channels for _ in range(CAP)]
+        time.sleep(0.5)
+        health_s, listing_s = _quick(scenario)
+        assert health_s < 1.0 and listing_s < 1.0
+        codes = [_outcome(c) for c in calls]
+        busy = [c for c in calls if c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert codes.count(grpc.StatusCode.CANCELLED) == THREADS - RESERVED, codes
+        assert len(busy) == len(calls) - (THREADS - RESERVED)
+        assert all("as many queries as it can" in c.details() for c in busy)
+    finally:
+        release.set()
+        for ch in channels:
+            ch.close()

@@ -32,14 +32,6 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def connection_limits(g) -> list[tuple[str, int]]:
-    """A backstop below the interceptors: a call whose single request message never
-    arrives blocks its worker before any interceptor runs, so connections are closed
-    after `deadline_seconds`, with as long again for the calls still on them."""
-    age_ms = int(g.deadline_seconds * 1000)
-    return [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms)]
-
-
 def server_credentials(ctx: NodeContext) -> grpc.ServerCredentials:
     tls = ctx.config.tls
     cert, key = load_tls_identity(ctx.config.path(tls.cert), ctx.config.path(tls.key),
@@ -62,7 +54,7 @@ class NodeServer:
             interceptors=[PartnerInterceptor((p.id for p in cfg.partners),
                                              (a.id for a in cfg.auditors)),
                           self.limits],
-            options=grpc_options(cfg.grpc.max_message_bytes) + connection_limits(cfg.grpc),
+            options=grpc_options(cfg.grpc.max_message_bytes),
             maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
         statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)

@@ -10,7 +10,9 @@ interceptor, placed after the partner check, keeps that from happening:
   of `server_threads - reserved_threads` work slots, and at most `partner_streams` at
   once per partner; a call over either cap is refused with RESOURCE_EXHAUSTED at once,
   so the reserved workers always remain for health, listing, ledger and refusals;
-* long-lived reserved calls (health Watch, ledger GetEntries) are capped per caller too;
+* streaming reserved calls (health Watch, ledger GetEntries) are capped per caller, and
+  together take at most half of the reserved workers, so unary health checks and
+  listings always find one;
 * a watchdog cancels any call older than `deadline_seconds` (whatever deadline the
   caller set, or none), and any stream whose handler has waited `idle_seconds` for the
   caller's next message. Time spent computing an answer does not count as idle.
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 # Calls that never take a work slot: they are short and must answer while queries run.
 _RESERVED = ("/grpc.health.v1.Health/", "/shuqiao.v1.Membership/ListDatasets", "/shuqiao.v1.Ledger/")
-_LONG_LIVED = frozenset({"/grpc.health.v1.Health/Watch"})  # exempt from the call deadline
 RESERVED_STREAMS_PER_PEER = 2  # health Watch and ledger GetEntries at once, per caller
 
 _KINDS = {
@@ -54,7 +55,7 @@ class _Call:
     work: bool
     counted: bool
     started: float
-    deadline: float | None
+    deadline: float
     key: int = 0
     waiting_since: float | None = None  # the handler is blocked on the caller's next message
     cancelled: bool = False
@@ -85,6 +86,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
     def __init__(self, *, server_threads: int, reserved_threads: int, partner_streams: int,
                  idle_seconds: float, deadline_seconds: float, clock=time.monotonic) -> None:
         self.work_slots = server_threads - reserved_threads
+        self.reserved_stream_slots = max(1, reserved_threads // 2)
         self.partner_streams = partner_streams
         self.idle_seconds = idle_seconds
         self.deadline_seconds = deadline_seconds
@@ -93,6 +95,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
         self._work_total = 0
         self._work_by_peer: Counter[str] = Counter()
         self._reserved_by_peer: Counter[str] = Counter()
+        self._reserved_total = 0
         self._calls: dict[int, _Call] = {}
         self._ids = itertools.count()
         self._stop = threading.Event()
@@ -171,18 +174,20 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
             elif counted and not work and self._reserved_by_peer[peer] >= RESERVED_STREAMS_PER_PEER:
                 refusal = (f"too many concurrent streams to {method.rsplit('/', 1)[-1]} from this "
                            f"node: at most {RESERVED_STREAMS_PER_PEER} at once")
+            elif counted and not work and self._reserved_total >= self.reserved_stream_slots:
+                refusal = "this node is serving as many streams as it can; retry later"
             elif counted:
                 if work:
                     self._work_total += 1
                     self._work_by_peer[peer] += 1
                 else:
+                    self._reserved_total += 1
                     self._reserved_by_peer[peer] += 1
         if refusal:
             log.warning("refused call to %s from node %s: %s", method, peer or "-", refusal)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         now = self._clock()
-        call = _Call(context, method, peer, work, counted, now,
-                     None if method in _LONG_LIVED else now + self.deadline_seconds)
+        call = _Call(context, method, peer, work, counted, now, now + self.deadline_seconds)
         with self._lock:
             call.key = next(self._ids)
             self._calls[call.key] = call
@@ -204,6 +209,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 if not self._work_by_peer[call.peer]:
                     del self._work_by_peer[call.peer]
             else:
+                self._reserved_total -= 1
                 self._reserved_by_peer[call.peer] -= 1
                 if not self._reserved_by_peer[call.peer]:
                     del self._reserved_by_peer[call.peer]
@@ -226,7 +232,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 if call.cancelled:
                     continue
                 waiting = call.waiting_since
-                if call.deadline is not None and now >= call.deadline:
+                if now >= call.deadline:
                     self._cancel(call, f"ran past the node's {self.deadline_seconds:g} s deadline")
                 elif waiting is not None and now - waiting >= self.idle_seconds:
                     self._cancel(call, f"sent no message for {self.idle_seconds:g} s")

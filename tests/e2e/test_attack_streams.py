@@ -177,3 +177,25 @@ def test_idle_streams_of_several_partners_leave_the_reserved_workers(scenario):
         release.set()
         for ch in channels:
             ch.close()
+
+
+def test_health_watch_streams_cannot_take_the_reserved_workers(scenario):
+    """Watch is open to any federation member and never ends by itself."""
+    channels = [channel_as(scenario, f"stranger{i}") for i in range(3)]
+    try:
+        watches = [health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=SAFETY)
+                   for ch in channels for _ in range(2)]
+        time.sleep(0.5)
+        health_s, listing_s = _quick(scenario)
+        assert health_s < 1.0 and listing_s < 1.0
+        refused = []
+        for w in watches:
+            try:
+                next(w)  # a held watch sends the current status first
+            except grpc.RpcError as exc:
+                refused.append(exc)
+        assert len(refused) == len(watches) - RESERVED // 2
+        assert all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in refused)
+    finally:
+        for ch in channels:
+            ch.close()

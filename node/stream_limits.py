@@ -15,7 +15,11 @@ interceptor, placed after the partner check, keeps that from happening:
   listings always find one;
 * a watchdog cancels any call older than `deadline_seconds` (whatever deadline the
   caller set, or none), and any stream whose handler has waited `idle_seconds` for the
-  caller's next message. Time spent computing an answer does not count as idle.
+  caller's next message. Time spent computing an answer does not count as idle;
+* unary calls are read as one-message streams, so a caller that opens one and never
+  sends its request is caught the same way (the sync server would otherwise wait for
+  that message in a worker before any interceptor runs); reserved calls get
+  `REQUEST_SECONDS` for it, and at most `PENDING_PER_PEER` may wait at once per caller.
 
 Cancelling wakes the handler blocked in `next(request_iterator)` with an RpcError, which
 the answerers already record as an aborted query; the caller sees CANCELLED.
@@ -37,14 +41,13 @@ log = logging.getLogger(__name__)
 
 # Calls that never take a work slot: they are short and must answer while queries run.
 _RESERVED = ("/grpc.health.v1.Health/", "/shuqiao.v1.Membership/ListDatasets", "/shuqiao.v1.Ledger/")
-RESERVED_STREAMS_PER_PEER = 2  # health Watch and ledger GetEntries at once, per caller
+STREAMS_PER_PEER = 2  # reserved streams (health Watch, ledger GetEntries) at once, per caller
+PENDING_PER_PEER = 4  # reserved unary calls still waiting for their request, per caller
+REQUEST_SECONDS = 2.0  # how long a reserved unary call waits for its one request
 
-_KINDS = {
-    "unary_unary": (grpc.unary_unary_rpc_method_handler, False, False),
-    "unary_stream": (grpc.unary_stream_rpc_method_handler, False, True),
-    "stream_unary": (grpc.stream_unary_rpc_method_handler, True, False),
-    "stream_stream": (grpc.stream_stream_rpc_method_handler, True, True),
-}
+# handler attribute -> (request streaming, response streaming)
+_KINDS = {"unary_unary": (False, False), "unary_stream": (False, True),
+          "stream_unary": (True, False), "stream_stream": (True, True)}
 
 
 @dataclass
@@ -52,14 +55,12 @@ class _Call:
     context: grpc.ServicerContext
     method: str
     peer: str
-    work: bool
-    counted: bool
-    started: float
+    slot: str | None  # "work" | "stream" | "pending" | None: what it counts against
     deadline: float
+    idle_limit: float
     key: int = 0
     waiting_since: float | None = None  # the handler is blocked on the caller's next message
     cancelled: bool = False
-    done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -85,19 +86,20 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, *, server_threads: int, reserved_threads: int, partner_streams: int,
                  idle_seconds: float, deadline_seconds: float, clock=time.monotonic) -> None:
-        self.work_slots = server_threads - reserved_threads
-        self.reserved_stream_slots = max(1, reserved_threads // 2)
-        self.partner_streams = partner_streams
         self.idle_seconds = idle_seconds
         self.deadline_seconds = deadline_seconds
+        # slot -> (at most at once per caller, at most at once in total)
+        self.limits = {"work": (partner_streams, server_threads - reserved_threads),
+                       "stream": (STREAMS_PER_PEER, max(1, reserved_threads // 2)),
+                       # no total: an honest request arrives with its call, so a total
+                       # cap would let a few callers' hanging calls refuse everyone else's
+                       "pending": (PENDING_PER_PEER, 1 << 30)}
         self._clock = clock
         self._lock = threading.Lock()
-        self._work_total = 0
-        self._work_by_peer: Counter[str] = Counter()
-        self._reserved_by_peer: Counter[str] = Counter()
-        self._reserved_total = 0
+        self._total: Counter[str] = Counter()
+        self._by_peer: Counter[tuple[str, str]] = Counter()
         self._calls: dict[int, _Call] = {}
-        self._ids = itertools.count()
+        self._ids = itertools.count(1)
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -111,44 +113,46 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
     def close(self) -> None:
         self._stop.set()
 
-    def in_use(self) -> tuple[int, dict[str, int]]:
-        """Work slots held now, in total and per partner."""
-        with self._lock:
-            return self._work_total, dict(self._work_by_peer)
-
     # -- interception ------------------------------------------------------------------
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
-        for attr, (factory, request_streaming, response_streaming) in _KINDS.items():
+        for attr, (request_streaming, response_streaming) in _KINDS.items():
             behavior = getattr(handler, attr)
             if behavior is not None:
                 guarded = self._guard(behavior, method, request_streaming, response_streaming)
+                factory = (grpc.stream_stream_rpc_method_handler if response_streaming
+                           else grpc.stream_unary_rpc_method_handler)  # requests read as a stream
                 return factory(guarded, request_deserializer=handler.request_deserializer,
                                response_serializer=handler.response_serializer)
         return handler
 
     def _guard(self, behavior, method: str, request_streaming: bool, response_streaming: bool):
         work = not method.startswith(_RESERVED)
-        counted = work or (response_streaming or request_streaming)
+        slot = "work" if work else "stream" if (request_streaming or response_streaming) else "pending"
+        idle = self.idle_seconds if slot != "pending" else min(self.idle_seconds, REQUEST_SECONDS)
 
-        def admitted(request, context) -> tuple[_Call, object]:
-            call = self._admit(context, method, work, counted)
+        def admitted(requests, context):
+            call = self._admit(context, method, slot, idle)
             context.add_callback(lambda: self._release(call))
+            requests = _IdleGuarded(requests, call, self._clock)
             if request_streaming:
-                request = _IdleGuarded(request, call, self._clock)
+                return call, requests
+            request = _single(requests, context)
+            if slot == "pending":
+                self._release(call, keep_watching=True)  # now an ordinary short call
             return call, request
 
         if response_streaming:
-            def stream_behavior(request, context):
-                call, request = admitted(request, context)
+            def stream_behavior(requests, context):
+                call, request = admitted(requests, context)
                 return self._released_after(behavior(request, context), call)
             return stream_behavior
 
-        def unary_behavior(request, context):
-            call, request = admitted(request, context)
+        def unary_behavior(requests, context):
+            call, request = admitted(requests, context)
             try:
                 return behavior(request, context)
             finally:
@@ -162,57 +166,43 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
             self._release(call)
 
     # -- slots ---------------------------------------------------------------------------
-    def _admit(self, context, method: str, work: bool, counted: bool) -> _Call:
+    def _admit(self, context, method: str, slot: str, idle: float) -> _Call:
         peer = peer_node_id(context) or ""
-        refusal = None
+        per_peer, total = self.limits[slot]
         with self._lock:
-            if work and self._work_by_peer[peer] >= self.partner_streams:
-                refusal = (f"too many concurrent calls from node {peer!r}: at most "
-                           f"{self.partner_streams} at once; wait for one to finish")
-            elif work and self._work_total >= self.work_slots:
-                refusal = "this node is answering as many queries as it can; retry later"
-            elif counted and not work and self._reserved_by_peer[peer] >= RESERVED_STREAMS_PER_PEER:
-                refusal = (f"too many concurrent streams to {method.rsplit('/', 1)[-1]} from this "
-                           f"node: at most {RESERVED_STREAMS_PER_PEER} at once")
-            elif counted and not work and self._reserved_total >= self.reserved_stream_slots:
-                refusal = "this node is serving as many streams as it can; retry later"
-            elif counted:
-                if work:
-                    self._work_total += 1
-                    self._work_by_peer[peer] += 1
-                else:
-                    self._reserved_total += 1
-                    self._reserved_by_peer[peer] += 1
+            if self._by_peer[slot, peer] >= per_peer:
+                refusal = (f"too many concurrent calls from node {peer!r}: at most {per_peer} at "
+                           "once; wait for one to finish")
+            elif self._total[slot] >= total:
+                refusal = "this node is answering as many calls as it can; retry later"
+            else:
+                refusal = None
+                self._total[slot] += 1
+                self._by_peer[slot, peer] += 1
         if refusal:
             log.warning("refused call to %s from node %s: %s", method, peer or "-", refusal)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         now = self._clock()
-        call = _Call(context, method, peer, work, counted, now, now + self.deadline_seconds)
+        call = _Call(context, method, peer, slot, now + self.deadline_seconds, idle)
         with self._lock:
             call.key = next(self._ids)
             self._calls[call.key] = call
         self._ensure_watchdog()
         return call
 
-    def _release(self, call: _Call) -> None:
+    def _release(self, call: _Call, keep_watching: bool = False) -> None:
+        """Free the call's slot (once); stop watching it unless `keep_watching`."""
         with call.lock:
-            if call.done:
-                return
-            call.done = True
+            slot, call.slot = call.slot, None
         with self._lock:
-            self._calls.pop(call.key, None)
-            if not call.counted:
+            if not keep_watching:
+                self._calls.pop(call.key, None)
+            if slot is None:
                 return
-            if call.work:
-                self._work_total -= 1
-                self._work_by_peer[call.peer] -= 1
-                if not self._work_by_peer[call.peer]:
-                    del self._work_by_peer[call.peer]
-            else:
-                self._reserved_total -= 1
-                self._reserved_by_peer[call.peer] -= 1
-                if not self._reserved_by_peer[call.peer]:
-                    del self._reserved_by_peer[call.peer]
+            self._total[slot] -= 1
+            self._by_peer[slot, call.peer] -= 1
+            if not self._by_peer[slot, call.peer]:
+                del self._by_peer[slot, call.peer]
 
     # -- watchdog -----------------------------------------------------------------------
     def _ensure_watchdog(self) -> None:
@@ -223,7 +213,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 self._watchdog.start()
 
     def _watch(self) -> None:
-        tick = max(0.05, min(1.0, self.idle_seconds / 4, self.deadline_seconds / 4))
+        tick = max(0.05, min(0.5, self.idle_seconds / 4, self.deadline_seconds / 4))
         while not self._stop.wait(tick):
             now = self._clock()
             with self._lock:
@@ -234,10 +224,18 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 waiting = call.waiting_since
                 if now >= call.deadline:
                     self._cancel(call, f"ran past the node's {self.deadline_seconds:g} s deadline")
-                elif waiting is not None and now - waiting >= self.idle_seconds:
-                    self._cancel(call, f"sent no message for {self.idle_seconds:g} s")
+                elif waiting is not None and now - waiting >= call.idle_limit:
+                    self._cancel(call, f"sent no message for {call.idle_limit:g} s")
 
     def _cancel(self, call: _Call, why: str) -> None:
         log.warning("cancelled call to %s from node %s: %s", call.method, call.peer or "-", why)
         call.cancelled = True  # the slot is freed when the handler returns, not before
         call.context.cancel()
+
+
+def _single(requests, context):
+    """The one request of a unary call (read as a stream, so its wait is watched)."""
+    first = next(requests, None)
+    if first is None or next(requests, None) is not None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call carries exactly one request")
+    return first

@@ -133,10 +133,12 @@ def retire_(config: ConfigOpt, name: str,
     """Stop serving a version to partners (its record stays)."""
     with node_context(config) as ctx:
         try:
-            retire(ctx, name, version)
+            current = retire(ctx, name, version)
         except RegistrationError as exc:
             fail(str(exc))
-    out.print(f"retired {name} version {version}")
+    out.print(f"retired {name} version {version}; "
+              + (f"partners are served version {current.version}" if current else
+                 "no active version is left: partners are served none"))
 
 
 @dataset_app.command("purge")

@@ -188,8 +188,13 @@ def current_version(conn: Connection, name: str) -> DatasetVersion | None:
     return DatasetVersion(**row._mapping) if row else None
 
 
-def retire(ctx: NodeContext, name: str, version: int) -> None:
-    """Mark a version retired: partners can no longer sync or query it (ledgered)."""
+def retire(ctx: NodeContext, name: str, version: int) -> "DatasetVersion | None":
+    """Mark a version retired: partners can no longer sync or query it (ledgered).
+
+    Retiring the newest active version makes the one before it current again; what it
+    lacks to be served (tables of newer key epochs) is built in the same transaction.
+    Returns the version served from now on, if any.
+    """
     ctx.ledger
     with ctx.engine.begin() as conn:
         res = conn.execute(update(datasets).where(
@@ -198,6 +203,14 @@ def retire(ctx: NodeContext, name: str, version: int) -> None:
         if res.rowcount != 1:
             raise RegistrationError(f"no active version {version} of dataset {name!r}")
         admin_log.record(ctx, conn, "dataset_retired", name, version=version)
+        current = current_version(conn, name)
+        declared = ctx.config.dataset(name)
+        if current is not None and current.version < version and declared is not None:
+            # The newest was retired: the previous active version is served again, under
+            # the partners' current key epochs, which may have started after it.
+            from .epochs import complete_version
+            complete_version(ctx, conn, declared, current)
+    return current
 
 
 def purge(ctx: NodeContext, name: str, version: int) -> int:

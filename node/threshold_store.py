@@ -340,10 +340,16 @@ def prepare_current(ctx, dataset: str, progress: Progress = _noop) -> list[tuple
     declared = ctx.config.dataset(dataset)
     if declared is None:
         raise ValueError(f"dataset {dataset!r} is not declared in the node config")
-    with ctx.engine.connect() as conn:
+    from .epochs import complete_version
+    ctx.ledger  # loaded before the write transaction
+    with ctx.engine.begin() as conn:
         version = current_version(conn, dataset)
         if version is None:
-            raise ValueError(f"dataset {dataset!r} has no registered version")
+            raise ValueError(f"dataset {dataset!r} has no active version (none registered, "
+                             "or every version retired)")
+        # Tag tables first: a version served again after the newest was retired may have
+        # none under the current epochs, and its threshold tables are sealed under them.
+        complete_version(ctx, conn, declared, version, progress)
         epochs = {g.partner: current_epoch(conn, dataset, g.partner) for g in declared.grants}
     epochs = {p: e for p, e in epochs.items() if e is not None}
     return [(t, prepare(ctx, t, progress))

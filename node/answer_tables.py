@@ -189,7 +189,7 @@ class TableRpcs:
         """Filter the version's rows; their tags were computed at registration."""
         keep = pred.compile_predicate(ast)
         parts_t, parts_l = [], []
-        chunks = iter_chunks(conn, version.id)
+        chunks = iter_chunks(conn, version.id, self.ctx.kek)
         for (seq, rows), (tags, lab) in zip(chunks, iter_row_tags(conn, version.id, peer, epoch)):
             arrays = Arrays.from_bytes(tags, declared.tag_length, lab, label_length(grant))
             mask = np.fromiter((keep(attrs) for _, attrs in rows), dtype=bool, count=len(rows))

@@ -94,6 +94,9 @@ def init(config: ConfigOpt) -> None:
                           "securely: sealed keys cannot be opened without it")
         ctx.engine  # creates the schema
         console.print(f"database ready: {ctx.config.storage_url.split('@')[-1]}")
+        from .stored_rows import seal_stored_rows
+        if sealed := seal_stored_rows(ctx):
+            console.print(f"sealed {sealed} chunk(s) of dataset rows stored before rows were sealed")
         from . import admin_log
         ledger = ctx.ledger  # creates the Ed25519 ledger key, sealed under the KEK
         if ledger.size() == 0:

@@ -24,6 +24,8 @@ from . import admin_log
 from .context import NodeContext
 from .keys import ensure_key
 from .store import dataset_chunks, datasets
+from .stored_rows import (  # noqa: F401  (iter_chunks, iter_rows: read through this module too)
+    StoredRowsError, iter_chunks, iter_rows, pack_rows, rows_purpose, rows_sealer)
 from .tagtables import RowTagger
 
 ROW_BATCH = 8192
@@ -43,30 +45,6 @@ class Registration:
     fingerprint: str
     invalid: list[InvalidRow] = field(default_factory=list)
     tag_tables: list[tuple[str, int]] = field(default_factory=list)  # (partner, epoch)
-
-
-def pack_rows(rows: list[list]) -> bytes:
-    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode(), 1)
-
-
-def unpack_rows(blob: bytes) -> list[list]:
-    return json.loads(zlib.decompress(blob))
-
-
-def iter_chunks(conn: Connection, dataset_id: int):
-    """(seq, [[normalised id, attrs], ...]) of a dataset version, one chunk in memory at a time."""
-    seqs = conn.execute(select(dataset_chunks.c.seq).where(
-        dataset_chunks.c.dataset_id == dataset_id).order_by(dataset_chunks.c.seq)).scalars().all()
-    for seq in seqs:
-        blob = conn.execute(select(dataset_chunks.c.rows).where(
-            dataset_chunks.c.dataset_id == dataset_id, dataset_chunks.c.seq == seq)).scalar_one()
-        yield seq, unpack_rows(blob)
-
-
-def iter_rows(conn: Connection, dataset_id: int):
-    """(normalised id, attrs) of every row of a dataset version, chunk by chunk."""
-    for _, rows in iter_chunks(conn, dataset_id):
-        yield from rows
 
 
 def _noop(stage: str, done: int, total: int | None) -> None:
@@ -104,13 +82,15 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, id_type.value, keys)
         rows = chunk_seq = 0
         batch_rows: list[list] = []
+        sealer = rows_sealer(ctx.kek)
 
         def flush() -> None:
             nonlocal batch_rows, chunk_seq
             if batch_rows:
                 conn.execute(insert(dataset_chunks).values(
                     dataset_id=dataset_id, seq=chunk_seq, row_count=len(batch_rows),
-                    rows=pack_rows(batch_rows)))
+                    rows=pack_rows(batch_rows, sealer,
+                                   rows_purpose(name, version, dataset_id, chunk_seq))))
                 tagger.add_chunk(chunk_seq, batch_rows)
                 chunk_seq += 1
                 batch_rows = []
@@ -305,7 +285,8 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
         present: set[str] = set()
         seq = rows = 0
         tag_iters = {p: iter_row_tags(conn, base.id, p, e) for p, (e, _) in keys.items()}
-        for _, chunk in iter_chunks(conn, base.id):
+        sealer = rows_sealer(ctx.kek)
+        for _, chunk in iter_chunks(conn, base.id, ctx.kek):
             keep = np.array([r[0] not in gone for r in chunk], dtype=bool)
             present.update(r[0] for r in chunk)
             kept = [r for r, k in zip(chunk, keep) if k]
@@ -314,8 +295,9 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
                 if kept:
                     tagger.keep(p, seq, tags, lab, keep)
             if kept:
-                conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
-                                                           row_count=len(kept), rows=pack_rows(kept)))
+                conn.execute(insert(dataset_chunks).values(
+                    dataset_id=dataset_id, seq=seq, row_count=len(kept),
+                    rows=pack_rows(kept, sealer, rows_purpose(name, version, dataset_id, seq))))
                 seq += 1
                 rows += len(kept)
             progress("copying", rows, base.row_count)
@@ -329,8 +311,9 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
                 fresh.append(row)
         for i in range(0, len(fresh), ROW_BATCH):
             part = fresh[i:i + ROW_BATCH]
-            conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
-                                                       row_count=len(part), rows=pack_rows(part)))
+            conn.execute(insert(dataset_chunks).values(
+                dataset_id=dataset_id, seq=seq, row_count=len(part),
+                rows=pack_rows(part, sealer, rows_purpose(name, version, dataset_id, seq))))
             tagger.add_chunk(seq, part)
             seq += 1
             rows += len(part)

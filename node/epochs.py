@@ -38,7 +38,7 @@ def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys,
     """Row tags, sorted tables and threshold tables of a stored version under `keys`
     (partner -> (epoch, key))."""
     tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, version.id, version.id_type, keys)
-    for seq, rows in iter_chunks(conn, version.id):
+    for seq, rows in iter_chunks(conn, version.id, ctx.kek):
         tagger.add_chunk(seq, rows)
     done = tagger.finish()
     for target in threshold_store.targets(declared, version.id, version.version, version.id_type,

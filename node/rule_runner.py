@@ -57,7 +57,7 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
         if version is None:
             raise RuleError(f"local dataset {q.dataset!r} has no registered version")
         keep = pred.compile_predicate(pred.parse(q.predicate)) if q.predicate else (lambda a: True)
-        members = {subject for subject, attrs in iter_rows(conn, version.id) if keep(attrs)}
+        members = {subject for subject, attrs in iter_rows(conn, version.id, ctx.kek) if keep(attrs)}
     record.version = version.version
     answer = {x: x in members for x in ids}
     record.outcome, record.matched = "answered", sum(answer.values())

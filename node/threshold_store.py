@@ -138,12 +138,12 @@ class Target:
     base_dataset_id: int | None = None  # the version this one was refreshed from
 
 
-def _version_incomes(conn: Connection, t: Target):
+def _version_incomes(conn: Connection, t: Target, kek):
     """(encoded ids, incomes, row tags, (chunk, offset) per row) of the usable rows, and
     how many rows were not usable."""
     kind = IdType(t.id_type)
     ids, incomes, keep, where, total = [], [], [], [], 0
-    for seq, rows in iter_chunks(conn, t.dataset_id):
+    for seq, rows in iter_chunks(conn, t.dataset_id, kek):
         for offset, (subject, attrs) in enumerate(rows):
             value = usable_income(attrs.get(t.column, ""))
             keep.append(value is not None)
@@ -169,7 +169,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
     whose full OPRF output the caller's tagger kept (``outputs``: chunk -> 64 bytes per
     row) are sealed under it; the others are evaluated again.
     """
-    ids, incomes, tags, where, unusable = _version_incomes(conn, t)
+    ids, incomes, tags, where, unusable = _version_incomes(conn, t, ctx.kek)
     outputs = outputs or {}
     L = income_label_length(key.n)
     labels = np.zeros(len(ids), dtype=f"V{L}")

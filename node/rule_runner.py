@@ -21,6 +21,7 @@ from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
 
 from . import asker, predicate as pred
 from .context import NodeContext
+from .private_files import open_private
 from .datasets import current_version, iter_rows
 from .querylog import QueryRecord
 from .rules import Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan
@@ -96,7 +97,7 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
         answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
     counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
     tmp = out.with_name(f".{out.name}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8-sig") as f:
+    with open_private(tmp, "w", newline="", encoding="utf-8-sig") as f:  # names applicants
         w = csv.writer(f)
         w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
         for row in rows:

@@ -13,13 +13,14 @@ import zlib
 
 from sqlalchemy import Connection, select, update
 
+from .context import NodeNotInitialised
 from .secrets import KeyEncryptionKey, Sealer
 from .store import dataset_chunks, datasets
 
 _ROWS_INFO = b"shuqiao dataset rows v1"
 
 
-class StoredRowsError(Exception):
+class StoredRowsError(NodeNotInitialised):
     """Stored rows cannot be read as they are (stored before sealing: run `shuqiao init`)."""
 
 
@@ -86,4 +87,18 @@ def seal_stored_rows(ctx) -> int:
             conn.execute(update(dataset_chunks).where(*where).values(
                 rows=pack_rows(rows, sealer, rows_purpose(name, version, dataset_id, seq))))
             done += 1
+    if done:
+        _drop_old_pages(ctx.engine)
     return done
+
+
+def _drop_old_pages(engine) -> None:
+    """Leave no copy of the replaced plaintext in the database's free pages or its WAL
+    (SQLite: VACUUM rewrites the file from live rows; PostgreSQL: VACUUM FULL the table)."""
+    from sqlalchemy import text
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("VACUUM"))
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text("VACUUM FULL dataset_chunks"))

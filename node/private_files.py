@@ -11,6 +11,7 @@ are owner-only too.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -28,7 +29,12 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and parents) if missing and make it 0700."""
     path = Path(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    try:
+        os.chmod(path, 0o700)
+    except PermissionError:  # another owner: acceptable only if it is closed already
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise PermissionError(f"directory {path} is open to group or others and this user "
+                                  f"cannot close it; run `chmod 700 {path}` as its owner") from None
     return path
 
 
@@ -43,7 +49,8 @@ def open_private(path: str | os.PathLike[str], mode: str = "w", **kwargs):
     flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     fd = os.open(path, flags, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode through open(); narrow it
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through open(); narrow it
         return os.fdopen(fd, mode, **kwargs)
     except BaseException:
         os.close(fd)

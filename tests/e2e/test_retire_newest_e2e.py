@@ -50,6 +50,12 @@ def test_retiring_the_newest_version_serves_the_previous_one_then_none(tmp_path)
         # under it, so serving version 1 again needs them built.
         s.fed.cli("dataset", "rotate-key", "--config", hrss, "--name", "flexible_workers")
         fx.query(s, tmp_path / "v2.csv", check=True)  # the fund centre now holds version 2
+        fx.write_csv(tmp_path / "need.csv", ["身份证号", "required"], [[p, 6] for p in s.applicants])
+        threshold = ("query", "threshold", "--config", s.cfg("fund"), "--partner", "hrss",
+                     "--dataset", "flexible_workers", "--purpose", fx.PURPOSE,
+                     "--input", str(tmp_path / "need.csv"), "--id-column", "身份证号",
+                     "--threshold-column", "required")
+        s.fed.cli(*threshold, "--out", str(tmp_path / "t2.csv"))  # and its threshold table
         s.fed.cli("dataset", "retire", "--config", hrss, "flexible_workers", "--version", "2")
 
         (listed,) = _listing(s)
@@ -57,6 +63,8 @@ def test_retiring_the_newest_version_serves_the_previous_one_then_none(tmp_path)
         r = fx.query(s, tmp_path / "back.csv")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "Traceback" not in r.stderr
+        r = s.fed.cli(*threshold, "--out", str(tmp_path / "t1.csv"), check=False)
+        assert r.returncode == 0 and " v1: " in r.stdout, r.stdout + r.stderr
         r = s.fed.cli("dataset", "prepare", "--config", hrss, "--name", "flexible_workers",
                       check=False)
         assert r.returncode == 0 and "Traceback" not in r.stderr + r.stdout, r.stderr
@@ -82,6 +90,9 @@ def test_retiring_the_newest_version_serves_the_previous_one_then_none(tmp_path)
         said = (r.stderr + r.stdout).strip()
         assert r.returncode != 0 and len(said.splitlines()) == 1, said
         assert "offers no dataset 'flexible_workers'" in said
+        r = s.fed.cli(*threshold, "--out", str(tmp_path / "t0.csv"), check=False)
+        said = (r.stderr + r.stdout).strip()
+        assert r.returncode != 0 and len(said.splitlines()) == 1, said
         r = s.fed.cli("dataset", "prepare", "--config", hrss, "--name", "flexible_workers",
                       check=False)
         said = (r.stderr + r.stdout).strip()

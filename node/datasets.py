@@ -1,7 +1,7 @@
 """Dataset registration: an adapter's rows become an immutable dataset version.
 
 A registration streams the source once: each identifier is typed and normalised, the
-row is stored, and its OPRF tags for every granted partner are computed in worker
+row is stored (sealed under the node KEK, node/stored_rows.py), and its OPRF tags for every granted partner are computed in worker
 processes while reading goes on. Invalid rows are reported with line number and reason;
 the version then holds every valid row (or, with `strict`, nothing at all). Everything
 is one database transaction, so a failed or interrupted registration leaves no trace.
@@ -10,8 +10,6 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 """
 from __future__ import annotations
 
-import json
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -24,7 +22,7 @@ from . import admin_log
 from .context import NodeContext
 from .keys import ensure_key
 from .store import dataset_chunks, datasets
-from .stored_rows import (  # noqa: F401  (iter_chunks, iter_rows: read through this module too)
+from .stored_rows import (  # noqa: F401  (iter_rows and the error are read through here too)
     StoredRowsError, iter_chunks, iter_rows, pack_rows, rows_purpose, rows_sealer)
 from .tagtables import RowTagger
 

@@ -1,8 +1,8 @@
 """Dataset registration: an adapter's rows become an immutable dataset version.
 
 A registration streams the source once: each identifier is typed and normalised, the
-row is stored (sealed under the node KEK, node/stored_rows.py), and its OPRF tags for every granted partner are computed in worker
-processes while reading goes on. Invalid rows are reported with line number and reason;
+row is stored (sealed under the node KEK: node/stored_rows.py), and its OPRF tags for
+every granted partner are computed in worker processes while reading goes on. Invalid rows are reported with line number and reason;
 the version then holds every valid row (or, with `strict`, nothing at all). Everything
 is one database transaction, so a failed or interrupted registration leaves no trace.
 

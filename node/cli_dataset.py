@@ -12,6 +12,7 @@ from adapters import IdType, SourceError, open_csv, open_sql, open_xlsx
 
 from .cli import Bars, ConfigOpt, console, dataset_app, fail, node_context, out
 from .datasets import RegistrationError, list_versions, register, retire
+from .private_files import open_private
 
 
 def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Optional[str],
@@ -32,7 +33,7 @@ def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Op
 def _report_invalid(invalid, target: Path) -> None:
     if not invalid:
         return
-    with open(target, "w", newline="", encoding="utf-8-sig") as f:
+    with open_private(target, "w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         w.writerow(["line", "reason"])
         w.writerows((r.line, r.reason) for r in invalid)
@@ -133,10 +134,12 @@ def retire_(config: ConfigOpt, name: str,
     """Stop serving a version to partners (its record stays)."""
     with node_context(config) as ctx:
         try:
-            retire(ctx, name, version)
+            current = retire(ctx, name, version)
         except RegistrationError as exc:
             fail(str(exc))
-    out.print(f"retired {name} version {version}")
+    out.print(f"retired {name} version {version}; "
+              + (f"partners are served version {current.version}" if current else
+                 "no active version is left: partners are served none"))
 
 
 @dataset_app.command("purge")

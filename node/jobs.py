@@ -18,6 +18,7 @@ from adapters.reader import INEXACT_NUMBER_REASON
 
 from . import asker
 from .context import NodeContext
+from .private_files import open_private
 
 ANSWER_COLUMN = "shuqiao_answer"
 
@@ -36,7 +37,8 @@ class MembershipJob:
 
 def _atomic_csv(path: Path):
     tmp = path.with_name(f".{path.name}.partial")
-    return tmp, open(tmp, "w", newline="", encoding="utf-8-sig")  # Excel opens utf-8-sig
+    # Results name applicants: owner-only from the first byte. Excel opens utf-8-sig.
+    return tmp, open_private(tmp, "w", newline="", encoding="utf-8-sig")
 
 
 def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,

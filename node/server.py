@@ -121,8 +121,9 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> Non
     host = ctx.config.grpc.listen.rsplit(":", 1)[0]
     log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
     if port_file:
+        from .private_files import write_private
         tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(port) + (f"\n{node.http_port}" if node.http is not None else ""))
+        write_private(tmp, (str(port) + (f"\n{node.http_port}" if node.http is not None else "")).encode())
         os.replace(tmp, port_file)
     if on_ready:
         on_ready(port)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from adapters.base import Source, SourceError
+from adapters.headers import show_columns
 from adapters.identifiers import IdType, InvalidIdentifier, normalise
 
 __all__ = ["ValidRow", "InvalidRow", "read_identifiers"]
@@ -51,7 +52,7 @@ class InvalidRow:
 
 
 def _check_columns(source: Source, id_column: str, attributes: Sequence[str]) -> None:
-    available = ", ".join(repr(c) for c in source.columns)
+    available = show_columns(source.columns)
     for role, name in [("identifier", id_column)] + [("attribute", a) for a in attributes]:
         if name not in source.columns:
             raise SourceError(f"{source.description}: {role} column {name!r} not found; "

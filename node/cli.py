@@ -44,6 +44,8 @@ def node_context(config: Path):
         ctx = NodeContext(load_config(config))
     except ConfigError as exc:
         fail(str(exc), 2)
+    from .cli_failures import state
+    state["data_dir"] = ctx.config.data_dir  # where an unexpected failure's details go
     try:
         yield ctx
     except NodeNotInitialised as exc:
@@ -75,9 +77,13 @@ class Bars:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+          debug: Annotated[bool, typer.Option(
+              "--debug", help="Print an unexpected failure's details to stderr.")] = False) -> None:
     from .private_files import restrict_umask
     restrict_umask()  # databases, logs, keys and results: owner-only, whatever the shell's umask
+    from .cli_failures import state
+    state["debug"] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -227,3 +233,9 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a user never sees a traceback: one line, details in the log
+        from .cli_failures import report
+        command = " ".join(a for a in sys.argv[1:3] if a.replace("-", "").isalpha() and a[0] != "-")
+        line, code = report(exc, command or "shuqiao")
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        sys.exit(code)

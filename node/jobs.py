@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+from adapters.headers import show_columns
 
 from adapters.reader import INEXACT_NUMBER_REASON
 
@@ -55,7 +56,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     for column in (id_column, auth_column):
         if column and column not in source.columns:
             raise SourceError(f"column {column!r} not found; available columns: "
-                              f"{', '.join(source.columns)}")
+                              f"{show_columns(source.columns)}")
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
                          "give --auth-column (the consent or application number column)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+from adapters.headers import show_columns
 
 from . import asker, predicate as pred
 from .context import NodeContext
@@ -74,7 +75,7 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
     purpose = rule_file.purposes.get(name)
     for column in (id_column, *sorted(rule.local_columns)):
         if column not in source.columns:
-            raise SourceError(f"column {column!r} not found; available columns: {', '.join(source.columns)}")
+            raise SourceError(f"column {column!r} not found; available columns: {show_columns(source.columns)}")
     rows = list(source)
     ids: list[str] = []
     for row in rows:

@@ -15,6 +15,7 @@ from .answer_statistics import StatisticsAnswerer
 from .answerer import MembershipAnswerer
 from .auth import PartnerInterceptor, peer_node_id
 from .context import NodeContext
+from .incidents import IncidentInterceptor
 from .pki import load_tls_identity
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2_grpc
@@ -49,7 +50,7 @@ class NodeServer:
         self.health = health.HealthServicer()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-            interceptors=[PartnerInterceptor((p.id for p in cfg.partners),
+            interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),
                                              (a.id for a in cfg.auditors))],
             options=grpc_options(cfg.grpc.max_message_bytes),
             maximum_concurrent_rpcs=64)

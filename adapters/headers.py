@@ -46,7 +46,7 @@ def show_column(columns: Sequence[str], position: int) -> str:
     """How to name the column at 0-based `position` in a message."""
     if header_is_data(columns):
         return f"column {position + 1}"
-    return repr(columns[position])
+    return f"column {columns[position]!r}"
 
 
 def show_columns(columns: Sequence[str]) -> str:

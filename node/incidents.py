@@ -18,6 +18,7 @@ away (its cancelled stream raises inside the handler; there is no one left to te
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import traceback
 
@@ -38,6 +39,21 @@ def opaque_message(incident: str) -> str:
     return f"internal error; incident {incident}"
 
 
+_FRAMES = 12        # innermost frames shown for the exception itself
+_CAUSE_FRAMES = 3   # and for each exception in its chain
+
+
+def _short(filename: str) -> str:
+    """A code location without the machine's directories: 'sqlalchemy/engine/base.py'."""
+    path = filename.replace("\\", "/")
+    if "/site-packages/" in path:
+        return path.split("/site-packages/", 1)[1]
+    stdlib = re.match(r".*/lib/python3\.\d+/(.*)", path)
+    if stdlib:
+        return stdlib.group(1)
+    return "/".join(path.split("/")[-2:])
+
+
 def describe(exc: BaseException) -> str:
     """The exception chain as types and code locations only: no messages, no arguments."""
     parts: list[str] = []
@@ -47,7 +63,8 @@ def describe(exc: BaseException) -> str:
         seen.add(id(current))
         kind = type(current)
         frames = traceback.extract_tb(current.__traceback__)
-        where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
+        shown = list(reversed(frames))[:_CAUSE_FRAMES if parts else _FRAMES]
+        where = " <- ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in shown)
         parts.append(f"{kind.__module__}.{kind.__qualname__} at {where or '(no frames)'}")
         current = current.__cause__ or current.__context__
     return "; caused by ".join(parts)

@@ -98,7 +98,8 @@ class CrossCheck:
         lines += [f"  ledger: {p}" for p in self.ledger_problems]
         for q in sorted(self.queries, key=lambda q: q.klass != "mismatch"):
             if q.klass != "agree":
-                lines.append(f"  {q.query_id}: {_CLASS_LABEL[q.klass]} ({q.status}); "
+                detail = f" ({q.status})" if q.status not in (q.klass, "mismatch") else ""
+                lines.append(f"  {q.query_id}: {_CLASS_LABEL[q.klass]}{detail}; "
                              + "; ".join(q.problems))
         return "\n".join(lines)
 

@@ -104,6 +104,21 @@ class HttpSection(_Strict):
         return v
 
 
+class SourcesSection(_Strict):
+    """Bounds on the files and tables a dataset or an input list is read from."""
+    max_expanded_mib: int = Field(default=1024, ge=1)   # a workbook unpacked, in total
+    max_compression_ratio: int = Field(default=100, ge=2)  # any workbook part over 8 MiB
+    max_rows: int = Field(default=1_048_576, ge=1)      # of a worksheet (Excel's own limit)
+    max_cell_chars: int = Field(default=32_767, ge=1)   # of a spreadsheet cell
+    max_line_chars: int = Field(default=1 << 20, ge=1)  # of a CSV line
+
+    def limits(self):
+        from adapters.limits import ReadLimits
+        return ReadLimits(max_expanded_bytes=self.max_expanded_mib << 20,
+                          max_member_ratio=self.max_compression_ratio, max_rows=self.max_rows,
+                          max_cell_chars=self.max_cell_chars, max_line_chars=self.max_line_chars)
+
+
 class AuditorSection(_Strict):
     """An auditor's certificate identity, allowed to read (not write) the ledger over gRPC."""
     id: NodeId
@@ -213,6 +228,7 @@ class NodeConfig(_Strict):
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
     http: HttpSection = HttpSection()
+    sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
     tls: TlsSection

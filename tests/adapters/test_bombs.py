@@ -152,3 +152,15 @@ def test_csv_line_without_newline_refused(tmp_path):
         with open_csv(path) as source:
             list(source)
     assert exc.value.line == 2
+
+
+def test_node_config_sets_the_bounds(tmp_path):
+    from node.config import NodeConfig
+    cfg = NodeConfig.model_validate({
+        "node": {"id": "hrss"}, "tls": {"ca": "ca.pem", "cert": "c.pem", "key": "k.pem"},
+        "sources": {"max_rows": 20, "max_expanded_mib": 2}})
+    limits = cfg.sources.limits()
+    assert limits.max_rows == 20 and limits.max_expanded_bytes == 2 << 20
+    path = _workbook_with_sheet(tmp_path / "big.xlsx", _many_rows(3 << 20))
+    with pytest.raises(SourceError, match="expands to"):
+        open_xlsx(path, limits=limits)

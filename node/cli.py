@@ -235,7 +235,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # a user never sees a traceback: one line, details in the log
         from .cli_failures import report
-        command = " ".join(a for a in sys.argv[1:3] if a.replace("-", "").isalpha() and a[0] != "-")
+        words = [a for a in sys.argv[1:] if a[:1] != "-" and a.replace("-", "").isalpha()]
+        command = " ".join(words[:2])
         line, code = report(exc, command or "shuqiao")
         console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         sys.exit(code)

@@ -171,6 +171,21 @@ def test_partner_gets_opaque_internal_when_a_stored_key_is_damaged(node):
     assert "could not be opened" not in log  # types and code locations, never messages
 
 
+def test_partner_gets_opaque_internal_from_a_unary_call_on_damaged_rows(node):
+    node.fed.stop("hrss")
+    con = sqlite3.connect(node.fed.nodes["hrss"].directory / "node.db")
+    with con:
+        con.execute("UPDATE datasets SET attributes = '{\"缴费月数\": [1, 2' || char(10)")
+    con.close()
+    fx.start(node)
+    with fx.channel_as(node, "fund") as ch, pytest.raises(grpc.RpcError) as exc:
+        fx.pb_grpc.MembershipStub(ch).ListDatasets(fx.pb.ListDatasetsRequest(), timeout=10)
+    err = exc.value
+    assert err.code() == grpc.StatusCode.INTERNAL, (err.code(), err.details())
+    assert INCIDENT.match(err.details()), err.details()
+    assert not any(word in err.details().lower() for word in INTERNALS + ("json", "缴费"))
+
+
 def test_damaged_database_header_gives_one_clear_line(node):
     node.fed.stop("hrss")
     db = node.fed.nodes["hrss"].directory / "node.db"

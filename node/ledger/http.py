@@ -125,6 +125,7 @@ def _auditor(request: Request, authorization: Annotated[str | None, Header()] = 
 
 
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
+_Filter = Annotated[str | None, Query(max_length=64)]  # every filtered field is at most 64
 Auditor = Depends(_auditor)
 
 
@@ -170,9 +171,9 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
                 end: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-                type: str | None = None, partner: str | None = None, dataset: str | None = None,
-                purpose: str | None = None, outcome: str | None = None,
-                since: str | None = None, until: str | None = None) -> EntriesOut:
+                type: _Filter = None, partner: _Filter = None, dataset: _Filter = None,
+                purpose: _Filter = None, outcome: _Filter = None,
+                since: _Filter = None, until: _Filter = None) -> EntriesOut:
         try:
             where = EntryFilter(type, partner, dataset, purpose, outcome, since, until)
             rows = list(ledger.entries(start, end, where=where, limit=limit + 1))

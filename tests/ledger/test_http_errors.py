@@ -29,7 +29,7 @@ def test_indices_beyond_int64_are_422_without_echoing_them(tmp_path):
     assert str(2**70) not in r.text
     r = client.get("/v1/ledger/entries", params={"start": 2**63 - 1}, headers=auth)
     assert r.status_code == 200 and r.json()["entries"] == []
-    r = client.get("/v1/ledger/entries", params={"partner": "p" * 100_000}, headers=auth)
+    r = client.get("/v1/ledger/entries", params={"partner": "p" * 5_000}, headers=auth)
     assert r.status_code == 422 and "partner" in r.json()["detail"] and "ppp" not in r.text
 
 

@@ -76,7 +76,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             answer = ask_cosignature(ctx.ledger, channel)
             if isinstance(answer, tuple):
                 pushed = answer[0]
-                log.error("partner %s refuses to cosign this node's ledger head: it reports a %s",
+                log.error("partner %s refuses to cosign this node's ledger head: it reports %s",
                           partner.id, pushed)
             else:
                 witness.store_cosignature(answer, key)

@@ -112,10 +112,13 @@ class Witness:
         return None if row is None else _head_row(row)
 
     def heads_at(self, conn: Connection, partner: str, size: int) -> list[SignedTreeHead]:
-        """Every head of `partner` at `size` this node accepted (since it began witnessing)."""
-        rows = conn.execute(select(witness_heads).where(witness_heads.c.partner == partner,
-                                                        witness_heads.c.size == size))
-        return [_head_row(r) for r in rows]
+        """Every head of `partner` at `size` this node accepted since the last resolution."""
+        query = select(witness_heads).where(witness_heads.c.partner == partner,
+                                            witness_heads.c.size == size)
+        resolved = self._resolution(conn, partner)
+        if resolved is not None:  # heads before it may be of the history ruled false
+            query = query.where(witness_heads.c.id >= resolved.head_row)
+        return [_head_row(r) for r in conn.execute(query)]
 
     def _my_cosignature(self, conn: Connection, head: SignedTreeHead) -> Cosignature | None:
         rows = conn.execute(select(witness_cosignatures.c.cosignature).where(
@@ -220,8 +223,7 @@ class Witness:
         conn.execute(insert(witness_conflicts).values(
             partner=partner, kind=kind, first_head=head_json(first), second_head=head_json(second),
             detail=f"{DETAILS[kind]} ({source})", detected_at=datetime.now(timezone.utc)))
-        self.ledger.append(conn, WitnessEntry(partner, kind, second, self.ledger.now(),
-                                              conflicting_head=first))
+        self._ledger_record(conn, partner, kind, second, first)
         raise_alarm(partner, kind, first.size, second.size, source)
         return True
 
@@ -269,14 +271,31 @@ class Witness:
             conn.execute(insert(witness_resolutions).values(
                 partner=partner, head=head_json(head), head_row=row.inserted_primary_key[0],
                 resolved_through=through, actor=actor[:64], resolved_at=datetime.now(timezone.utc)))
-            self.ledger.append(conn, WitnessEntry(partner, "resolved", head, self.ledger.now()))
+            self._ledger_record(conn, partner, "resolved", head, None)
         return head
+
+    def _ledger_record(self, conn: Connection, partner: str, verdict: str, head: SignedTreeHead,
+                       earlier: SignedTreeHead | None) -> None:
+        if partner != self.ledger.node_id:
+            self.ledger.append(conn, WitnessEntry(partner, verdict, head, self.ledger.now(),
+                                                  conflicting_head=earlier))
+            return
+        # A node does not witness its own log; what it learned about it is an admin record.
+        from .entries import AdminEntry
+        details = {"kind": verdict, "size": head.size, "root": head.root.hex()}
+        if earlier is not None:
+            details.update(earlier_size=earlier.size, earlier_root=earlier.root.hex())
+        self.ledger.append(conn, AdminEntry("own_ledger_resolved" if verdict == "resolved"
+                                            else "own_ledger_conflict", "ledger", "witness",
+                                            self.ledger.now(), details))
 
     def _known_heads(self, conn: Connection, partner: str) -> list[SignedTreeHead]:
         heads = [_head_row(r) for r in conn.execute(
             select(witness_heads).where(witness_heads.c.partner == partner))]
         for r in conn.execute(select(witness_conflicts).where(witness_conflicts.c.partner == partner)):
             heads += [parse_head(r.first_head), parse_head(r.second_head)]
+        if partner == self.ledger.node_id:
+            heads += self.ledger.heads(conn)  # its own log: every head it signed
         return heads
 
     def resolutions(self) -> list[dict]:

@@ -77,7 +77,9 @@ def check_evidence(doc: Mapping[str, Any]) -> list[EvidenceFinding]:
             findings.append(EvidenceFinding("witness_evidence", where, f"evidence does not check: {exc}"))
             continue
         proven = {"fork": first.size == second.size and first.root != second.root,
-                  "rollback": second.size < first.size and second.time >= first.time,
+                  # a smaller head presented after a larger one; an old head replayed
+                  # carries its old time, so the order is the witness's word
+                  "rollback": second.size < first.size,
                   "inconsistent": first.size != second.size}.get(c["kind"], False)
         if not proven:
             findings.append(EvidenceFinding("witness_evidence", where,

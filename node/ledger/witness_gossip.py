@@ -127,7 +127,10 @@ def _own_head(witness: Witness, head: SignedTreeHead, reporter: str, recorded: l
     kind = "rollback" if head.size > size else "fork"
     current = ledger.sign_head()
     with ledger.engine.begin() as conn:
-        if witness.record_conflict(conn, ledger.node_id, kind, head, current,
+        known = conn.execute(select(witness_conflicts.c.id).where(
+            witness_conflicts.c.partner == ledger.node_id,
+            witness_conflicts.c.first_head == head_json(head))).first()
+        if known is None and witness.record_conflict(conn, ledger.node_id, kind, head, current,
                                    f"this node's own ledger, shown by {reporter}"):
             recorded.append(kind)
     return False
@@ -175,9 +178,10 @@ def _forwarded(witness: Witness, c: Mapping[str, Any], reporter: str, recorded: 
     if not proven:
         return  # only self-proving evidence is taken on another witness's word
     with witness.ledger.engine.begin() as conn:
-        seen = conn.execute(select(witness_conflicts.c.id).where(
-            witness_conflicts.c.partner == log, witness_conflicts.c.first_head == head_json(first),
-            witness_conflicts.c.second_head == head_json(second))).first()
-        if seen is None and witness.record_conflict(conn, log, kind, first, second,
+        pair = {head_json(first), head_json(second)}
+        seen = any({r.first_head, r.second_head} == pair for r in conn.execute(
+            select(witness_conflicts.c.first_head, witness_conflicts.c.second_head).where(
+                witness_conflicts.c.partner == log)))  # on record, open or resolved here
+        if not seen and witness.record_conflict(conn, log, kind, first, second,
                                                     f"evidence forwarded by {reporter}"):
             recorded.append(kind)

@@ -104,7 +104,7 @@ class QueryEntry:
     def metadata(self) -> QueryMetadata:
         return QueryMetadata(self.query_id, self.asker, self.answerer, self.kind, self.dataset,
                              self.version, self.epoch, self.purpose, self.elements, self.outcome,
-                             self.predicate or "")
+                             self.predicate or "", self.authorisation_digest or "")
 
     @property
     def partner(self) -> str:

@@ -3,7 +3,9 @@
     {"v": 1, "node", "public_key",
      "cosignatures": [cosignature, ...],          # every cosignature of this node's heads
      "partner_keys": {partner: "ed25519:.."},     # the keys it pinned, to check evidence
-     "conflicts": [{"partner", "kind", "first", "second", "detail", "open"}, ...],
+     "conflicts": [{"partner", "kind", "first", "second", "detail", "open",
+                    "cosignatures": [of either head, by this node or the witness that
+                                     reported the other]}, ...],
      "resolutions": [{"partner", "head", "resolved_through"}, ...]}
 
 Everything in it is signed by someone (heads by their log's key, cosignatures by the
@@ -45,7 +47,9 @@ def evidence(witness: Witness) -> dict[str, Any]:
             "cosignatures": [c.to_dict() for c in witness.cosignatures()],
             "partner_keys": keys,
             "conflicts": [{"partner": c.partner, "kind": c.kind, "first": c.first.to_dict(),
-                           "second": c.second.to_dict(), "detail": c.detail, "open": c.open}
+                           "second": c.second.to_dict(), "detail": c.detail, "open": c.open,
+                           "cosignatures": [x.to_dict() for h in (c.first, c.second)
+                                            for x in witness.cosignatures_of(h)]}
                           for c in witness.all_conflicts()],
             "resolutions": witness.resolutions()}
 
@@ -76,6 +80,7 @@ def check_evidence(doc: Mapping[str, Any]) -> list[EvidenceFinding]:
         except (KeyError, TypeError, ValueError) as exc:
             findings.append(EvidenceFinding("witness_evidence", where, f"evidence does not check: {exc}"))
             continue
+        findings += _check_cosignatures(doc, c.get("cosignatures", []), (first, second), where)
         proven = {"fork": first.size == second.size and first.root != second.root,
                   # a smaller head presented after a larger one; an old head replayed
                   # carries its old time, so the order is the witness's word
@@ -90,6 +95,24 @@ def check_evidence(doc: Mapping[str, Any]) -> list[EvidenceFinding]:
                 f"OPEN {c['kind']} of the ledger of {c['partner']}: heads of size {first.size} "
                 f"(root {first.root.hex()[:16]}…) and {second.size} (root {second.root.hex()[:16]}…), "
                 "both signed by its key"))
+    return findings
+
+
+def _check_cosignatures(doc: Mapping[str, Any], cosignatures: list, heads: tuple,
+                        where: str) -> list[EvidenceFinding]:
+    """Cosignatures kept with a conflict must be over one of its heads and verify where the
+    witness's key is in the record (this node's own, or a partner's it pinned)."""
+    findings = []
+    for d in cosignatures:
+        try:
+            c = Cosignature.from_dict(d)
+            key = _key(doc, c.witness)
+            if c.head not in heads:
+                raise SignatureError("a cosignature over neither head")
+            if key is not None:
+                c.verify(key)
+        except (KeyError, TypeError, ValueError) as exc:
+            findings.append(EvidenceFinding("witness_evidence", where, f"cosignature does not check: {exc}"))
     return findings
 
 

@@ -24,7 +24,8 @@ from node.config import load_config
 from node.context import NodeContext
 from node.ledger.http import new_token
 from node.ledger.signing import partner_key
-from node.ledger.sources import write_export
+from node.ledger.sources import ExportSource, write_export
+from node.ledger.witness_evidence import check_evidence
 from node.ledger.witness import Witness
 from node.localnet import Federation, LocalNode
 from node.witnessing import coverage_warnings
@@ -249,6 +250,11 @@ def test_fork_shown_to_disjoint_witnesses_is_detected_through_their_exchange(tmp
                 key = partner_key(n.ctx.engine, "hrss")
                 fork.first.verify(key)  # both heads signed by hrss's key: proof of the fork
                 fork.second.verify(key)
+            record = ExportSource(export(fed, node, tmp_path)[len("export:"):]).witnessing()
+            (evidence,) = [c for c in record["conflicts"] if c["kind"] == "fork"]
+            assert {c["witness"] for c in evidence["cosignatures"]} == {node, other}  # each cosigned one
+            assert check_evidence(record)[-1].kind == "witness_conflict"  # checks offline, and is open
+            assert [f.kind for f in check_evidence(record)].count("witness_evidence") == 0
 
 
 def copy_listening_anywhere(config):

@@ -201,19 +201,19 @@ def test_restored_older_data_directory_raises_the_alarm_on_every_witness(tmp_pat
         # The witnesses see a rollback, or (once the restored node has appended again) a
         # fork or an inconsistent head; the restored node learns of its own rollback from
         # the cosignatures the fund centre holds of heads it no longer has.
-        wait_for(fed, lambda: "rollback" in open_kinds(fed, "fund", "hrss") and open_kinds(fed, "edu", "hrss")
+        wait_for(fed, lambda: open_kinds(fed, "fund", "hrss") and open_kinds(fed, "edu", "hrss")
                  and "rollback" in open_kinds(fed, "hrss", "hrss"), "the alarm raised by every witness")
         for node in ("fund", "edu", "hrss"):
             log = (fed.nodes[node].directory / "serve.log").read_text()
             assert re.search(r"ERROR shuqiao.alarm: LEDGER ALARM: \w+ of the ledger of hrss", log), node
         for node in ("fund", "hrss"):
             r = verify(fed, export(fed, node, tmp_path), tmp_path)
-            assert r.returncode == 1 and "OPEN rollback of the ledger of hrss" in r.stdout, r.stdout
+            assert r.returncode == 1 and re.search(r"OPEN \w+ of the ledger of hrss", r.stdout), r.stdout
         r = fed.cli("audit", "check", "--config", str(fed.nodes["edu"].config_path), check=False)
         assert r.returncode == 1 and "LEDGER ALARM" in r.stdout, r.stdout
         r = fed.cli("audit", "cross-check", "--asker", export(fed, "fund", tmp_path),
                     "--answerer", export(fed, "hrss", tmp_path), check=False)
-        assert r.returncode == 1 and "OPEN rollback" in r.stdout, r.stdout
+        assert r.returncode == 1 and "OPEN " in r.stdout, r.stdout
 
 
 def _copy(fed: Federation, root: Path, node: str, name: str) -> LocalNode:

@@ -18,6 +18,7 @@ from adapters.headers import show_columns
 from adapters.reader import INEXACT_NUMBER_REASON
 
 from . import asker
+from .consent import consent_digest
 from .context import NodeContext
 from .private_files import open_private
 
@@ -64,7 +65,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     bad: list[tuple[int, str]] = []
     index: dict[bytes, int] = {}
     asked: list[bytes] = []
-    refs: list[str] = []
+    consented: list[tuple[bytes, str]] = []  # one (identifier, reference) per row asked
     for row in source:
         ref = row.values.get(auth_column, "").strip() if auth_column else ""
         if auth_column and not ref:
@@ -81,15 +82,15 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
         i = index.setdefault(value, len(asked))
         if i == len(asked):
             asked.append(value)
-            refs.append(ref)
-        elif ref and ref not in refs[i].split("|"):
-            refs[i] += "|" + ref  # one person under several applications
+        if auth_column:
+            consented.append((value, ref))  # one person under several applications: each row
         rows.append((row.line, row.values, i))
         progress("reading", source.progress_position(), source.progress_total)
 
     result = asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
                               predicate=predicate,
-                              authorisations=refs if auth_column else None) if asked else None
+                              consent_digest=consent_digest(consented) if auth_column else None
+                              ) if asked else None
     label_columns = list(dict.fromkeys(k for r in (result.labels or []) if r for k in r)) if result else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, f = _atomic_csv(out)

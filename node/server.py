@@ -93,8 +93,9 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
     """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
     import time
     from .epochs import due, prune_expired, rotate
-    from .witnessing import witness_partners
+    from .witnessing import report_status, witness_partners
     m = ctx.config.maintenance
+    status = report_status(ctx, None)
     next_rotation = time.monotonic() + m.interval_seconds
     next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
     while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
@@ -111,6 +112,7 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
             if now >= next_witness:
                 next_witness = now + m.witness_seconds
                 witness_partners(ctx)
+                status = report_status(ctx, status)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
 
@@ -121,6 +123,9 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> Non
     port = node.start()
     host = ctx.config.grpc.listen.rsplit(":", 1)[0]
     log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
+    from .witnessing import coverage_warnings
+    for warning in coverage_warnings([ctx.config]):
+        log.warning("witnessing: %s", warning)
     if port_file:
         from .private_files import write_private
         tmp = port_file.with_suffix(".tmp")

@@ -139,8 +139,12 @@ def _read(source: LogSource, report: CrossCheck) -> _Side | None:
 
 def cross_check(asker_source: LogSource, answerer_source: LogSource) -> CrossCheck:
     """Per-query report of what the asking and the answering node recorded."""
+    from .witness_evidence import witness_findings
     report = CrossCheck()
     a, b = _read(asker_source, report), _read(answerer_source, report)
+    for source in (asker_source, answerer_source):  # conflict evidence either node holds
+        report.ledger_problems += [f"{source.name}: {f.where}: {f.detail}"
+                                   for f in witness_findings(source, None)]
     if a is None or b is None:
         return report
     report.asker, report.answerer = a.node, b.node

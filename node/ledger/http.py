@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
@@ -204,6 +204,29 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
             raise _proof_error(exc) from None
         return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
 
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from .alarms import REGISTRY
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/ledger/cosigned-head")
+    def cosigned_head(ledger: LedgerDep) -> dict:
+        """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
+        from .witness import Witness
+        head = ledger.sign_head()
+        return {"head": head.to_dict(),
+                "cosignatures": [c.to_dict() for c in Witness(ledger).cosignatures_of(head)]}
+
+    @app.get("/v1/ledger/witnessing")
+    def witnessing(ledger: LedgerDep) -> dict:
+        """The node's witness record: cosignatures, pinned keys, conflicts with both heads."""
+        from .witness import Witness
+        from .witness_evidence import evidence
+        return evidence(Witness(ledger))
+
     @app.get("/v1/ledger/export")
     def export(ledger: LedgerDep) -> StreamingResponse:
         head = ledger.sign_head()
@@ -261,6 +284,10 @@ class HttpLogSource:
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self._proof("/v1/ledger/proof/consistency", first=first, second=second)
+
+    def witnessing(self) -> dict:
+        """The node's witness record (witness_evidence.py)."""
+        return self._get("/v1/ledger/witnessing")
 
     def decoded(self, **filters: Any) -> list[tuple[int, Any]]:
         """Entries matching auditor filters, decoded (for browsing, not for verifying)."""

@@ -136,8 +136,11 @@ def test_witness_cosigns_growth_and_keeps_evidence_of_forks(fund, hrss, tmp_path
     assert witness.observe("fund", fund.public_key, rollback).verdict == "rollback"
     kinds = [(k, a.size, b.size) for k, a, b in witness.conflicts("fund")]
     assert kinds == [("inconsistent", 5, 9), ("fork", 9, 9), ("rollback", 9, 3)]
+    assert witness.observe("fund", fund.public_key, fork).verdict == "fork"  # refused again...
+    assert len(witness.conflicts("fund")) == 3  # ...but recorded once while it stays open
     recorded = [decode(d).verdict for _, d in hrss.entries()]
-    assert recorded == ["cosigned", "inconsistent", "cosigned", "fork", "rollback"]
+    # A changed head is ledgered at most once per Witness.ledger_every; conflicts always.
+    assert recorded == ["cosigned", "inconsistent", "fork", "rollback"]
     with pytest.raises(WitnessError, match="another ledger key"):
         impostor = make_ledger(fund.engine, "fund")
         witness.observe("fund", impostor.public_key, impostor.sign_head(force=True))

@@ -44,7 +44,7 @@ def hashed_rows(ctx, version) -> bytes:
     with _hash_lock:
         if version.id not in _hashed:
             with ctx.engine.connect() as conn:
-                ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id)]
+                ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id, ctx.kek)]
             parts = [ids[i:i + 4096] for i in range(0, len(ids), 4096)]
             _hashed.clear()
             _hashed[version.id] = b"".join(ctx.pool.map(card.hash_batch, parts))

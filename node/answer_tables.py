@@ -128,7 +128,10 @@ class TableRpcs:
         current = current_version(conn, dataset)
         epoch = current and current_epoch(conn, dataset, peer)
         if current is None or epoch is None:
+            registered = conn.execute(select(datasets.c.id).where(datasets.c.name == dataset)
+                                      .limit(1)).first()
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} has no active version" if registered else
                           f"dataset {dataset!r} has no registered version yet")
         return current, epoch
 
@@ -139,10 +142,14 @@ class TableRpcs:
         with self.ctx.engine.connect() as conn:
             for d in self.ctx.config.datasets:
                 grant = next((g for g in d.grants if g.partner == peer), None)
-                if grant is None or current_version(conn, d.name) is None:
+                if grant is None:
                     continue
-                current, epoch = self._current(conn, d.name, peer)
-                table = self._table(conn, d.name, current.version, peer, epoch)
+                try:  # a dataset with nothing to serve is left out, not an error for all
+                    current, epoch = self._current(conn, d.name, peer)
+                    table = self._table(conn, d.name, current.version, peer, epoch)
+                except Refused as exc:
+                    log.info("not listed to %s: %s", peer, exc.reason)
+                    continue
                 out.datasets.append(self._describe(conn, d.name, current.version, epoch, peer,
                                                    table, grant))
         return out
@@ -191,7 +198,7 @@ class TableRpcs:
         """Filter the version's rows; their tags were computed at registration."""
         keep = pred.compile_predicate(ast)
         parts_t, parts_l = [], []
-        chunks = iter_chunks(conn, version.id)
+        chunks = iter_chunks(conn, version.id, self.ctx.kek)
         for (seq, rows), (tags, lab) in zip(chunks, iter_row_tags(conn, version.id, peer, epoch)):
             arrays = Arrays.from_bytes(tags, declared.tag_length, lab, label_length(grant))
             mask = np.fromiter((keep(attrs) for _, attrs in rows), dtype=bool, count=len(rows))

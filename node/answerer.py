@@ -20,6 +20,7 @@ from . import policy
 from .answer_cardinality import CardinalityRpc
 from .answer_tables import Refused, TableRpcs, check_names, check_purpose
 from .auth import peer_node_id
+from .consent import DIGEST_PATTERN
 from .context import NodeContext
 from .keys import key_purpose, sealed_key
 from .querylog import QueryRecord, seen
@@ -73,6 +74,9 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
     # -- helpers ---------------------------------------------------------------------------
     def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
         check_names(h, record)
+        if h.consent_digest and not DIGEST_PATTERN.fullmatch(h.consent_digest):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "consent_digest is 64 lowercase hex digits")
+        record.authorisation_digest = h.consent_digest  # in our entry and our receipt (consent.py)
         if h.kind not in _KINDS:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
         record.kind = _KINDS[h.kind]

@@ -105,6 +105,9 @@ class HttpSection(_Strict):
     """The auditor and admin HTTP API (HTTPS with the node's certificate by default)."""
     listen: str | None = None  # e.g. "127.0.0.1:8443"; None: no HTTP API
     tls: bool = True
+    # Plain HTTP (tls = false) is served on a loopback address only (e.g. behind a local
+    # TLS proxy), unless this says the node is a development setup; never in production.
+    plain_http_for_development: bool = False
     # Bearer tokens, stored only as "sha256:<hex>" digests (`shuqiao token new` makes one).
     auditor_tokens: list[str] = Field(default_factory=list)
     admin_tokens: list[str] = Field(default_factory=list)
@@ -115,6 +118,21 @@ class HttpSection(_Strict):
         if not all(re.fullmatch(r"sha256:[0-9a-f]{64}", t) for t in v):
             raise ValueError("tokens are configured as sha256:<64 hex> digests, never in clear")
         return v
+
+
+class SourcesSection(_Strict):
+    """Bounds on the files and tables a dataset or an input list is read from."""
+    max_expanded_mib: int = Field(default=1024, ge=1)   # a workbook unpacked, in total
+    max_compression_ratio: int = Field(default=100, ge=2)  # any workbook part over 8 MiB
+    max_rows: int = Field(default=1_048_576, ge=1)      # of a worksheet (Excel's own limit)
+    max_cell_chars: int = Field(default=32_767, ge=1)   # of a spreadsheet cell
+    max_line_chars: int = Field(default=1 << 20, ge=1)  # of a CSV line
+
+    def limits(self):
+        from adapters.limits import ReadLimits
+        return ReadLimits(max_expanded_bytes=self.max_expanded_mib << 20,
+                          max_member_ratio=self.max_compression_ratio, max_rows=self.max_rows,
+                          max_cell_chars=self.max_cell_chars, max_line_chars=self.max_line_chars)
 
 
 class AuditorSection(_Strict):
@@ -235,6 +253,7 @@ class NodeConfig(_Strict):
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
     http: HttpSection = HttpSection()
+    sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
     predicate_tables: PredicateTablesSection = PredicateTablesSection()
@@ -259,7 +278,16 @@ class NodeConfig(_Strict):
                 if g.partner not in partner_ids:
                     raise ValueError(
                         f"dataset {d.name!r} grants partner {g.partner!r}, which is not in [[partners]]")
+        if self.http.listen and not self.http.tls and not _loopback(self.http.listen):
+            if self.node.mode is Mode.PRODUCTION or not self.http.plain_http_for_development:
+                raise ValueError(
+                    f"http.listen {self.http.listen!r} would serve tokens and ledger entries over "
+                    "plain HTTP on a non-loopback address: set http.tls = true, or listen on "
+                    "127.0.0.1 behind a TLS proxy (a pilot mode node may set "
+                    "http.plain_http_for_development = true)")
         if self.node.mode is Mode.PRODUCTION:
+            if self.http.plain_http_for_development:
+                raise ValueError("production mode refuses http.plain_http_for_development")
             if not self.tls.key_sealed:
                 raise ValueError("production mode requires tls.key_sealed = true")
             for d in self.datasets:
@@ -294,6 +322,17 @@ class NodeConfig(_Strict):
 
     def dataset(self, name: str) -> DatasetSection | None:
         return next((d for d in self.datasets if d.name == name), None)
+
+
+def _loopback(listen: str) -> bool:
+    import ipaddress
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def load_config(path: str | Path) -> NodeConfig:

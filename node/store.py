@@ -44,7 +44,7 @@ dataset_chunks = Table(
     Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("row_count", Integer, nullable=False),
-    Column("rows", LargeBinary, nullable=False),  # zlib(JSON [[subject, {attrs}], ...])
+    Column("rows", LargeBinary, nullable=False),  # sealed zlib(JSON [[subject, {attrs}], ...]): node/stored_rows.py
     UniqueConstraint("dataset_id", "seq", name="uq_dataset_chunk"),
 )
 
@@ -235,6 +235,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA secure_delete=ON")  # deleted rows (a purged version) are overwritten
     cur.close()
 
 

@@ -7,7 +7,8 @@ and partners cosign each other's heads. Auditors verify over HTTP, gRPC or an ex
 
 Modules: canonical (bytes, identifier guard), entries, signing (keys, heads,
 cosignatures, partner key pins), receipts, tables (schema, triggers), log (the Ledger),
-integrity (verify_all), witness, sources (LogSource, exports), audit (verify),
+integrity (verify_all), witness (+ witness_gossip, witness_evidence, alarms), sources
+(LogSource, exports), audit (verify),
 crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
 The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.
 """

@@ -7,7 +7,9 @@ gRPC (grpc_service.GrpcLogSource), over HTTP (http.HttpLogSource), in-process
 Export format: JSON lines, UTF-8. The first line is the header
 
     {"format":"shuqiao-ledger-export","v":1,"node":..,"public_key":"ed25519:..",
-     "head":{signed tree head}}
+     "head":{signed tree head}, "witnessing":{witness record, witness_evidence.py}}
+
+("witnessing" is absent from older exports.)
 
 then one line per entry in index order, up to the head's size:
 
@@ -79,11 +81,19 @@ class LedgerSource:
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self.ledger.consistency_proof(first, second)
 
+    def witnessing(self) -> dict:
+        from .witness import Witness
+        from .witness_evidence import evidence
+        return evidence(Witness(self.ledger))
+
 
 def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
     """The export of `ledger` up to `head`, line by line (for files and HTTP streaming)."""
+    from .witness import Witness
+    from .witness_evidence import evidence
     header = {"format": EXPORT_FORMAT, "v": 1, "node": head.node,
-              "public_key": ledger.public_key.text, "head": head.to_dict()}
+              "public_key": ledger.public_key.text, "head": head.to_dict(),
+              "witnessing": evidence(Witness(ledger))}
     yield json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     b64 = base64.b64encode
     for idx, data, leaf in ledger.entries_with_hashes(0, head.size):
@@ -119,6 +129,7 @@ class ExportSource:
                 raise SourceError(f"{self.path} is not a Shuqiao ledger export")
             self._key = LedgerPublicKey.from_text(header["public_key"])
             self._head = SignedTreeHead.from_dict(header["head"])
+            self._witnessing = header.get("witnessing")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SourceError(f"{self.path}: malformed export header ({exc})") from None
 
@@ -127,6 +138,10 @@ class ExportSource:
 
     def tree_head(self) -> SignedTreeHead:
         return self._head
+
+    def witnessing(self) -> dict | None:
+        """The node's witness record at export time (witness_evidence.py), if the file has one."""
+        return self._witnessing
 
     def _lines(self, start: int, end: int) -> Iterator[tuple[int, bytes, str | None]]:
         b64decode = base64.b64decode

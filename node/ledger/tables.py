@@ -13,7 +13,7 @@
                    Appending locks it first, which serialises appenders on SQLite and
                    PostgreSQL alike.
 * ledger_signing_keys, ledger_partner_keys, witness_heads, witness_cosignatures,
-  witness_conflicts
+  witness_conflicts, witness_resolutions
                    the node's sealed signing key; partners' keys pinned on first use;
                    partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
@@ -35,6 +35,7 @@ from ..store import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "ledger_signing_keys", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+           "witness_resolutions",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -148,10 +149,25 @@ witness_conflicts = Table(
     Column("detected_at", DateTime(timezone=True), nullable=False),
 )
 
+# An operator's ruling on a partner's conflicts: the true head, from which witnessing
+# resumes; every conflict up to `resolved_through` is closed (the evidence stays).
+witness_resolutions = Table(
+    "witness_resolutions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("head", Text, nullable=False),          # canonical JSON of the true head
+    Column("head_row", Integer, nullable=False),   # its witness_heads id: the new baseline
+    Column("resolved_through", Integer, nullable=False),  # last witness_conflicts id closed
+    Column("actor", String(64), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=False),
+)
+
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
-               "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts")
+               "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+               "witness_resolutions")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
-                 ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts)
+                 ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts,
+                 witness_resolutions)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

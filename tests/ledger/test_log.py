@@ -108,6 +108,7 @@ def populate_every_table(engine, tmp_path) -> Ledger:
     assert witness.observe("fund", partner.public_key, first).verdict == "cosigned"
     forked = partner.signer.sign_head(2, b"\x02" * 32, "2025-03-01T08:00:05Z")
     assert witness.observe("fund", partner.public_key, forked).verdict == "fork"
+    witness.resolve("fund", b"\x02" * 32, "operator")
     return ledger
 
 
@@ -116,7 +117,8 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
     column = {"ledger_entries": "type", "ledger_nodes": "hash", "ledger_heads": "time",
               "ledger_signing_keys": "public_key", "ledger_partner_keys": "public_key",
               "witness_heads": "time",
-              "witness_cosignatures": "cosignature", "witness_conflicts": "detail"}
+              "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
+              "witness_resolutions": "actor"}
     assert set(column) == set(APPEND_ONLY)
     for table, col in column.items():
         with engine.connect() as conn:

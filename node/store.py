@@ -10,7 +10,7 @@ The query log is append-only: UPDATE and DELETE are refused by the database itse
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
+    JSON, BigInteger, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
     MetaData, String, Table, Text, UniqueConstraint, create_engine, event, text,
 )
 
@@ -193,6 +193,31 @@ query_log = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_query_log_query", "query_id", "role"),
+)
+
+# The answering node's claim on every query id it admitted, holding what the query
+# reserved against the partner's element quotas and DP budget until its query-log row
+# settles it (node/admission.py). The primary key makes a query id answerable once;
+# a claim never settled (the node stopped mid-query) keeps counting in full.
+query_claims = Table(
+    "query_claims", metadata,
+    Column("query_id", String(64), primary_key=True),
+    Column("partner", String(64), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("elements", BigInteger, nullable=False),
+    Column("epsilon_micro", BigInteger, nullable=False),
+    Column("admitted_at", DateTime(timezone=True), nullable=False),
+    Column("settled", Boolean, nullable=False),
+    Index("ix_query_claims_open", "partner", "dataset", "settled"),
+)
+
+# One row per partner x dataset, locked (SELECT ... FOR UPDATE) by every admission to
+# it on server databases, so checking and reserving a quota is one serial step.
+admission_locks = Table(
+    "admission_locks", metadata,
+    Column("partner", String(64), primary_key=True),
+    Column("dataset", String(64), primary_key=True),
 )
 
 # Small mutable facts about the node itself, e.g. the digest of the last policy it

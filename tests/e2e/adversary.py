@@ -53,7 +53,7 @@ def federation(root: Path, grants: dict[str, dict], *, registry_size: int = 150,
     s = fx.Scenario(fed, registry, [], data / "registry.csv", data / "applicants.csv")
     try:
         fx.start(s)
-        r = fx.register(s)
+        r = fx.register(s, "--attribute", "所属区")
         assert r.returncode == 0, r.stderr
     except BaseException:
         fed.close()

@@ -34,6 +34,7 @@ GRANTS = {
     "prover": {"daily_elements": QUOTA},
     "dropper": {"daily_elements": QUOTA},
     "replayer": {},
+    "redactee": {"kinds": ["membership", "predicate"], "predicate_columns": ["所属区"]},
     **RACE_GRANTS,
 }
 
@@ -227,3 +228,21 @@ def test_one_query_id_on_five_concurrent_streams_is_answered_once(agency):
     assert len(refused) == 4 and {e.code() for e in refused} == {grpc.StatusCode.ALREADY_EXISTS}
     rows = [r for r in adv.answerer_log(agency, "replayer") if r["query_id"] == qid]
     assert [r["outcome"] for r in rows] == ["answered"]
+
+
+# -- 13. identifiers smuggled into the query log through a predicate ------------------------
+
+def test_identifier_in_a_predicate_is_redacted_in_the_query_log(agency):
+    from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    from tests.e2e import fixtures as fx
+    person = agency.registry[1]
+    with fx.channel_as(agency, "redactee") as ch:
+        d = pb_grpc.MembershipStub(ch).PrepareTable(pb.PrepareTableRequest(
+            dataset=adv.DATASET, predicate=f'所属区 == "{person}"'), timeout=20)
+    assert person in d.predicate
+    header = adv.membership_header(d, 3)
+    header.header.kind, header.header.predicate = pb.QUERY_KIND_PREDICATE, d.predicate
+    got, err = adv.evaluate(agency, "redactee", [header, adv.batch(0, adv.blinded(3)), adv.finish()])
+    assert err is None and "summary" in bodies(got)
+    (row,) = adv.answerer_log(agency, "redactee")
+    assert person not in row["predicate"] and "[redacted]" in row["predicate"]

@@ -213,6 +213,31 @@ def test_concurrent_noised_counts_cannot_overspend_the_dp_budget(backend):
     assert sum(r["epsilon_micro"] for r in rows) <= 2_000_000
 
 
+def test_reservation_of_a_killed_node_still_counts_after_restart(tmp_path):
+    """Admitted, then the agency is killed before settling: the reservation must not vanish."""
+    s = adv.federation(tmp_path, {"survivor": {"daily_elements": QUOTA}})
+    try:
+        d = adv.dataset_info(s, "survivor")
+        admitted, hold = threading.Event(), threading.Event()
+        held = threading.Thread(target=adv.evaluate, args=(s, "survivor", adv.held_membership(d, 60, hold)),
+                                kwargs={"on_first": admitted.set}, daemon=True)
+        held.start()
+        assert admitted.wait(20)
+        s.fed.stop("hrss", kill=True)
+        hold.set()
+        held.join(30)
+        s.fed.start("hrss")
+        d = adv.dataset_info(s, "survivor")
+        _, err = adv.evaluate(s, "survivor", [adv.membership_header(d, 60), adv.batch(0, adv.blinded(60)),
+                                              adv.finish()])
+        assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        got, err = adv.evaluate(s, "survivor", [adv.membership_header(d, 40), adv.batch(0, adv.blinded(40)),
+                                                adv.finish()])
+        assert err is None and "summary" in bodies(got)
+    finally:
+        s.fed.close()
+
+
 # -- 4. one query id, many executions -------------------------------------------------------
 
 def test_one_query_id_on_five_concurrent_streams_is_answered_once(agency):

@@ -149,6 +149,8 @@ def test_finish_early_after_the_evaluations_is_charged(agency):
     received, errors = _rounds(agency, "finisher", lambda d: [
         adv.membership_header(d, 97), adv.batch(0, adv.blinded(96)), adv.finish()])
     _assert_charged(agency, "finisher", received, errors, "broken_by_asker")
+    check = agency.fed.cli("audit", "check", "--config", agency.cfg("hrss"), check=False)
+    assert check.returncode == 0, check.stdout + check.stderr  # the new outcome verifies
 
 
 def test_invalid_element_in_a_later_batch_is_charged_for_the_earlier_ones(agency):

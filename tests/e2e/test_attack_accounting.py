@@ -196,7 +196,18 @@ def test_concurrent_queries_cannot_exceed_the_daily_quota(backend):
     for _, err in results:
         assert err is None or err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     rows = adv.answerer_log(backend, "racer")
-    assert sum(r["elements"] for r in rows if r["outcome"] == "answered") <= RACE_QUOTA
+    used = sum(r["elements"] for r in rows if r["outcome"] == "answered")
+    assert used == received <= RACE_QUOTA
+    # Every reservation was settled exactly: what is left of the quota can be asked, no more.
+    d = adv.dataset_info(backend, "racer")
+    if used < RACE_QUOTA:
+        rest = RACE_QUOTA - used
+        got, err = adv.evaluate(backend, "racer", [adv.membership_header(d, rest),
+                                                   adv.batch(0, adv.blinded(rest)), adv.finish()])
+        assert err is None and "summary" in bodies(got)
+    _, err = adv.evaluate(backend, "racer", [adv.membership_header(d, 1), adv.batch(0, adv.blinded(1)),
+                                             adv.finish()])
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_concurrent_noised_counts_cannot_overspend_the_dp_budget(backend):
@@ -212,7 +223,13 @@ def test_concurrent_noised_counts_cannot_overspend_the_dp_budget(backend):
     for got, err in results:
         assert err is None or err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     rows = adv.answerer_log(backend, "spender")
-    assert sum(r["epsilon_micro"] for r in rows) <= 2_000_000
+    assert sum(r["epsilon_micro"] for r in rows) == spent
+    # Every reservation was settled exactly: another query is admitted iff budget is left.
+    _, err = adv.cardinality(backend, "spender", adv.cardinality_messages(d, adv.CountRequest(ids)))
+    if spent <= 1_500_000:
+        assert err is None
+    else:
+        assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_reservation_of_a_killed_node_still_counts_after_restart(tmp_path):

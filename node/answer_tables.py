@@ -77,7 +77,7 @@ def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
         raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
     except PolicyRefusal as exc:
         raise Refused.by_policy(exc) from None
-    record.elements = h.total_elements
+    record.claimed, record.elements = True, h.total_elements
     record.epsilon_micro = 0  # charged only once a noised answer is released
 
 

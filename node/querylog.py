@@ -47,6 +47,7 @@ class QueryRecord:
     authorisation_digest: str = ""  # hex SHA-256 of the asker's authorisation references
     epsilon_micro: int = 0          # differential privacy spent by this query (millionths)
     evaluated: int = 0              # answerer: elements whose answer has left (or is leaving)
+    claimed: bool = False           # answerer: this record holds the query id's admission claim
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     receipt: object = None          # asker: the answerer's verified receipt
     summary: object = None          # asker: the answerer's closing message
@@ -85,7 +86,7 @@ class QueryRecord:
             raise ValueError(f"unknown outcome {self.outcome!r}")
         self._charge()
         values = {k: v for k, v in self.__dict__.items()
-                  if k not in ("receipt", "summary", "written", "evaluated")}
+                  if k not in ("receipt", "summary", "written", "evaluated", "claimed")}
         values.update(reason=redacted(self.reason, 500), predicate=redacted(self.predicate, 512),
                       finished_at=datetime.now(timezone.utc))
         receipt = None
@@ -93,7 +94,7 @@ class QueryRecord:
         entry = self.entry(ledger, "completed")
         with ctx.engine.begin() as conn:
             conn.execute(insert(query_log).values(**values))
-            if self.role == "answerer":
+            if self.claimed:  # never another stream's claim on the same id
                 settle(conn, self.query_id)
             if self.role == "answerer" and self.outcome == "answered":
                 receipt = ledger.append_completed(conn, entry)

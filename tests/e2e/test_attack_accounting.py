@@ -34,6 +34,7 @@ GRANTS = {
     "prover": {"daily_elements": QUOTA},
     "dropper": {"daily_elements": QUOTA},
     "replayer": {},
+    "releaser": {"daily_elements": QUOTA},
     "redactee": {"kinds": ["membership", "predicate"], "predicate_columns": ["所属区"]},
     **RACE_GRANTS,
 }
@@ -272,6 +273,25 @@ def test_one_query_id_on_five_concurrent_streams_is_answered_once(agency):
     assert len(refused) == 4 and {e.code() for e in refused} == {grpc.StatusCode.ALREADY_EXISTS}
     rows = [r for r in adv.answerer_log(agency, "replayer") if r["query_id"] == qid]
     assert [r["outcome"] for r in rows] == ["answered"]
+
+
+def test_refused_stream_reusing_an_admitted_id_does_not_release_its_reservation(agency):
+    qid = str(uuid.uuid4())
+    d = adv.dataset_info(agency, "releaser")
+    admitted, hold = threading.Event(), threading.Event()
+    first = threading.Thread(target=adv.evaluate, daemon=True, kwargs={"on_first": admitted.set},
+                             args=(agency, "releaser", adv.held_membership(d, 60, hold, query_id=qid)))
+    first.start()
+    try:
+        assert admitted.wait(20)
+        _, err = adv.evaluate(agency, "releaser", [adv.membership_header(d, 0, query_id=qid)])
+        assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        _, err = adv.evaluate(agency, "releaser", [adv.membership_header(d, 60),
+                                                   adv.batch(0, adv.blinded(60)), adv.finish()])
+        assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        hold.set()
+        first.join(30)
 
 
 # -- 13. identifiers smuggled into the query log through a predicate ------------------------

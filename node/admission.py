@@ -76,7 +76,7 @@ def reserve(engine: Engine, grant: DatasetGrant, *, query_id: str, dataset: str,
     now = now or datetime.now(timezone.utc)
     try:
         with serialised(engine, grant.partner, dataset) as conn:
-            if _taken(conn, query_id):
+            if taken(conn, query_id):
                 raise QueryIdTaken()
             policy.check_quotas(conn, grant, dataset=dataset, elements=elements, epoch=epoch, now=now)
             if epsilon_micro:
@@ -88,7 +88,8 @@ def reserve(engine: Engine, grant: DatasetGrant, *, query_id: str, dataset: str,
         raise QueryIdTaken() from None
 
 
-def _taken(conn: Connection, query_id: str) -> bool:
+def taken(conn: Connection, query_id: str) -> bool:
+    """Whether this node claimed or recorded (as answerer) the query id."""
     if conn.execute(select(query_claims.c.query_id).where(
             query_claims.c.query_id == query_id)).first() is not None:
         return True

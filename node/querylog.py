@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, insert, select
 
-from .admission import settle
+from .admission import settle, taken
 from .store import query_log
 
 OUTCOMES = ("answered", "refused", "failed", "aborted", "broken_by_asker")
@@ -93,6 +93,9 @@ class QueryRecord:
         ledger = ctx.ledger  # loaded (or its key created) before our write transaction opens
         entry = self.entry(ledger, "completed")
         with ctx.engine.begin() as conn:
+            if self.role == "answerer" and not self.claimed and taken(conn, self.query_id):
+                self.written = True  # a refused stream reusing a claimed id: the claim's
+                return None          # own record stands, one per id
             conn.execute(insert(query_log).values(**values))
             if self.claimed:  # never another stream's claim on the same id
                 settle(conn, self.query_id)

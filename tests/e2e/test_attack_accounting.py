@@ -292,6 +292,8 @@ def test_refused_stream_reusing_an_admitted_id_does_not_release_its_reservation(
     finally:
         hold.set()
         first.join(30)
+    rows = [r for r in adv.answerer_log(agency, "releaser") if r["query_id"] == qid]
+    assert [r["outcome"] for r in rows] == ["answered"]  # one record per id: the claim's
 
 
 # -- 13. identifiers smuggled into the query log through a predicate ------------------------

@@ -6,6 +6,13 @@ Each noised query is charged its epsilon to the partner's budget for the dataset
 key epoch; when the budget is spent, further queries are refused. Because both keys are
 fresh, the agency cannot tell whether two queries share people: the budget, the minimum
 query size and the quotas are what stop a partner from differencing counts.
+
+Within one query every element is blinded under the asker's one key, so a repeated
+person is a repeated element: such a query is refused before anything is answered, and
+the minimum size counts distinct elements. Known limit: an asker that blinds some
+elements under a second key of its own is not detected (nothing ties an element to P),
+and unblinding with that key counts those elements without the dummy matches, which are
+tied to P; the noise therefore protects honest askers' counts, not against that.
 """
 from __future__ import annotations
 

@@ -180,31 +180,54 @@ def cardinality(s, partner: str, messages: Iterable, *, on_first=None):
 
 # -- aggregate -----------------------------------------------------------------------------
 
-def aggregate(s, partner: str, identifiers: list[bytes]):
+def aggregate(s, partner: str, identifiers: list[bytes], *, then: Iterable = (),
+              hold: threading.Event | None = None, on_first=None, cancel_at_first: bool = False):
     """Send an aggregate (count) query whose match request blinds `identifiers` under one
-    key, repeats included; (responses, RpcError or None)."""
+    key, repeats included, then the messages `then`; (responses, RpcError or None).
+
+    With `hold`, the stream waits after its header until set; `on_first()` runs when the
+    first response (or the refusal) arrives; `cancel_at_first` drops the stream then.
+    Without `then`, the client stops reading once the match response is complete.
+    """
     d = dataset_info(s, partner)
     key = group.random_scalar()
     blinded_ids = ps.multiply_batch(key, ps.hash_batch(identifiers), False)
     request = ps.ShuffleRequest(blinded_ids).to_bytes()
+    then = list(then)
 
     def messages():
         yield spb.AggregateRequest(header=spb.StatisticsHeader(
             query_id=str(uuid.uuid4()), dataset=DATASET, version=d.version, epoch=d.epoch,
             purpose=fx.PURPOSE, total_elements=len(identifiers),
             kind=spb.STATISTICS_KIND_AGGREGATE, ops=[spb.AGGREGATE_OP_COUNT]))
+        if hold is not None:
+            hold.wait(30)
         yield spb.AggregateRequest(match_request=spb.StatisticsChunk(data=request, last=True))
+        yield from then
 
     got: list = []
     with fx.channel_as(s, partner) as ch:
+        call = spb_grpc.StatisticsStub(ch).Aggregate(messages(), timeout=60)
         try:
-            for r in spb_grpc.StatisticsStub(ch).Aggregate(messages(), timeout=60):
+            for r in call:
+                if not got and on_first:
+                    on_first()
                 got.append(r)
-                if r.WhichOneof("body") == "match_response" and r.match_response.last:
+                if cancel_at_first:
+                    call.cancel()
+                    return got, None
+                if not then and r.WhichOneof("body") == "match_response" and r.match_response.last:
                     return got, None  # what the attack wanted; the rest does not matter
         except grpc.RpcError as exc:
+            if not got and on_first:
+                on_first()
             return got, exc
     return got, None
+
+
+def matched_rows_seen(responses) -> bool:
+    """Whether a complete match response (the exact intersection, to node software) arrived."""
+    return any(r.WhichOneof("body") == "match_response" and r.match_response.last for r in responses)
 
 
 # -- concurrency -------------------------------------------------------------------------

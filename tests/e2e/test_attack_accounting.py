@@ -8,6 +8,7 @@ allows, and charge every element it evaluated.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import grpc
@@ -28,6 +29,8 @@ RACE_GRANTS = {"racer": {"daily_elements": RACE_QUOTA}, "spender": DP}
 GRANTS = {
     "dup-card": {"kinds": ["cardinality"]},
     "dup-agg": {"kinds": ["aggregate"]},
+    "matcher": {"kinds": ["aggregate"], "daily_elements": 20},
+    "sharer": {"kinds": ["cardinality", "aggregate"], "dp_epsilon": 1.0, "dp_budget": 1.0},
     "dup-memb": {"kinds": ["membership"]},
     "finisher": {"daily_elements": QUOTA},
     "breaker": {"daily_elements": QUOTA},
@@ -184,6 +187,20 @@ def test_dropping_the_stream_after_the_evaluations_is_charged(agency):
     assert sum(r["elements"] for r in rows if r["outcome"] != "refused") == received
 
 
+def test_aggregate_broken_after_the_match_is_charged(agency):
+    """Take the match (the exact intersection size, to the asker's software), then send
+    junk instead of the masked sums: five rounds against a daily quota of 20."""
+    from node.rpc.shuqiao.v1 import statistics_pb2 as spb
+    junk = spb.AggregateRequest(masked=spb.StatisticsChunk(data=b"junk", last=True))
+    ids = [adv.element(agency, p) for p in agency.registry[:10]]
+    results = [adv.aggregate(agency, "matcher", ids, then=[junk]) for _ in range(5)]
+    matches = sum(adv.matched_rows_seen(got) for got, _ in results)
+    assert matches == 2  # 2 x 10 elements: the quota, charged although neither finished
+    assert results[-1][1].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    rows = adv.answerer_log(agency, "matcher")
+    assert [r["elements"] for r in rows if r["outcome"] == "broken_by_asker"] == [10, 10]
+
+
 # -- 3. racing admissions ----------------------------------------------------------------
 
 def test_concurrent_queries_cannot_exceed_the_daily_quota(backend):
@@ -256,6 +273,34 @@ def test_reservation_of_a_killed_node_still_counts_after_restart(tmp_path):
         assert err is None and "summary" in bodies(got)
     finally:
         s.fed.close()
+
+
+def test_open_aggregate_holds_the_dp_budget_it_shares_with_cardinality(agency):
+    """An admitted aggregate reserves the epsilon a cardinality query would spend from the
+    same budget; it is released when the aggregate ends without releasing any figure."""
+    ids = [adv.element(agency, p) for p in agency.registry[:10]]
+    d = adv.dataset_info(agency, "sharer")
+    admitted, hold = threading.Event(), threading.Event()
+    open_aggregate = threading.Thread(target=adv.aggregate, args=(agency, "sharer", ids), daemon=True,
+                                      kwargs={"hold": hold, "on_first": admitted.set})
+    open_aggregate.start()
+    try:
+        assert admitted.wait(20)
+        _, err = adv.cardinality(agency, "sharer", adv.cardinality_messages(d, adv.CountRequest(ids)))
+        assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        hold.set()  # the aggregate takes its match and goes away before any release
+        open_aggregate.join(30)
+    for _ in range(50):  # its unspent epsilon comes back once the agency has settled it
+        _, err = adv.cardinality(agency, "sharer", adv.cardinality_messages(d, adv.CountRequest(ids)))
+        if err is None:
+            break
+        time.sleep(0.1)
+    assert err is None
+    _, err = adv.cardinality(agency, "sharer", adv.cardinality_messages(d, adv.CountRequest(ids)))
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    got, err = adv.aggregate(agency, "sharer", ids)
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and got == []
 
 
 # -- 4. one query id, many executions -------------------------------------------------------

@@ -23,7 +23,7 @@ from . import adversary as adv
 pytestmark = pytest.mark.e2e
 
 QUOTA = 100  # daily elements of the protocol-breaking partners
-RACE_QUOTA, RACE_SIZE, RACERS = 1000, 100, 20
+RACE_QUOTA, RACE_SIZE, RACERS = 1000, 200, 20  # five fit; a per-partner stream cap of 8 still races
 DP = {"kinds": ["cardinality"], "dp_epsilon": 0.5, "dp_budget": 2.0}  # four noised queries
 RACE_GRANTS = {"racer": {"daily_elements": RACE_QUOTA}, "spender": DP}
 GRANTS = {

@@ -195,6 +195,14 @@ query_log = Table(
     Index("ix_query_log_query", "query_id", "role"),
 )
 
+# Small mutable facts about the node itself, e.g. the digest of the last policy it
+# ledgered (the ledger holds the history; this only saves scanning it).
+node_state = Table(
+    "node_state", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 # The answering node's claim on every query id it admitted, holding what the query
 # reserved against the partner's element quotas and DP budget until its query-log row
 # settles it (node/admission.py). The primary key makes a query id answerable once;
@@ -220,13 +228,6 @@ admission_locks = Table(
     Column("dataset", String(64), primary_key=True),
 )
 
-# Small mutable facts about the node itself, e.g. the digest of the last policy it
-# ledgered (the ledger holds the history; this only saves scanning it).
-node_state = Table(
-    "node_state", metadata,
-    Column("name", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
 
 def delete_tables(conn, tables: Table, chunks: Table, *where) -> None:
     """Delete the rows of ``tables`` matching ``where`` and their chunks (``table_id``)."""

@@ -65,6 +65,23 @@ def check_purpose(h, grant) -> None:
                       f"granted: {', '.join(grant.purpose_codes)}")
 
 
+def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+    """Claim the header's query id and reserve its elements (and epsilon) atomically
+    (node/admission.py); the record then carries the elements asked."""
+    from . import admission
+    from .policy import PolicyRefusal
+    try:
+        admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
+                          elements=h.total_elements, epsilon_micro=epsilon_micro)
+    except admission.QueryIdTaken:
+        record.query_id = ""  # the earlier claim stands; do not log a duplicate id
+        raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
+    except PolicyRefusal as exc:
+        raise Refused.by_policy(exc) from None
+    record.claimed, record.elements = True, h.total_elements
+    record.epsilon_micro = 0  # charged only once a noised answer is released
+
+
 _POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
                  "kind": grpc.StatusCode.PERMISSION_DENIED,
                  "size": grpc.StatusCode.INVALID_ARGUMENT}

@@ -164,6 +164,11 @@ class QueryKindName(str, enum.Enum):
     THRESHOLD = "threshold"
 
 
+# Kinds whose answer is a count over the asked elements: without DP, one element asked
+# is exact membership, so they have a floor of their own (DatasetGrant).
+COUNTING_KINDS = frozenset({"cardinality", "aggregate"})
+
+
 class PurposeGrant(_Strict):
     """A purpose a partner may state, and the legal basis the agency relies on for it."""
     code: PurposeCode
@@ -179,6 +184,11 @@ class DatasetGrant(_Strict):
     label_attributes: list[str] = Field(default_factory=list)    # attributes a labeled query opens
     label_pad_to: int = Field(default=64, ge=32, le=4096)        # every label padded to this size
     min_elements: int = Field(default=1, ge=1)                   # smaller queries are refused
+    # Counting kinds (cardinality, aggregate) ask at least this many distinct elements
+    # too; a grant giving exact (non-DP) counts with a floor of 1 must say
+    # `exact_small_counts = true`, as it reveals one person's membership exactly.
+    min_counting_elements: int = Field(default=10, ge=1)
+    exact_small_counts: bool = False
     max_elements: int = Field(default=1_000_000, ge=1)
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
     monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
@@ -208,6 +218,17 @@ class DatasetGrant(_Strict):
     def _bounds(self) -> "DatasetGrant":
         if self.min_elements > self.max_elements:
             raise ValueError("min_elements must not exceed max_elements")
+        counting = COUNTING_KINDS & {k.value for k in self.kinds}
+        if counting:
+            floor = max(self.min_elements, self.min_counting_elements)
+            if floor > self.max_elements:
+                raise ValueError("min_counting_elements must not exceed max_elements "
+                                 f"for {', '.join(sorted(counting))}")
+            if floor <= 1 and self.dp_epsilon is None and not self.exact_small_counts:
+                raise ValueError(
+                    f"a grant of {', '.join(sorted(counting))} without dp_epsilon needs a floor above "
+                    "one element (min_counting_elements), or exact_small_counts = true to "
+                    "release exact counts of single elements deliberately")
         return self
 
     @field_validator("label_pad_to")

@@ -31,7 +31,7 @@ __all__ = ["OUTCOMES", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSigna
            "ReceiptMismatch", "make_receipt", "verify_receipt"]
 
 _CONTEXT = b"shuqiao/ledger/receipt/v1\n"
-OUTCOMES = ("admitted", "answered", "refused", "failed", "aborted")
+OUTCOMES = ("admitted", "answered", "refused", "failed", "aborted", "broken_by_asker")
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -94,3 +94,30 @@ def test_example_configs_in_the_repository_are_valid():
     assert {p.stem for p in configs} >= {"fund", "edu", "hrss"}
     for path in configs:
         assert load_config(path).node.id == path.stem
+
+
+COUNTING = 'grants = [{ partner = "fund", purposes = ["flexible-worker-deposit"], kinds = ["cardinality"]%s }]'
+
+
+def _counting(extra: str) -> str:
+    return BASE.replace('grants = [{ partner = "fund", purposes = ["flexible-worker-deposit"] }]',
+                        COUNTING % extra)
+
+
+def test_counting_kinds_have_a_floor_of_ten_by_default(tmp_path):
+    from node import policy
+    grant = load_config(write(tmp_path, _counting(""))).dataset("flexible_workers").grants[0]
+    assert policy.min_elements(grant, "cardinality") == 10
+    assert policy.min_elements(grant, "aggregate") == 10
+    assert policy.min_elements(grant, "membership") == 1
+
+
+def test_exact_counts_without_a_floor_are_refused_unless_said_so(tmp_path):
+    with pytest.raises(ConfigError, match="exact_small_counts"):
+        load_config(write(tmp_path, _counting(", min_counting_elements = 1")))
+    ok = ", min_counting_elements = 1, exact_small_counts = true"
+    assert load_config(write(tmp_path, _counting(ok))).dataset("flexible_workers").grants[0].exact_small_counts
+    noised = ", min_counting_elements = 1, dp_epsilon = 0.5, dp_budget = 2.0"
+    assert load_config(write(tmp_path, _counting(noised)))
+    with pytest.raises(ConfigError, match="min_counting_elements must not exceed max_elements"):
+        load_config(write(tmp_path, _counting(", max_elements = 5")))

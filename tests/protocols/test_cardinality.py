@@ -37,7 +37,7 @@ def run(x, y, dummies=0, padding=0):
 @pytest.mark.parametrize("dummies, padding", [(0, 0), (0, 10), (7, 10), (10, 10)])
 def test_agency_counts_intersection_plus_the_fund_centres_dummies(dummies, padding):
     x, y = sets(300, 500, 120)
-    fund, agency, a, yy, y2, f = run(x, y, dummies, padding)
+    fund, _, a, yy, y2, f = run(x, y, dummies, padding)
     k = card.canaries(500)
     assert len(a) == 32 * (300 + padding) and len(yy) == 32 * (500 + k)
     assert len(y2) == 32 * (500 + k + padding)
@@ -89,7 +89,7 @@ def test_rows_dropped_under_another_key_miss_the_canaries_and_are_refused():
     p, a = fund.request()
     agency = card.AgencyCount(len(y), len(x), 4)
     agency.accept(p, a)
-    q, yy = agency.rows_message(card.hash_batch(y))
+    _, yy = agency.rows_message(card.hash_batch(y))
     other = card.multiply_batch(group.random_scalar(), yy)            # all rows under a'
     with pytest.raises(card.InvalidMessage):
         agency.matches(card.shuffle(other + card._pads(4)))
@@ -114,7 +114,7 @@ def attack_release(target_member: bool, seed: int, eps: float, laplace: Discrete
                 + card._pads(padding - 2))
     agency = card.AgencyCount(len(rows), 10, padding)
     agency.accept(group.base_mul(a), card.shuffle(packed_a))
-    q, yy = agency.rows_message(card.hash_batch(rows))
+    _, yy = agency.rows_message(card.hash_batch(rows))
     first = card.multiply_batch(a, yy)
     spare = yy[:32 * (padding // 2)]
     extra = card.multiply_batch(a2, spare) + spare                  # second copies on D' places

@@ -173,8 +173,11 @@ def _forwarded(witness: Witness, c: Mapping[str, Any], reporter: str, recorded: 
     key = _key(witness, log)
     if first.node != log or second.node != log or not (_signed_by(first, key) and _signed_by(second, key)):
         return
+    # Head times have one-second resolution: an honest log signs heads of several sizes
+    # within one second, so only a smaller head signed in a strictly later second proves
+    # a rollback on a third party's word.
     proven = (kind == "fork" and first.size == second.size and first.root != second.root) or \
-             (kind == "rollback" and second.size < first.size and second.time >= first.time)
+             (kind == "rollback" and second.size < first.size and second.time > first.time)
     if not proven:
         return  # only self-proving evidence is taken on another witness's word
     with witness.ledger.engine.begin() as conn:

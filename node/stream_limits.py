@@ -19,7 +19,9 @@ interceptor, placed after the partner check, keeps that from happening:
 * unary calls are read as one-message streams, so a caller that opens one and never
   sends its request is caught the same way (the sync server would otherwise wait for
   that message in a worker before any interceptor runs); reserved calls get
-  `REQUEST_SECONDS` for it, and at most `PENDING_PER_PEER` may wait at once per caller.
+  `REQUEST_SECONDS` for it, and at most `PENDING_PER_PEER` may run at once per caller,
+  from their first byte to their answer (witness Exchange and Cosign are reserved calls
+  whose work a caller sizes).
 
 Cancelling wakes the handler blocked in `next(request_iterator)` with an RpcError, which
 the answerers already record as an aborted query; the caller sees CANCELLED.
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 # Calls that never take a work slot: they are short and must answer while queries run.
 _RESERVED = ("/grpc.health.v1.Health/", "/shuqiao.v1.Membership/ListDatasets", "/shuqiao.v1.Ledger/")
 STREAMS_PER_PEER = 2  # reserved streams (health Watch, ledger GetEntries) at once, per caller
-PENDING_PER_PEER = 4  # reserved unary calls still waiting for their request, per caller
+PENDING_PER_PEER = 4  # reserved unary calls running at once, per caller
 REQUEST_SECONDS = 2.0  # how long a reserved unary call waits for its one request
 
 # handler attribute -> (request streaming, response streaming)
@@ -140,10 +142,10 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
             requests = _IdleGuarded(requests, call, self._clock)
             if request_streaming:
                 return call, requests
-            request = _single(requests, context)
-            if slot == "pending":
-                self._release(call, keep_watching=True)  # now an ordinary short call
-            return call, request
+            # A reserved unary call keeps its per-caller slot until it returns: Exchange
+            # and Cosign verify whole documents, so one caller's many at once would
+            # otherwise hold every worker.
+            return call, _single(requests, context)
 
         if response_streaming:
             def stream_behavior(requests, context):

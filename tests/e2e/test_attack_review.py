@@ -4,10 +4,14 @@ Each test is one attack its control's author may have missed; each must be able 
 """
 from __future__ import annotations
 
+import threading
 import time
+import tomllib
 
 import grpc
 import pytest
+import tomli_w
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.config import load_config
 from node.context import NodeContext
@@ -20,10 +24,16 @@ from . import fixtures as fx
 
 pytestmark = pytest.mark.e2e
 
+BYSTANDER = "pensions"
+
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     s = fx.build(tmp_path_factory.mktemp("review"), registry_size=50, applicants=10)
+    path = s.fed.nodes["hrss"].config_path  # a bystander partner, to time its calls
+    config = tomllib.loads(path.read_text())
+    config["partners"] += [{"id": BYSTANDER}]
+    path.write_bytes(tomli_w.dumps(config).encode())
     fx.start(s)
     r = fx.register(s, "--attribute", "所属区")
     assert r.returncode == 0, r.stderr
@@ -66,3 +76,55 @@ def test_same_second_heads_forwarded_as_rollback_do_not_frame_an_honest_log(pair
             {"partner": "hrss", "kind": "rollback", "first": as_dict(large), "second": as_dict(small)}]}
         ledger.Exchange(lpb.WitnessDocument(document=canonical.dump(doc)), timeout=10)
     assert len(_conflicts(s)) == before, "an honest log was framed with a rollback alarm"
+
+
+def _as_dict(h: lpb.SignedTreeHead) -> dict:
+    return {"v": 1, "node": h.node, "size": h.size, "root": h.root.hex(), "time": h.time,
+            "signature": h.signature.hex()}
+
+
+def _health_seconds(s, node_id: str = BYSTANDER) -> float:
+    with fx.channel_as(s, node_id) as ch:
+        t0 = time.monotonic()
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        return time.monotonic() - t0
+
+
+def test_many_heavy_exchange_calls_from_one_partner_do_not_starve_the_node(pair):
+    """Exchange is a reserved (ledger) call, so it takes no query slot; a partner that
+    sends many at once, each a maximal document of heads the node must verify and look
+    up, must still leave workers for another partner's health check."""
+    s = pair
+    with fx.channel_as(s, "fund") as ch:
+        head = lpb_grpc.LedgerStub(ch).GetTreeHead(lpb.GetTreeHeadRequest(), timeout=10)
+    item = {"head": _as_dict(head), "cosignatures": []}
+    per_item = len(canonical.dump(item)) + 1
+    doc = canonical.dump({"v": 1, "for_you": [], "conflicts": [],
+                          "cosigned": [item] * ((7 * 1024 * 1024) // per_item)})
+    stop, outcomes = threading.Event(), []
+
+    def flood():
+        with fx.channel_as(s, "fund") as ch:
+            stub = lpb_grpc.LedgerStub(ch)
+            while not stop.is_set():
+                try:
+                    stub.Exchange(lpb.WitnessDocument(document=doc), timeout=60)
+                    outcomes.append("ok")
+                except grpc.RpcError as exc:
+                    outcomes.append(exc.code().name)
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        time.sleep(0.1)  # refused at once: retry, without flooding the wire
+
+    threads = [threading.Thread(target=flood) for _ in range(48)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3)
+        slow = max(_health_seconds(s) for _ in range(3))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert slow < 1.0, f"a bystander's health check took {slow:.1f} s under the flood ({set(outcomes)})"
+

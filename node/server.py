@@ -117,8 +117,9 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
                 next_witness = now + m.witness_seconds
                 witness_partners(ctx)
                 status = report_status(ctx, status)
-        except Exception:  # keep serving; the next round retries
-            log.exception("maintenance round failed")
+        except Exception as exc:  # keep serving; the next round retries
+            from .incidents import record
+            record("a maintenance round", exc, log)  # type and code locations, never a message
 
 
 class LedgerDamaged(Exception):

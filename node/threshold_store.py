@@ -307,8 +307,9 @@ def prepare_in_background(ctx, t: Target) -> bool:
     def run() -> None:
         try:
             prepare(ctx, t)
-        except Exception:
-            log.exception("preparing the threshold table of %s for %s failed", t.dataset, t.partner)
+        except Exception as exc:  # an incident: type and code locations, never a message
+            from .incidents import record
+            record(f"preparing the threshold table of {t.dataset} for {t.partner}", exc, log)
         finally:
             with _pending_lock:
                 _pending.discard(job)

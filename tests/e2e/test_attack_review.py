@@ -128,3 +128,39 @@ def test_many_heavy_exchange_calls_from_one_partner_do_not_starve_the_node(pair)
             t.join(120)
     assert slow < 1.0, f"a bystander's health check took {slow:.1f} s under the flood ({set(outcomes)})"
 
+
+PERSONAL = "320411197012153512"  # an identifier-shaped value, as a parser quotes a bad cell
+
+
+def test_background_work_failures_log_no_exception_message(pair, monkeypatch, caplog):
+    """A failure in the node's background work (a threshold table being prepared from the
+    registered rows, a maintenance round) is logged like any incident: its type and code
+    locations, never its message, which may quote a cell."""
+    from node import server, threshold_store, witnessing
+
+    def fails(*args, **kwargs):
+        raise ValueError(f"invalid literal for int() with base 10: {PERSONAL!r}")
+
+    ctx = NodeContext(load_config(pair.cfg("hrss")))
+    caplog.set_level("INFO")
+    try:
+        monkeypatch.setattr(threshold_store, "prepare", fails)
+        target = threshold_store.Target("flexible_workers", 1, 1, "cn_resident_id", "fund", 1,
+                                        "缴费月数", 16, 1)
+        assert threshold_store.prepare_in_background(ctx, target)
+        deadline = time.monotonic() + 10
+        while threshold_store._pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setattr(witnessing, "witness_partners", fails)
+        stop = threading.Event()
+        round_ = threading.Thread(target=server.maintenance, args=(ctx, stop))
+        round_.start()
+        deadline = time.monotonic() + 15
+        while "maintenance" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        round_.join(30)
+    finally:
+        ctx.close()
+    assert "threshold" in caplog.text and "maintenance" in caplog.text  # both failures logged
+    assert PERSONAL not in caplog.text

@@ -318,12 +318,17 @@ class Witness:
         self.keep_cosignature(cosignature)
 
     def keep_cosignature(self, cosignature: Cosignature) -> bool:
-        """Store a checked cosignature unless it is already on record."""
+        """Store a checked cosignature unless this witness's cosignature of the same head
+        is already on record (at whatever time: a partner could mint one per second, and
+        these tables are append-only)."""
         text = canonical.dump(cosignature.to_dict()).decode()
         with self.ledger.engine.begin() as conn:
-            if text in set(conn.execute(select(witness_cosignatures.c.cosignature).where(
-                    witness_cosignatures.c.log_node == cosignature.head.node,
-                    witness_cosignatures.c.size == cosignature.head.size)).scalars()):
+            if any(c.witness == cosignature.witness and c.head == cosignature.head
+                   for c in (Cosignature.from_dict(canonical.parse(t.encode())) for t in conn.execute(
+                       select(witness_cosignatures.c.cosignature).where(
+                           witness_cosignatures.c.log_node == cosignature.head.node,
+                           witness_cosignatures.c.witness == cosignature.witness,
+                           witness_cosignatures.c.size == cosignature.head.size)).scalars())):
                 return False
             conn.execute(insert(witness_cosignatures).values(
                 log_node=cosignature.head.node, witness=cosignature.witness,

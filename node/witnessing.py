@@ -74,7 +74,9 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             source = GrpcLogSource(channel, partner.id, timeout=30)
             key = pin_partner_key(ctx.engine, partner.id, source.public_key())
             answer = ask_cosignature(ctx.ledger, channel)
-            if isinstance(answer, tuple):
+            if isinstance(answer, tuple) and answer[0] == "stale":
+                pushed = "stale"  # the partner had already seen a newer head of ours
+            elif isinstance(answer, tuple):
                 pushed = answer[0]
                 log.error("partner %s refuses to cosign this node's ledger head: it reports %s",
                           partner.id, pushed)

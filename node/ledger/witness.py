@@ -58,7 +58,7 @@ class WitnessError(Exception):
 
 @dataclass(frozen=True)
 class Observation:
-    verdict: str  # cosigned | need_proof | fork | rollback | inconsistent
+    verdict: str  # cosigned | need_proof | stale | fork | rollback | inconsistent
     cosignature: Cosignature | None = None
     need_proof_from: int | None = None
     conflicting_head: SignedTreeHead | None = None
@@ -160,6 +160,8 @@ class Witness:
             conflict = self._judge(previous, head, proof_from, proof)
             if conflict == "need_proof":
                 return Observation("need_proof", need_proof_from=previous.size)
+            if conflict == "stale":  # neither cosigned nor an alarm; the next round retries
+                return Observation("stale", conflicting_head=previous)
             now = self.ledger.now()
             if conflict is not None:
                 self.record_conflict(conn, partner, conflict, previous, head, "seen directly")
@@ -182,7 +184,9 @@ class Witness:
         if previous is None:
             return None  # trust on first use
         if head.size < previous.size:
-            return "rollback"
+            # Head times have one-second resolution: a smaller head signed no later than
+            # the one already seen is a push overtaken by a pull, not a rollback.
+            return "rollback" if head.time > previous.time else "stale"
         if head.size == previous.size:
             return None if head.root == previous.root else "fork"
         if previous.size == 0:

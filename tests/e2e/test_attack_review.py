@@ -197,3 +197,38 @@ def test_cosignatures_minted_at_many_times_are_kept_once(pair):
     finally:
         hrss.close()
     assert len(kept) == 1, f"{len(kept)} cosignatures of one head by one partner were stored"
+
+
+def test_an_older_head_arriving_after_a_newer_one_is_no_rollback_alarm(pair):
+    """An honest log's push (a head it signed, then sent) can arrive after the witness
+    pulled a newer head; a partner that keeps the log busy makes that race likely. A
+    smaller head signed no later than one already seen is stale, not a rollback."""
+    from node import admin_log
+    from node.ledger.grpc_service import head_to_pb
+    s = pair
+    before = len(_conflicts(s))
+    fund = NodeContext(load_config(s.cfg("fund")))
+    try:
+        with fund.engine.begin() as conn:
+            admin_log.record(fund, conn, "policy_changed", "node")
+        older = fund.ledger.sign_head()
+        with fund.engine.begin() as conn:
+            admin_log.record(fund, conn, "policy_changed", "node")
+        newer = fund.ledger.sign_head()
+        proof = fund.ledger.consistency_proof(older.size, newer.size)
+        key = fund.ledger.public_key.text
+    finally:
+        fund.close()
+    with fx.channel_as(s, "fund") as ch:
+        stub = lpb_grpc.LedgerStub(ch)
+        for head in (older, newer):   # the witness has seen both, in order
+            request = lpb.CosignRequest(head=head_to_pb(head), public_key=key)
+            answer = stub.Cosign(request, timeout=10)
+            if answer.WhichOneof("result") == "need_proof_from":
+                request.proof_from = answer.need_proof_from
+                request.consistency_proof.extend(proof)
+                answer = stub.Cosign(request, timeout=10)
+            assert answer.WhichOneof("result") == "cosignature"
+        late = stub.Cosign(lpb.CosignRequest(head=head_to_pb(older), public_key=key), timeout=10)
+    assert late.WhichOneof("result") != "cosignature"
+    assert len(_conflicts(s)) == before, "a late, older head of an honest log raised a rollback alarm"

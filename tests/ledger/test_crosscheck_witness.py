@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import datetime, timedelta
 from concurrent import futures
 
 import grpc
@@ -132,7 +133,10 @@ def test_witness_cosigns_growth_and_keeps_evidence_of_forks(fund, hrss, tmp_path
     assert ok.verdict == "cosigned"
     fork = fund.signer.sign_head(9, b"\x05" * 32, second.time)
     assert witness.observe("fund", fund.public_key, fork).verdict == "fork"
-    rollback = fund.signer.sign_head(3, merkle.root([]), second.time)
+    stale = fund.signer.sign_head(3, merkle.root([]), second.time)  # no later than the last seen
+    assert witness.observe("fund", fund.public_key, stale).verdict == "stale"
+    later = datetime.strptime(second.time, "%Y-%m-%dT%H:%M:%SZ") + timedelta(seconds=1)
+    rollback = fund.signer.sign_head(3, merkle.root([]), later.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert witness.observe("fund", fund.public_key, rollback).verdict == "rollback"
     kinds = [(k, a.size, b.size) for k, a, b in witness.conflicts("fund")]
     assert kinds == [("inconsistent", 5, 9), ("fork", 9, 9), ("rollback", 9, 3)]

@@ -162,7 +162,7 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
 
 
 def main() -> None:
-    from . import cli_audit, cli_dataset, cli_query, cli_statistics  # noqa: F401  (register their commands)
+    from . import cli_audit, cli_dataset, cli_ledger, cli_query, cli_statistics  # noqa: F401  (register their commands)
     try:
         app()
     except KeyboardInterrupt:

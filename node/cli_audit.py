@@ -62,19 +62,37 @@ def open_source(spec: str, ident: Identity, token_file: Optional[Path]):
 
 CertOpt = Annotated[Optional[Path], typer.Option(help="Auditor certificate (gRPC sources).")]
 KeyOpt = Annotated[Optional[Path], typer.Option(help="Auditor private key (gRPC sources).")]
-CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA (gRPC, and HTTPS trust).")]
+CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA: TLS trust for gRPC and HTTPS, and "
+                                                "the anchor every ledger key must be certified by.")]
+ExpectKeyOpt = Annotated[Optional[str], typer.Option(
+    "--expect-key", help="The ledger key (ed25519:<hex>) obtained out of band; any other fails.")]
+
+
+def trust_of(ca: Optional[Path], expect_key: Optional[str] = None):
+    """The auditor's anchors for ledger keys: the CA (--ca) and an expected key."""
+    from .ledger.anchor import CertificationError, load_roots
+    from .ledger.audit import Trust
+    from .ledger.signing import SignatureError, LedgerPublicKey
+    try:
+        roots = tuple(load_roots(ca)) if ca else ()
+        expected = LedgerPublicKey.from_text(expect_key) if expect_key else None
+    except (CertificationError, SignatureError) as exc:
+        fail(str(exc), 2)
+    return Trust(roots, expected)
 TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor token (HTTP sources).")]
 
 
 @audit_app.command("verify")
 def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://... | grpc://NODE@HOST:PORT")],
            state_dir: StateOpt = DEFAULT_STATE, cert: CertOpt = None, key: KeyOpt = None,
-           ca: CaOpt = None, token_file: TokenOpt = None,
+           ca: CaOpt = None, token_file: TokenOpt = None, expect_key: ExpectKeyOpt = None,
            start: Optional[int] = None, end: Optional[int] = None) -> None:
-    """Consistency with every head seen before, inclusion of each entry, signatures."""
+    """The key's certification (--ca) or --expect-key, consistency with every head seen
+    before (an older export must be a prefix of the newest), inclusion, signatures."""
     from .ledger.audit import KnownHeads, verify as run
+    trust = trust_of(ca, expect_key)
     verdict = run(open_source(source, Identity(cert, key, ca), token_file), KnownHeads(state_dir),
-                  start=start, end=end)
+                  start=start, end=end, trust=trust)
     out.print(str(verdict), highlight=False)
     raise typer.Exit(0 if verdict.ok else 1)
 
@@ -87,9 +105,27 @@ def cross_check(asker: Annotated[str, typer.Option(help="The asking node's ledge
     """Query by query: each recorded query is matched by the other side's entry and receipt."""
     from .ledger.crosscheck import cross_check as run
     ident = Identity(cert, key, ca)
-    report = run(open_source(asker, ident, token_file), open_source(answerer, ident, token_file))
+    sources = open_source(asker, ident, token_file), open_source(answerer, ident, token_file)
+    problems = [p for s in sources for p in anchor_problems(s, trust_of(ca))] if ca else []
+    report = run(*sources)
     out.print(str(report), highlight=False)
-    raise typer.Exit(0 if report.ok else 1)
+    for problem in problems:
+        out.print(f"  key: {problem}", highlight=False)
+    raise typer.Exit(0 if report.ok and not problems else 1)
+
+
+def anchor_problems(source, trust) -> list[str]:
+    """Why `source`'s ledger key is not certified by the CA in `trust` (none: it is)."""
+    from .ledger.anchor import CertificationError, verify_certification
+    from .ledger.sources import SourceError
+    try:
+        key, head = source.public_key(), source.tree_head()
+        get = getattr(source, "key_certification", None)
+        verify_certification(get() if get else None, trust.roots, node=head.node, key=key,
+                             at=head.time)
+    except (CertificationError, SourceError, ValueError) as exc:
+        return [f"{source.name}: the ledger key is not certified for its node: {exc}"]
+    return []
 
 
 @audit_app.command("export")

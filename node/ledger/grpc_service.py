@@ -20,6 +20,7 @@ from protocols import merkle
 
 from ..rpc.shuqiao.v1 import ledger_pb2 as pb
 from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
+from .anchor import KeyCertification, current_certification
 from .canonical import CanonicalError
 from .log import Ledger, LedgerError
 from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
@@ -53,7 +54,10 @@ class LedgerService(pb_grpc.LedgerServicer):
         return head_to_pb(self.ledger.sign_head())
 
     def GetPublicKey(self, request, context):
-        return pb.PublicKey(node=self.ledger.node_id, public_key=self.ledger.public_key.text)
+        key = self.ledger.public_key
+        certification = current_certification(self.ledger.engine, key)
+        return pb.PublicKey(node=self.ledger.node_id, public_key=key.text,
+                            certification=certification.to_json() if certification else "")
 
     def GetEntries(self, request, context):
         size = self.ledger.size()
@@ -122,8 +126,14 @@ class GrpcLogSource:
             raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
 
     def public_key(self) -> LedgerPublicKey:
-        return LedgerPublicKey.from_text(
-            self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest()).public_key)
+        self._key_msg = self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest())
+        return LedgerPublicKey.from_text(self._key_msg.public_key)
+
+    def key_certification(self) -> KeyCertification | None:
+        """The certification the node published with its key (None: it has none)."""
+        msg = getattr(self, "_key_msg", None) or self._call(self._stub.GetPublicKey,
+                                                            pb.GetPublicKeyRequest())
+        return KeyCertification.from_json(msg.certification) if msg.certification else None
 
     def tree_head(self) -> SignedTreeHead:
         return head_from_pb(self._call(self._stub.GetTreeHead, pb.GetTreeHeadRequest()))

@@ -12,9 +12,10 @@
 * ledger_state     one mutable row (size, last signed size and time, a cache token).
                    Appending locks it first, which serialises appenders on SQLite and
                    PostgreSQL alike.
-* ledger_signing_keys, ledger_partner_keys, witness_heads, witness_cosignatures,
-  witness_conflicts
-                   the node's sealed signing key; partners' keys pinned on first use;
+* ledger_signing_keys, ledger_key_certifications, ledger_partner_keys, witness_heads,
+  witness_cosignatures, witness_conflicts
+                   the node's sealed signing keys (one per generation) and their
+                   certifications in the federation PKI; partners' keys pinned on first use;
                    partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
                    evidence.
@@ -34,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from ..store import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
-           "ledger_signing_keys", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+           "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -148,10 +149,24 @@ witness_conflicts = Table(
     Column("detected_at", DateTime(timezone=True), nullable=False),
 )
 
+# Certifications of this node's ledger keys in the federation PKI (anchor.py).
+ledger_key_certifications = Table(
+    "ledger_key_certifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(64), nullable=False),
+    Column("public_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
+    Column("not_after", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_key_certifications_key", "public_key"),
+)
+
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
-               "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts")
+               "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+               "ledger_key_certifications")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
-                 ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts)
+                 ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts,
+                 ledger_key_certifications)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

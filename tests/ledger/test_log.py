@@ -16,7 +16,7 @@ from node.ledger.witness import Witness
 from node.secrets import KeyEncryptionKey
 from protocols import merkle
 
-from .helpers import fill, make_ledger, open_engine, query
+from .helpers import certified, fill, make_ledger, open_engine, query
 
 
 def leaf_hashes(ledger: Ledger) -> list[bytes]:
@@ -108,6 +108,7 @@ def populate_every_table(engine, tmp_path) -> Ledger:
     assert witness.observe("fund", partner.public_key, first).verdict == "cosigned"
     forked = partner.signer.sign_head(2, b"\x02" * 32, "2025-03-01T08:00:05Z")
     assert witness.observe("fund", partner.public_key, forked).verdict == "fork"
+    certified(ledger, tmp_path / "pki")
     return ledger
 
 
@@ -116,7 +117,8 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
     column = {"ledger_entries": "type", "ledger_nodes": "hash", "ledger_heads": "time",
               "ledger_signing_keys": "public_key", "ledger_partner_keys": "public_key",
               "witness_heads": "time",
-              "witness_cosignatures": "cosignature", "witness_conflicts": "detail"}
+              "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
+              "ledger_key_certifications": "certification"}
     assert set(column) == set(APPEND_ONLY)
     for table, col in column.items():
         with engine.connect() as conn:

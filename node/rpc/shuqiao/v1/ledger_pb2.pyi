@@ -67,12 +67,14 @@ class GetPublicKeyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PublicKey(_message.Message):
-    __slots__ = ("node", "public_key")
+    __slots__ = ("node", "public_key", "certification")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATION_FIELD_NUMBER: _ClassVar[int]
     node: str
     public_key: str
-    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ...) -> None: ...
+    certification: str
+    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., certification: _Optional[str] = ...) -> None: ...
 
 class CosignRequest(_message.Message):
     __slots__ = ("head", "public_key", "proof_from", "consistency_proof")

@@ -30,9 +30,12 @@ class Identity:
 
 
 def open_source(spec: str, ident: Identity, token_file: Optional[Path]):
-    from .ledger.sources import ExportSource
+    from .ledger.sources import ExportSource, SourceError
     if spec.startswith("export:"):
-        return ExportSource(spec[len("export:"):])
+        try:
+            return ExportSource(spec[len("export:"):])
+        except SourceError as exc:
+            fail(str(exc), 2)
     parts = urlsplit(spec)
     if parts.scheme in ("https", "http"):
         import httpx
@@ -68,7 +71,7 @@ ExpectKeyOpt = Annotated[Optional[str], typer.Option(
     "--expect-key", help="The ledger key (ed25519:<hex>) obtained out of band; any other fails.")]
 
 
-def trust_of(ca: Optional[Path], expect_key: Optional[str] = None):
+def trust_of(ca: Optional[Path], expect_key: Optional[str] = None, node: Optional[str] = None):
     """The auditor's anchors for ledger keys: the CA (--ca) and an expected key."""
     from .ledger.anchor import CertificationError, load_roots
     from .ledger.audit import Trust
@@ -78,7 +81,7 @@ def trust_of(ca: Optional[Path], expect_key: Optional[str] = None):
         expected = LedgerPublicKey.from_text(expect_key) if expect_key else None
     except (CertificationError, SignatureError) as exc:
         fail(str(exc), 2)
-    return Trust(roots, expected)
+    return Trust(roots, expected, node)
 TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor token (HTTP sources).")]
 
 
@@ -86,14 +89,18 @@ TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor
 def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://... | grpc://NODE@HOST:PORT")],
            state_dir: StateOpt = DEFAULT_STATE, cert: CertOpt = None, key: KeyOpt = None,
            ca: CaOpt = None, token_file: TokenOpt = None, expect_key: ExpectKeyOpt = None,
+           node: Annotated[Optional[str], typer.Option(
+               help="The node whose log this must be (default: grpc://NODE@..., else any).")] = None,
            start: Optional[int] = None, end: Optional[int] = None) -> None:
     """The key's certification (--ca) or --expect-key, consistency with every head seen
     before (an older export must be a prefix of the newest), inclusion, signatures."""
     from .ledger.audit import KnownHeads, verify as run
-    trust = trust_of(ca, expect_key)
+    if node is None and source.startswith("grpc://"):
+        node = urlsplit(source).username
+    trust = trust_of(ca, expect_key, node)
     verdict = run(open_source(source, Identity(cert, key, ca), token_file), KnownHeads(state_dir),
                   start=start, end=end, trust=trust)
-    out.print(str(verdict), highlight=False)
+    out.print(str(verdict), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if verdict.ok else 1)
 
 
@@ -108,7 +115,7 @@ def cross_check(asker: Annotated[str, typer.Option(help="The asking node's ledge
     sources = open_source(asker, ident, token_file), open_source(answerer, ident, token_file)
     problems = [p for s in sources for p in anchor_problems(s, trust_of(ca))] if ca else []
     report = run(*sources)
-    out.print(str(report), highlight=False)
+    out.print(str(report), highlight=False, soft_wrap=True)
     for problem in problems:
         out.print(f"  key: {problem}", highlight=False)
     raise typer.Exit(0 if report.ok and not problems else 1)
@@ -143,7 +150,7 @@ def check(config: ConfigOpt) -> None:
     """Recompute this node's whole ledger from its database and name anything altered."""
     with node_context(config) as ctx:
         report = ctx.ledger.verify_all()
-    out.print(str(report), highlight=False)
+    out.print(str(report), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
 
 

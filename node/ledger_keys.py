@@ -84,7 +84,7 @@ def rotate(ctx: NodeContext) -> tuple[LedgerPublicKey, LedgerPublicKey, KeyCerti
 
     One transaction: the new generation (sealed under the KEK), its certification, the
     `ledger_key_rotated` entry with the old key's handover, and a head over that entry
-    signed with the old key. Run it with the node stopped: a running `serve` keeps the
+    signed with the old key, then the same head signed with the new one. Run it with the node stopped: a running `serve` keeps the
     key it loaded until it restarts.
     """
     ledger = ctx.ledger
@@ -103,6 +103,11 @@ def rotate(ctx: NodeContext) -> tuple[LedgerPublicKey, LedgerPublicKey, KeyCerti
         admin_log.record(ctx, conn, ROTATED, "node",
                          **rotation_details(old, new.public_key, certification))
         ledger.sign_head(conn, force=True)  # the old key's last word covers the handover
-    new.earlier = (old.public_key, *old.earlier)
-    ledger.signer = new
+        new.earlier = (old.public_key, *old.earlier)
+        ledger.signer = new
+        try:  # and the new key's first: the head served from now on
+            ledger.sign_head(conn, force=True)
+        except BaseException:
+            ledger.signer = old
+            raise
     return old.public_key, new.public_key, certification

@@ -50,7 +50,7 @@ _ROTATION_MARK = b'"' + ROTATED.encode() + b'"'
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # key_not_certified | key_unexpected | key_changed | head_signature | rollback |
+    kind: str  # wrong_node | key_not_certified | key_unexpected | key_changed | head_signature | rollback |
     #            fork | unchecked | entries | inclusion | source
     where: str  # "entry 17", "tree size 100", "public key"
     detail: str
@@ -66,6 +66,7 @@ class Trust:
 
     roots: tuple[x509.Certificate, ...] = ()
     expect_key: LedgerPublicKey | None = None
+    node: str | None = None  # the node whose log the auditor means to verify
 
 
 @dataclass
@@ -163,6 +164,9 @@ def verify(source: LogSource, known: KnownHeads, *, start: int | None = None,
 def _anchor(source: LogSource, key: LedgerPublicKey, head: SignedTreeHead, trust: Trust,
             verdict: Verdict) -> None:
     anchored = False
+    if trust.node is not None and head.node != trust.node:
+        verdict.fail("wrong_node", "tree head", f"the log is {head.node!r}'s, not "
+                     f"{trust.node!r}'s")
     if trust.expect_key is not None:
         if key != trust.expect_key:
             verdict.fail("key_unexpected", "public key", f"the log is signed with {key.text}, "

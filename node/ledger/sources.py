@@ -126,8 +126,11 @@ class ExportSource:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        with self.path.open("rb") as f:
-            first = f.readline()
+        try:
+            with self.path.open("rb") as f:
+                first = f.readline()
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc.strerror}") from None
         try:
             header = json.loads(first)
             if header.get("format") != EXPORT_FORMAT or header.get("v") != 1:

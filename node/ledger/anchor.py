@@ -56,12 +56,13 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from ..pki import node_id_from_cert
 from . import canonical
-from .signing import LedgerPublicKey, LedgerSigningKey, SignatureError, check_node_id
+from .signing import (LedgerPublicKey, LedgerSigningKey, SignatureError, SignedTreeHead,
+                      check_node_id)
 from .tables import ledger_key_certifications
 
 __all__ = ["CertificationError", "KeyStatement", "KeyCertification", "certify",
            "verify_certification", "load_roots", "store_certification", "current_certification",
-           "handover", "verify_handover", "fingerprint", "ROTATED", "CERTIFIED"]
+           "handover", "verify_handover", "fingerprint", "current_head", "ROTATED", "CERTIFIED"]
 
 CONTEXT = b"shuqiao/ledger/key-certification/v1\n"
 HANDOVER_CONTEXT = b"shuqiao/ledger/key-handover/v1\n"
@@ -294,6 +295,19 @@ def rotation_from(details: Any, node: str) -> tuple[LedgerPublicKey, LedgerPubli
         raise SignatureError("a key rotation entry without old_key, new_key and handover") from None
     verify_handover(node, old, new, signature)
     return old, new
+
+
+# -- serving --------------------------------------------------------------------------------
+
+def current_head(ledger: Any) -> SignedTreeHead:
+    """The head to publish with the current key: the latest one, signed afresh when it
+    was signed with an earlier key (a process that ran through a rotation)."""
+    head = ledger.sign_head()
+    try:
+        head.verify(ledger.public_key)
+    except SignatureError:
+        head = ledger.sign_head(force=True)
+    return head
 
 
 # -- storage on the node -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from protocols import merkle
 
 from ..rpc.shuqiao.v1 import ledger_pb2 as pb
 from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
-from .anchor import KeyCertification, current_certification
+from .anchor import KeyCertification, current_certification, current_head
 from .canonical import CanonicalError
 from .log import Ledger, LedgerError
 from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
@@ -51,7 +51,7 @@ class LedgerService(pb_grpc.LedgerServicer):
         self.witness = witness or Witness(ledger)
 
     def GetTreeHead(self, request, context):
-        return head_to_pb(self.ledger.sign_head())
+        return head_to_pb(current_head(self.ledger))
 
     def GetPublicKey(self, request, context):
         key = self.ledger.public_key

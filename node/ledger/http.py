@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
 
-from .anchor import CertificationError, KeyCertification, current_certification
+from .anchor import CertificationError, KeyCertification, current_certification, current_head
 from .entries import decode
 from .log import EntryFilter, Ledger, LedgerError
 from .signing import LedgerPublicKey, SignedTreeHead
@@ -154,7 +154,7 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     @app.get("/v1/ledger/head", response_model=HeadOut)
     def head(ledger: LedgerDep) -> HeadOut:
         # Signs a fresh head only if entries were appended since the last one.
-        return HeadOut(**ledger.sign_head().to_dict(), public_key=ledger.public_key.text,
+        return HeadOut(**current_head(ledger).to_dict(), public_key=ledger.public_key.text,
                        key_certification=_certification(ledger))
 
     @app.get("/v1/ledger/entries", response_model=EntriesOut)
@@ -196,7 +196,7 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
 
     @app.get("/v1/ledger/export")
     def export(ledger: LedgerDep) -> StreamingResponse:
-        head = ledger.sign_head()
+        head = current_head(ledger)
         return StreamingResponse(export_lines(ledger, head), media_type="application/x-ndjson",
                                  headers={"Content-Disposition":
                                           f'attachment; filename="{head.node}-{head.size}.jsonl"'})

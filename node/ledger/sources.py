@@ -31,7 +31,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from protocols.merkle import hash_leaf
 
-from .anchor import KeyCertification, current_certification
+from .anchor import KeyCertification, current_certification, current_head
 from .log import Ledger
 from .signing import LedgerPublicKey, SignedTreeHead
 
@@ -79,7 +79,7 @@ class LedgerSource:
         return current_certification(self.ledger.engine, self.ledger.public_key)
 
     def tree_head(self) -> SignedTreeHead:
-        return self.ledger.sign_head()  # a fresh head only if entries were appended since
+        return current_head(self.ledger)  # a fresh head only if entries were appended since
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         return self.ledger.entries(start, end)
@@ -106,7 +106,7 @@ def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
 
 def write_export(ledger: Ledger, out: IO[bytes], head: SignedTreeHead | None = None) -> SignedTreeHead:
     """Write an export of everything under `head` (default: a fresh head)."""
-    head = head or ledger.sign_head()
+    head = head or current_head(ledger)
     buffer: list[bytes] = []
     for line in export_lines(ledger, head):
         buffer.append(line)

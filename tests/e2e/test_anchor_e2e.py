@@ -168,6 +168,17 @@ def test_expired_certification_fails(fed):
     assert "the certification expired at" in r.stdout and "before the head's time" in r.stdout
 
 
+def test_cross_check_with_the_ca_refuses_an_answerer_export_with_a_forged_key(fed):
+    header, entries = read(export(fed, "genuine-cc"))
+    forged = write(fed.root / "forged-cc.jsonl",
+                   *resign(header, entries, LedgerSigningKey.generate("hrss")))
+    args = ["audit", "cross-check", "--asker", grpc_source(fed, "fund"), *fed.auditor]
+    r = fed.fed.cli(*args, "--answerer", f"export:{fed.root / 'genuine-cc.jsonl'}", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = fed.fed.cli(*args, "--answerer", f"export:{forged}", check=False)
+    assert r.returncode == 1 and "the ledger key is not certified for its node" in r.stdout, r.stdout
+
+
 def test_expect_key_mismatch_fails(fed):
     path = export(fed, "genuine-4")
     other = LedgerSigningKey.generate("hrss").public_key.text

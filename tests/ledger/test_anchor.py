@@ -159,3 +159,14 @@ def test_a_rotation_in_a_range_checked_log_is_followed(ledger, tmp_path):
     verdict = verify(LedgerSource(ledger), known, start=15, end=16)
     assert verdict.findings[0].kind == "key_changed"
     assert "records no rotation from it" in str(verdict)
+
+
+def test_a_head_signed_with_an_earlier_key_is_never_served_as_current(ledger):
+    """A process that signed heads through a rotation: after a restart the latest stored
+    head is the old key's; the node publishes a fresh one under its current key."""
+    from node.ledger.signing import LedgerSigningKey
+    ledger.sign_head()
+    ledger.signer = LedgerSigningKey.generate("hrss")
+    head = LedgerSource(ledger).tree_head()
+    head.verify(ledger.public_key)
+    assert ledger.latest_head() == head

@@ -11,6 +11,7 @@ every key it was ever anchored with.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 from . import admin_log
 from .context import NodeContext
 from .ledger import LedgerPublicKey, LedgerSigningKey
-from .ledger.anchor import (CERTIFIED, ROTATED, KeyCertification, KeyStatement, certify,
+from .ledger.anchor import (CERTIFIED, ROTATED, CertificationError, KeyCertification, KeyStatement, certify,
                             current_certification, fingerprint, rotation_details,
                             store_certification)
 from .ledger.canonical import rfc3339
@@ -28,7 +29,9 @@ from .ledger.signing import store_signer
 from .ledger.tables import ledger_signing_keys
 from .pki import load_tls_identity
 
-__all__ = ["ensure_certified", "rotate", "RENEW_BEFORE"]
+__all__ = ["ensure_certified", "certify_at_start", "rotate", "RENEW_BEFORE"]
+
+log = logging.getLogger(__name__)
 
 RENEW_BEFORE = timedelta(days=30)  # re-certify when the certification ends sooner than this
 _SKEW = timedelta(minutes=5)
@@ -77,6 +80,15 @@ def ensure_certified(ctx: NodeContext, *, force: bool = False) -> tuple[KeyCerti
                          fingerprint=fingerprint(key), certification=certification.digest(),
                          not_after=statement.not_after)
     return certification, True
+
+
+def certify_at_start(ctx: NodeContext) -> None:
+    """`ensure_certified` for `serve`: a node that cannot certify still serves, and says why."""
+    try:
+        if ensure_certified(ctx)[1]:
+            log.info("ledger key certified with this node's TLS identity")
+    except CertificationError as exc:
+        log.warning("ledger key not certified: %s", exc)
 
 
 def rotate(ctx: NodeContext) -> tuple[LedgerPublicKey, LedgerPublicKey, KeyCertification]:

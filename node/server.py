@@ -40,17 +40,6 @@ def server_credentials(ctx: NodeContext) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
-def certify_ledger_key(ctx: NodeContext) -> None:
-    """The ledger key certified by this node's TLS identity, so auditors can anchor it."""
-    from .ledger.anchor import CertificationError
-    from .ledger_keys import ensure_certified
-    try:
-        if ensure_certified(ctx)[1]:
-            log.info("ledger key certified with this node's TLS identity")
-    except CertificationError as exc:
-        log.warning("ledger key not certified: %s", exc)
-
-
 class NodeServer:
     """A running node. `start()` binds and returns the port; `stop()` drains calls."""
 
@@ -77,7 +66,8 @@ class NodeServer:
         from .admin_log import record_policy_if_changed
         self.ctx.engine  # schema ready before the first call
         record_policy_if_changed(self.ctx)  # the partner list and policy this node runs with
-        certify_ledger_key(self.ctx)
+        from .ledger_keys import certify_at_start
+        certify_at_start(self.ctx)  # the ledger key certified by the TLS identity, for auditors
         self.ctx.pool.warm()
         self.port = self.server.add_secure_port(self.ctx.config.grpc.listen,
                                                 server_credentials(self.ctx))

@@ -31,8 +31,8 @@ from . import canonical
 from .tables import ledger_partner_keys, ledger_signing_keys
 
 __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
-           "SignedTreeHead", "Cosignature", "KeyRing", "load_or_create_signer", "store_signer", "pin_partner_key",
-           "partner_key"]
+           "SignedTreeHead", "Cosignature", "KeyRing", "load_or_create_signer", "store_signer",
+           "pin_partner_key", "partner_key"]
 
 KEY_PURPOSE = "ledger-signing-key/v1"
 _HEAD_CONTEXT = b"shuqiao/ledger/tree-head/v1\n"

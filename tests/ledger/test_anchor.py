@@ -166,7 +166,9 @@ def test_a_head_signed_with_an_earlier_key_is_never_served_as_current(ledger):
     head is the old key's; the node publishes a fresh one under its current key."""
     from node.ledger.signing import LedgerSigningKey
     ledger.sign_head()
-    ledger.signer = LedgerSigningKey.generate("hrss")
+    new = LedgerSigningKey.generate("hrss")
+    new.earlier = (ledger.public_key,)
+    ledger.signer = new
     head = LedgerSource(ledger).tree_head()
     head.verify(ledger.public_key)
     assert ledger.latest_head() == head

@@ -9,6 +9,7 @@ A ledger source is one of:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -68,20 +69,27 @@ KeyOpt = Annotated[Optional[Path], typer.Option(help="Auditor private key (gRPC 
 CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA: TLS trust for gRPC and HTTPS, and "
                                                 "the anchor every ledger key must be certified by.")]
 ExpectKeyOpt = Annotated[Optional[str], typer.Option(
-    "--expect-key", help="The ledger key (ed25519:<hex>) obtained out of band; any other fails.")]
+    "--expect-key", help="The ledger key (ed25519:<hex>, or its sha256:<hex> fingerprint from "
+    "`shuqiao ledger key`) obtained out of band; any other fails.")]
 
 
 def trust_of(ca: Optional[Path], expect_key: Optional[str] = None, node: Optional[str] = None):
     """The auditor's anchors for ledger keys: the CA (--ca) and an expected key."""
     from .ledger.anchor import CertificationError, load_roots
     from .ledger.audit import Trust
-    from .ledger.signing import SignatureError, LedgerPublicKey
+    from .ledger.signing import LedgerPublicKey, SignatureError
     try:
         roots = tuple(load_roots(ca)) if ca else ()
-        expected = LedgerPublicKey.from_text(expect_key) if expect_key else None
+        expected = None
+        if expect_key and re.fullmatch(r"sha256:[0-9a-f]{64}", expect_key):
+            expected = expect_key
+        elif expect_key:
+            expected = LedgerPublicKey.from_text(expect_key)
     except (CertificationError, SignatureError) as exc:
         fail(str(exc), 2)
     return Trust(roots, expected, node)
+
+
 TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor token (HTTP sources).")]
 
 

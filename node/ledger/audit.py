@@ -65,7 +65,7 @@ class Trust:
     obtained out of band (`--expect-key`)."""
 
     roots: tuple[x509.Certificate, ...] = ()
-    expect_key: LedgerPublicKey | None = None
+    expect_key: LedgerPublicKey | str | None = None  # a key, or its "sha256:<hex>" fingerprint
     node: str | None = None  # the node whose log the auditor means to verify
 
 
@@ -168,9 +168,10 @@ def _anchor(source: LogSource, key: LedgerPublicKey, head: SignedTreeHead, trust
         verdict.fail("wrong_node", "tree head", f"the log is {head.node!r}'s, not "
                      f"{trust.node!r}'s")
     if trust.expect_key is not None:
-        if key != trust.expect_key:
-            verdict.fail("key_unexpected", "public key", f"the log is signed with {key.text}, "
-                         f"but {trust.expect_key.text} was expected (--expect-key)")
+        if not _expected(trust, key):
+            shown = getattr(trust.expect_key, "text", trust.expect_key)
+            verdict.fail("key_unexpected", "public key", f"the log is signed with {key.text} "
+                         f"({fingerprint(key)}), but {shown} was expected (--expect-key)")
         anchored = True
     if trust.roots:
         get = getattr(source, "key_certification", None)
@@ -188,6 +189,10 @@ def _anchor(source: LogSource, key: LedgerPublicKey, head: SignedTreeHead, trust
                              "(trust on first use): give --ca or --expect-key")
 
 
+def _expected(trust: Trust, key: LedgerPublicKey) -> bool:
+    return trust.expect_key == key or trust.expect_key == fingerprint(key)
+
+
 def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int | None,
             end: int | None, trust: Trust) -> None:
     key = source.public_key()
@@ -199,7 +204,7 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
     pinned = known.key(node)
     changed = pinned is not None and pinned != key \
         and not (archived and key in known.earlier_keys(node))  # an archive from before a rotation
-    confirmed = changed and trust.expect_key == key
+    confirmed = changed and _expected(trust, key)
     try:
         head.verify(key)
     except SignatureError:

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from node.ledger import canonical
-from node.ledger.anchor import KeyStatement, certify
+from node.ledger.anchor import KeyStatement, certify, fingerprint
 from node.ledger.http import new_token
 from node.ledger.signing import LedgerSigningKey, load_or_create_signer
 from node.pki import issue_node_cert, load_tls_identity
@@ -184,9 +184,14 @@ def test_expect_key_mismatch_fails(fed):
     other = LedgerSigningKey.generate("hrss").public_key.text
     r = verify(fed, f"export:{path}", "expect", "--expect-key", other)
     assert r.returncode == 1 and f"but {other} was expected (--expect-key)" in r.stdout
-    genuine = ledger_signer(fed, "hrss").public_key.text
-    r = verify(fed, f"export:{path}", "expect-2", "--expect-key", genuine)
+    genuine = ledger_signer(fed, "hrss").public_key
+    r = verify(fed, f"export:{path}", "expect-2", "--expect-key", genuine.text)
     assert r.returncode == 0, r.stdout
+    shown = fed.fed.cli("ledger", "key", "--config", fed.cfg("hrss")).stdout.split()
+    assert shown[:2] == [genuine.text, fingerprint(genuine)]
+    assert verify(fed, f"export:{path}", "expect-3", "--expect-key", shown[1]).returncode == 0
+    r = verify(fed, f"export:{path}", "expect-4", "--expect-key", "sha256:" + "0" * 64)
+    assert r.returncode == 1 and "was expected (--expect-key)" in r.stdout
 
 
 def test_genuine_sources_pass_with_the_ca_over_grpc_https_and_export(fed):

@@ -1,4 +1,5 @@
-"""`shuqiao ledger ...`: this node's ledger key, its certification and its rotation."""
+"""`shuqiao ledger ...`: this node's ledger key, its certification and its rotation, and
+following a partner's rotation."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,12 +14,13 @@ app.add_typer(ledger_app, name="ledger")
 
 
 def _run(config, action):
+    from .config import ConfigError
     from .ledger.anchor import CertificationError
     from .pki import TlsIdentityError
     with node_context(config) as ctx:
         try:
             return action(ctx)
-        except (CertificationError, TlsIdentityError, OSError) as exc:
+        except (CertificationError, TlsIdentityError, ConfigError, OSError) as exc:
             fail(str(exc))
 
 
@@ -57,3 +59,31 @@ def key(config: ConfigOpt) -> None:
         out.print(f"certified until {c.statement.not_after}" if c else "not certified: run "
                   "`shuqiao ledger certify`")
     _run(config, show)
+
+
+@ledger_app.command("follow-rotation")
+def follow_rotation(config: ConfigOpt,
+                    partner: Annotated[str, typer.Option(help="The partner whose key rotated.")]) -> None:
+    """Move a partner's pinned ledger key to its new key, when the new key's certification
+    (against this node's federation CA) names the pinned key as its predecessor."""
+    from . import admin_log
+    from .asker import PartnerError, partner_channel
+    from .ledger.anchor import fingerprint, follow_partner_rotation, load_roots
+    from .ledger.grpc_service import GrpcLogSource
+    from .ledger.sources import SourceError
+
+    def follow(ctx):
+        try:
+            source = GrpcLogSource(partner_channel(ctx, partner), partner)
+            key, certification = source.public_key(), source.key_certification()
+        except (SourceError, PartnerError) as exc:
+            fail(f"cannot reach {partner}: {exc}")
+        roots = load_roots(ctx.config.path(ctx.config.tls.ca))
+        with ctx.engine.begin() as conn:
+            old = follow_partner_rotation(conn, partner, key, certification, roots,
+                                          now=ctx.ledger.now())
+            admin_log.record(ctx, conn, "partner_key_rotated", partner, old_key=old.text,
+                             new_key=key.text, certification=certification.digest())
+        return old, key
+    old, new = _run(config, follow)
+    out.print(f"{partner}: pinned ledger key moved {fingerprint(old)} -> {fingerprint(new)}")

@@ -33,7 +33,10 @@ A rotation (`shuqiao ledger rotate-key`) is certified the same way, the statemen
 the previous key, and ledgered as an admin entry `ledger_key_rotated` holding the old
 and new keys, the digest of the new key's certification and a *handover*: the old key's
 signature over the new one. An auditor who pinned the old key follows the rotation only
-through such an entry, inside the log it verified.
+through such an entry, inside the log it verified; a partner that pinned it (receipts,
+witnessing) moves its pin with `follow_partner_rotation` (`shuqiao ledger
+follow-rotation`) only when the new key's certification names the pinned key as the
+previous one.
 """
 from __future__ import annotations
 
@@ -57,12 +60,12 @@ from sqlalchemy import Connection, Engine, insert, select
 from ..pki import node_id_from_cert
 from . import canonical
 from .signing import (KeyRing, LedgerPublicKey, LedgerSigningKey, SignatureError,
-                      SignedTreeHead, check_node_id)
-from .tables import ledger_key_certifications
+                      SignedTreeHead, check_node_id, partner_key)
+from .tables import ledger_key_certifications, ledger_partner_key_rotations
 
 __all__ = ["CertificationError", "KeyStatement", "KeyCertification", "certify",
            "verify_certification", "load_roots", "store_certification", "current_certification",
-           "handover", "verify_handover", "fingerprint", "current_head", "ROTATED", "CERTIFIED"]
+           "handover", "verify_handover", "fingerprint", "current_head", "follow_partner_rotation", "ROTATED", "CERTIFIED"]
 
 CONTEXT = b"shuqiao/ledger/key-certification/v1\n"
 HANDOVER_CONTEXT = b"shuqiao/ledger/key-handover/v1\n"
@@ -316,6 +319,31 @@ def current_head(ledger: Any) -> SignedTreeHead:
 
 
 # -- storage on the node -----------------------------------------------------------------
+
+def follow_partner_rotation(conn: Connection, partner: str, key: LedgerPublicKey,
+                            certification: KeyCertification | None,
+                            roots: Sequence[x509.Certificate], *, now: str) -> LedgerPublicKey:
+    """Move `partner`'s pin to `key` along its certified rotation; returns the old pin.
+
+    The certification must hold for `partner` and `key` now (against this node's
+    federation CA) and name the pinned key as the previous one.
+
+    Raises:
+        CertificationError: nothing pinned yet, no rotation, or a certification that
+            does not hold or does not come from the pinned key.
+    """
+    pinned = partner_key(conn, partner)
+    if pinned is None or pinned == key:
+        raise CertificationError(f"partner {partner!r}: no other key is pinned; nothing to follow")
+    statement = verify_certification(certification, roots, node=partner, key=key, at=now)
+    if statement.previous_key != pinned:
+        raise CertificationError(f"partner {partner!r}'s new key is not certified as the "
+                                 "successor of the pinned key; confirm it out of band")
+    conn.execute(insert(ledger_partner_key_rotations).values(
+        partner=partner, old_key=pinned.text, new_key=key.text,
+        certification=certification.to_json(), pinned_at=datetime.now(timezone.utc)))
+    return pinned
+
 
 def store_certification(conn: Connection, certification: KeyCertification) -> None:
     s = certification.statement

@@ -35,7 +35,8 @@ __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "e
 
 ADMIN_ACTIONS = ("dataset_registered", "dataset_retired", "key_rotated", "partner_changed",
                  "policy_changed", "node_initialised", "threshold_prepared", "dataset_purged",
-                 "epoch_pruned", "ledger_key_certified", "ledger_key_rotated")
+                 "epoch_pruned", "ledger_key_certified", "ledger_key_rotated",
+                 "partner_key_rotated")
 WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EntryError = CanonicalError

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..secrets import KeyEncryptionKey
 from . import canonical
-from .tables import ledger_partner_keys, ledger_signing_keys
+from .tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
 
 __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
            "SignedTreeHead", "Cosignature", "KeyRing", "load_or_create_signer", "store_signer",
@@ -309,8 +309,9 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> Ledge
     """Trust on first use: pin `key` for `partner`, or check it against the pinned one.
 
     Raises:
-        KeyChanged: another key is pinned; a rotation must be confirmed out of band
-            (the pin table is append-only, so replacing a pin is an operator's act).
+        KeyChanged: another key is pinned; the pin moves only along the partner's
+            certified rotation (anchor.follow_partner_rotation, `shuqiao ledger
+            follow-rotation`), an operator's act.
     """
     check_node_id(partner, "partner")
     pinned = partner_key(engine, partner)
@@ -327,9 +328,15 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> Ledge
     return pinned
 
 
-def partner_key(engine: Engine, partner: str) -> LedgerPublicKey | None:
-    """The ledger key pinned for `partner`, if any."""
-    with engine.connect() as conn:
-        text = conn.execute(select(ledger_partner_keys.c.public_key).where(
-            ledger_partner_keys.c.partner == partner)).scalar()
+def partner_key(engine: Engine | Connection, partner: str) -> LedgerPublicKey | None:
+    """The ledger key pinned for `partner` (moved by any rotation followed since), if any."""
+    moved = (select(ledger_partner_key_rotations.c.new_key)
+             .where(ledger_partner_key_rotations.c.partner == partner)
+             .order_by(ledger_partner_key_rotations.c.id.desc()).limit(1))
+    first = select(ledger_partner_keys.c.public_key).where(ledger_partner_keys.c.partner == partner)
+    if isinstance(engine, Connection):
+        text = engine.execute(moved).scalar() or engine.execute(first).scalar()
+    else:
+        with engine.connect() as conn:
+            text = conn.execute(moved).scalar() or conn.execute(first).scalar()
     return None if text is None else LedgerPublicKey.from_text(text)

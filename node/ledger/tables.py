@@ -15,7 +15,9 @@
 * ledger_signing_keys, ledger_key_certifications, ledger_partner_keys, witness_heads,
   witness_cosignatures, witness_conflicts
                    the node's sealed signing keys (one per generation) and their
-                   certifications in the federation PKI; partners' keys pinned on first use;
+                   certifications in the federation PKI; partners' keys pinned on first
+                   use (ledger_partner_key_rotations: pins moved along a partner's
+                   certified rotation); partners' keys pinned on first use;
                    partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
                    evidence.
@@ -35,7 +37,8 @@ from sqlalchemy.exc import IntegrityError
 from ..store import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
-           "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
+           "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
+           "ledger_partner_key_rotations", "witness_heads", "witness_cosignatures", "witness_conflicts",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -161,12 +164,24 @@ ledger_key_certifications = Table(
     Index("ix_ledger_key_certifications_key", "public_key"),
 )
 
+# A partner's pin moved to a new key: the partner's certified rotation, followed (anchor.py).
+ledger_partner_key_rotations = Table(
+    "ledger_partner_key_rotations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("old_key", String(80), nullable=False),
+    Column("new_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # the new key's, naming old_key as previous
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_partner_key_rotations_partner", "partner"),
+)
+
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
                "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
-               "ledger_key_certifications")
+               "ledger_key_certifications", "ledger_partner_key_rotations")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
                  ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts,
-                 ledger_key_certifications)
+                 ledger_key_certifications, ledger_partner_key_rotations)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

@@ -172,3 +172,30 @@ def test_a_head_signed_with_an_earlier_key_is_never_served_as_current(ledger):
     head = LedgerSource(ledger).tree_head()
     head.verify(ledger.public_key)
     assert ledger.latest_head() == head
+
+
+def test_a_partner_pin_moves_only_along_a_certified_rotation(ledger, roots, tmp_path):
+    """fund pinned hrss's key; hrss rotates. The pin follows only a certification of the
+    new key that names the pinned key as its predecessor."""
+    from node.ledger.anchor import follow_partner_rotation
+    from node.ledger.signing import KeyChanged, LedgerSigningKey, partner_key, pin_partner_key
+    fund_engine = ledger.engine  # fund's pin table (one database serves both in this test)
+    old = ledger.public_key
+    pin_partner_key(fund_engine, "hrss", old)
+    rotated = make_ledger(ledger.engine)
+    now = rfc3339(datetime.now(timezone.utc))
+    unlinked = certified(rotated, tmp_path / "pki")  # certified, but not as old's successor
+    with fund_engine.begin() as conn, pytest.raises(CertificationError, match="successor"):
+        follow_partner_rotation(conn, "hrss", rotated.public_key, unlinked, roots, now=now)
+    linked = certify(KeyStatement("hrss", rotated.public_key, "2025-01-01T00:00:00Z",
+                                  unlinked.statement.not_after, now, previous_key=old),
+                     (tmp_path / "pki" / "nodes" / "hrss.pem").read_bytes(),
+                     (tmp_path / "pki" / "nodes" / "hrss.key").read_bytes())
+    with pytest.raises(KeyChanged):
+        pin_partner_key(fund_engine, "hrss", rotated.public_key)
+    with fund_engine.begin() as conn:
+        assert follow_partner_rotation(conn, "hrss", rotated.public_key, linked, roots, now=now) == old
+    assert partner_key(fund_engine, "hrss") == rotated.public_key
+    assert pin_partner_key(fund_engine, "hrss", rotated.public_key) == rotated.public_key
+    with pytest.raises(KeyChanged):  # and never back, nor to any other key
+        pin_partner_key(fund_engine, "hrss", LedgerSigningKey.generate("hrss").public_key)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from node.ledger import EntryFilter, HeadPolicy, Ledger, LedgerError, decode
 from node.ledger.signing import load_or_create_signer
-from node.ledger.tables import APPEND_ONLY
+from node.ledger.tables import APPEND_ONLY, ledger_partner_key_rotations
 from node.ledger.witness import Witness
 from node.secrets import KeyEncryptionKey
 from protocols import merkle
@@ -109,6 +110,10 @@ def populate_every_table(engine, tmp_path) -> Ledger:
     forked = partner.signer.sign_head(2, b"\x02" * 32, "2025-03-01T08:00:05Z")
     assert witness.observe("fund", partner.public_key, forked).verdict == "fork"
     certified(ledger, tmp_path / "pki")
+    with engine.begin() as conn:  # a partner's pin moved along its rotation
+        conn.execute(sa.insert(ledger_partner_key_rotations).values(
+            partner="fund", old_key=partner.public_key.text, new_key=ledger.public_key.text,
+            certification="{}", pinned_at=datetime.now(timezone.utc)))
     return ledger
 
 
@@ -118,7 +123,8 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
               "ledger_signing_keys": "public_key", "ledger_partner_keys": "public_key",
               "witness_heads": "time",
               "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
-              "ledger_key_certifications": "certification"}
+              "ledger_key_certifications": "certification",
+              "ledger_partner_key_rotations": "new_key"}
     assert set(column) == set(APPEND_ONLY)
     for table, col in column.items():
         with engine.connect() as conn:

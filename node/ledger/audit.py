@@ -235,7 +235,7 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
     rotations: list[tuple[int, bytes]] = []
     leaves = None
     if start is None and end is None:
-        leaves = _check_all(source, head, earlier, verdict, rotations if watch else None)
+        leaves = _check_all(source, head, earlier, verdict, rotations)
     else:
         _check_range(source, head, earlier, verdict, start or 0, min(end or head.size, head.size))
         if watch:
@@ -247,7 +247,21 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
     if archived and newest is not None and newest.size > head.size:
         _check_older_view(known, head, newest, verdict)
     if verdict.ok:
-        known.accept(node, key, head, leaves=leaves, repin=changed)
+        known.accept(node, key, head, leaves=leaves, repin=changed,
+                     handed_over=_handed_over(rotations, node))
+
+
+def _handed_over(rotations: list[tuple[int, bytes]], node: str) -> list[LedgerPublicKey]:
+    """The earlier keys of a log, from its rotation entries (archives may be signed so)."""
+    keys = []
+    for _, data in rotations:
+        try:
+            entry = decode(data)
+            if isinstance(entry, AdminEntry) and entry.action == ROTATED:
+                keys.append(rotation_from(entry.details, node)[0])
+        except (canonical.CanonicalError, SignatureError):
+            continue
+    return keys
 
 
 def _key_changed(verdict: Verdict, key: LedgerPublicKey, pinned: LedgerPublicKey, why: str) -> None:

@@ -74,17 +74,22 @@ class KnownHeads:
         return leaves
 
     def accept(self, node: str, key: LedgerPublicKey, head: SignedTreeHead, *,
-               leaves: list[bytes] | None = None, repin: bool = False) -> None:
+               leaves: list[bytes] | None = None, repin: bool = False,
+               handed_over: list[LedgerPublicKey] = ()) -> None:
         """Remember `head` (checked); with `repin`, `key` replaces the pinned key, which
-        joins the earlier keys; with `leaves` (the head's whole log), keep them if no
-        longer log was verified in full before."""
+        joins the earlier keys, as do the `handed_over` keys of the log's rotations; with
+        `leaves` (the head's whole log), keep them if no longer log was verified in full
+        before."""
         state = self._load(node)
         pinned = state["public_key"]
+        earlier = state.get("earlier_keys", [])
         if pinned is None:
             state["public_key"] = key.text
         elif repin and pinned != key.text:
-            state["earlier_keys"] = [*state.get("earlier_keys", []), pinned]
+            earlier.append(pinned)
             state["public_key"] = key.text
+        earlier += [k.text for k in handed_over if k.text != state["public_key"]]
+        state["earlier_keys"] = list(dict.fromkeys(earlier))
         if head.to_dict() not in state["heads"]:
             state["heads"].append(head.to_dict())
         state["heads"] = sorted(state["heads"], key=lambda h: h["size"])[-_KEEP_HEADS:]

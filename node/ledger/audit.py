@@ -26,27 +26,23 @@ root that misses the head is narrowed to the first diverging entry by bisection 
 consistency proofs (or, for an export, with the leaf hashes the node had stored).
 The head (and the key) are remembered only when everything held.
 
-`cross_check` lives in crosscheck.py.
+Which key to trust (points 1 and 2) lives in trust.py, `cross_check` in crosscheck.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cryptography import x509
-
 from protocols import merkle
 
 from . import canonical
-from .anchor import ROTATED, CertificationError, fingerprint, rotation_from, verify_certification
-from .entries import AdminEntry, decode
+from .anchor import CertificationError
 from .known import KnownHeads
-from .signing import LedgerPublicKey, SignatureError, SignedTreeHead
+from .signing import SignatureError, SignedTreeHead
 from .sources import LogSource, SourceError
+from .trust import (ROTATION_MARK, Trust, check_anchor, expected, follow_rotation, handed_over,
+                    key_changed, scan_rotations)
 
 __all__ = ["Finding", "Verdict", "KnownHeads", "Trust", "verify", "locate_divergence"]
-
-_ROTATION_MARK = b'"' + ROTATED.encode() + b'"'
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -57,16 +53,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class Trust:
-    """What anchors a node's key: the federation CA's certificates (`--ca`) and/or a key
-    obtained out of band (`--expect-key`)."""
-
-    roots: tuple[x509.Certificate, ...] = ()
-    expect_key: LedgerPublicKey | str | None = None  # a key, or its "sha256:<hex>" fingerprint
-    node: str | None = None  # the node whose log the auditor means to verify
 
 
 @dataclass
@@ -83,8 +69,13 @@ class Verdict:
     def ok(self) -> bool:
         return not self.findings and self.head is not None
 
-    def fail(self, kind: str, where: str, detail: str) -> None:
-        self.findings.append(Finding(kind, where, detail))
+    def fail(self, kind: str, where: str, detail: str, *, at: int | None = None) -> None:
+        """Record a finding (at position `at`: findings read in order of cause)."""
+        finding = Finding(kind, where, detail)
+        if at is None:
+            self.findings.append(finding)
+        else:
+            self.findings.insert(at, finding)
 
     def __str__(self) -> str:
         if not self.ok:
@@ -161,38 +152,6 @@ def verify(source: LogSource, known: KnownHeads, *, start: int | None = None,
     return verdict
 
 
-def _anchor(source: LogSource, key: LedgerPublicKey, head: SignedTreeHead, trust: Trust,
-            verdict: Verdict) -> None:
-    anchored = False
-    if trust.node is not None and head.node != trust.node:
-        verdict.fail("wrong_node", "tree head", f"the log is {head.node!r}'s, not "
-                     f"{trust.node!r}'s")
-    if trust.expect_key is not None:
-        if not _expected(trust, key):
-            shown = getattr(trust.expect_key, "text", trust.expect_key)
-            verdict.fail("key_unexpected", "public key", f"the log is signed with {key.text} "
-                         f"({fingerprint(key)}), but {shown} was expected (--expect-key)")
-        anchored = True
-    if trust.roots:
-        get = getattr(source, "key_certification", None)
-        try:
-            statement = verify_certification(get() if get else None, trust.roots,
-                                             node=head.node, key=key, at=head.time)
-            verdict.notes.append(f"ledger key {fingerprint(key)} certified for {head.node} "
-                                 f"by the given CA until {statement.not_after}")
-        except CertificationError as exc:
-            verdict.fail("key_not_certified", "public key", f"the ledger key {key.text} is not "
-                         f"certified for node {head.node}: {exc}")
-        anchored = True
-    if not anchored:
-        verdict.notes.append("the ledger key was checked against no CA and no expected key "
-                             "(trust on first use): give --ca or --expect-key")
-
-
-def _expected(trust: Trust, key: LedgerPublicKey) -> bool:
-    return trust.expect_key == key or trust.expect_key == fingerprint(key)
-
-
 def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int | None,
             end: int | None, trust: Trust) -> None:
     key = source.public_key()
@@ -200,11 +159,11 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
     node = head.node
     verdict.node, verdict.size, verdict.head = node, head.size, head
     archived = getattr(source, "archived", False) is True
-    _anchor(source, key, head, trust, verdict)
+    check_anchor(source, key, head, trust, verdict)
     pinned = known.key(node)
     changed = pinned is not None and pinned != key \
         and not (archived and key in known.earlier_keys(node))  # an archive from before a rotation
-    confirmed = changed and _expected(trust, key)
+    confirmed = changed and expected(trust, key)
     try:
         head.verify(key)
     except SignatureError:
@@ -212,7 +171,7 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
             verdict.fail("head_signature", f"tree size {head.size}",
                          "the signed tree head does not verify with the node's key")
             return
-        _key_changed(verdict, key, pinned, "")
+        key_changed(verdict, key, pinned, "")
         key, changed = pinned, False  # judge the head by the key the auditor trusts
         try:
             head.verify(key)
@@ -239,81 +198,16 @@ def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int |
     else:
         _check_range(source, head, earlier, verdict, start or 0, min(end or head.size, head.size))
         if watch:
-            rotations = _scan_rotations(source, head, verdict)
+            rotations = scan_rotations(source, head, verdict)
     if confirmed:
         verdict.notes.append(f"the pinned key {pinned.text} was replaced by the expected key")
     elif watch:
-        _follow_rotation(verdict, rotations, node, pinned, key, head)
+        follow_rotation(verdict, rotations, node, pinned, key, head)
     if archived and newest is not None and newest.size > head.size:
         _check_older_view(known, head, newest, verdict)
     if verdict.ok:
         known.accept(node, key, head, leaves=leaves, repin=changed,
-                     handed_over=_handed_over(rotations, node))
-
-
-def _handed_over(rotations: list[tuple[int, bytes]], node: str) -> list[LedgerPublicKey]:
-    """The earlier keys of a log, from its rotation entries (archives may be signed so)."""
-    keys = []
-    for _, data in rotations:
-        try:
-            entry = decode(data)
-            if isinstance(entry, AdminEntry) and entry.action == ROTATED:
-                keys.append(rotation_from(entry.details, node)[0])
-        except (canonical.CanonicalError, SignatureError):
-            continue
-    return keys
-
-
-def _key_changed(verdict: Verdict, key: LedgerPublicKey, pinned: LedgerPublicKey, why: str) -> None:
-    verdict.findings.insert(0, Finding(
-        "key_changed", "public key", f"the node now presents {key.text}, but {pinned.text} "
-        f"was pinned{why}; confirm a rotation out of band (--expect-key)"))
-
-
-def _follow_rotation(verdict: Verdict, rotations: list[tuple[int, bytes]], node: str,
-                     pinned: LedgerPublicKey, key: LedgerPublicKey, head: SignedTreeHead) -> None:
-    """Accept `key` only through ledgered rotations handed over from `pinned`."""
-    current, steps = pinned, []
-    for idx, data in rotations:
-        try:
-            entry = decode(data)
-        except canonical.CanonicalError:
-            continue  # the entries check names it
-        if not isinstance(entry, AdminEntry) or entry.action != ROTATED:
-            continue
-        try:
-            old, new = rotation_from(entry.details, node)
-        except SignatureError:
-            verdict.fail("key_changed", f"entry {idx}", "a key rotation whose handover the "
-                         "old key did not sign")
-            return
-        if old == current:
-            current = new
-            steps.append(f"entry {idx}: {fingerprint(old)} -> {fingerprint(new)}")
-    if current == key:
-        verdict.notes.append("ledger key rotated, handed over by the pinned key: " + "; ".join(steps))
-        return
-    _key_changed(verdict, key, pinned, " and the log records no rotation from it")
-    try:
-        head.verify(pinned)
-    except SignatureError:
-        verdict.findings.insert(1, Finding("head_signature", f"tree size {head.size}",
-                                           "the signed tree head does not verify with the pinned key"))
-
-
-def _scan_rotations(source: LogSource, head: SignedTreeHead, verdict: Verdict) -> list[tuple[int, bytes]]:
-    """Rotation entries of the log under `head`, each checked by an inclusion proof."""
-    found = []
-    for idx, data in source.entries(0, head.size):
-        if _ROTATION_MARK in data:
-            try:
-                merkle.verify_inclusion(merkle.hash_leaf(data), idx, head.size,
-                                        source.inclusion_proof(idx, head.size), head.root)
-                found.append((idx, data))
-            except merkle.ProofError:
-                verdict.fail("inclusion", f"entry {idx}", "a key rotation entry that is not "
-                             "included under the signed tree head")
-    return found
+                     handed_over=handed_over(rotations, node))
 
 
 def _check_older_view(known: KnownHeads, head: SignedTreeHead, newest: SignedTreeHead,
@@ -344,7 +238,7 @@ def _check_all(source: LogSource, head: SignedTreeHead, earlier: list[SignedTree
             verdict.fail("entries", f"entry {expected}", f"missing (the source sent {idx} next)")
             return None
         leaves.append(hash_leaf(data))
-        if rotations is not None and _ROTATION_MARK in data:
+        if rotations is not None and ROTATION_MARK in data:
             rotations.append((idx, data))
     verdict.checked_entries = len(leaves)
     if len(leaves) != head.size:

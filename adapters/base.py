@@ -64,11 +64,17 @@ def check_header(names: list[str], where: str, *, line: int = 1) -> list[str]:
     if not names:
         raise SourceError(f"{where}: the header (line {line}) is empty; the first line must "
                           "hold the column names", line=line)
+    from adapters.headers import header_is_data
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if name == "":
             raise SourceError(f"{where}: column {position} of the header has no name", line=line)
         if name in seen:
+            if header_is_data(names):  # never echo a data row's cells
+                raise SourceError(
+                    f"{where}: line {line} looks like data, not column names (columns "
+                    f"{seen[name]} and {position} hold the same value); add a header row",
+                    line=line)
             raise SourceError(
                 f"{where}: duplicate column name {name!r} (columns {seen[name]} and "
                 f"{position}); rename one of them", line=line)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adapters.base import Row, Source, SourceError, check_header
+from adapters.headers import show_column
+from adapters.limits import DEFAULT_LIMITS, ReadLimits
 
 __all__ = ["CsvSource", "open_csv", "SUPPORTED_ENCODINGS"]
 
@@ -30,6 +32,8 @@ _BUFFER_BYTES = 64 * 1024
 # Undecodable bytes come through the "surrogateescape" handler as U+DC80..U+DCFF; a
 # correctly decoded text can never hold these, so finding one pinpoints the bad line.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Line breaks as the csv module counts them (the text layer keeps them with newline="").
+_LINE_BREAK = re.compile("\r\n|\r|\n")
 _HINT = {
     "utf-8": "if it was saved by Excel in China it is probably GB18030: "
              "open it with encoding='gb18030' (CLI: --encoding gb18030)",
@@ -92,8 +96,10 @@ class CsvSource(Source):
 
     progress_unit = "bytes"
 
-    def __init__(self, path: Path, encoding: str, delimiter: str) -> None:
+    def __init__(self, path: Path, encoding: str, delimiter: str,
+                 limits: ReadLimits = DEFAULT_LIMITS) -> None:
         where = f"CSV file '{path.name}'"
+        self._max_line = limits.max_line_chars
         encoding = _canonical_encoding(encoding)
         try:
             raw = io.FileIO(path, "r")
@@ -113,7 +119,8 @@ class CsvSource(Source):
             self._text = io.TextIOWrapper(
                 io.BufferedReader(self._hashing, _BUFFER_BYTES),
                 encoding=encoding, errors="surrogateescape", newline="")
-            self._reader = csv.reader(self._text, delimiter=delimiter)
+            self._lines_read = 0
+            self._reader = csv.reader(self._bounded_lines(), delimiter=delimiter)
             self.encoding = encoding
             self._where = where
             columns = self._read_header()
@@ -126,6 +133,26 @@ class CsvSource(Source):
             raw.close()
             raise
         super().__init__(where, columns, size)
+
+    def _bounded_lines(self) -> Iterator[str]:
+        """Physical lines, each refused beyond `max_line_chars` before it is held whole."""
+        limit = self._max_line
+        while line := self._text.readline(limit + 1):
+            self._lines_read += 1
+            if len(line) > limit and not line.endswith(("\n", "\r")):
+                raise SourceError(f"{self._where}: line {self._lines_read} is longer than {limit} "
+                                  "characters; is this really a CSV file?", line=self._lines_read)
+            yield line
+
+    def _bad_bytes_line(self, fields: list[str], first_line: int) -> int:
+        """The physical line of the first undecodable byte in a record starting at `first_line`."""
+        before = 0
+        for field in fields:
+            found = _ESCAPED_BYTE.search(field)
+            if found:
+                return first_line + before + len(_LINE_BREAK.findall(field, 0, found.start()))
+            before += len(_LINE_BREAK.findall(field))
+        return first_line
 
     def _decode_error(self, line: int) -> SourceError:
         label = "UTF-8" if self.encoding.startswith("utf-8") else self.encoding.upper()
@@ -150,7 +177,7 @@ class CsvSource(Source):
         if fields is None:
             raise SourceError("the file is empty; the first line must hold the column names")
         if any(_ESCAPED_BYTE.search(name) for name in fields):
-            raise self._decode_error(1)
+            raise self._decode_error(self._bad_bytes_line(fields, 1))
         if not fields:
             raise SourceError("line 1 is empty; the first line must hold the column names",
                               line=1)
@@ -168,7 +195,14 @@ class CsvSource(Source):
             if not joined or joined.isspace():  # a blank line, or only delimiters
                 continue
             if escaped(joined):
-                raise self._decode_error(first_line)
+                raise self._decode_error(self._bad_bytes_line(fields, first_line))
+            if "\x00" in joined:
+                position = next(i for i, f in enumerate(fields) if "\x00" in f)
+                where = show_column(columns, position) if position < width else f"column {position + 1}"
+                raise SourceError(
+                    f"{self._where}: line {first_line}, {where} holds a NUL byte, which text "
+                    "never does; the file may be binary or UTF-16: save it as 'CSV UTF-8'",
+                    line=first_line)
             if len(fields) != width:
                 if len(fields) < width or any(fields[width:]):
                     raise SourceError(
@@ -188,7 +222,7 @@ class CsvSource(Source):
 
 
 def open_csv(path: str | os.PathLike[str], encoding: str = "auto",
-             delimiter: str = ",") -> CsvSource:
+             delimiter: str = ",", *, limits: ReadLimits = DEFAULT_LIMITS) -> CsvSource:
     """Open a CSV file whose first line is the header.
 
     Args:
@@ -196,15 +230,18 @@ def open_csv(path: str | os.PathLike[str], encoding: str = "auto",
         encoding: "auto" (BOM -> utf-8-sig; else UTF-8 if the first 64 KiB decode as
             UTF-8; else GB18030), or one of "utf-8", "utf-8-sig", "gb18030", "gbk".
         delimiter: the field separator, e.g. "," or "\\t".
+        limits: ``max_line_chars`` bounds one physical line (cells are bounded by the
+            csv module's field limit).
 
     Raises:
         SourceError: missing file, unsupported encoding, empty file, header without
             names or with duplicates. While iterating: undecodable line (with the line
-            number and the encoding to try), malformed quoting, wrong field count.
+            number and the encoding to try), malformed quoting, wrong field count,
+            an over-long line, a NUL byte.
 
     Blank lines and rows whose fields are all empty or blank are skipped; line numbers
     still count them. Header names are stripped of surrounding spaces and of a BOM.
     """
     if len(delimiter) != 1:
         raise SourceError("the delimiter must be a single character")
-    return CsvSource(Path(path), encoding, delimiter)
+    return CsvSource(Path(path), encoding, delimiter, limits)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from adapters.base import Source, SourceError
+from adapters.headers import show_column, show_columns
 from adapters.identifiers import IdType, InvalidIdentifier, normalise
 
 __all__ = ["ValidRow", "InvalidRow", "read_identifiers"]
@@ -51,7 +52,7 @@ class InvalidRow:
 
 
 def _check_columns(source: Source, id_column: str, attributes: Sequence[str]) -> None:
-    available = ", ".join(repr(c) for c in source.columns)
+    available = show_columns(source.columns)
     for role, name in [("identifier", id_column)] + [("attribute", a) for a in attributes]:
         if name not in source.columns:
             raise SourceError(f"{source.description}: {role} column {name!r} not found; "
@@ -114,4 +115,10 @@ def _generate(source: Source, id_column: str, id_type: IdType,
         if first != row.line:
             yield InvalidRow(row.line, f"duplicate identifier (first seen on line {first})")
             continue
-        yield ValidRow(row.line, normalised, {name: row.values[name] for name in attributes})
+        attrs = {name: row.values[name] for name in attributes}
+        holding_nul = [name for name, value in attrs.items() if "\x00" in value]
+        if holding_nul:  # text never holds NUL: binary data or a broken export, not a value
+            yield InvalidRow(row.line, f"{show_column(source.columns, source.columns.index(holding_nul[0]))} "
+                                       "holds a NUL character")
+            continue
+        yield ValidRow(row.line, normalised, attrs)

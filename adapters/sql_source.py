@@ -23,7 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import os
 import re
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -102,6 +105,37 @@ def _encode_value(value: Any) -> bytes:
     return b"\x01" + len(data).to_bytes(8, "big") + data
 
 
+def _sqlite_read_only_engine(parsed: URL) -> sa.Engine:
+    """An SQLite source opened read-only at the file level, unable to attach or create files.
+
+    `mode=ro` makes the source file itself unwritable, but SQLite would still create a
+    new file for `ATTACH '...'` or `VACUUM INTO '...'`; no attached database is allowed
+    (a limit of zero, and an authorizer that denies ATTACH for good measure).
+    """
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        return sa.create_engine(parsed, poolclass=NullPool)
+    if database.startswith("file:"):
+        target, _, query = database[5:].partition("?")
+        options = [o for o in query.split("&") if o and not o.startswith(("mode=", "immutable="))]
+    else:
+        target, options = urllib.parse.quote(os.path.abspath(database)), []
+    uri = "file:" + target + "?" + "&".join(options + ["mode=ro"])
+
+    def deny_attach(action: int, *_: object) -> int:
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        connection.set_authorizer(deny_attach)
+        return connection
+
+    return sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
+
+
 def _make_read_only(connection: sa.Connection) -> sa.Connection:
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -135,7 +169,10 @@ class SqlSource(Source):
         qualified = f"{schema}.{table}" if schema else table
         where = f"table {qualified!r} at {safe_url}" if table else f"query at {safe_url}"
         try:
-            self._engine = sa.create_engine(parsed, poolclass=NullPool)
+            if parsed.get_backend_name() == "sqlite":
+                self._engine = _sqlite_read_only_engine(parsed)
+            else:
+                self._engine = sa.create_engine(parsed, poolclass=NullPool)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise SourceError(f"{where}: cannot use this database URL: {exc}") from None
         self._connection: sa.Connection | None = None

@@ -21,7 +21,9 @@ import hashlib
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
+from xml.etree.ElementTree import ParseError
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,11 +31,18 @@ import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 
 from adapters.base import Row, Source, SourceError, check_header
+from adapters.limits import DEFAULT_LIMITS, ReadLimits
+from adapters.xlsx_guard import check_workbook
 
 __all__ = ["XlsxSource", "open_xlsx", "cell_text"]
 
 _EXACT_LIMIT = 2**53
 _HASH_CHUNK = 1 << 20
+# What a damaged container or part raises from inside openpyxl, zipfile and zlib.
+_DAMAGE = (InvalidFileException, zipfile.BadZipFile, zlib.error, ParseError, KeyError,
+           ValueError, EOFError, TypeError, AttributeError, IndexError)
+_DAMAGED = ("is damaged or is not a valid .xlsx file; open it in Excel or LibreOffice and "
+            "save it again as .xlsx")
 
 
 def cell_text(value: Any) -> tuple[str, bool]:
@@ -75,8 +84,10 @@ def _sha256_file(handle: BinaryIO) -> str:
 class XlsxSource(Source):
     """One worksheet of an .xlsx workbook; see :func:`open_xlsx`."""
 
-    def __init__(self, path: Path, sheet: str | None, header_row: int) -> None:
+    def __init__(self, path: Path, sheet: str | None, header_row: int,
+                 limits: ReadLimits = DEFAULT_LIMITS) -> None:
         where = f"workbook '{path.name}'"
+        self._limits = limits
         if path.suffix.lower() == ".xls":
             raise SourceError(f"{where} is in the old .xls format, which is not supported; "
                               "save it as .xlsx or as 'CSV UTF-8'")
@@ -91,14 +102,15 @@ class XlsxSource(Source):
         self._workbook = None
         try:
             self._sha256 = _sha256_file(self._file)
+            check_workbook(self._file, where, limits)  # bombs and damage, before parsing
             with warnings.catch_warnings():
                 # e.g. "Workbook contains no default style": harmless for reading values.
                 warnings.simplefilter("ignore", UserWarning)
                 try:
                     self._workbook = openpyxl.load_workbook(
                         self._file, read_only=True, data_only=True)
-                except (InvalidFileException, zipfile.BadZipFile, KeyError):
-                    raise SourceError(f"{where} is not a valid .xlsx file") from None
+                except _DAMAGE:
+                    raise SourceError(f"{where} {_DAMAGED}") from None
             worksheets = {ws.title: ws for ws in self._workbook.worksheets}
             if not worksheets:
                 raise SourceError(f"{where} has no worksheet")
@@ -117,6 +129,7 @@ class XlsxSource(Source):
             self._cells = worksheet.iter_rows(min_row=1, values_only=True)
             self._position = 0
             self._header_row = header_row
+            self._where = where
             columns = self._read_header(where)
         except BaseException:
             self._release()
@@ -124,9 +137,16 @@ class XlsxSource(Source):
         super().__init__(where, columns, total)
 
     def _next_cells(self) -> tuple[Any, ...] | None:
-        cells = next(self._cells, None)
+        try:
+            cells = next(self._cells, None)
+        except _DAMAGE:
+            raise SourceError(f"{self._where} {_DAMAGED} (after row {self._position})",
+                              line=self._position + 1) from None
         if cells is not None:
             self._position += 1
+            if self._position > self._limits.max_rows:
+                raise SourceError(f"{self._where} has more than {self._limits.max_rows} rows; "
+                                  "split it into smaller files", line=self._position)
         return cells
 
     def _read_header(self, where: str) -> list[str]:
@@ -150,6 +170,10 @@ class XlsxSource(Source):
             inexact: list[str] = []
             for position, value in enumerate(cells):
                 text, lossy = cell_text(value)
+                if len(text) > self._limits.max_cell_chars:
+                    raise SourceError(f"{self.description}: row {line}, column {position + 1} holds "
+                                      f"more than {self._limits.max_cell_chars} characters",
+                                      line=line)
                 if position >= width:
                     if text.strip():
                         raise SourceError(
@@ -177,7 +201,7 @@ class XlsxSource(Source):
 
 
 def open_xlsx(path: str | os.PathLike[str], sheet: str | None = None, *,
-              header_row: int = 1) -> XlsxSource:
+              header_row: int = 1, limits: ReadLimits = DEFAULT_LIMITS) -> XlsxSource:
     """Open one worksheet of an .xlsx workbook.
 
     Args:
@@ -186,6 +210,9 @@ def open_xlsx(path: str | os.PathLike[str], sheet: str | None = None, *,
             happened to be active when the file was saved).
         header_row: the 1-based row holding the column names (rows above it, e.g. a
             title, are ignored).
+        limits: bounds on expanded size, rows and cell length (see
+            :class:`adapters.limits.ReadLimits`); a workbook beyond them is refused
+            before it is parsed, or as soon as reading reaches the bound.
 
     Raises:
         SourceError: missing or invalid file, unknown sheet (the message lists the
@@ -196,4 +223,4 @@ def open_xlsx(path: str | os.PathLike[str], sheet: str | None = None, *,
     """
     if header_row < 1:
         raise SourceError("header_row must be 1 or more")
-    return XlsxSource(Path(path), sheet, header_row)
+    return XlsxSource(Path(path), sheet, header_row, limits)

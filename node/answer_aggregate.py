@@ -7,8 +7,6 @@ what each side learns.
 """
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from fractions import Fraction
 
 import grpc
@@ -23,12 +21,6 @@ from .stats_rows import MAX_GROUPS, aggregate_rows, hashed_rows, select_packed, 
 from .stats_wire import chunk_size, chunks, collect
 
 OPS = {spb.AGGREGATE_OP_COUNT: "count", spb.AGGREGATE_OP_SUM: "sum", spb.AGGREGATE_OP_MEAN: "mean"}
-
-# Epsilon charged by releases whose record is not yet in the log, per (partner, dataset,
-# epoch): two concurrent queries cannot both spend the last of a budget.
-_budget_lock = threading.Lock()
-_pending: dict[tuple, dict[str, int]] = defaultdict(dict)
-
 
 class _Exact:
     """The grant asks for exact releases (no ``dp_epsilon``): no noise, nothing charged."""
@@ -81,8 +73,6 @@ class AggregateRpc:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           f"noised sums on {h.dataset!r} need the grant's aggregate_value_bound "
                           "(the largest value one row may add); ask the agency to set it")
-        with self.ctx.engine.connect() as conn:
-            self._check_budget(conn, grant, peer, h)
         rows = aggregate_rows(version_columns(self.ctx, version), h.value_column, h.group_by,
                               grant.aggregate_value_bound)
         if len(rows.group_names) > MAX_GROUPS:
@@ -103,10 +93,15 @@ class AggregateRpc:
         shuffler.prepare()  # query-independent: overlaps with the asker's blinding
         request = collect(requests, "match_request", 32 * m + 64)
         try:
-            response = shuffler.respond(ps.ShuffleRequest.from_bytes(request),
-                                        min_elements=m, max_elements=m)
+            match = ps.ShuffleRequest.from_bytes(request)
+            if len(match.blinded) % 32 == 0 and policy.has_repeats(match.blinded):
+                # one key blinds them all: a repeated element is a repeated person
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              "match request refused: it repeats an element; every element must be distinct")
+            response = shuffler.respond(match, min_elements=m, max_elements=m)
         except ps.InvalidMessage as exc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"match request refused: {exc}") from None
+        record.evaluated = m  # the match leaves now: charged however the query ends
         yield from chunks(response.to_bytes(), size,
                           lambda c: spb.AggregateResponse(match_response=c))
         aggregator = ha.AgencyAggregator(rows.values, rows.groups, rows.group_names,
@@ -133,35 +128,21 @@ class AggregateRpc:
             min_group_size=grant.min_group_size, value_bound=rows.value_bound,
             **self._complete(record)))
 
-    def _check_budget(self, conn, grant, peer: str, h) -> None:
-        try:
-            policy.check_dp(conn, grant, dataset=h.dataset, epoch=h.epoch)
-        except policy.PolicyRefusal as exc:
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason) from None
-
     def _release(self, aggregator, masked: bytes, grant, peer: str, h, record, with_sums: bool):
         from protocols import he_aggregate as ha
         eps_count, eps_sum = epsilon_plan(grant, with_sums)
-        key = (peer, h.dataset, h.epoch)
         try:
             masked_aggregates = ha.MaskedAggregates.from_bytes(masked)
-            with _budget_lock:
-                if grant.dp_epsilon is None:
-                    budget, mechanism = _Unmetered(), _Exact
-                else:
-                    with self.ctx.engine.connect() as conn:
-                        spent = Fraction(round(policy.dp_spent(conn, peer, h.dataset, h.epoch) * 1e6)
-                                         + sum(_pending[key].values()), 10**6)
-                    total = grant.dp_budget if grant.dp_budget is not None else 10**9
-                    budget = ha.EpsilonBudget(peer, h.dataset, h.epoch, str(total), spent)
-                    mechanism = ha.DiscreteLaplace
-                release = aggregator.release(masked_aggregates, budget=budget,
-                                             epsilon_count=eps_count, epsilon_sum=eps_sum,
-                                             min_group_size=grant.min_group_size,
-                                             mechanism=mechanism)
-                record.epsilon_micro = round(release.epsilon * 10**6)
-                if record.epsilon_micro:
-                    _pending[key][record.query_id] = record.epsilon_micro
+            if grant.dp_epsilon is None:
+                budget, mechanism = _Unmetered(), _Exact
+            else:  # what admission reserved for this query (node/admission.py), and no more
+                budget = ha.EpsilonBudget(peer, h.dataset, h.epoch, str(grant.dp_epsilon))
+                mechanism = ha.DiscreteLaplace
+            release = aggregator.release(masked_aggregates, budget=budget,
+                                         epsilon_count=eps_count, epsilon_sum=eps_sum,
+                                         min_group_size=grant.min_group_size,
+                                         mechanism=mechanism)
+            record.epsilon_micro = round(release.epsilon * 10**6)
         except ha.BudgetExhausted as exc:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except ha.InvalidCiphertext as exc:
@@ -170,8 +151,3 @@ class AggregateRpc:
         except ha.AggregateError as exc:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         return release, (eps_count, eps_sum)
-
-    def _settled(self, record: QueryRecord) -> None:
-        if record.kind == "aggregate" and record.epsilon_micro:
-            with _budget_lock:
-                _pending[(record.asker, record.dataset, record.epoch)].pop(record.query_id, None)

@@ -6,6 +6,13 @@ Each noised query is charged its epsilon to the partner's budget for the dataset
 key epoch; when the budget is spent, further queries are refused. Because both keys are
 fresh, the agency cannot tell whether two queries share people: the budget, the minimum
 query size and the quotas are what stop a partner from differencing counts.
+
+Within one query every element is blinded under the asker's one key, so a repeated
+person is a repeated element: such a query is refused before anything is answered, and
+the minimum size counts distinct elements. Known limit: an asker that blinds some
+elements under a second key of its own is not detected (nothing ties an element to P),
+and unblinding with that key counts those elements without the dummy matches, which are
+tied to P; the noise therefore protects honest askers' counts, not against that.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from protocols import cardinality as card
 from protocols.dp import DiscreteLaplace
 
 from . import policy
-from .answer_tables import Refused, check_names, check_purpose
+from .answer_tables import Refused, check_names, check_purpose, claim
 from .datasets import current_version, iter_rows
 from .querylog import QueryRecord, seen
 from .rpc.shuqiao.v1 import membership_pb2 as pb
@@ -44,7 +51,7 @@ def hashed_rows(ctx, version) -> bytes:
     with _hash_lock:
         if version.id not in _hashed:
             with ctx.engine.connect() as conn:
-                ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id)]
+                ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id, ctx.kek)]
             parts = [ids[i:i + 4096] for i in range(0, len(ids), 4096)]
             _hashed.clear()
             _hashed[version.id] = b"".join(ctx.pool.map(card.hash_batch, parts))
@@ -83,18 +90,23 @@ class CardinalityRpc:
                 raise Refused(grpc.StatusCode.CANCELLED, "the stream ended without finish")
             if n != first.header.total_elements or not point:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "finish before all announced elements and the point")
+            asked = b"".join(batches)
+            if policy.has_repeats(asked):  # one key blinds them all: a repeat is a repeated person
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              "the query repeats an element; every element must be distinct")
             fakes, padding, epsilon = noise_plan(grant)
             agency = card.AgencyCount(padding, fakes)
             try:
-                b, y = agency.respond(point, b"".join(batches), hashed_rows(self.ctx, version),
+                b, y = agency.respond(point, asked, hashed_rows(self.ctx, version),
                                       mapper=self.ctx.pool.map)
             except card.InvalidMessage:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the query holds an invalid group element") from None
+            # The noised count is released from here on: charged whatever happens next.
+            record.evaluated, record.epsilon_micro = n, round(epsilon * 1e6)
             for i in range(0, len(b), 32 * SEND):
                 yield pb.CardinalityResponse(blinded=b[i:i + 32 * SEND])
             for i in range(0, len(y), 32 * SEND):
                 yield pb.CardinalityResponse(rows=y[i:i + 32 * SEND])
-            record.epsilon_micro = round(epsilon * 1e6)
             record.outcome = "answered"
             receipt = record.write(self.ctx)
             yield pb.CardinalityResponse(summary=pb.CardinalitySummary(
@@ -117,6 +129,10 @@ class CardinalityRpc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a cardinality query must say so")
         _, grant = self._grant(h.dataset, peer)
         check_purpose(h, grant)
+        try:
+            policy.check_request(grant, dataset=h.dataset, kind="cardinality", elements=h.total_elements)
+        except policy.PolicyRefusal as exc:
+            raise Refused.by_policy(exc) from None
         with self.ctx.engine.connect() as conn:
             if seen(conn, h.query_id, "answerer"):
                 record.query_id = ""
@@ -126,12 +142,8 @@ class CardinalityRpc:
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                               "cardinality queries run on the current version; list datasets again")
             self._check_epoch(conn, h.dataset, peer, h.epoch)
-            try:
-                policy.check(conn, grant, dataset=h.dataset, kind="cardinality",
-                             elements=h.total_elements, epoch=h.epoch)
-                policy.check_dp(conn, grant, dataset=h.dataset, epoch=h.epoch)
-            except policy.PolicyRefusal as exc:
-                raise Refused.by_policy(exc) from None
+        epsilon = round(grant.dp_epsilon * 1e6) if grant.dp_epsilon is not None else 0
+        claim(self.ctx, grant, h, record, epsilon_micro=epsilon)
         record.elements = h.total_elements
         return grant, version
 

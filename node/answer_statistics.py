@@ -71,7 +71,7 @@ import grpc
 
 from . import policy
 from .answer_aggregate import AggregateRpc
-from .answer_tables import Refused, check_names, check_purpose
+from .answer_tables import Refused, check_names, check_purpose, claim
 from .answer_threshold import ThresholdRpc
 from .auth import peer_node_id
 from .config import DATASET_NAME
@@ -110,7 +110,6 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
         finally:
             if record.query_id and not record.written:
                 record.write(self.ctx)
-            self._settled(record)  # the aggregate kind's pending epsilon is now in the log
 
     def _complete(self, record: QueryRecord) -> dict:
         """Commit the answered record (log row and ledger entry) before the summary
@@ -145,15 +144,14 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"a query must ask between 1 and {limit} elements")
+        try:
+            policy.check_request(grant, dataset=h.dataset, kind=kind, elements=h.total_elements)
+        except policy.PolicyRefusal as exc:
+            raise Refused.by_policy(exc) from None
         with self.ctx.engine.connect() as conn:
             if seen(conn, h.query_id, "answerer"):
                 record.query_id = ""  # the earlier entry stands; do not log a duplicate id
                 raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
-            try:
-                policy.check(conn, grant, dataset=h.dataset, kind=kind,
-                             elements=h.total_elements, epoch=h.epoch)
-            except policy.PolicyRefusal as exc:
-                raise Refused.by_policy(exc) from None
             version = current_version(conn, h.dataset)
             if version is None or version.version != h.version:
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
@@ -164,7 +162,9 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                               f"key epoch {h.epoch} of dataset {h.dataset!r} is not answered "
                               "(rotated and past its grace period, or unknown); list datasets again")
-        record.elements = h.total_elements
+        # An aggregate reserves the grant's whole per-query epsilon (counts and sums share it).
+        noised = kind == "aggregate" and grant.dp_epsilon is not None
+        claim(self.ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
         return h, declared, grant, version
 
     def _admitted(self, record: QueryRecord) -> None:

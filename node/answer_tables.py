@@ -64,6 +64,23 @@ def check_purpose(h, grant) -> None:
                       f"granted: {', '.join(grant.purpose_codes)}")
 
 
+def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+    """Claim the header's query id and reserve its elements (and epsilon) atomically
+    (node/admission.py); the record then carries the elements asked."""
+    from . import admission
+    from .policy import PolicyRefusal
+    try:
+        admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
+                          elements=h.total_elements, epsilon_micro=epsilon_micro)
+    except admission.QueryIdTaken:
+        record.query_id = ""  # the earlier claim stands; do not log a duplicate id
+        raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
+    except PolicyRefusal as exc:
+        raise Refused.by_policy(exc) from None
+    record.claimed, record.elements = True, h.total_elements
+    record.epsilon_micro = 0  # charged only once a noised answer is released
+
+
 _POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
                  "kind": grpc.StatusCode.PERMISSION_DENIED,
                  "size": grpc.StatusCode.INVALID_ARGUMENT}
@@ -127,7 +144,10 @@ class TableRpcs:
         current = current_version(conn, dataset)
         epoch = current and current_epoch(conn, dataset, peer)
         if current is None or epoch is None:
+            registered = conn.execute(select(datasets.c.id).where(datasets.c.name == dataset)
+                                      .limit(1)).first()
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} has no active version" if registered else
                           f"dataset {dataset!r} has no registered version yet")
         return current, epoch
 
@@ -138,10 +158,14 @@ class TableRpcs:
         with self.ctx.engine.connect() as conn:
             for d in self.ctx.config.datasets:
                 grant = next((g for g in d.grants if g.partner == peer), None)
-                if grant is None or current_version(conn, d.name) is None:
+                if grant is None:
                     continue
-                current, epoch = self._current(conn, d.name, peer)
-                table = self._table(conn, d.name, current.version, peer, epoch)
+                try:  # a dataset with nothing to serve is left out, not an error for all
+                    current, epoch = self._current(conn, d.name, peer)
+                    table = self._table(conn, d.name, current.version, peer, epoch)
+                except Refused as exc:
+                    log.info("not listed to %s: %s", peer, exc.reason)
+                    continue
                 out.datasets.append(self._describe(conn, d.name, current.version, epoch, peer,
                                                    table, grant))
         return out
@@ -182,7 +206,7 @@ class TableRpcs:
         """Filter the version's rows; their tags were computed at registration."""
         keep = pred.compile_predicate(ast)
         parts_t, parts_l = [], []
-        chunks = iter_chunks(conn, version.id)
+        chunks = iter_chunks(conn, version.id, self.ctx.kek)
         for (seq, rows), (tags, lab) in zip(chunks, iter_row_tags(conn, version.id, peer, epoch)):
             arrays = Arrays.from_bytes(tags, declared.tag_length, lab, label_length(grant))
             mask = np.fromiter((keep(attrs) for _, attrs in rows), dtype=bool, count=len(rows))

@@ -132,6 +132,7 @@ class ThresholdRpc:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               f"batch {seq} holds an invalid group element") from None
             proof = self.ctx.pool.prove(sealed, purpose, b.elements, evaluated) if verifiable else b""
+            record.evaluated += count  # charged from here on, however the query ends
             yield spb.ThresholdResponse(evaluated=spb.ThresholdEvaluated(
                 seq=seq, elements=evaluated, proof=proof))
             done, seq = done + count, seq + 1

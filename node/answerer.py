@@ -18,8 +18,9 @@ from protocols import oprf
 
 from . import policy
 from .answer_cardinality import CardinalityRpc
-from .answer_tables import Refused, TableRpcs, check_names, check_purpose
+from .answer_tables import Refused, TableRpcs, check_names, check_purpose, claim
 from .auth import peer_node_id
+from .consent import DIGEST_PATTERN
 from .context import NodeContext
 from .keys import key_purpose, sealed_key
 from .querylog import QueryRecord, seen
@@ -73,6 +74,9 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
     # -- helpers ---------------------------------------------------------------------------
     def _admit(self, h: pb.QueryHeader, peer: str, record: QueryRecord) -> tuple[bytes, str]:
         check_names(h, record)
+        if h.consent_digest and not DIGEST_PATTERN.fullmatch(h.consent_digest):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "consent_digest is 64 lowercase hex digits")
+        record.authorisation_digest = h.consent_digest  # in our entry and our receipt (consent.py)
         if h.kind not in _KINDS:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unsupported query kind")
         record.kind = _KINDS[h.kind]
@@ -82,6 +86,15 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
         if not 1 <= h.total_elements <= limit:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"a query must ask between 1 and {limit} elements")
+        try:
+            policy.check_request(grant, dataset=h.dataset, kind=record.kind, elements=h.total_elements)
+            if h.predicate and record.kind != "predicate":
+                policy.check_request(grant, dataset=h.dataset, kind="predicate",
+                                     elements=h.total_elements)
+        except policy.PolicyRefusal as exc:
+            raise Refused.by_policy(exc) from None
+        if record.kind == "predicate" and not h.predicate:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
         with self.ctx.engine.connect() as conn:
             if seen(conn, h.query_id, "answerer"):
                 record.query_id = ""  # the earlier entry stands; do not log a duplicate id
@@ -89,20 +102,11 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
             self._check_epoch(conn, h.dataset, peer, h.epoch)
             table = self._table(conn, h.dataset, h.version, peer, h.epoch, h.predicate)
             record.predicate = h.predicate
-            try:
-                policy.check(conn, grant, dataset=h.dataset, kind=record.kind,
-                             elements=h.total_elements, epoch=h.epoch)
-                if h.predicate and record.kind != "predicate":
-                    policy.check(conn, grant, dataset=h.dataset, kind="predicate",
-                                 elements=h.total_elements, epoch=h.epoch)
-            except policy.PolicyRefusal as exc:
-                raise Refused.by_policy(exc) from None
-            if record.kind == "predicate" and not h.predicate:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
             if record.kind == "labeled" and not table.label_length:
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                               f"dataset {h.dataset!r} has no labels for node {peer!r}")
             blob = sealed_key(conn, h.dataset, peer, h.epoch)
+        claim(self.ctx, grant, h, record)
         record.elements = h.total_elements
         return blob, key_purpose(h.dataset, peer, h.epoch)
 
@@ -112,6 +116,9 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
         max_batch = self.cfg.grpc.max_batch_elements
         verifiable = self.cfg.dataset(h.dataset).mode_number == oprf.MODE_VOPRF
         unproven: dict[int, tuple[bytes, bytes]] = {}  # VOPRF: seq -> (B, E) awaiting a proof
+        # The query's blinded elements so far, by their first 8 bytes (each honest element
+        # is freshly blinded, so a repeat is no honest asker's: it is refused, not evaluated).
+        asked: set[int] = set()
         for req in requests:
             body = req.WhichOneof("body")
             if body == "finish":
@@ -127,6 +134,12 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               f"batch {b.seq} is malformed (expected seq {expect_seq}, a whole "
                               f"number of 1..{max_batch} elements within the announced total)")
+            before = len(asked)
+            asked.update(int.from_bytes(b.elements[i:i + 8], "little")
+                         for i in range(0, len(b.elements), oprf.ELEMENT_LEN))
+            if len(asked) != before + n:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"batch {b.seq} repeats a blinded element of this query")
             try:
                 evaluated = self.ctx.pool.blind_evaluate(sealed, purpose_ad, b.elements)
             except oprf.InvalidElement:
@@ -134,6 +147,7 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                               f"batch {b.seq} holds an invalid group element") from None
             if verifiable:
                 unproven[b.seq] = (b.elements, evaluated)
+            record.evaluated += n  # charged from here on, however the query ends
             done += n
             expect_seq += 1
             yield pb.EvaluateResponse(batch=pb.ElementBatch(seq=b.seq, elements=evaluated))

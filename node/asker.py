@@ -7,7 +7,6 @@ bidirectional stream, each side spreading its batches over every core.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import random
@@ -115,22 +114,9 @@ _KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LAB
             "predicate": pb.QUERY_KIND_PREDICATE}
 
 
-def authorisation_digest(inputs: Sequence[bytes], references: Sequence[str]) -> str:
-    """Hex SHA-256 binding each asked identifier to its authorisation reference.
-
-    Over the sorted pairs SHA-256(identifier) || SHA-256(reference): an auditor holding
-    the fund centre's applicant file recomputes it, while the ledger holds no identifier.
-    """
-    if len(inputs) != len(references):
-        raise ValueError("one authorisation reference per identifier")
-    pairs = sorted(hashlib.sha256(x).digest() + hashlib.sha256(r.encode("utf-8")).digest()
-                   for x, r in zip(inputs, references))
-    return hashlib.sha256(b"".join(pairs)).hexdigest()
-
-
 def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                inputs: Sequence[bytes], progress: Progress = _noop, *, kind: str = "membership",
-               predicate: str | None = None, authorisations: Sequence[str] | None = None
+               predicate: str | None = None, consent_digest: str | None = None
                ) -> MembershipResult:
     """Which of `inputs` (encoded identifiers) are in the partner's dataset.
 
@@ -151,8 +137,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
     record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
                          answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
                          elements=len(inputs),
-                         authorisation_digest=authorisation_digest(inputs, authorisations)
-                         if authorisations is not None else "")
+                         authorisation_digest=consent_digest or "")  # node/consent.py
     try:
         channel = partner_channel(ctx, partner)
     except PartnerError as exc:
@@ -239,7 +224,7 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress, w
         outbox.put(pb.EvaluateRequest(header=pb.QueryHeader(
             query_id=record.query_id, dataset=info.name, version=info.version, epoch=info.epoch,
             purpose=record.purpose, total_elements=n, kind=_KIND_PB[record.kind],
-            predicate=record.predicate)))
+            predicate=record.predicate, consent_digest=record.authorisation_digest)))
         if not accepted.wait(cfg.grpc.deadline_seconds) or stop.is_set():
             return
         size = batch_size[0]

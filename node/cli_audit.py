@@ -99,15 +99,25 @@ def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://...
            ca: CaOpt = None, token_file: TokenOpt = None, expect_key: ExpectKeyOpt = None,
            node: Annotated[Optional[str], typer.Option(
                help="The node whose log this must be (default: grpc://NODE@..., else any).")] = None,
-           start: Optional[int] = None, end: Optional[int] = None) -> None:
+           start: Optional[int] = None, end: Optional[int] = None,
+           witness_quorum: Annotated[int, typer.Option(
+               help="Accept the head only with this many valid cosignatures from --witness-key witnesses.")] = 0,
+           witness_key: Annotated[list[str], typer.Option(
+               help="A trusted witness: NODE=ed25519:<hex> (repeatable).")] = []) -> None:
     """The key's certification (--ca) or --expect-key, consistency with every head seen
-    before (an older export must be a prefix of the newest), inclusion, signatures."""
+    before (an older export must be a prefix of the newest), inclusion, signatures, the
+    witness evidence the node holds, and (with --witness-quorum) its cosignatures."""
+    from .cli_witness import apply_witness_checks, trusted_witnesses
     from .ledger.audit import KnownHeads, verify as run
+    trusted = trusted_witnesses(witness_key)
+    if witness_quorum > len(trusted):
+        fail(f"--witness-quorum {witness_quorum} needs at least as many --witness-key", 2)
     if node is None and source.startswith("grpc://"):
         node = urlsplit(source).username
     trust = trust_of(ca, expect_key, node)
-    verdict = run(open_source(source, Identity(cert, key, ca), token_file), KnownHeads(state_dir),
-                  start=start, end=end, trust=trust)
+    src = open_source(source, Identity(cert, key, ca), token_file)
+    verdict = run(src, KnownHeads(state_dir), start=start, end=end, trust=trust)
+    apply_witness_checks(verdict, src, trusted, witness_quorum)
     out.print(str(verdict), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if verdict.ok else 1)
 
@@ -156,10 +166,14 @@ def export(config: ConfigOpt, out_path: Annotated[Path, typer.Option("--out", he
 @audit_app.command("check")
 def check(config: ConfigOpt) -> None:
     """Recompute this node's whole ledger from its database and name anything altered."""
+    from .witnessing import status_lines
     with node_context(config) as ctx:
         report = ctx.ledger.verify_all()
+        alarms = [line for line in status_lines(ctx) if line.startswith("LEDGER ALARM")]
     out.print(str(report), highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if report.ok else 1)
+    for line in alarms:
+        out.print(line, highlight=False)
+    raise typer.Exit(0 if report.ok and not alarms else 1)
 
 
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP API.")

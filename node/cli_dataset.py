@@ -12,17 +12,21 @@ from adapters import IdType, SourceError, open_csv, open_sql, open_xlsx
 
 from .cli import Bars, ConfigOpt, console, dataset_app, fail, node_context, out
 from .datasets import RegistrationError, list_versions, register, retire
+from .private_files import open_private
 
 
 def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Optional[str],
-                table: Optional[str], query: Optional[str], sheet: Optional[str], encoding: str):
+                table: Optional[str], query: Optional[str], sheet: Optional[str], encoding: str,
+                limits=None):
     given = [x for x in (csv_path, xlsx_path, sql_url) if x]
     if len(given) != 1:
         fail("give exactly one source: --csv FILE, --xlsx FILE or --sql URL (with --table or --query)", 2)
     if csv_path:
-        return "csv", str(csv_path), open_csv(csv_path, encoding=encoding)
+        return "csv", str(csv_path), open_csv(csv_path, encoding=encoding,
+                                              **({"limits": limits} if limits else {}))
     if xlsx_path:
-        return "xlsx", str(xlsx_path), open_xlsx(xlsx_path, sheet=sheet)
+        return "xlsx", str(xlsx_path), open_xlsx(xlsx_path, sheet=sheet,
+                                                 **({"limits": limits} if limits else {}))
     if bool(table) == bool(query):
         fail("with --sql give exactly one of --table or --query", 2)
     label = f"{sql_url.split('@')[-1]} {'table ' + table if table else 'query'}"
@@ -32,7 +36,7 @@ def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Op
 def _report_invalid(invalid, target: Path) -> None:
     if not invalid:
         return
-    with open(target, "w", newline="", encoding="utf-8-sig") as f:
+    with open_private(target, "w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         w.writerow(["line", "reason"])
         w.writerows((r.line, r.reason) for r in invalid)
@@ -68,7 +72,8 @@ def add(config: ConfigOpt,
     """Register a new immutable version of a dataset from CSV, Excel or SQL."""
     with node_context(config) as ctx:
         try:
-            kind, label, source = open_source(csv_path, xlsx_path, sql, table, query, sheet, encoding)
+            kind, label, source = open_source(csv_path, xlsx_path, sql, table, query, sheet, encoding,
+                                              ctx.config.sources.limits())
             with source, Bars() as bars:
                 result = register(ctx, name, source, id_column=id_column, id_type=id_type,
                                   attributes=attribute, strict=strict, source_kind=kind,
@@ -133,10 +138,12 @@ def retire_(config: ConfigOpt, name: str,
     """Stop serving a version to partners (its record stays)."""
     with node_context(config) as ctx:
         try:
-            retire(ctx, name, version)
+            current = retire(ctx, name, version)
         except RegistrationError as exc:
             fail(str(exc))
-    out.print(f"retired {name} version {version}")
+    out.print(f"retired {name} version {version}; "
+              + (f"partners are served version {current.version}" if current else
+                 "no active version is left: partners are served none"))
 
 
 @dataset_app.command("purge")
@@ -205,7 +212,8 @@ def update_(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset t
     opened = []
     with node_context(config) as ctx:
         try:
-            sources = {k: open_file(str(v), **({"encoding": encoding} if str(v).lower().endswith(
+            limits = {} if "://" in f"{add}{remove}" else {"limits": ctx.config.sources.limits()}
+            sources = {k: open_file(str(v), **limits, **({"encoding": encoding} if str(v).lower().endswith(
                 (".csv", ".tsv", ".txt")) else {})) for k, v in (("add", add), ("remove", remove)) if v}
             opened = list(sources.values())
             with Bars() as bars:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from adapters import IdType, SourceError
+from adapters.headers import show_columns
 
 from . import asker
 from .cli import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
@@ -143,7 +144,7 @@ def cardinality(config: ConfigOpt,
             with source:
                 if id_column not in source.columns:
                     raise SourceError(f"column {id_column!r} not found; available columns: "
-                                      f"{', '.join(source.columns)}")
+                                      f"{show_columns(source.columns)}")
                 ids, invalid = set(), 0
                 for row in source:
                     try:

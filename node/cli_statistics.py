@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+from adapters.headers import show_columns
 from adapters.reader import INEXACT_NUMBER_REASON
 
 from . import asker_statistics as stats
@@ -36,7 +37,7 @@ def _read(input_path: Path, encoding: str, id_column: str, id_type: IdType,
         for column in (id_column, threshold_column):
             if column and column not in source.columns:
                 raise SourceError(f"column {column!r} not found; available columns: "
-                                  f"{', '.join(source.columns)}")
+                                  f"{show_columns(source.columns)}")
         for row in source:
             if id_column in row.inexact:
                 bad.append((row.line, INEXACT_NUMBER_REASON))

@@ -89,6 +89,9 @@ class HttpSection(_Strict):
     """The auditor and admin HTTP API (HTTPS with the node's certificate by default)."""
     listen: str | None = None  # e.g. "127.0.0.1:8443"; None: no HTTP API
     tls: bool = True
+    # Plain HTTP (tls = false) is served on a loopback address only (e.g. behind a local
+    # TLS proxy), unless this says the node is a development setup; never in production.
+    plain_http_for_development: bool = False
     # Bearer tokens, stored only as "sha256:<hex>" digests (`shuqiao token new` makes one).
     auditor_tokens: list[str] = Field(default_factory=list)
     admin_tokens: list[str] = Field(default_factory=list)
@@ -99,6 +102,21 @@ class HttpSection(_Strict):
         if not all(re.fullmatch(r"sha256:[0-9a-f]{64}", t) for t in v):
             raise ValueError("tokens are configured as sha256:<64 hex> digests, never in clear")
         return v
+
+
+class SourcesSection(_Strict):
+    """Bounds on the files and tables a dataset or an input list is read from."""
+    max_expanded_mib: int = Field(default=1024, ge=1)   # a workbook unpacked, in total
+    max_compression_ratio: int = Field(default=100, ge=2)  # any workbook part over 8 MiB
+    max_rows: int = Field(default=1_048_576, ge=1)      # of a worksheet (Excel's own limit)
+    max_cell_chars: int = Field(default=32_767, ge=1)   # of a spreadsheet cell
+    max_line_chars: int = Field(default=1 << 20, ge=1)  # of a CSV line
+
+    def limits(self):
+        from adapters.limits import ReadLimits
+        return ReadLimits(max_expanded_bytes=self.max_expanded_mib << 20,
+                          max_member_ratio=self.max_compression_ratio, max_rows=self.max_rows,
+                          max_cell_chars=self.max_cell_chars, max_line_chars=self.max_line_chars)
 
 
 class AuditorSection(_Strict):
@@ -130,6 +148,11 @@ class QueryKindName(str, enum.Enum):
     THRESHOLD = "threshold"
 
 
+# Kinds whose answer is a count over the asked elements: without DP, one element asked
+# is exact membership, so they have a floor of their own (DatasetGrant).
+COUNTING_KINDS = frozenset({"cardinality", "aggregate"})
+
+
 class PurposeGrant(_Strict):
     """A purpose a partner may state, and the legal basis the agency relies on for it."""
     code: PurposeCode
@@ -145,6 +168,11 @@ class DatasetGrant(_Strict):
     label_attributes: list[str] = Field(default_factory=list)    # attributes a labeled query opens
     label_pad_to: int = Field(default=64, ge=32, le=4096)        # every label padded to this size
     min_elements: int = Field(default=1, ge=1)                   # smaller queries are refused
+    # Counting kinds (cardinality, aggregate) ask at least this many distinct elements
+    # too; a grant giving exact (non-DP) counts with a floor of 1 must say
+    # `exact_small_counts = true`, as it reveals one person's membership exactly.
+    min_counting_elements: int = Field(default=10, ge=1)
+    exact_small_counts: bool = False
     max_elements: int = Field(default=1_000_000, ge=1)
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
     monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
@@ -173,6 +201,17 @@ class DatasetGrant(_Strict):
     def _bounds(self) -> "DatasetGrant":
         if self.min_elements > self.max_elements:
             raise ValueError("min_elements must not exceed max_elements")
+        counting = COUNTING_KINDS & {k.value for k in self.kinds}
+        if counting:
+            floor = max(self.min_elements, self.min_counting_elements)
+            if floor > self.max_elements:
+                raise ValueError("min_counting_elements must not exceed max_elements "
+                                 f"for {', '.join(sorted(counting))}")
+            if floor <= 1 and self.dp_epsilon is None and not self.exact_small_counts:
+                raise ValueError(
+                    f"a grant of {', '.join(sorted(counting))} without dp_epsilon needs a floor above "
+                    "one element (min_counting_elements), or exact_small_counts = true to "
+                    "release exact counts of single elements deliberately")
         return self
 
     @field_validator("label_pad_to")
@@ -210,6 +249,7 @@ class NodeConfig(_Strict):
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
     http: HttpSection = HttpSection()
+    sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
     tls: TlsSection
@@ -233,7 +273,16 @@ class NodeConfig(_Strict):
                 if g.partner not in partner_ids:
                     raise ValueError(
                         f"dataset {d.name!r} grants partner {g.partner!r}, which is not in [[partners]]")
+        if self.http.listen and not self.http.tls and not _loopback(self.http.listen):
+            if self.node.mode is Mode.PRODUCTION or not self.http.plain_http_for_development:
+                raise ValueError(
+                    f"http.listen {self.http.listen!r} would serve tokens and ledger entries over "
+                    "plain HTTP on a non-loopback address: set http.tls = true, or listen on "
+                    "127.0.0.1 behind a TLS proxy (a pilot mode node may set "
+                    "http.plain_http_for_development = true)")
         if self.node.mode is Mode.PRODUCTION:
+            if self.http.plain_http_for_development:
+                raise ValueError("production mode refuses http.plain_http_for_development")
             if not self.tls.key_sealed:
                 raise ValueError("production mode requires tls.key_sealed = true")
             for d in self.datasets:
@@ -268,6 +317,17 @@ class NodeConfig(_Strict):
 
     def dataset(self, name: str) -> DatasetSection | None:
         return next((d for d in self.datasets if d.name == name), None)
+
+
+def _loopback(listen: str) -> bool:
+    import ipaddress
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def load_config(path: str | Path) -> NodeConfig:

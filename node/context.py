@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from .config import NodeConfig
 from .parallel import CryptoPool
+from .private_files import private_dir, private_sqlite
 from .secrets import KeyEncryptionKey
 from .store import open_store
 
@@ -25,7 +26,9 @@ class NodeContext:
 
     @cached_property
     def engine(self) -> Engine:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        # Personal data lives here: owner-only, the database and its journals too.
+        private_dir(self.config.data_dir)
+        private_sqlite(self.config.storage_url)
         return open_store(self.config.storage_url)
 
     @cached_property

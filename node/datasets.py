@@ -1,8 +1,8 @@
 """Dataset registration: an adapter's rows become an immutable dataset version.
 
 A registration streams the source once: each identifier is typed and normalised, the
-row is stored, and its OPRF tags for every granted partner are computed in worker
-processes while reading goes on. Invalid rows are reported with line number and reason;
+row is stored (sealed under the node KEK: node/stored_rows.py), and its OPRF tags for
+every granted partner are computed in worker processes while reading goes on. Invalid rows are reported with line number and reason;
 the version then holds every valid row (or, with `strict`, nothing at all). Everything
 is one database transaction, so a failed or interrupted registration leaves no trace.
 
@@ -10,8 +10,6 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 """
 from __future__ import annotations
 
-import json
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -24,6 +22,8 @@ from . import admin_log
 from .context import NodeContext
 from .keys import ensure_key
 from .store import dataset_chunks, datasets
+from .stored_rows import (  # noqa: F401  (iter_rows and the error are read through here too)
+    StoredRowsError, iter_chunks, iter_rows, pack_rows, rows_purpose, rows_sealer)
 from .tagtables import RowTagger
 
 ROW_BATCH = 8192
@@ -43,30 +43,6 @@ class Registration:
     fingerprint: str
     invalid: list[InvalidRow] = field(default_factory=list)
     tag_tables: list[tuple[str, int]] = field(default_factory=list)  # (partner, epoch)
-
-
-def pack_rows(rows: list[list]) -> bytes:
-    return zlib.compress(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode(), 1)
-
-
-def unpack_rows(blob: bytes) -> list[list]:
-    return json.loads(zlib.decompress(blob))
-
-
-def iter_chunks(conn: Connection, dataset_id: int):
-    """(seq, [[normalised id, attrs], ...]) of a dataset version, one chunk in memory at a time."""
-    seqs = conn.execute(select(dataset_chunks.c.seq).where(
-        dataset_chunks.c.dataset_id == dataset_id).order_by(dataset_chunks.c.seq)).scalars().all()
-    for seq in seqs:
-        blob = conn.execute(select(dataset_chunks.c.rows).where(
-            dataset_chunks.c.dataset_id == dataset_id, dataset_chunks.c.seq == seq)).scalar_one()
-        yield seq, unpack_rows(blob)
-
-
-def iter_rows(conn: Connection, dataset_id: int):
-    """(normalised id, attrs) of every row of a dataset version, chunk by chunk."""
-    for _, rows in iter_chunks(conn, dataset_id):
-        yield from rows
 
 
 def _noop(stage: str, done: int, total: int | None) -> None:
@@ -104,13 +80,15 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, id_type.value, keys)
         rows = chunk_seq = 0
         batch_rows: list[list] = []
+        sealer = rows_sealer(ctx.kek)
 
         def flush() -> None:
             nonlocal batch_rows, chunk_seq
             if batch_rows:
                 conn.execute(insert(dataset_chunks).values(
                     dataset_id=dataset_id, seq=chunk_seq, row_count=len(batch_rows),
-                    rows=pack_rows(batch_rows)))
+                    rows=pack_rows(batch_rows, sealer,
+                                   rows_purpose(name, version, dataset_id, chunk_seq))))
                 tagger.add_chunk(chunk_seq, batch_rows)
                 chunk_seq += 1
                 batch_rows = []
@@ -188,8 +166,13 @@ def current_version(conn: Connection, name: str) -> DatasetVersion | None:
     return DatasetVersion(**row._mapping) if row else None
 
 
-def retire(ctx: NodeContext, name: str, version: int) -> None:
-    """Mark a version retired: partners can no longer sync or query it (ledgered)."""
+def retire(ctx: NodeContext, name: str, version: int) -> "DatasetVersion | None":
+    """Mark a version retired: partners can no longer sync or query it (ledgered).
+
+    Retiring the newest active version makes the one before it current again; what it
+    lacks to be served (tables of newer key epochs) is built in the same transaction.
+    Returns the version served from now on, if any.
+    """
     ctx.ledger
     with ctx.engine.begin() as conn:
         res = conn.execute(update(datasets).where(
@@ -198,6 +181,14 @@ def retire(ctx: NodeContext, name: str, version: int) -> None:
         if res.rowcount != 1:
             raise RegistrationError(f"no active version {version} of dataset {name!r}")
         admin_log.record(ctx, conn, "dataset_retired", name, version=version)
+        current = current_version(conn, name)
+        declared = ctx.config.dataset(name)
+        if current is not None and current.version < version and declared is not None:
+            # The newest was retired: the previous active version is served again, under
+            # the partners' current key epochs, which may have started after it.
+            from .epochs import complete_version
+            complete_version(ctx, conn, declared, current)
+    return current
 
 
 def purge(ctx: NodeContext, name: str, version: int) -> int:
@@ -292,7 +283,8 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
         present: set[str] = set()
         seq = rows = 0
         tag_iters = {p: iter_row_tags(conn, base.id, p, e) for p, (e, _) in keys.items()}
-        for _, chunk in iter_chunks(conn, base.id):
+        sealer = rows_sealer(ctx.kek)
+        for _, chunk in iter_chunks(conn, base.id, ctx.kek):
             keep = np.array([r[0] not in gone for r in chunk], dtype=bool)
             present.update(r[0] for r in chunk)
             kept = [r for r, k in zip(chunk, keep) if k]
@@ -301,8 +293,9 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
                 if kept:
                     tagger.keep(p, seq, tags, lab, keep)
             if kept:
-                conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
-                                                           row_count=len(kept), rows=pack_rows(kept)))
+                conn.execute(insert(dataset_chunks).values(
+                    dataset_id=dataset_id, seq=seq, row_count=len(kept),
+                    rows=pack_rows(kept, sealer, rows_purpose(name, version, dataset_id, seq))))
                 seq += 1
                 rows += len(kept)
             progress("copying", rows, base.row_count)
@@ -316,8 +309,9 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
                 fresh.append(row)
         for i in range(0, len(fresh), ROW_BATCH):
             part = fresh[i:i + ROW_BATCH]
-            conn.execute(insert(dataset_chunks).values(dataset_id=dataset_id, seq=seq,
-                                                       row_count=len(part), rows=pack_rows(part)))
+            conn.execute(insert(dataset_chunks).values(
+                dataset_id=dataset_id, seq=seq, row_count=len(part),
+                rows=pack_rows(part, sealer, rows_purpose(name, version, dataset_id, seq))))
             tagger.add_chunk(seq, part)
             seq += 1
             rows += len(part)

@@ -38,12 +38,44 @@ def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys,
     """Row tags, sorted tables and threshold tables of a stored version under `keys`
     (partner -> (epoch, key))."""
     tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, version.id, version.id_type, keys)
-    for seq, rows in iter_chunks(conn, version.id):
+    for seq, rows in iter_chunks(conn, version.id, ctx.kek):
         tagger.add_chunk(seq, rows)
     done = tagger.finish()
     for target in threshold_store.targets(declared, version.id, version.version, version.id_type,
                                           version.attributes, {p: e for p, (e, _) in keys.items()}):
         threshold_store.prepare_in(ctx, conn, target, progress, tagger.outputs.get(target.partner))
+    return done
+
+
+def complete_version(ctx: NodeContext, conn: Connection, declared, version,
+                     progress: Progress = _noop) -> list[tuple[str, int]]:
+    """Build what ``version`` lacks to be served: the tables of each granted partner's
+    current epoch that it has no tag table for (a version that becomes current again when
+    a newer one is retired was never tagged under epochs started after it), and its
+    threshold tables. Returns the (partner, epoch) pairs tagged."""
+    from sqlalchemy import delete, select
+
+    from .keys import sealed_key
+    from .store import row_tags, tag_tables
+    keys = {}
+    for g in declared.grants:
+        epoch = current_epoch(conn, declared.name, g.partner)
+        if epoch is None:
+            continue
+        held = conn.execute(select(tag_tables.c.id).where(
+            tag_tables.c.dataset_id == version.id, tag_tables.c.partner == g.partner,
+            tag_tables.c.epoch == epoch, tag_tables.c.predicate == "")).first()
+        if held is None:
+            conn.execute(delete(row_tags).where(  # a partial set, if any, is rebuilt whole
+                row_tags.c.dataset_id == version.id, row_tags.c.partner == g.partner,
+                row_tags.c.epoch == epoch))
+            keys[g.partner] = (epoch, sealed_key(conn, declared.name, g.partner, epoch))
+    done = retag_version(ctx, conn, declared, version, keys, progress) if keys else []
+    epochs = {g.partner: e for g in declared.grants
+              if (e := current_epoch(conn, declared.name, g.partner)) is not None}
+    for target in threshold_store.targets(declared, version.id, version.version, version.id_type,
+                                          version.attributes, epochs):
+        threshold_store.prepare_in(ctx, conn, target, progress)
     return done
 
 

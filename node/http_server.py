@@ -55,11 +55,15 @@ def admin_router(ctx: NodeContext) -> APIRouter:
     digests = [d.encode() for d in ctx.config.http.admin_tokens]
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        from .ledger.http import hash_token
-        token = (authorization or "").removeprefix("Bearer ").strip()
+        from .ledger.http import bearer_token, hash_token
+        token = bearer_token(authorization)
         presented = hash_token(token).encode() if token else b""
-        if not token or not any(hmac.compare_digest(presented, d) for d in digests):
-            raise HTTPException(status_code=401, detail="an admin token is required",
+        matched = False
+        for digest in digests:  # no early exit: constant time per token
+            matched |= hmac.compare_digest(presented, digest)
+        if not token or not matched:
+            raise HTTPException(status_code=401,
+                                detail="an admin token is required (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
@@ -85,9 +89,11 @@ def admin_router(ctx: NodeContext) -> APIRouter:
 
 def create_app(ctx: NodeContext) -> FastAPI:
     from .ledger.http import create_app as ledger_app
+    from .ledger.http import guard
     app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
     # The ledger app requires an auditor token on every route; admin routes get their own.
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
+    guard(outer)
     outer.include_router(admin_router(ctx))
     outer.mount("/", app)
     return outer

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+from adapters.headers import show_columns
 
 from adapters.reader import INEXACT_NUMBER_REASON
 
 from . import asker
+from .consent import consent_digest
 from .context import NodeContext
+from .private_files import open_private
 
 ANSWER_COLUMN = "shuqiao_answer"
 
@@ -36,7 +39,8 @@ class MembershipJob:
 
 def _atomic_csv(path: Path):
     tmp = path.with_name(f".{path.name}.partial")
-    return tmp, open(tmp, "w", newline="", encoding="utf-8-sig")  # Excel opens utf-8-sig
+    # Results name applicants: owner-only from the first byte. Excel opens utf-8-sig.
+    return tmp, open_private(tmp, "w", newline="", encoding="utf-8-sig")
 
 
 def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
@@ -53,7 +57,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     for column in (id_column, auth_column):
         if column and column not in source.columns:
             raise SourceError(f"column {column!r} not found; available columns: "
-                              f"{', '.join(source.columns)}")
+                              f"{show_columns(source.columns)}")
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
                          "give --auth-column (the consent or application number column)")
@@ -61,7 +65,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     bad: list[tuple[int, str]] = []
     index: dict[bytes, int] = {}
     asked: list[bytes] = []
-    refs: list[str] = []
+    consented: list[tuple[bytes, str]] = []  # one (identifier, reference) per row asked
     for row in source:
         ref = row.values.get(auth_column, "").strip() if auth_column else ""
         if auth_column and not ref:
@@ -78,15 +82,15 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
         i = index.setdefault(value, len(asked))
         if i == len(asked):
             asked.append(value)
-            refs.append(ref)
-        elif ref and ref not in refs[i].split("|"):
-            refs[i] += "|" + ref  # one person under several applications
+        if auth_column:
+            consented.append((value, ref))  # one person under several applications: each row
         rows.append((row.line, row.values, i))
         progress("reading", source.progress_position(), source.progress_total)
 
     result = asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
                               predicate=predicate,
-                              authorisations=refs if auth_column else None) if asked else None
+                              consent_digest=consent_digest(consented) if auth_column else None
+                              ) if asked else None
     label_columns = list(dict.fromkeys(k for r in (result.labels or []) if r for k in r)) if result else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, f = _atomic_csv(out)

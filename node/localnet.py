@@ -18,6 +18,7 @@ from pathlib import Path
 import tomli_w
 
 from .pki import init_ca, issue_node_cert
+from .private_files import open_private, private_dir, write_private
 from .secrets import KeyEncryptionKey
 
 
@@ -51,8 +52,7 @@ class Federation:
                  grpc: dict | None = None, storage_url: str | None = None,
                  seal_tls_key: bool = True, extra: dict | None = None) -> LocalNode:
         """Write the node's config, create its KEK and certificate."""
-        d = self.root / node_id
-        d.mkdir(parents=True, exist_ok=True)
+        d = private_dir(self.root / node_id)  # the node's data directory
         kek_path = d / "keys" / "node.kek"
         kek = KeyEncryptionKey.load(kek_path) if kek_path.exists() else KeyEncryptionKey.create(kek_path)
         if not (d / "tls" / f"{node_id}.pem").exists():
@@ -69,7 +69,7 @@ class Federation:
             config["storage"] = {"url": storage_url}
         config.update(extra or {})
         path = d / "node.toml"
-        path.write_bytes(tomli_w.dumps(config).encode())
+        write_private(path, tomli_w.dumps(config).encode())
         node = LocalNode(node_id, path, d)
         self.nodes[node_id] = node
         return node
@@ -82,7 +82,7 @@ class Federation:
         for p in config["partners"]:
             if p["id"] == partner_id:
                 p["address"] = address
-        path.write_bytes(tomli_w.dumps(config).encode())
+        write_private(path, tomli_w.dumps(config).encode())
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600,
             env: dict | None = None) -> subprocess.CompletedProcess:
@@ -95,7 +95,7 @@ class Federation:
         node = self.nodes[node_id]
         port_file = node.directory / "serve.port"
         port_file.unlink(missing_ok=True)
-        log = open(node.directory / "serve.log", "ab")
+        log = open_private(node.directory / "serve.log", "ab")
         node.process = subprocess.Popen(
             [sys.executable, "-m", "node", "serve", "--config", str(node.config_path),
              "--port-file", str(port_file)],

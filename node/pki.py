@@ -270,8 +270,9 @@ def issue_node_cert(
         encryption = serialization.BestAvailableEncryption(tls_key_passphrase(kek).expose())
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     write_new_file(files.key_path, _pkcs8(key, encryption), mode=0o600)
-    write_new_file(files.cert_path, cert_pem, mode=0o644)
-    write_new_file(files.chain_path, cert_pem + ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    # Public, but they sit in the node's data directory, where every file is owner-only.
+    write_new_file(files.cert_path, cert_pem, mode=0o600)
+    write_new_file(files.chain_path, cert_pem + ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o600)
     return files
 
 

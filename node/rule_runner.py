@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
+from adapters.headers import show_columns
 
 from . import asker, predicate as pred
 from .context import NodeContext
+from .private_files import open_private
 from .datasets import current_version, iter_rows
 from .querylog import QueryRecord
 from .rules import Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan
@@ -57,7 +59,7 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
         if version is None:
             raise RuleError(f"local dataset {q.dataset!r} has no registered version")
         keep = pred.compile_predicate(pred.parse(q.predicate)) if q.predicate else (lambda a: True)
-        members = {subject for subject, attrs in iter_rows(conn, version.id) if keep(attrs)}
+        members = {subject for subject, attrs in iter_rows(conn, version.id, ctx.kek) if keep(attrs)}
     record.version = version.version
     answer = {x: x in members for x in ids}
     record.outcome, record.matched = "answered", sum(answer.values())
@@ -73,7 +75,7 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
     purpose = rule_file.purposes.get(name)
     for column in (id_column, *sorted(rule.local_columns)):
         if column not in source.columns:
-            raise SourceError(f"column {column!r} not found; available columns: {', '.join(source.columns)}")
+            raise SourceError(f"column {column!r} not found; available columns: {show_columns(source.columns)}")
     rows = list(source)
     ids: list[str] = []
     for row in rows:
@@ -96,7 +98,7 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
         answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
     counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
     tmp = out.with_name(f".{out.name}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8-sig") as f:
+    with open_private(tmp, "w", newline="", encoding="utf-8-sig") as f:  # names applicants
         w = csv.writer(f)
         w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
         for row in rows:

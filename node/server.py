@@ -15,6 +15,7 @@ from .answer_statistics import StatisticsAnswerer
 from .answerer import MembershipAnswerer
 from .auth import PartnerInterceptor, peer_node_id
 from .context import NodeContext
+from .incidents import IncidentInterceptor
 from .pki import load_tls_identity
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2_grpc
@@ -49,7 +50,7 @@ class NodeServer:
         self.health = health.HealthServicer()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-            interceptors=[PartnerInterceptor((p.id for p in cfg.partners),
+            interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),
                                              (a.id for a in cfg.auditors))],
             options=grpc_options(cfg.grpc.max_message_bytes),
             maximum_concurrent_rpcs=64)
@@ -94,8 +95,9 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
     """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
     import time
     from .epochs import due, prune_expired, rotate
-    from .witnessing import witness_partners
+    from .witnessing import report_status, witness_partners
     m = ctx.config.maintenance
+    status = report_status(ctx, None)
     next_rotation = time.monotonic() + m.interval_seconds
     next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
     while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
@@ -112,6 +114,7 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
             if now >= next_witness:
                 next_witness = now + m.witness_seconds
                 witness_partners(ctx)
+                status = report_status(ctx, status)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
 
@@ -122,9 +125,13 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> Non
     port = node.start()
     host = ctx.config.grpc.listen.rsplit(":", 1)[0]
     log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
+    from .witnessing import coverage_warnings
+    for warning in coverage_warnings([ctx.config]):
+        log.warning("witnessing: %s", warning)
     if port_file:
+        from .private_files import write_private
         tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(port) + (f"\n{node.http_port}" if node.http is not None else ""))
+        write_private(tmp, (str(port) + (f"\n{node.http_port}" if node.http is not None else "")).encode())
         os.replace(tmp, port_file)
     if on_ready:
         on_ready(port)

@@ -50,7 +50,7 @@ def version_columns(ctx, version) -> VersionColumns:
             kind = IdType(version.id_type)
             ids, attrs = [], {a: [] for a in version.attributes}
             with ctx.engine.connect() as conn:
-                for subject, values in iter_rows(conn, version.id):
+                for subject, values in iter_rows(conn, version.id, ctx.kek):
                     ids.append(encode(kind, subject))
                     for a, column in attrs.items():
                         column.append(values.get(a, ""))

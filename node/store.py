@@ -10,7 +10,7 @@ The query log is append-only: UPDATE and DELETE are refused by the database itse
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
+    JSON, BigInteger, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
     MetaData, String, Table, Text, UniqueConstraint, create_engine, event, text,
 )
 
@@ -44,7 +44,7 @@ dataset_chunks = Table(
     Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("row_count", Integer, nullable=False),
-    Column("rows", LargeBinary, nullable=False),  # zlib(JSON [[subject, {attrs}], ...])
+    Column("rows", LargeBinary, nullable=False),  # sealed zlib(JSON [[subject, {attrs}], ...]): node/stored_rows.py
     UniqueConstraint("dataset_id", "seq", name="uq_dataset_chunk"),
 )
 
@@ -203,6 +203,32 @@ node_state = Table(
     Column("value", Text, nullable=False),
 )
 
+# The answering node's claim on every query id it admitted, holding what the query
+# reserved against the partner's element quotas and DP budget until its query-log row
+# settles it (node/admission.py). The primary key makes a query id answerable once;
+# a claim never settled (the node stopped mid-query) keeps counting in full.
+query_claims = Table(
+    "query_claims", metadata,
+    Column("query_id", String(64), primary_key=True),
+    Column("partner", String(64), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("elements", BigInteger, nullable=False),
+    Column("epsilon_micro", BigInteger, nullable=False),
+    Column("admitted_at", DateTime(timezone=True), nullable=False),
+    Column("settled", Boolean, nullable=False),
+    Index("ix_query_claims_open", "partner", "dataset", "settled"),
+)
+
+# One row per partner x dataset, locked (SELECT ... FOR UPDATE) by every admission to
+# it on server databases, so checking and reserving a quota is one serial step.
+admission_locks = Table(
+    "admission_locks", metadata,
+    Column("partner", String(64), primary_key=True),
+    Column("dataset", String(64), primary_key=True),
+)
+
+
 def delete_tables(conn, tables: Table, chunks: Table, *where) -> None:
     """Delete the rows of ``tables`` matching ``where`` and their chunks (``table_id``)."""
     from sqlalchemy import delete, select
@@ -220,6 +246,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA secure_delete=ON")  # deleted rows (a purged version) are overwritten
     cur.close()
 
 

@@ -138,12 +138,12 @@ class Target:
     base_dataset_id: int | None = None  # the version this one was refreshed from
 
 
-def _version_incomes(conn: Connection, t: Target):
+def _version_incomes(conn: Connection, t: Target, kek):
     """(encoded ids, incomes, row tags, (chunk, offset) per row) of the usable rows, and
     how many rows were not usable."""
     kind = IdType(t.id_type)
     ids, incomes, keep, where, total = [], [], [], [], 0
-    for seq, rows in iter_chunks(conn, t.dataset_id):
+    for seq, rows in iter_chunks(conn, t.dataset_id, kek):
         for offset, (subject, attrs) in enumerate(rows):
             value = usable_income(attrs.get(t.column, ""))
             keep.append(value is not None)
@@ -169,7 +169,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = _n
     whose full OPRF output the caller's tagger kept (``outputs``: chunk -> 64 bytes per
     row) are sealed under it; the others are evaluated again.
     """
-    ids, incomes, tags, where, unusable = _version_incomes(conn, t)
+    ids, incomes, tags, where, unusable = _version_incomes(conn, t, ctx.kek)
     outputs = outputs or {}
     L = income_label_length(key.n)
     labels = np.zeros(len(ids), dtype=f"V{L}")
@@ -340,10 +340,16 @@ def prepare_current(ctx, dataset: str, progress: Progress = _noop) -> list[tuple
     declared = ctx.config.dataset(dataset)
     if declared is None:
         raise ValueError(f"dataset {dataset!r} is not declared in the node config")
-    with ctx.engine.connect() as conn:
+    from .epochs import complete_version
+    ctx.ledger  # loaded before the write transaction
+    with ctx.engine.begin() as conn:
         version = current_version(conn, dataset)
         if version is None:
-            raise ValueError(f"dataset {dataset!r} has no registered version")
+            raise ValueError(f"dataset {dataset!r} has no active version (none registered, "
+                             "or every version retired)")
+        # Tag tables first: a version served again after the newest was retired may have
+        # none under the current epochs, and its threshold tables are sealed under them.
+        complete_version(ctx, conn, declared, version, progress)
         epochs = {g.partner: current_epoch(conn, dataset, g.partner) for g in declared.grants}
     epochs = {p: e for p, e in epochs.items() if e is not None}
     return [(t, prepare(ctx, t, progress))

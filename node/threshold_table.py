@@ -24,6 +24,7 @@ import numpy as np
 from protocols import threshold as th
 
 from .errors import PartnerError, rpc_error
+from .private_files import open_private, private_dir
 from .rpc.shuqiao.v1 import statistics_pb2 as spb
 from .stats_wire import RoundError, expect, income_label_length, threshold_table_digest
 from .tagtables import Arrays, apply_delta
@@ -89,11 +90,11 @@ def _head(info: spb.ThresholdTableInfo) -> bytes:
 
 def _receive(path: Path, info: spb.ThresholdTableInfo, responses, progress) -> None:
     """Write the streamed rows into ``path`` (tags, then labels, at their offsets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     head = _head(info)
     tags_at, labels_at = len(head), len(head) + info.rows * info.tag_length
     rows = 0
-    with open(path, "wb") as f:
+    with open_private(path, "wb") as f:
         f.write(head)
         f.truncate(labels_at + info.rows * info.label_length)
         for chunk in responses:
@@ -157,7 +158,7 @@ def _patch(path: Path, info: spb.ThresholdTableInfo, held, responses, progress) 
     stored = spb.ThresholdTableInfo()
     stored.CopyFrom(info)
     stored.ClearField("delta_from")
-    with open(path, "wb") as f:
+    with open_private(path, "wb") as f:
         f.write(_head(stored))
         f.write(table.tag_bytes())
         f.write(table.label_bytes())

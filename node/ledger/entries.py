@@ -35,9 +35,9 @@ __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "e
 
 ADMIN_ACTIONS = ("dataset_registered", "dataset_retired", "key_rotated", "partner_changed",
                  "policy_changed", "node_initialised", "threshold_prepared", "dataset_purged",
-                 "epoch_pruned", "ledger_key_certified", "ledger_key_rotated",
-                 "partner_key_rotated")
-WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent")
+                 "epoch_pruned", "own_ledger_conflict", "own_ledger_resolved",
+                 "ledger_key_certified", "ledger_key_rotated", "partner_key_rotated")
+WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent", "resolved")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EntryError = CanonicalError
 
@@ -106,7 +106,7 @@ class QueryEntry:
     def metadata(self) -> QueryMetadata:
         return QueryMetadata(self.query_id, self.asker, self.answerer, self.kind, self.dataset,
                              self.version, self.epoch, self.purpose, self.elements, self.outcome,
-                             self.predicate or "")
+                             self.predicate or "", self.authorisation_digest or "")
 
     @property
     def partner(self) -> str:
@@ -178,7 +178,7 @@ class AdminEntry:
 class WitnessEntry:
     type: ClassVar[str] = "witness"
     partner: str
-    verdict: str  # cosigned | fork | rollback | inconsistent
+    verdict: str  # cosigned | fork | rollback | inconsistent | resolved (the true head, by an operator)
     head: SignedTreeHead  # the head checked (and countersigned if verdict is cosigned)
     time: str
     conflicting_head: SignedTreeHead | None = None  # the earlier head it contradicts
@@ -190,7 +190,7 @@ class WitnessEntry:
         canonical.check_time(self.time, "time")
         if not isinstance(self.head, SignedTreeHead) or self.head.node != self.partner:
             raise EntryError("head must be a signed tree head of the partner")
-        if (self.verdict == "cosigned") != (self.conflicting_head is None):
+        if (self.verdict in ("cosigned", "resolved")) != (self.conflicting_head is None):
             raise EntryError("a conflicting head goes with a conflict verdict, and only with it")
         if self.conflicting_head is not None and self.conflicting_head.node != self.partner:
             raise EntryError("conflicting_head must be a head of the same partner")

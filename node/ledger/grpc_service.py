@@ -20,6 +20,7 @@ from protocols import merkle
 
 from ..rpc.shuqiao.v1 import ledger_pb2 as pb
 from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
+from . import canonical
 from .anchor import KeyCertification, current_certification, current_head
 from .canonical import CanonicalError
 from .log import Ledger, LedgerError
@@ -27,7 +28,8 @@ from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHea
 from .sources import SourceError
 from .witness import Witness, WitnessError
 
-__all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature"]
+__all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature",
+           "exchange_notes"]
 
 MAX_ENTRIES_PER_CALL = 1_000_000
 
@@ -51,7 +53,26 @@ class LedgerService(pb_grpc.LedgerServicer):
         self.witness = witness or Witness(ledger)
 
     def GetTreeHead(self, request, context):
-        return head_to_pb(current_head(self.ledger))
+        head = current_head(self.ledger)
+        msg = head_to_pb(head)
+        msg.cosignatures.extend(pb.Cosignature(witness=c.witness, time=c.time, signature=c.signature)
+                                for c in self.witness.cosignatures_of(head))
+        return msg
+
+    def GetWitnessing(self, request, context):
+        from .witness_evidence import evidence
+        return pb.WitnessDocument(document=canonical.dump(evidence(self.witness)))
+
+    def Exchange(self, request, context):
+        from .witness_gossip import exchange_document, take
+        peer = self.peer_id(context)
+        if peer is None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no authenticated partner")
+        try:
+            take(self.witness, peer, canonical.parse(request.document))
+        except (CanonicalError, SignatureError, KeyError, TypeError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed exchange document: {exc}")
+        return pb.WitnessDocument(document=canonical.dump(exchange_document(self.witness, peer)))
 
     def GetPublicKey(self, request, context):
         key = self.ledger.public_key
@@ -138,6 +159,14 @@ class GrpcLogSource:
     def tree_head(self) -> SignedTreeHead:
         return head_from_pb(self._call(self._stub.GetTreeHead, pb.GetTreeHeadRequest()))
 
+    def witnessing(self) -> dict:
+        """The node's witness record (witness_evidence.py)."""
+        doc = self._call(self._stub.GetWitnessing, pb.GetWitnessingRequest()).document
+        try:
+            return canonical.parse(doc)
+        except CanonicalError as exc:
+            raise SourceError(f"{self.name}: malformed witness record ({exc})") from None
+
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         request = pb.GetEntriesRequest(start=start, end=end)
         try:
@@ -178,3 +207,13 @@ def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 3
     if kind == "conflict":
         return answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)
     raise SourceError("the witness asked for a proof twice")
+
+
+def exchange_notes(witness: Witness, peer: str, channel: grpc.Channel, prove=None, *,
+                   timeout: float = 30.0) -> list[str]:
+    """One Exchange with `peer` (witness_gossip.py); returns the conflict kinds it revealed."""
+    from .witness_gossip import exchange_document, take
+    stub = pb_grpc.LedgerStub(channel)
+    answer = stub.Exchange(pb.WitnessDocument(
+        document=canonical.dump(exchange_document(witness, peer))), timeout=timeout)
+    return take(witness, peer, canonical.parse(answer.document), prove)

@@ -29,9 +29,9 @@ from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
@@ -45,11 +45,24 @@ from .sources import SourceError, export_lines
 __all__ = ["create_app", "hash_token", "new_token", "HttpLogSource"]
 
 MAX_PAGE = 5000
+INT64_MAX = 2**63 - 1  # ledger indices and sizes are stored as 64-bit integers
 
 
 def hash_token(token: str) -> str:
     """The digest a node stores for an auditor token: "sha256:<hex>"."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None.
+
+    One rule for every role: a bare token or another scheme is no token at all.
+    """
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
 
 
 def new_token() -> tuple[str, str]:
@@ -109,19 +122,16 @@ class ProofOut(_Out):
 
 # -- dependencies -------------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False)
-
-
 def _ledger(request: Request) -> Ledger:
     return request.app.state.ledger
 
 
-def _auditor(request: Request,
-             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(401, "an auditor token is required",
+def _auditor(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    token = bearer_token(authorization)
+    if token is None:
+        raise HTTPException(401, "an auditor token is required (Authorization: Bearer <token>)",
                             headers={"WWW-Authenticate": "Bearer"})
-    presented = hash_token(credentials.credentials).encode()
+    presented = hash_token(token).encode()
     matched = False
     for digest in request.app.state.token_digests:  # no early exit: constant time per token
         matched |= hmac.compare_digest(presented, digest)
@@ -130,11 +140,27 @@ def _auditor(request: Request,
 
 
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
+_Filter = Annotated[str | None, Query(max_length=64)]  # every filtered field is at most 64
 Auditor = Depends(_auditor)
 
 
 def _proof_error(exc: Exception) -> HTTPException:
     return HTTPException(400, str(exc))
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad parameter and the rule it broke, never echoing the value sent."""
+    problems = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+                for e in exc.errors()]
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+def guard(app: FastAPI) -> FastAPI:
+    """Bounded errors for an app: 422 without echoed input, 500 with an incident id only."""
+    from ..incidents import IncidentMiddleware
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(IncidentMiddleware)
+    return app
 
 
 def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
@@ -145,6 +171,7 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     app = FastAPI(title="Shuqiao ledger (auditor)", dependencies=[Auditor],
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ledger, app.state.engine, app.state.token_digests = ledger, engine, digests
+    guard(app)
 
     @app.get("/v1/ledger/key", response_model=KeyOut)
     def key(ledger: LedgerDep) -> KeyOut:
@@ -158,12 +185,12 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
                        key_certification=_certification(ledger))
 
     @app.get("/v1/ledger/entries", response_model=EntriesOut)
-    def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0)] = 0,
-                end: Annotated[int | None, Query(ge=0)] = None,
+    def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+                end: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-                type: str | None = None, partner: str | None = None, dataset: str | None = None,
-                purpose: str | None = None, outcome: str | None = None,
-                since: str | None = None, until: str | None = None) -> EntriesOut:
+                type: _Filter = None, partner: _Filter = None, dataset: _Filter = None,
+                purpose: _Filter = None, outcome: _Filter = None,
+                since: _Filter = None, until: _Filter = None) -> EntriesOut:
         try:
             where = EntryFilter(type, partner, dataset, purpose, outcome, since, until)
             rows = list(ledger.entries(start, end, where=where, limit=limit + 1))
@@ -177,8 +204,8 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
             next=rows[-1][0] + 1 if more else None)
 
     @app.get("/v1/ledger/proof/inclusion", response_model=ProofOut)
-    def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0)],
-                  size: Annotated[int, Query(ge=1)]) -> ProofOut:
+    def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0, le=INT64_MAX)],
+                  size: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
         try:
             proof = ledger.inclusion_proof(index, size)
         except (LedgerError, merkle.ProofError) as exc:
@@ -186,13 +213,36 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
         return ProofOut(first=index, second=size, proof=[p.hex() for p in proof])
 
     @app.get("/v1/ledger/proof/consistency", response_model=ProofOut)
-    def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1)],
-                    second: Annotated[int, Query(ge=1)]) -> ProofOut:
+    def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1, le=INT64_MAX)],
+                    second: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
         try:
             proof = ledger.consistency_proof(first, second)
         except (LedgerError, merkle.ProofError) as exc:
             raise _proof_error(exc) from None
         return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from .alarms import REGISTRY
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/ledger/cosigned-head")
+    def cosigned_head(ledger: LedgerDep) -> dict:
+        """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
+        from .witness import Witness
+        head = ledger.sign_head()
+        return {"head": head.to_dict(),
+                "cosignatures": [c.to_dict() for c in Witness(ledger).cosignatures_of(head)]}
+
+    @app.get("/v1/ledger/witnessing")
+    def witnessing(ledger: LedgerDep) -> dict:
+        """The node's witness record: cosignatures, pinned keys, conflicts with both heads."""
+        from .witness import Witness
+        from .witness_evidence import evidence
+        return evidence(Witness(ledger))
 
     @app.get("/v1/ledger/export")
     def export(ledger: LedgerDep) -> StreamingResponse:
@@ -264,6 +314,10 @@ class HttpLogSource:
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self._proof("/v1/ledger/proof/consistency", first=first, second=second)
+
+    def witnessing(self) -> dict:
+        """The node's witness record (witness_evidence.py)."""
+        return self._get("/v1/ledger/witnessing")
 
     def decoded(self, **filters: Any) -> list[tuple[int, Any]]:
         """Entries matching auditor filters, decoded (for browsing, not for verifying)."""

@@ -31,7 +31,7 @@ __all__ = ["OUTCOMES", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSigna
            "ReceiptMismatch", "make_receipt", "verify_receipt"]
 
 _CONTEXT = b"shuqiao/ledger/receipt/v1\n"
-OUTCOMES = ("admitted", "answered", "refused", "failed", "aborted")
+OUTCOMES = ("admitted", "answered", "refused", "failed", "aborted", "broken_by_asker")
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -79,6 +79,9 @@ class QueryMetadata:
     elements: int
     outcome: str
     predicate: str = ""  # canonical predicate text of predicate queries; "" for all rows
+    # The consent digest (node/consent.py) both sides recorded; "" (and then absent from
+    # the canonical form, as in receipts made before it existed) when none was given.
+    authorisation_digest: str = ""
 
     def __post_init__(self) -> None:
         check_token(self.query_id, "query_id")
@@ -88,17 +91,22 @@ class QueryMetadata:
         check_text(self.dataset, "dataset", 64)
         check_text(self.purpose, "purpose", 64)
         check_text(self.predicate, "predicate", 512)
+        if self.authorisation_digest:
+            canonical.check_hex(self.authorisation_digest, "authorisation_digest", 32)
         for name in ("version", "epoch", "elements"):
             check_size(getattr(self, name), name)
         if self.outcome not in OUTCOMES:
             raise canonical.CanonicalError(f"outcome must be one of {', '.join(OUTCOMES)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "authorisation_digest" or self.authorisation_digest}
 
     @classmethod
     def from_dict(cls, d: Any) -> QueryMetadata:
         names = {f.name for f in fields(cls)}
+        if isinstance(d, dict) and "authorisation_digest" not in d:
+            names.discard("authorisation_digest")
         if not isinstance(d, dict) or set(d) != names:
             raise canonical.CanonicalError(f"query metadata has exactly {', '.join(sorted(names))}")
         return cls(**d)

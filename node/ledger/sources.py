@@ -7,7 +7,10 @@ gRPC (grpc_service.GrpcLogSource), over HTTP (http.HttpLogSource), in-process
 Export format: JSON lines, UTF-8. The first line is the header
 
     {"format":"shuqiao-ledger-export","v":1,"node":..,"public_key":"ed25519:..",
-     "head":{signed tree head}[,"certification":{the key's certification, anchor.py}]}
+     "head":{signed tree head}, "witnessing":{witness record, witness_evidence.py}
+     [,"certification":{the key's certification, anchor.py}]}
+
+("witnessing" is absent from older exports.)
 
 then one line per entry in index order, up to the head's size:
 
@@ -90,11 +93,19 @@ class LedgerSource:
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self.ledger.consistency_proof(first, second)
 
+    def witnessing(self) -> dict:
+        from .witness import Witness
+        from .witness_evidence import evidence
+        return evidence(Witness(self.ledger))
+
 
 def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
     """The export of `ledger` up to `head`, line by line (for files and HTTP streaming)."""
+    from .witness import Witness
+    from .witness_evidence import evidence
     header = {"format": EXPORT_FORMAT, "v": 1, "node": head.node,
-              "public_key": ledger.public_key.text, "head": head.to_dict()}
+              "public_key": ledger.public_key.text, "head": head.to_dict(),
+              "witnessing": evidence(Witness(ledger))}
     certification = current_certification(ledger.engine, ledger.public_key)
     if certification is not None:
         header["certification"] = certification.to_dict()
@@ -137,6 +148,7 @@ class ExportSource:
                 raise SourceError(f"{self.path} is not a Shuqiao ledger export")
             self._key = LedgerPublicKey.from_text(header["public_key"])
             self._head = SignedTreeHead.from_dict(header["head"])
+            self._witnessing = header.get("witnessing")
             certification = header.get("certification")
             self._certification = None if certification is None else \
                 KeyCertification.from_dict(certification)
@@ -151,6 +163,10 @@ class ExportSource:
 
     def key_certification(self) -> KeyCertification | None:
         return self._certification
+
+    def witnessing(self) -> dict | None:
+        """The node's witness record at export time (witness_evidence.py), if the file has one."""
+        return self._witnessing
 
     def _lines(self, start: int, end: int) -> Iterator[tuple[int, bytes, str | None]]:
         b64decode = base64.b64decode

@@ -143,9 +143,9 @@ def test_authorisation_references_are_required_and_bound(scenario, tmp_path):
     assert "3 distinct asked" in r.stdout
     rejected = rows(out.with_suffix(".rejected.csv"))
     assert [(x["line"], x["reason"]) for x in rejected] == [("3", "missing authorisation reference")]
-    from node.asker import authorisation_digest
-    expected = authorisation_digest([encode(IdType.CN_RESIDENT_ID, p) for p in (people[0], people[2], people[3])],
-                                    ["GJJ-2026-001", "GJJ-2026-003", "GJJ-2026-004"])
+    from node.consent import consent_digest
+    expected = consent_digest(zip([encode(IdType.CN_RESIDENT_ID, p) for p in (people[0], people[2], people[3])],
+                                  ["GJJ-2026-001", "GJJ-2026-003", "GJJ-2026-004"]))
     engine = sa.create_engine(f"sqlite:///{scenario.fed.nodes['fund'].directory / 'node.db'}")
     with engine.connect() as conn:
         digests = conn.execute(sa.text("SELECT authorisation_digest FROM query_log")).scalars().all()

@@ -66,7 +66,7 @@ def test_matching_ledgers_cross_check(fund, hrss):
     refused = ask(fund, hrss, outcome="refused")
     report = cross_check(LedgerSource(fund), LedgerSource(hrss))
     assert report.ok, str(report)
-    assert statuses(report) == {q: "ok" for q in qids + [refused]}
+    assert statuses(report) == {**{q: "ok" for q in qids}, refused: "refused"}
     assert all(q.answerer_index is not None and q.asker_index is not None for q in report.queries)
 
 
@@ -84,7 +84,7 @@ def test_missing_queries_and_mismatches_are_reported(fund, hrss):
     assert statuses(report) == {
         fine: "ok", hidden_by_asker: "missing_on_asker",
         dropped_by_answerer: "missing_on_answerer", changed: "mismatch",
-        unreachable: "not_reached", crashed: "incomplete"}
+        unreachable: "interrupted", crashed: "interrupted"}
     problems = next(q for q in report.queries if q.query_id == changed).problems
     assert any(p.startswith("elements: asker recorded 8, answerer recorded 7") for p in problems)
     assert any(p.startswith("purpose:") for p in problems)
@@ -136,8 +136,11 @@ def test_witness_cosigns_growth_and_keeps_evidence_of_forks(fund, hrss, tmp_path
     assert witness.observe("fund", fund.public_key, rollback).verdict == "rollback"
     kinds = [(k, a.size, b.size) for k, a, b in witness.conflicts("fund")]
     assert kinds == [("inconsistent", 5, 9), ("fork", 9, 9), ("rollback", 9, 3)]
+    assert witness.observe("fund", fund.public_key, fork).verdict == "fork"  # refused again...
+    assert len(witness.conflicts("fund")) == 3  # ...but recorded once while it stays open
     recorded = [decode(d).verdict for _, d in hrss.entries()]
-    assert recorded == ["cosigned", "inconsistent", "cosigned", "fork", "rollback"]
+    # A changed head is ledgered at most once per Witness.ledger_every; conflicts always.
+    assert recorded == ["cosigned", "inconsistent", "fork", "rollback"]
     with pytest.raises(WitnessError, match="another ledger key"):
         impostor = make_ledger(fund.engine, "fund")
         witness.observe("fund", impostor.public_key, impostor.sign_head(force=True))

@@ -109,6 +109,7 @@ def populate_every_table(engine, tmp_path) -> Ledger:
     assert witness.observe("fund", partner.public_key, first).verdict == "cosigned"
     forked = partner.signer.sign_head(2, b"\x02" * 32, "2025-03-01T08:00:05Z")
     assert witness.observe("fund", partner.public_key, forked).verdict == "fork"
+    witness.resolve("fund", b"\x02" * 32, "operator")
     certified(ledger, tmp_path / "pki")
     with engine.begin() as conn:  # a partner's pin moved along its rotation
         conn.execute(sa.insert(ledger_partner_key_rotations).values(
@@ -123,6 +124,7 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
               "ledger_signing_keys": "public_key", "ledger_partner_keys": "public_key",
               "witness_heads": "time",
               "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
+              "witness_resolutions": "actor",
               "ledger_key_certifications": "certification",
               "ledger_partner_key_rotations": "new_key"}
     assert set(column) == set(APPEND_ONLY)

@@ -59,6 +59,28 @@ def test_invalid_configs_are_refused_with_their_location(tmp_path, mutation, mes
     assert message in str(exc.value)
 
 
+HTTP = '\n[http]\nlisten = "{listen}"\ntls = false\n'
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8443", "[::]:8443", "10.1.2.3:8443", "node.example:80"])
+@pytest.mark.parametrize("mode", ["pilot", "production"])
+def test_plain_http_on_a_non_loopback_address_refused(tmp_path, listen, mode):
+    text = BASE.replace('data_dir = "var"', f'data_dir = "var"\nmode = "{mode}"')
+    text = text.replace('key = "pki/hrss.key"', 'key = "pki/hrss.key"\nkey_sealed = true')
+    with pytest.raises(ConfigError, match="plain HTTP"):
+        load_config(write(tmp_path, text + HTTP.format(listen=listen)))
+
+
+def test_plain_http_allowed_on_loopback_or_when_marked_for_development(tmp_path):
+    assert not load_config(write(tmp_path, BASE + HTTP.format(listen="127.0.0.1:8443"))).http.tls
+    marked = BASE + HTTP.format(listen="0.0.0.0:8443") + "plain_http_for_development = true\n"
+    assert load_config(write(tmp_path, marked)).http.plain_http_for_development
+    production = marked.replace('data_dir = "var"', 'data_dir = "var"\nmode = "production"')
+    production = production.replace('key = "pki/hrss.key"', 'key = "pki/hrss.key"\nkey_sealed = true')
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, production))
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml")
@@ -72,3 +94,30 @@ def test_example_configs_in_the_repository_are_valid():
     assert {p.stem for p in configs} >= {"fund", "edu", "hrss"}
     for path in configs:
         assert load_config(path).node.id == path.stem
+
+
+COUNTING = 'grants = [{ partner = "fund", purposes = ["flexible-worker-deposit"], kinds = ["cardinality"]%s }]'
+
+
+def _counting(extra: str) -> str:
+    return BASE.replace('grants = [{ partner = "fund", purposes = ["flexible-worker-deposit"] }]',
+                        COUNTING % extra)
+
+
+def test_counting_kinds_have_a_floor_of_ten_by_default(tmp_path):
+    from node import policy
+    grant = load_config(write(tmp_path, _counting(""))).dataset("flexible_workers").grants[0]
+    assert policy.min_elements(grant, "cardinality") == 10
+    assert policy.min_elements(grant, "aggregate") == 10
+    assert policy.min_elements(grant, "membership") == 1
+
+
+def test_exact_counts_without_a_floor_are_refused_unless_said_so(tmp_path):
+    with pytest.raises(ConfigError, match="exact_small_counts"):
+        load_config(write(tmp_path, _counting(", min_counting_elements = 1")))
+    ok = ", min_counting_elements = 1, exact_small_counts = true"
+    assert load_config(write(tmp_path, _counting(ok))).dataset("flexible_workers").grants[0].exact_small_counts
+    noised = ", min_counting_elements = 1, dp_epsilon = 0.5, dp_budget = 2.0"
+    assert load_config(write(tmp_path, _counting(noised)))
+    with pytest.raises(ConfigError, match="min_counting_elements must not exceed max_elements"):
+        load_config(write(tmp_path, _counting(", max_elements = 5")))

@@ -309,3 +309,39 @@ def test_kek_redacted_and_not_picklable():
     with pytest.raises(TypeError):
         hash(kek)
     assert not hasattr(kek, "__dict__")
+
+
+# -- sealers under derived keys (stored dataset rows) ------------------------------
+
+def test_sealer_round_trips_bound_to_its_purpose(kek):
+    sealer = kek.sealer(info=b"shuqiao test records")
+    blob = sealer.seal(b"rows", purpose="dataset-rows/a/v1/id1/chunk0")
+    assert kek.sealer(info=b"shuqiao test records").unseal(
+        blob, purpose="dataset-rows/a/v1/id1/chunk0") == b"rows"
+    for purpose in ("dataset-rows/a/v1/id1/chunk1", "dataset-rows/a/v2/id1/chunk0"):
+        with pytest.raises(SealError):
+            sealer.unseal(blob, purpose=purpose)
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    with pytest.raises(SealError):
+        sealer.unseal(bytes(tampered), purpose="dataset-rows/a/v1/id1/chunk0")
+
+
+def test_sealer_key_is_separate_from_the_kek_seal_and_other_uses(kek):
+    purpose = "same purpose"
+    with pytest.raises(SealError):  # a key sealed under the KEK does not open as a record
+        kek.sealer(info=b"shuqiao test records").unseal(kek.seal(b"x", purpose=purpose), purpose=purpose)
+    with pytest.raises(SealError):
+        kek.unseal(kek.sealer(info=b"shuqiao test records").seal(b"x", purpose=purpose), purpose=purpose)
+    with pytest.raises(SealError):
+        kek.sealer(info=b"other use").unseal(
+            kek.sealer(info=b"shuqiao test records").seal(b"x", purpose=purpose), purpose=purpose)
+    with pytest.raises(ValueError):
+        kek.sealer(info=b"shuqiao seal v1")
+
+
+def test_sealer_redacted_and_not_picklable(kek):
+    sealer = kek.sealer(info=b"shuqiao test records")
+    assert repr(sealer) == "<Sealer: redacted>"
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(sealer)

@@ -6,23 +6,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WitnessDocument(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class GetWitnessingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetTreeHeadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class SignedTreeHead(_message.Message):
-    __slots__ = ("node", "size", "root", "time", "signature")
+    __slots__ = ("node", "size", "root", "time", "signature", "cosignatures")
     NODE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURES_FIELD_NUMBER: _ClassVar[int]
     node: str
     size: int
     root: bytes
     time: str
     signature: bytes
-    def __init__(self, node: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    cosignatures: _containers.RepeatedCompositeFieldContainer[Cosignature]
+    def __init__(self, node: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ..., cosignatures: _Optional[_Iterable[_Union[Cosignature, _Mapping]]] = ...) -> None: ...
 
 class GetEntriesRequest(_message.Message):
     __slots__ = ("start", "end")

@@ -64,6 +64,16 @@ class LedgerStub:
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignRequest.SerializeToString,
                 response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignResponse.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/shuqiao.v1.Ledger/Exchange',
+                request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.SerializeToString,
+                response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.FromString,
+                _registered_method=True)
+        self.GetWitnessing = channel.unary_unary(
+                '/shuqiao.v1.Ledger/GetWitnessing',
+                request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.GetWitnessingRequest.SerializeToString,
+                response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.FromString,
+                _registered_method=True)
 
 
 class LedgerServicer:
@@ -113,6 +123,23 @@ class LedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Witnesses compare notes (node/ledger/witness_gossip.py): the caller sends its
+        cosignatures of the callee's heads, recent heads of third parties it cosigned and
+        the conflicts it holds; the callee answers with its own. Partners only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWitnessing(self, request, context):
+        """The node's witness record (node/ledger/witness_evidence.py): every cosignature of
+        its heads, the partner keys it pinned, conflicts with both signed heads, resolutions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +172,16 @@ def add_LedgerServicer_to_server(servicer, server):
                     servicer.Cosign,
                     request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignRequest.FromString,
                     response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignResponse.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.FromString,
+                    response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.SerializeToString,
+            ),
+            'GetWitnessing': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWitnessing,
+                    request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.GetWitnessingRequest.FromString,
+                    response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +346,60 @@ class Ledger:
             '/shuqiao.v1.Ledger/Cosign',
             node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignRequest.SerializeToString,
             node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.CosignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuqiao.v1.Ledger/Exchange',
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.SerializeToString,
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWitnessing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuqiao.v1.Ledger/GetWitnessing',
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.GetWitnessingRequest.SerializeToString,
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_ledger__pb2.WitnessDocument.FromString,
             options,
             channel_credentials,
             insecure,

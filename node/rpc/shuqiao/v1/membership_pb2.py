@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$node/rpc/shuqiao/v1/membership.proto\x12\nshuqiao.v1\"\x15\n\x13ListDatasetsRequest\"\x89\x02\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x11\n\trow_count\x18\x04 \x01(\x04\x12\x0f\n\x07id_type\x18\x05 \x01(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x18\n\x10tag_table_digest\x18\x07 \x01(\x0c\x12\x12\n\ntag_length\x18\x08 \x01(\r\x12\x12\n\npublic_key\x18\t \x01(\x0c\x12\x11\n\toprf_mode\x18\n \x01(\r\x12\x14\n\x0clabel_length\x18\x0b \x01(\r\x12\x11\n\tpredicate\x18\x0c \x01(\t\x12\x18\n\x10label_attributes\x18\r \x03(\t\"9\n\x13PrepareTableRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x11\n\tpredicate\x18\x02 \x01(\t\"A\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.shuqiao.v1.DatasetInfo\"o\n\x13SyncTagTableRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x11\n\tpredicate\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\r\"\'\n\x07TagRows\x12\x0c\n\x04tags\x18\x01 \x01(\x0c\x12\x0e\n\x06labels\x18\x02 \x01(\x0c\"\x95\x01\n\rTagTableChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.DatasetInfoH\x00\x12#\n\x04rows\x18\x02 \x01(\x0b\x32\x13.shuqiao.v1.TagRowsH\x00\x12\x16\n\x0cremoved_tags\x18\x03 \x01(\x0cH\x00\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\rB\x06\n\x04\x62ody\"\xb1\x01\n\x0bQueryHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\r\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x16\n\x0etotal_elements\x18\x06 \x01(\x04\x12#\n\x04kind\x18\x07 \x01(\x0e\x32\x15.shuqiao.v1.QueryKind\x12\x11\n\tpredicate\x18\x08 \x01(\t\"-\n\x0c\x45lementBatch\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x10\n\x08\x65lements\x18\x02 \x01(\x0c\"\x08\n\x06\x46inish\",\n\x0cProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0f\n\x07indices\x18\x02 \x03(\r\"\xc8\x01\n\x0f\x45valuateRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.QueryHeaderH\x00\x12)\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12$\n\x06\x66inish\x18\x03 \x01(\x0b\x32\x12.shuqiao.v1.FinishH\x00\x12\x31\n\rproof_request\x18\x04 \x01(\x0b\x32\x18.shuqiao.v1.ProofRequestH\x00\x42\x06\n\x04\x62ody\"(\n\nBatchProof\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\r\n\x05proof\x18\x02 \x01(\x0c\"8\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x1a\n\x12max_batch_elements\x18\x02 \x01(\r\"h\n\x0cQuerySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65lements_evaluated\x18\x02 \x01(\x04\x12\x0f\n\x07receipt\x18\x03 \x01(\x0c\x12\x19\n\x11ledger_public_key\x18\x04 \x01(\t\"\xc5\x01\n\x10\x45valuateResponse\x12(\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x14.shuqiao.v1.AcceptedH\x00\x12)\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12+\n\x07summary\x18\x03 \x01(\x0b\x32\x18.shuqiao.v1.QuerySummaryH\x00\x12\'\n\x05proof\x18\x04 \x01(\x0b\x32\x16.shuqiao.v1.BatchProofH\x00\x42\x06\n\x04\x62ody\"\xa9\x01\n\x12\x43\x61rdinalityRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.QueryHeaderH\x00\x12\x0f\n\x05point\x18\x02 \x01(\x0cH\x00\x12)\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12$\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x12.shuqiao.v1.FinishH\x00\x42\x06\n\x04\x62ody\"\x89\x01\n\x12\x43\x61rdinalitySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07padding\x18\x02 \x01(\r\x12\r\n\x05shift\x18\x03 \x01(\r\x12\x15\n\repsilon_micro\x18\x04 \x01(\x04\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x19\n\x11ledger_public_key\x18\x06 \x01(\t\"\x9d\x01\n\x13\x43\x61rdinalityResponse\x12(\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x14.shuqiao.v1.AcceptedH\x00\x12\x11\n\x07\x62linded\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04rows\x18\x03 \x01(\x0cH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.shuqiao.v1.CardinalitySummaryH\x00\x42\x06\n\x04\x62ody*\x90\x01\n\tQueryKind\x12\x1a\n\x16QUERY_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15QUERY_KIND_MEMBERSHIP\x10\x01\x12\x16\n\x12QUERY_KIND_LABELED\x10\x02\x12\x18\n\x14QUERY_KIND_PREDICATE\x10\x03\x12\x1a\n\x16QUERY_KIND_CARDINALITY\x10\x04\x32\x96\x03\n\nMembership\x12Q\n\x0cListDatasets\x12\x1f.shuqiao.v1.ListDatasetsRequest\x1a .shuqiao.v1.ListDatasetsResponse\x12L\n\x0cSyncTagTable\x12\x1f.shuqiao.v1.SyncTagTableRequest\x1a\x19.shuqiao.v1.TagTableChunk0\x01\x12H\n\x0cPrepareTable\x12\x1f.shuqiao.v1.PrepareTableRequest\x1a\x17.shuqiao.v1.DatasetInfo\x12R\n\x0b\x43\x61rdinality\x12\x1e.shuqiao.v1.CardinalityRequest\x1a\x1f.shuqiao.v1.CardinalityResponse(\x01\x30\x01\x12I\n\x08\x45valuate\x12\x1b.shuqiao.v1.EvaluateRequest\x1a\x1c.shuqiao.v1.EvaluateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$node/rpc/shuqiao/v1/membership.proto\x12\nshuqiao.v1\"\x15\n\x13ListDatasetsRequest\"\x89\x02\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x11\n\trow_count\x18\x04 \x01(\x04\x12\x0f\n\x07id_type\x18\x05 \x01(\t\x12\x10\n\x08purposes\x18\x06 \x03(\t\x12\x18\n\x10tag_table_digest\x18\x07 \x01(\x0c\x12\x12\n\ntag_length\x18\x08 \x01(\r\x12\x12\n\npublic_key\x18\t \x01(\x0c\x12\x11\n\toprf_mode\x18\n \x01(\r\x12\x14\n\x0clabel_length\x18\x0b \x01(\r\x12\x11\n\tpredicate\x18\x0c \x01(\t\x12\x18\n\x10label_attributes\x18\r \x03(\t\"9\n\x13PrepareTableRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x11\n\tpredicate\x18\x02 \x01(\t\"A\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.shuqiao.v1.DatasetInfo\"o\n\x13SyncTagTableRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x11\n\tpredicate\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\r\"\'\n\x07TagRows\x12\x0c\n\x04tags\x18\x01 \x01(\x0c\x12\x0e\n\x06labels\x18\x02 \x01(\x0c\"\x95\x01\n\rTagTableChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.DatasetInfoH\x00\x12#\n\x04rows\x18\x02 \x01(\x0b\x32\x13.shuqiao.v1.TagRowsH\x00\x12\x16\n\x0cremoved_tags\x18\x03 \x01(\x0cH\x00\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\rB\x06\n\x04\x62ody\"\xc9\x01\n\x0bQueryHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\r\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x16\n\x0etotal_elements\x18\x06 \x01(\x04\x12#\n\x04kind\x18\x07 \x01(\x0e\x32\x15.shuqiao.v1.QueryKind\x12\x11\n\tpredicate\x18\x08 \x01(\t\x12\x16\n\x0e\x63onsent_digest\x18\x10 \x01(\t\"-\n\x0c\x45lementBatch\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x10\n\x08\x65lements\x18\x02 \x01(\x0c\"\x08\n\x06\x46inish\",\n\x0cProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0f\n\x07indices\x18\x02 \x03(\r\"\xc8\x01\n\x0f\x45valuateRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.QueryHeaderH\x00\x12)\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12$\n\x06\x66inish\x18\x03 \x01(\x0b\x32\x12.shuqiao.v1.FinishH\x00\x12\x31\n\rproof_request\x18\x04 \x01(\x0b\x32\x18.shuqiao.v1.ProofRequestH\x00\x42\x06\n\x04\x62ody\"(\n\nBatchProof\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\r\n\x05proof\x18\x02 \x01(\x0c\"8\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x1a\n\x12max_batch_elements\x18\x02 \x01(\r\"h\n\x0cQuerySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65lements_evaluated\x18\x02 \x01(\x04\x12\x0f\n\x07receipt\x18\x03 \x01(\x0c\x12\x19\n\x11ledger_public_key\x18\x04 \x01(\t\"\xc5\x01\n\x10\x45valuateResponse\x12(\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x14.shuqiao.v1.AcceptedH\x00\x12)\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12+\n\x07summary\x18\x03 \x01(\x0b\x32\x18.shuqiao.v1.QuerySummaryH\x00\x12\'\n\x05proof\x18\x04 \x01(\x0b\x32\x16.shuqiao.v1.BatchProofH\x00\x42\x06\n\x04\x62ody\"\xa9\x01\n\x12\x43\x61rdinalityRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.QueryHeaderH\x00\x12\x0f\n\x05point\x18\x02 \x01(\x0cH\x00\x12)\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.shuqiao.v1.ElementBatchH\x00\x12$\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x12.shuqiao.v1.FinishH\x00\x42\x06\n\x04\x62ody\"\x89\x01\n\x12\x43\x61rdinalitySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07padding\x18\x02 \x01(\r\x12\r\n\x05shift\x18\x03 \x01(\r\x12\x15\n\repsilon_micro\x18\x04 \x01(\x04\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x19\n\x11ledger_public_key\x18\x06 \x01(\t\"\x9d\x01\n\x13\x43\x61rdinalityResponse\x12(\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x14.shuqiao.v1.AcceptedH\x00\x12\x11\n\x07\x62linded\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04rows\x18\x03 \x01(\x0cH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.shuqiao.v1.CardinalitySummaryH\x00\x42\x06\n\x04\x62ody*\x90\x01\n\tQueryKind\x12\x1a\n\x16QUERY_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15QUERY_KIND_MEMBERSHIP\x10\x01\x12\x16\n\x12QUERY_KIND_LABELED\x10\x02\x12\x18\n\x14QUERY_KIND_PREDICATE\x10\x03\x12\x1a\n\x16QUERY_KIND_CARDINALITY\x10\x04\x32\x96\x03\n\nMembership\x12Q\n\x0cListDatasets\x12\x1f.shuqiao.v1.ListDatasetsRequest\x1a .shuqiao.v1.ListDatasetsResponse\x12L\n\x0cSyncTagTable\x12\x1f.shuqiao.v1.SyncTagTableRequest\x1a\x19.shuqiao.v1.TagTableChunk0\x01\x12H\n\x0cPrepareTable\x12\x1f.shuqiao.v1.PrepareTableRequest\x1a\x17.shuqiao.v1.DatasetInfo\x12R\n\x0b\x43\x61rdinality\x12\x1e.shuqiao.v1.CardinalityRequest\x1a\x1f.shuqiao.v1.CardinalityResponse(\x01\x30\x01\x12I\n\x08\x45valuate\x12\x1b.shuqiao.v1.EvaluateRequest\x1a\x1c.shuqiao.v1.EvaluateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'node.rpc.shuqiao.v1.membership_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYKIND']._serialized_start=2140
-  _globals['_QUERYKIND']._serialized_end=2284
+  _globals['_QUERYKIND']._serialized_start=2164
+  _globals['_QUERYKIND']._serialized_end=2308
   _globals['_LISTDATASETSREQUEST']._serialized_start=52
   _globals['_LISTDATASETSREQUEST']._serialized_end=73
   _globals['_DATASETINFO']._serialized_start=76
@@ -48,29 +48,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TAGTABLECHUNK']._serialized_start=624
   _globals['_TAGTABLECHUNK']._serialized_end=773
   _globals['_QUERYHEADER']._serialized_start=776
-  _globals['_QUERYHEADER']._serialized_end=953
-  _globals['_ELEMENTBATCH']._serialized_start=955
-  _globals['_ELEMENTBATCH']._serialized_end=1000
-  _globals['_FINISH']._serialized_start=1002
-  _globals['_FINISH']._serialized_end=1010
-  _globals['_PROOFREQUEST']._serialized_start=1012
-  _globals['_PROOFREQUEST']._serialized_end=1056
-  _globals['_EVALUATEREQUEST']._serialized_start=1059
-  _globals['_EVALUATEREQUEST']._serialized_end=1259
-  _globals['_BATCHPROOF']._serialized_start=1261
-  _globals['_BATCHPROOF']._serialized_end=1301
-  _globals['_ACCEPTED']._serialized_start=1303
-  _globals['_ACCEPTED']._serialized_end=1359
-  _globals['_QUERYSUMMARY']._serialized_start=1361
-  _globals['_QUERYSUMMARY']._serialized_end=1465
-  _globals['_EVALUATERESPONSE']._serialized_start=1468
-  _globals['_EVALUATERESPONSE']._serialized_end=1665
-  _globals['_CARDINALITYREQUEST']._serialized_start=1668
-  _globals['_CARDINALITYREQUEST']._serialized_end=1837
-  _globals['_CARDINALITYSUMMARY']._serialized_start=1840
-  _globals['_CARDINALITYSUMMARY']._serialized_end=1977
-  _globals['_CARDINALITYRESPONSE']._serialized_start=1980
-  _globals['_CARDINALITYRESPONSE']._serialized_end=2137
-  _globals['_MEMBERSHIP']._serialized_start=2287
-  _globals['_MEMBERSHIP']._serialized_end=2693
+  _globals['_QUERYHEADER']._serialized_end=977
+  _globals['_ELEMENTBATCH']._serialized_start=979
+  _globals['_ELEMENTBATCH']._serialized_end=1024
+  _globals['_FINISH']._serialized_start=1026
+  _globals['_FINISH']._serialized_end=1034
+  _globals['_PROOFREQUEST']._serialized_start=1036
+  _globals['_PROOFREQUEST']._serialized_end=1080
+  _globals['_EVALUATEREQUEST']._serialized_start=1083
+  _globals['_EVALUATEREQUEST']._serialized_end=1283
+  _globals['_BATCHPROOF']._serialized_start=1285
+  _globals['_BATCHPROOF']._serialized_end=1325
+  _globals['_ACCEPTED']._serialized_start=1327
+  _globals['_ACCEPTED']._serialized_end=1383
+  _globals['_QUERYSUMMARY']._serialized_start=1385
+  _globals['_QUERYSUMMARY']._serialized_end=1489
+  _globals['_EVALUATERESPONSE']._serialized_start=1492
+  _globals['_EVALUATERESPONSE']._serialized_end=1689
+  _globals['_CARDINALITYREQUEST']._serialized_start=1692
+  _globals['_CARDINALITYREQUEST']._serialized_end=1861
+  _globals['_CARDINALITYSUMMARY']._serialized_start=1864
+  _globals['_CARDINALITYSUMMARY']._serialized_end=2001
+  _globals['_CARDINALITYRESPONSE']._serialized_start=2004
+  _globals['_CARDINALITYRESPONSE']._serialized_end=2161
+  _globals['_MEMBERSHIP']._serialized_start=2311
+  _globals['_MEMBERSHIP']._serialized_end=2717
 # @@protoc_insertion_point(module_scope)

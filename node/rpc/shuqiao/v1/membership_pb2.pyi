@@ -103,7 +103,7 @@ class TagTableChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[DatasetInfo, _Mapping]] = ..., rows: _Optional[_Union[TagRows, _Mapping]] = ..., removed_tags: _Optional[bytes] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class QueryHeader(_message.Message):
-    __slots__ = ("query_id", "dataset", "version", "epoch", "purpose", "total_elements", "kind", "predicate")
+    __slots__ = ("query_id", "dataset", "version", "epoch", "purpose", "total_elements", "kind", "predicate", "consent_digest")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class QueryHeader(_message.Message):
     TOTAL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     dataset: str
     version: int
@@ -120,7 +121,8 @@ class QueryHeader(_message.Message):
     total_elements: int
     kind: QueryKind
     predicate: str
-    def __init__(self, query_id: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., purpose: _Optional[str] = ..., total_elements: _Optional[int] = ..., kind: _Optional[_Union[QueryKind, str]] = ..., predicate: _Optional[str] = ...) -> None: ...
+    consent_digest: str
+    def __init__(self, query_id: _Optional[str] = ..., dataset: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., purpose: _Optional[str] = ..., total_elements: _Optional[int] = ..., kind: _Optional[_Union[QueryKind, str]] = ..., predicate: _Optional[str] = ..., consent_digest: _Optional[str] = ...) -> None: ...
 
 class ElementBatch(_message.Message):
     __slots__ = ("seq", "elements")

@@ -113,7 +113,7 @@ def run_demo(*, workdir: Path | None, hrss_rows: int, graduates: int, applicants
             audit = fed.cli("audit", "verify", f"export:{exported}", "--ca", str(fed.pki / "ca.pem"),
                             "--state-dir", str(root / "auditor"), check=False)
             out.print("An auditor's check of HRSS's ledger, its key anchored in the federation CA:")
-            out.print(audit.stdout.rstrip())
+            out.print(audit.stdout.rstrip(), soft_wrap=True)
             ok &= audit.returncode == 0
     finally:
         if workdir is None:

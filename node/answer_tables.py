@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import select
 
 from . import predicate as pred
+from . import predicate_cache
 from .auth import peer_node_id
 from .config import DATASET_NAME, PURPOSE
 from .context import NodeContext
@@ -197,9 +198,17 @@ class TableRpcs:
                               f"of {request.dataset!r} version {current.version}")
             try:
                 table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+                predicate_cache.mark_used(conn, table.id)
             except Refused:
+                try:
+                    predicate_cache.check_daily(conn, grant, request.dataset, peer)
+                except predicate_cache.PreparationLimit as exc:
+                    raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
                 self._build_predicate_table(conn, declared, grant, current, peer, epoch, ast, canonical)
                 table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+                predicate_cache.record_build(self.ctx, conn, dataset=request.dataset,
+                                             version=current.version, peer=peer, epoch=epoch,
+                                             canonical=canonical, table_id=table.id, rows=table.row_count)
             return self._describe(conn, request.dataset, current.version, epoch, peer, table, grant)
 
     def _build_predicate_table(self, conn, declared, grant, version, peer, epoch, ast, canonical) -> None:

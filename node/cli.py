@@ -115,15 +115,22 @@ def init(config: ConfigOpt) -> None:
 
 @app.command()
 def serve(config: ConfigOpt,
-          port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here.")] = None
+          port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here.")] = None,
+          check_ledger: Annotated[str, typer.Option(
+              help="Ledger check before serving: tail (latest head and recent entries) or full.")
+          ] = "tail",
+          accept_damaged_ledger: Annotated[bool, typer.Option(
+              help="Serve even if the ledger check fails (recorded in the ledger).")] = False,
           ) -> None:
     """Run the node: answer partners over gRPC with mutual TLS until SIGTERM."""
-    from .server import serve as run
+    from .server import LedgerDamaged, serve as run
+    if check_ledger not in ("tail", "full"):
+        fail("--check-ledger must be tail or full", 2)
     logging.getLogger().setLevel(logging.INFO)
     with node_context(config) as ctx:
         try:
-            run(ctx, port_file)
-        except OSError as exc:
+            run(ctx, port_file, check=check_ledger, accept_damaged_ledger=accept_damaged_ledger)
+        except (OSError, LedgerDamaged) as exc:
             fail(str(exc))
 
 

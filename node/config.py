@@ -57,6 +57,22 @@ class GrpcSection(_Strict):
     max_query_elements: int = Field(default=1_000_000, ge=1)
     deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
     workers: int = Field(default=0, ge=0, le=256)  # 0: one per core
+    # Call limits (node/stream_limits.py): worker threads of the gRPC server, how many of
+    # them query work may never take (kept for health, listing, ledger reads, refusals),
+    # concurrent query calls per partner, and how long a stream may wait for the
+    # caller's next message before it is cancelled.
+    server_threads: int = Field(default=32, ge=4, le=1024)
+    reserved_threads: int = Field(default=6, ge=2, le=256)
+    partner_streams: int = Field(default=8, ge=1, le=1024)
+    idle_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _call_limits(self) -> "GrpcSection":
+        if self.reserved_threads >= self.server_threads:
+            raise ValueError("reserved_threads must be smaller than server_threads")
+        if self.partner_streams > self.server_threads - self.reserved_threads:
+            raise ValueError("partner_streams must not exceed server_threads - reserved_threads")
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -177,6 +193,7 @@ class DatasetGrant(_Strict):
     daily_elements: int | None = Field(default=None, ge=1)       # per partner, rolling 24 h
     monthly_elements: int | None = Field(default=None, ge=1)     # per partner, rolling 30 days
     epoch_elements: int | None = Field(default=None, ge=1)       # per partner and key epoch
+    daily_preparations: int = Field(default=10, ge=0)            # predicate tables built, rolling 24 h
     # Differential privacy for cardinality: epsilon charged per query (None: exact
     # counts), and the budget per partner and key epoch after which queries are refused.
     dp_epsilon: float | None = Field(default=None, gt=0, le=10)
@@ -243,6 +260,14 @@ class DatasetSection(_Strict):
         return 0x01 if self.oprf_mode == "voprf" else 0x00
 
 
+class PredicateTablesSection(_Strict):
+    """Tables of the rows matching a partner's predicate, kept for its queries. Per
+    partner, the least recently used are deleted beyond these bounds (a later query
+    with that predicate is refused until it is prepared again)."""
+    max_tables: int = Field(default=8, ge=1, le=1024)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
 class NodeConfig(_Strict):
     node: NodeSection
     storage: StorageSection = StorageSection()
@@ -252,6 +277,7 @@ class NodeConfig(_Strict):
     sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()
+    predicate_tables: PredicateTablesSection = PredicateTablesSection()
     tls: TlsSection
     partners: list[PartnerSection] = Field(default_factory=list)
     datasets: list[DatasetSection] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from .incidents import IncidentInterceptor
 from .pki import load_tls_identity
 from .rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from .rpc.shuqiao.v1 import statistics_pb2_grpc
+from .stream_limits import StreamLimitInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ class NodeServer:
         self.ctx = ctx
         cfg = ctx.config
         self.health = health.HealthServicer()
+        self.limits = StreamLimitInterceptor.from_config(cfg.grpc)
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
             interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),
-                                             (a.id for a in cfg.auditors))],
+                                                                    (a.id for a in cfg.auditors)),
+                          self.limits],
             options=grpc_options(cfg.grpc.max_message_bytes),
-            maximum_concurrent_rpcs=64)
+            maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
         statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)
         from .ledger.grpc_service import LedgerService
@@ -88,6 +91,7 @@ class NodeServer:
         if self.http is not None:
             self.http.stop()
         self.server.stop(grace).wait()
+        self.limits.close()
         self.ctx.close()
 
 
@@ -119,8 +123,46 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
             log.exception("maintenance round failed")
 
 
-def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None) -> None:
-    """Run until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening."""
+class LedgerDamaged(Exception):
+    """The ledger check at start found an altered entry, node or head (one-line message)."""
+
+
+def check_ledger(ctx: NodeContext, mode: str = "tail", accept_damage: bool = False) -> None:
+    """Refuse to serve on top of an altered ledger, unless the operator accepts it.
+
+    Accepting is itself ledgered (admin entry `damaged_ledger_accepted`), so the
+    decision to keep appending to a damaged ledger is on the record.
+
+    Raises:
+        LedgerDamaged: the check failed and `accept_damage` is false.
+    """
+    from .admin_log import record
+    from .ledger.canonical import clean_text
+    from .ledger.startcheck import check_at_start
+    report = check_at_start(ctx.engine, ctx.ledger.signer.keyring, mode)  # any generation
+    if report.ok:
+        return
+    first = report.problems[0] if report.problems else None
+    more = len(report.problems) + report.unlisted - 1
+    named = f"{first}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+    if not accept_damage:
+        raise LedgerDamaged(f"the ledger is damaged: {named}; not serving on top of it. Inspect it "
+                            "with `shuqiao audit check`; start anyway with --accept-damaged-ledger")
+    log.warning("starting on a damaged ledger (accepted by the operator): %s", named)
+    with ctx.engine.begin() as conn:
+        record(ctx, conn, "damaged_ledger_accepted", "ledger", check=mode,
+               problems=len(report.problems) + report.unlisted,
+               first=clean_text(first.where if first else "ledger", 64), size=report.size)
+
+
+def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None, *,
+          check: str = "tail", accept_damaged_ledger: bool = False) -> None:
+    """Run until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening.
+
+    Raises:
+        LedgerDamaged: before anything is served or appended (see `check_ledger`).
+    """
+    check_ledger(ctx, check, accept_damaged_ledger)
     node = NodeServer(ctx)
     port = node.start()
     host = ctx.config.grpc.listen.rsplit(":", 1)[0]

@@ -195,6 +195,21 @@ query_log = Table(
     Index("ix_query_log_query", "query_id", "role"),
 )
 
+# One row per predicate table built for a partner (node/predicate_cache.py): counts the
+# preparations of the last 24 h, and orders the cached tables by last use for eviction.
+# table_id is cleared when the table is evicted; the row stays for the daily count.
+predicate_preparations = Table(
+    "predicate_preparations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("dataset", String(64), nullable=False),
+    Column("table_id", Integer),
+    Column("prepared_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=False),
+    Index("ix_predicate_preparations_partner", "partner", "prepared_at"),
+    Index("ix_predicate_preparations_table", "table_id"),
+)
+
 # Small mutable facts about the node itself, e.g. the digest of the last policy it
 # ledgered (the ledger holds the history; this only saves scanning it).
 node_state = Table(

@@ -107,7 +107,8 @@ def _columns(entry: Entry) -> dict[str, Any]:
         if entry.action == "partner_changed":
             cols["partner"] = entry.subject[:64]
         elif entry.action in ("dataset_registered", "dataset_retired", "key_rotated",
-                               "threshold_prepared", "dataset_purged", "epoch_pruned"):
+                               "threshold_prepared", "dataset_purged", "epoch_pruned",
+                               "predicate_prepared"):
             cols["dataset"] = entry.subject[:64]
     return cols
 

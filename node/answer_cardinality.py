@@ -1,18 +1,21 @@
 """The answering side of cardinality queries (protocols/cardinality.py over gRPC).
 
-The asker learns |X ∩ Y| + d - shift, where the agency draws the d dummy matches from a
-discrete Laplace distribution (OpenDP) shifted into [0, D]; the agency learns |X| only.
-Each noised query is charged its epsilon to the partner's budget for the dataset and
-key epoch; when the budget is spent, further queries are refused. Because both keys are
-fresh, the agency cannot tell whether two queries share people: the budget, the minimum
-query size and the quotas are what stop a partner from differencing counts.
+The agency counts f = |b*A ∩ Y''| itself and releases f + L, L a discrete Laplace sample
+(OpenDP, sensitivity 2: see the protocol module) clamped to an announced bound; the
+asker subtracts its own dummy matches d'. The agency learns |X| (+ the asker's padding
+D') and c + d'. The asker never receives b times anything it chose, so blinding some
+elements under a second key of its own, or sending them unblinded, gains it nothing but
+the noised release. Each noised query is charged its epsilon to the partner's budget
+for the dataset and key epoch; when the budget is spent, further queries are refused.
 
-Within one query every element is blinded under the asker's one key, so a repeated
-person is a repeated element: such a query is refused before anything is answered, and
-the minimum size counts distinct elements. Known limit: an asker that blinds some
-elements under a second key of its own is not detected (nothing ties an element to P),
-and unblinding with that key counts those elements without the dummy matches, which are
-tied to P; the noise therefore protects honest askers' counts, not against that.
+Stream: header; open (P, D'); batches of A; finish -> key (Q, |Y'|) and Y' in chunks;
+Y'' in chunks; finish -> summary. A, Y'' and P are checked (sizes, validity,
+distinctness, the canaries); A is checked before anything is answered, so a bad A is
+refused uncharged, while a bad Y'' comes after Y' was computed and left, so it is
+charged (broken_by_asker). A repeated element in A is refused as before: all of A is
+one key's, so a repeat is a repeated person. Without DP the release is exact; the
+grant's floor (or its explicit exact_small_counts) is then the control against an asker
+padding a small query with people it knows are absent.
 """
 from __future__ import annotations
 
@@ -37,14 +40,16 @@ _hashed: dict[int, bytes] = {}   # dataset version id -> H(y) of every row (proc
 _hash_lock = threading.Lock()
 
 
+MAX_ASKER_PADDING = 4096   # D' cap: bounds the spare places of a malicious asker's Y''
+
+
 def noise_plan(grant) -> tuple[int, int, float]:
-    """(fakes d, padding D, epsilon) for one query under `grant`'s DP settings."""
+    """(noise L, bound, epsilon) for one query under `grant`'s DP settings; |L| <= bound."""
     if grant.dp_epsilon is None:
         return 0, 0, 0.0
-    laplace = DiscreteLaplace(1, grant.dp_epsilon)    # sensitivity 1: one person
-    shift = math.ceil(laplace.scale * math.log(1.0 / grant.dp_delta))  # P(|L| > shift) <= delta
-    fakes = min(max(shift + laplace.sample(), 0), 2 * shift)  # clamped: the delta of (eps, delta)
-    return fakes, 2 * shift, grant.dp_epsilon
+    laplace = DiscreteLaplace(card.SENSITIVITY, grant.dp_epsilon)
+    bound = math.ceil(laplace.scale * math.log(1.0 / grant.dp_delta))  # P(|L| > bound) <= delta
+    return min(max(laplace.sample(), -bound), bound), bound, grant.dp_epsilon
 
 
 def hashed_rows(ctx, version) -> bytes:
@@ -72,45 +77,55 @@ class CardinalityRpc:
             record.admit(self.ctx)
             yield pb.CardinalityResponse(accepted=pb.Accepted(
                 query_id=record.query_id, max_batch_elements=self.cfg.grpc.max_batch_elements))
-            point, batches, n = b"", [], 0
-            for req in request_iterator:
-                body = req.WhichOneof("body")
-                if body == "point" and not point:
-                    point = req.point
-                elif body == "batch" and len(req.batch.elements) % 32 == 0 and req.batch.elements:
-                    n += len(req.batch.elements) // 32
-                    if n > first.header.total_elements:
-                        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "more elements than announced")
+            total = first.header.total_elements
+            opened, batches = None, []
+            for req in _until_finish(request_iterator):
+                if req.WhichOneof("body") == "open" and opened is None:
+                    opened = req.open
+                elif req.WhichOneof("body") == "batch" and opened is not None and req.batch.elements:
                     batches.append(req.batch.elements)
-                elif body == "finish":
-                    break
+                    if sum(map(len, batches)) > 32 * (total + opened.padding):
+                        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "more elements than announced")
                 else:
                     raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed cardinality stream")
-            else:
-                raise Refused(grpc.StatusCode.CANCELLED, "the stream ended without finish")
-            if n != first.header.total_elements or not point:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "finish before all announced elements and the point")
             asked = b"".join(batches)
+            if opened is None or len(asked) != 32 * (total + opened.padding):
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              "finish before all announced elements and the point")
             if policy.has_repeats(asked):  # one key blinds them all: a repeat is a repeated person
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               "the query repeats an element; every element must be distinct")
-            fakes, padding, epsilon = noise_plan(grant)
-            agency = card.AgencyCount(padding, fakes)
+            rows = hashed_rows(self.ctx, version)
+            if not opened.padding < min(len(rows) // 32, MAX_ASKER_PADDING + 1):
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"the padding must be below the row count and at most {MAX_ASKER_PADDING}")
+            agency = card.AgencyCount(len(rows) // 32, total, opened.padding)
             try:
-                b, y = agency.respond(point, asked, hashed_rows(self.ctx, version),
-                                      mapper=self.ctx.pool.map)
+                agency.accept(opened.point, asked)
             except card.InvalidMessage:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the query holds an invalid group element") from None
-            # The noised count is released from here on: charged whatever happens next.
-            record.evaluated, record.epsilon_micro = n, round(epsilon * 1e6)
-            for i in range(0, len(b), 32 * SEND):
-                yield pb.CardinalityResponse(blinded=b[i:i + 32 * SEND])
+            noise, bound, epsilon = noise_plan(grant)
+            q, y = agency.rows_message(rows, mapper=self.ctx.pool.map)
+            # Y' leaves from here on: charged whatever happens next.
+            record.evaluated, record.epsilon_micro = total, round(epsilon * 1e6)
+            yield pb.CardinalityResponse(key=pb.CardinalityKey(key=q, rows=len(y) // 32))
             for i in range(0, len(y), 32 * SEND):
                 yield pb.CardinalityResponse(rows=y[i:i + 32 * SEND])
+            replies, size = [], 32 * agency.reply_size
+            for req in _until_finish(request_iterator):
+                if req.WhichOneof("body") != "rows" or sum(map(len, replies)) + len(req.rows) > size:
+                    raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed cardinality reply")
+                replies.append(req.rows)
+            try:
+                matched = agency.matches(b"".join(replies), mapper=self.ctx.pool.map)
+            except card.InvalidMessage:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              "the reply is malformed, holds an invalid or repeated element, "
+                              "or was not computed with the announced key") from None
             record.outcome = "answered"
             receipt = record.write(self.ctx)
             yield pb.CardinalityResponse(summary=pb.CardinalitySummary(
-                query_id=record.query_id, padding=padding, shift=padding // 2,
+                query_id=record.query_id, count=matched + noise, noise_bound=bound,
                 epsilon_micro=record.epsilon_micro, receipt=receipt.to_bytes(),
                 ledger_public_key=self.ctx.ledger.public_key.text))
         except Refused as exc:
@@ -147,3 +162,11 @@ class CardinalityRpc:
         record.elements = h.total_elements
         return grant, version
 
+
+def _until_finish(request_iterator):
+    """The asker's messages up to (not including) the next finish; Refused if none comes."""
+    for req in request_iterator:
+        if req.WhichOneof("body") == "finish":
+            return
+        yield req
+    raise Refused(grpc.StatusCode.CANCELLED, "the stream ended without finish")

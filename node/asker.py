@@ -309,74 +309,9 @@ def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress, w
                                     "does not verify against its published key") from exc
 
 
-@dataclass
-class CardinalityResult:
-    query_id: str
-    count: int          # |X ∩ Y| + noise (exact when the agency's policy sets no epsilon)
-    epsilon: float      # differential privacy the agency charged; 0.0 for an exact count
-    noise_bound: int    # the noise lies in [-bound, +bound]
-    seconds: float
-
-
 def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
-                inputs: Sequence[bytes], progress: Progress = _noop) -> CardinalityResult:
-    """Only the size of the intersection of `inputs` with the partner's dataset."""
-    from protocols import cardinality as card
-    if not inputs:
-        raise ValueError("nothing to ask: no valid identifier in the input")
-    started = time.perf_counter()
-    cfg = ctx.config
-    record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
-                         answerer=partner, kind="cardinality", dataset=dataset, purpose=purpose,
-                         elements=len(inputs))
-    try:
-        stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
-        info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
-        record.version, record.epoch = info.version, info.epoch
-        fund = card.FundCentreCount(list(inputs))
-        point, blinded = fund.request(mapper=ctx.pool.map)
-        step = 32 * cfg.grpc.max_batch_elements
-
-        def requests():
-            yield pb.CardinalityRequest(header=pb.QueryHeader(
-                query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
-                purpose=purpose, total_elements=len(inputs), kind=pb.QUERY_KIND_CARDINALITY))
-            yield pb.CardinalityRequest(point=point)
-            for seq, i in enumerate(range(0, len(blinded), step)):
-                yield pb.CardinalityRequest(batch=pb.ElementBatch(seq=seq, elements=blinded[i:i + step]))
-            yield pb.CardinalityRequest(finish=pb.Finish())
-
-        b_parts, y_parts, summary = [], [], None
-        try:
-            for resp in stub.Cardinality(requests(), timeout=cfg.grpc.deadline_seconds):
-                body = resp.WhichOneof("body")
-                if body == "blinded":
-                    b_parts.append(resp.blinded)
-                elif body == "rows":
-                    y_parts.append(resp.rows)
-                    progress("rows", sum(map(len, y_parts)) // 32, info.row_count)
-                elif body == "summary":
-                    summary = resp.summary
-        except grpc.RpcError as exc:
-            raise rpc_error(partner, exc) from None
-        if summary is None or summary.shift * 2 != summary.padding:
-            raise PartnerError(partner, "the cardinality answer ended early or is malformed")
-        try:
-            count = fund.count(b"".join(b_parts), b"".join(y_parts), summary.padding, summary.shift,
-                               mapper=ctx.pool.map)
-        except card.InvalidMessage:
-            raise PartnerError(partner, "sent an invalid cardinality answer") from None
-        record.outcome, record.matched = "answered", count
-        record.epsilon_micro = summary.epsilon_micro
-        accept_receipt(ctx, partner, record, summary)
-        return CardinalityResult(record.query_id, count, summary.epsilon_micro / 1e6, summary.shift,
-                                 time.perf_counter() - started)
-    except PartnerError as exc:
-        record.outcome = "refused" if exc.code in REFUSALS else "failed"
-        record.reason = str(exc)
-        raise
-    except BaseException as exc:
-        record.outcome, record.reason = "aborted", type(exc).__name__
-        raise
-    finally:
-        record.write(ctx)
+                inputs: Sequence[bytes], progress: Progress = _noop):
+    """Only the size of the intersection of `inputs` with the partner's dataset
+    (node/asker_cardinality.py)."""
+    from .asker_cardinality import cardinality as ask
+    return ask(ctx, partner, dataset, purpose, inputs, progress)

@@ -92,6 +92,9 @@ class QuerySection(_Strict):
     # Refuse to ask about anyone without an authorisation reference (consent or
     # application number); its digest is bound into this node's query record.
     require_authorisation: bool = False
+    # Cardinality: this node's own noise on the count its partner computes (dummy
+    # matches, a discrete Laplace at this epsilon): what the agency learns is c + d'.
+    cardinality_epsilon: float = Field(default=1.0, gt=0, le=10)
 
 
 class MaintenanceSection(_Strict):

@@ -132,49 +132,82 @@ def evaluations_received(responses) -> int:
 # -- cardinality -------------------------------------------------------------------------
 
 class CountRequest:
-    """a*H(x_i) for chosen identifiers (repeats allowed) and P = a*G."""
+    """A = a*H(x_i) for chosen identifiers (repeats allowed), then `extra` raw elements and
+    `padding` - len(extra) random pads; P = a*G. By default Y'' = shuffle(a*Y' + pads)."""
 
-    def __init__(self, identifiers: list[bytes]) -> None:
+    def __init__(self, identifiers: list[bytes], *, padding: int = 0, extra: bytes = b"") -> None:
         self.a = group.random_scalar()
-        self.point = group.base_mul(self.a)
-        self.elements = card.multiply_batch(self.a, card.hash_batch(identifiers))
+        self.point, self.padding, self.size = group.base_mul(self.a), padding, len(identifiers)
+        self.elements = (card.multiply_batch(self.a, card.hash_batch(identifiers)) + extra
+                         + card._pads(padding - len(extra) // 32))
 
-    def count(self, b: bytes, y: bytes, shift: int) -> int:
-        c = group.split_elements(card.multiply_batch(group.scalar_invert(self.a), b))
-        rows = set(group.split_elements(y))
-        return sum(e in rows for e in c) - shift
+    def reply(self, q: bytes, y: bytes) -> bytes:
+        return card.shuffle(card.multiply_batch(self.a, y) + card._pads(self.padding))
 
 
-def cardinality_messages(d: pb.DatasetInfo, req: CountRequest, *, query_id: str | None = None,
-                         hold: threading.Event | None = None) -> Iterator[pb.CardinalityRequest]:
-    """A cardinality stream; with `hold`, the stream waits after its header until set."""
-    n = len(req.elements) // 32
-    yield pb.CardinalityRequest(header=pb.QueryHeader(
-        query_id=query_id or str(uuid.uuid4()), dataset=DATASET, version=d.version, epoch=d.epoch,
-        purpose=fx.PURPOSE, total_elements=n, kind=pb.QUERY_KIND_CARDINALITY))
-    if hold is not None:
-        hold.wait(30)
-    yield pb.CardinalityRequest(point=req.point)
-    yield pb.CardinalityRequest(batch=pb.ElementBatch(seq=0, elements=req.elements))
-    yield pb.CardinalityRequest(finish=pb.Finish())
+class CountStream:
+    """A cardinality stream: header, open, A, finish; then, once Y' has arrived (fed by
+    `cardinality` below), `reply(q, Y')` as Y'' and finish. With `hold`, the stream
+    waits after its header until set."""
+
+    def __init__(self, d: pb.DatasetInfo, req: CountRequest, *, query_id: str | None = None,
+                 hold: threading.Event | None = None, reply=None, size: int | None = None) -> None:
+        self.d, self.req, self.hold = d, req, hold
+        self.query_id = query_id or str(uuid.uuid4())
+        self.size = req.size if size is None else size
+        self.reply = reply or req.reply
+        self.key, self.rows, self.ready = None, [], threading.Event()
+
+    def feed(self, resp) -> None:
+        body = resp.WhichOneof("body")
+        if body == "key":
+            self.key = resp.key
+        elif body == "rows":
+            self.rows.append(resp.rows)
+            if self.key and sum(map(len, self.rows)) == 32 * self.key.rows:
+                self.ready.set()
+
+    def __iter__(self) -> Iterator[pb.CardinalityRequest]:
+        yield pb.CardinalityRequest(header=pb.QueryHeader(
+            query_id=self.query_id, dataset=DATASET, version=self.d.version, epoch=self.d.epoch,
+            purpose=fx.PURPOSE, total_elements=self.size, kind=pb.QUERY_KIND_CARDINALITY))
+        if self.hold is not None:
+            self.hold.wait(30)
+        yield pb.CardinalityRequest(open=pb.CardinalityOpen(point=self.req.point, padding=self.req.padding))
+        yield pb.CardinalityRequest(batch=pb.ElementBatch(seq=0, elements=self.req.elements))
+        yield pb.CardinalityRequest(finish=pb.Finish())
+        self.ready.wait(60)
+        if self.key is None:
+            return   # refused or ended: nothing to reply to
+        yield pb.CardinalityRequest(rows=self.reply(self.key.key, b"".join(self.rows)))
+        yield pb.CardinalityRequest(finish=pb.Finish())
+
+
+def cardinality_messages(d: pb.DatasetInfo, req: CountRequest, **kw) -> CountStream:
+    return CountStream(d, req, **kw)
 
 
 def cardinality(s, partner: str, messages: Iterable, *, on_first=None):
     """(responses, RpcError or None); `on_first()` runs when the first response (or the
-    refusal) arrives."""
+    refusal) arrives. A CountStream is fed every response, and released when the call ends."""
     got: list = []
     first = True
+    feed = getattr(messages, "feed", lambda r: None)
     with fx.channel_as(s, partner) as ch:
         try:
             for r in pb_grpc.MembershipStub(ch).Cardinality(iter(messages), timeout=60):
                 if first and on_first:
                     on_first()
                 first = False
+                feed(r)
                 got.append(r)
         except grpc.RpcError as exc:
             if first and on_first:
                 on_first()
             return got, exc
+        finally:
+            if isinstance(messages, CountStream):
+                messages.ready.set()
     return got, None
 
 

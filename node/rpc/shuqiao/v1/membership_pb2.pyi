@@ -196,42 +196,60 @@ class EvaluateResponse(_message.Message):
     proof: BatchProof
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., summary: _Optional[_Union[QuerySummary, _Mapping]] = ..., proof: _Optional[_Union[BatchProof, _Mapping]] = ...) -> None: ...
 
-class CardinalityRequest(_message.Message):
-    __slots__ = ("header", "point", "batch", "finish")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
+class CardinalityOpen(_message.Message):
+    __slots__ = ("point", "padding")
     POINT_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    point: bytes
+    padding: int
+    def __init__(self, point: _Optional[bytes] = ..., padding: _Optional[int] = ...) -> None: ...
+
+class CardinalityRequest(_message.Message):
+    __slots__ = ("header", "open", "batch", "finish", "rows")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     header: QueryHeader
-    point: bytes
+    open: CardinalityOpen
     batch: ElementBatch
     finish: Finish
-    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., point: _Optional[bytes] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+    rows: bytes
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., open: _Optional[_Union[CardinalityOpen, _Mapping]] = ..., batch: _Optional[_Union[ElementBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ..., rows: _Optional[bytes] = ...) -> None: ...
+
+class CardinalityKey(_message.Message):
+    __slots__ = ("key", "rows")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    rows: int
+    def __init__(self, key: _Optional[bytes] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class CardinalitySummary(_message.Message):
-    __slots__ = ("query_id", "padding", "shift", "epsilon_micro", "receipt", "ledger_public_key")
+    __slots__ = ("query_id", "count", "noise_bound", "epsilon_micro", "receipt", "ledger_public_key")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
-    PADDING_FIELD_NUMBER: _ClassVar[int]
-    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_BOUND_FIELD_NUMBER: _ClassVar[int]
     EPSILON_MICRO_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     query_id: str
-    padding: int
-    shift: int
+    count: int
+    noise_bound: int
     epsilon_micro: int
     receipt: bytes
     ledger_public_key: str
-    def __init__(self, query_id: _Optional[str] = ..., padding: _Optional[int] = ..., shift: _Optional[int] = ..., epsilon_micro: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., count: _Optional[int] = ..., noise_bound: _Optional[int] = ..., epsilon_micro: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
 
 class CardinalityResponse(_message.Message):
-    __slots__ = ("accepted", "blinded", "rows", "summary")
+    __slots__ = ("accepted", "key", "rows", "summary")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
-    BLINDED_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     accepted: Accepted
-    blinded: bytes
+    key: CardinalityKey
     rows: bytes
     summary: CardinalitySummary
-    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., blinded: _Optional[bytes] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., key: _Optional[_Union[CardinalityKey, _Mapping]] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...

@@ -88,9 +88,10 @@ class MembershipServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cardinality(self, request_iterator, context):
-        """Cardinality (protocols/cardinality.py): fresh keys, shuffled, dummy-match noise.
-        The asker streams header, its point a*G and batches of a*H(x); the answerer returns
-        B and Y in chunks and a summary; the asker learns the (noised) count only.
+        """Cardinality (protocols/cardinality.py): the answerer counts, each side adds noise.
+        The asker streams header, open (a*G and its padding D'), batches of A, finish; the
+        answerer returns key (Q = b*G, |Y'|) and Y' in rows chunks; the asker streams Y'' in
+        rows chunks and finish; the answerer returns a summary holding the noised count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -101,23 +101,33 @@ def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://...
                help="The node whose log this must be (default: grpc://NODE@..., else any).")] = None,
            start: Optional[int] = None, end: Optional[int] = None,
            witness_quorum: Annotated[int, typer.Option(
-               help="Accept the head only with this many valid cosignatures from --witness-key witnesses.")] = 0,
+               help="Accept the head only with cosignatures from this many distinct witnesses: "
+               "by a --witness-key, or (with --ca) by a key certified for the witness's node "
+               "by that CA at the cosignature's time; never the log's own node.")] = 0,
            witness_key: Annotated[list[str], typer.Option(
-               help="A trusted witness: NODE=ed25519:<hex> (repeatable).")] = []) -> None:
+               help="A trusted witness with a key obtained out of band: NODE=ed25519:<hex> "
+               "(repeatable).")] = [],
+           witness: Annotated[list[str], typer.Option(
+               "--witness", help="Trust only these witnesses' certified keys (repeatable; "
+               "default with --ca: every certified federation member).")] = []) -> None:
     """The key's certification (--ca) or --expect-key, consistency with every head seen
     before (an older export must be a prefix of the newest), inclusion, signatures, the
-    witness evidence the node holds, and (with --witness-quorum) its cosignatures."""
+    witness evidence the node holds, and (with --witness-quorum) its cosignatures, each
+    checked against a --witness-key or the witness's key certification (--ca)."""
     from .cli_witness import apply_witness_checks, trusted_witnesses
     from .ledger.audit import KnownHeads, verify as run
     trusted = trusted_witnesses(witness_key)
-    if witness_quorum > len(trusted):
-        fail(f"--witness-quorum {witness_quorum} needs at least as many --witness-key", 2)
+    if witness_quorum > 0 and ca is None and witness_quorum > len(trusted):
+        fail(f"--witness-quorum {witness_quorum} needs --ca (certified witnesses) or at least "
+             "as many --witness-key", 2)
+    if witness and witness_quorum > len(set(witness) | set(trusted)):
+        fail(f"--witness-quorum {witness_quorum} needs at least as many --witness/--witness-key", 2)
     if node is None and source.startswith("grpc://"):
         node = urlsplit(source).username
     trust = trust_of(ca, expect_key, node)
     src = open_source(source, Identity(cert, key, ca), token_file)
     verdict = run(src, KnownHeads(state_dir), start=start, end=end, trust=trust)
-    apply_witness_checks(verdict, src, trusted, witness_quorum)
+    apply_witness_checks(verdict, src, trusted, witness_quorum, trust.roots, set(witness) or None)
     out.print(str(verdict), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if verdict.ok else 1)
 

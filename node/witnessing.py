@@ -2,11 +2,12 @@
 
 Between two partners, the one that knows the other's address (the fund centre, in the
 shipped configs/) does all of it over its own connection, each round:
-1. push: it asks the partner to check and cosign *its* head (`ask_cosignature`);
+1. push: it asks the partner to check and cosign *its* head (`ask_cosignature`), and
+   keeps the partner's ledger-key certification with the cosignature (witness_pki.py);
 2. pull: it fetches the partner's head (and a consistency proof from the last head it
    accepted), checks and cosigns it (`Witness.observe`);
 3. exchange: it hands the partner the cosignatures it made of the partner's heads (so the
-   partner serves them with its head), and both compare what they cosigned for third
+   partner serves them with its head, with its key's certification), and both compare what they cosigned for third
    parties and the conflicts they hold (ledger/witness_gossip.py).
 So an agency that does not know the fund centre's address is still witnessed by it, and
 still witnesses it. Conflicts raise alarms (ledger/alarms.py); `status_lines` is what
@@ -62,6 +63,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
     from .ledger import pin_partner_key
     from .ledger.grpc_service import GrpcLogSource, ask_cosignature, exchange_notes
     from .ledger.witness import Witness
+    from .ledger.witness_pki import keep_certification
     witness = Witness(ctx.ledger)
     results: dict[str, str] = {}
     reachable: dict[str, grpc.Channel] = {}
@@ -80,6 +82,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
                           partner.id, pushed)
             else:
                 witness.store_cosignature(answer, key)
+                keep_certification(ctx.engine, partner.id, key, source.key_certification())
                 pushed = "cosigned"
             results[partner.id] = f"{pushed}/{_pull(witness, partner.id, key, source)}"
         except Exception as exc:  # an unreachable partner must not stop the round

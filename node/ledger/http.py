@@ -233,9 +233,11 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     def cosigned_head(ledger: LedgerDep) -> dict:
         """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
         from .witness import Witness
+        from .witness_pki import certifications_of
         head = ledger.sign_head()
-        return {"head": head.to_dict(),
-                "cosignatures": [c.to_dict() for c in Witness(ledger).cosignatures_of(head)]}
+        cosignatures = Witness(ledger).cosignatures_of(head)
+        return {"head": head.to_dict(), "cosignatures": [c.to_dict() for c in cosignatures],
+                "witness_certifications": certifications_of(ledger.engine, {c.witness for c in cosignatures})}
 
     @app.get("/v1/ledger/witnessing")
     def witnessing(ledger: LedgerDep) -> dict:

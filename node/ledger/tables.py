@@ -14,7 +14,7 @@
                    PostgreSQL alike.
 * ledger_signing_keys, ledger_key_certifications, ledger_partner_keys,
   ledger_partner_key_rotations, witness_heads, witness_cosignatures, witness_conflicts,
-  witness_resolutions
+  witness_resolutions, witness_certifications
                    the node's sealed signing keys (one per generation) and their
                    certifications in the federation PKI; partners' keys pinned on first
                    use (and moved along a partner's certified rotation);
@@ -39,7 +39,7 @@ from ..store import _append_only_ddl, metadata
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
            "ledger_partner_key_rotations", "witness_heads", "witness_cosignatures", "witness_conflicts",
-           "witness_resolutions",
+           "witness_resolutions", "witness_certifications",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -190,12 +190,25 @@ ledger_partner_key_rotations = Table(
     Index("ix_ledger_partner_key_rotations_partner", "partner"),
 )
 
+# Witnesses' ledger-key certifications, received with their cosignatures (witness_pki.py).
+witness_certifications = Table(
+    "witness_certifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("witness", String(64), nullable=False),
+    Column("public_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_witness_certifications_witness", "witness"),
+)
+
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
                "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
-               "witness_resolutions", "ledger_key_certifications", "ledger_partner_key_rotations")
+               "witness_resolutions", "ledger_key_certifications", "ledger_partner_key_rotations",
+               "witness_certifications")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
                  ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts,
-                 witness_resolutions, ledger_key_certifications, ledger_partner_key_rotations)
+                 witness_resolutions, ledger_key_certifications, ledger_partner_key_rotations,
+                 witness_certifications)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

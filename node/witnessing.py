@@ -61,7 +61,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
     """One witnessing round; returns partner -> "pushed/pulled" verdicts or an error name."""
     from .asker import partner_channel
     from .ledger import pin_partner_key
-    from .ledger.grpc_service import GrpcLogSource, ask_cosignature, exchange_notes
+    from .ledger.grpc_service import GrpcLogSource, ask_certified_cosignature, exchange_notes
     from .ledger.witness import Witness
     from .ledger.witness_pki import keep_certification
     witness = Witness(ctx.ledger)
@@ -75,14 +75,15 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             reachable[partner.id] = channel
             source = GrpcLogSource(channel, partner.id, timeout=30)
             key = pin_partner_key(ctx.engine, partner.id, source.public_key())
-            answer = ask_cosignature(ctx.ledger, channel)
+            answer, certification = ask_certified_cosignature(ctx.ledger, channel)
             if isinstance(answer, tuple):
                 pushed = answer[0]
                 log.error("partner %s refuses to cosign this node's ledger head: it reports %s",
                           partner.id, pushed)
             else:
                 witness.store_cosignature(answer, key)
-                keep_certification(ctx.engine, partner.id, key, source.key_certification())
+                keep_certification(ctx.engine, partner.id, key,  # attached, else as published
+                                   certification or source.key_certification())
                 pushed = "cosigned"
             results[partner.id] = f"{pushed}/{_pull(witness, partner.id, key, source)}"
         except Exception as exc:  # an unreachable partner must not stop the round

@@ -29,6 +29,7 @@ from .sources import SourceError
 from .witness import Witness, WitnessError
 
 __all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature",
+           "ask_certified_cosignature",
            "exchange_notes"]
 
 MAX_ENTRIES_PER_CALL = 1_000_000
@@ -55,8 +56,13 @@ class LedgerService(pb_grpc.LedgerServicer):
     def GetTreeHead(self, request, context):
         head = current_head(self.ledger)
         msg = head_to_pb(head)
-        msg.cosignatures.extend(pb.Cosignature(witness=c.witness, time=c.time, signature=c.signature)
-                                for c in self.witness.cosignatures_of(head))
+        from .witness_pki import certifications_of
+        cosignatures = self.witness.cosignatures_of(head)
+        held = certifications_of(self.ledger.engine, {c.witness for c in cosignatures})
+        msg.cosignatures.extend(pb.Cosignature(
+            witness=c.witness, time=c.time, signature=c.signature,
+            certification=KeyCertification.from_dict(held[c.witness][-1]).to_json()
+            if c.witness in held else "") for c in cosignatures)
         return msg
 
     def GetWitnessing(self, request, context):
@@ -124,8 +130,10 @@ class LedgerService(pb_grpc.LedgerServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         if seen.verdict == "cosigned":
             c = seen.cosignature
+            mine = current_certification(self.ledger.engine, self.ledger.public_key)
             return pb.CosignResponse(cosignature=pb.Cosignature(
-                witness=c.witness, time=c.time, signature=c.signature))
+                witness=c.witness, time=c.time, signature=c.signature,
+                certification=mine.to_json() if mine else ""))
         if seen.verdict == "need_proof":
             return pb.CosignResponse(need_proof_from=seen.need_proof_from)
         return pb.CosignResponse(conflict=pb.Conflict(
@@ -191,6 +199,15 @@ def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 3
     `Witness.store_cosignature(cosignature, partner_key)`), or ("fork" | "rollback" |
     "inconsistent", earlier head) when the partner reports a conflict.
     """
+    return ask_certified_cosignature(ledger, channel, timeout=timeout)[0]
+
+
+def ask_certified_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 30.0):
+    """`ask_cosignature`, and the witness's key certification it attached (or None).
+
+    Raises:
+        CertificationError: the attached certification is malformed.
+    """
     stub = pb_grpc.LedgerStub(channel)
     head = ledger.sign_head()
     request = pb.CosignRequest(head=head_to_pb(head), public_key=ledger.public_key.text)
@@ -203,9 +220,10 @@ def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 3
     kind = answer.WhichOneof("result")
     if kind == "cosignature":
         c = answer.cosignature
-        return Cosignature(c.witness, c.time, head, c.signature)
+        certification = KeyCertification.from_json(c.certification) if c.certification else None
+        return Cosignature(c.witness, c.time, head, c.signature), certification
     if kind == "conflict":
-        return answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)
+        return (answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)), None
     raise SourceError("the witness asked for a proof twice")
 
 

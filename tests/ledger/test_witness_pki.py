@@ -140,3 +140,41 @@ def test_an_out_of_band_key_still_counts_without_a_certification(nodes):
     hrss, edu = nodes["hrss"], nodes["edu"]
     pushed(hrss, edu)
     assert quorum(hrss, (), trusted={"edu": edu.public_key}) == (1, [])
+
+
+def test_the_witness_attaches_its_certification_and_the_log_serves_it_with_its_head(nodes, roots, tmp_path):
+    """Over gRPC: edu's Cosign answer carries edu's certification; hrss keeps it and its
+    GetTreeHead and witness record serve it with the cosignature."""
+    from concurrent import futures
+
+    import grpc
+
+    from node.ledger.anchor import KeyCertification
+    from node.ledger.grpc_service import GrpcLogSource, LedgerService, ask_certified_cosignature
+    from node.rpc.shuqiao.v1 import ledger_pb2 as pb
+    from node.rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
+    hrss, edu = nodes["hrss"], nodes["edu"]
+    mine = certified(edu, tmp_path / "pki")
+    certified(hrss, tmp_path / "pki")
+    servers = []
+    try:
+        channels = {}
+        for ledger, caller in ((edu, "hrss"), (hrss, "auditor")):
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            pb_grpc.add_LedgerServicer_to_server(LedgerService(ledger, lambda ctx, c=caller: c), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            servers.append(server)
+            channels[ledger.node_id] = grpc.insecure_channel(f"127.0.0.1:{port}")
+        cosignature, attached = ask_certified_cosignature(hrss, channels["edu"])
+        assert attached == mine
+        Witness(hrss).store_cosignature(cosignature, edu.public_key)
+        assert keep_certification(hrss.engine, "edu", edu.public_key, attached)
+        served = pb_grpc.LedgerStub(channels["hrss"]).GetTreeHead(pb.GetTreeHeadRequest())
+        (c,) = served.cosignatures
+        assert c.witness == "edu" and KeyCertification.from_json(c.certification) == mine
+        record = GrpcLogSource(channels["hrss"], "hrss").witnessing()
+        assert count_cosignatures(record, hrss.sign_head(), {}, roots) == (1, [])
+    finally:
+        for server in servers:
+            server.stop(None)

@@ -115,6 +115,9 @@ def populate_every_table(engine, tmp_path) -> Ledger:
         conn.execute(sa.insert(ledger_partner_key_rotations).values(
             partner="fund", old_key=partner.public_key.text, new_key=ledger.public_key.text,
             certification="{}", pinned_at=datetime.now(timezone.utc)))
+    from node.ledger.witness_pki import keep_certification
+    assert keep_certification(engine, "fund", partner.public_key,  # a witness's, kept with its cosignatures
+                              certified(partner, tmp_path / "pki"))
     return ledger
 
 
@@ -126,7 +129,8 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
               "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
               "witness_resolutions": "actor",
               "ledger_key_certifications": "certification",
-              "ledger_partner_key_rotations": "new_key"}
+              "ledger_partner_key_rotations": "new_key",
+              "witness_certifications": "certification"}
     assert set(column) == set(APPEND_ONLY)
     for table, col in column.items():
         with engine.connect() as conn:

@@ -22,7 +22,6 @@ node is never its own witness, and each witness node counts once.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -36,8 +35,6 @@ from .tables import witness_certifications
 
 __all__ = ["keep_certification", "certifications_of", "certified_witness_key",
            "witness_certifications_in"]
-
-log = logging.getLogger(__name__)
 
 
 def keep_certification(engine: Engine, witness: str, key: LedgerPublicKey,

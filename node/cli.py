@@ -234,7 +234,8 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
 
 
 def main() -> None:
-    from . import cli_audit, cli_dataset, cli_query, cli_statistics, cli_witness, cli_consent  # noqa: F401  (register their commands)
+    from . import (cli_audit, cli_consent, cli_dataset, cli_ledger, cli_query,  # noqa: F401
+                   cli_statistics, cli_witness)  # (register their commands)
     try:
         app()
     except KeyboardInterrupt:

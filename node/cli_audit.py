@@ -9,6 +9,7 @@ A ledger source is one of:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -30,9 +31,12 @@ class Identity:
 
 
 def open_source(spec: str, ident: Identity, token_file: Optional[Path]):
-    from .ledger.sources import ExportSource
+    from .ledger.sources import ExportSource, SourceError
     if spec.startswith("export:"):
-        return ExportSource(spec[len("export:"):])
+        try:
+            return ExportSource(spec[len("export:"):])
+        except SourceError as exc:
+            fail(str(exc), 2)
     parts = urlsplit(spec)
     if parts.scheme in ("https", "http"):
         import httpx
@@ -62,30 +66,69 @@ def open_source(spec: str, ident: Identity, token_file: Optional[Path]):
 
 CertOpt = Annotated[Optional[Path], typer.Option(help="Auditor certificate (gRPC sources).")]
 KeyOpt = Annotated[Optional[Path], typer.Option(help="Auditor private key (gRPC sources).")]
-CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA (gRPC, and HTTPS trust).")]
+CaOpt = Annotated[Optional[Path], typer.Option(help="Federation CA: TLS trust for gRPC and HTTPS, and "
+                                                "the anchor every ledger key must be certified by.")]
+ExpectKeyOpt = Annotated[Optional[str], typer.Option(
+    "--expect-key", help="The ledger key (ed25519:<hex>, or its sha256:<hex> fingerprint from "
+    "`shuqiao ledger key`) obtained out of band; any other fails.")]
+
+
+def trust_of(ca: Optional[Path], expect_key: Optional[str] = None, node: Optional[str] = None):
+    """The auditor's anchors for ledger keys: the CA (--ca) and an expected key."""
+    from .ledger.anchor import CertificationError, load_roots
+    from .ledger.audit import Trust
+    from .ledger.signing import LedgerPublicKey, SignatureError
+    try:
+        roots = tuple(load_roots(ca)) if ca else ()
+        expected = None
+        if expect_key and re.fullmatch(r"sha256:[0-9a-f]{64}", expect_key):
+            expected = expect_key
+        elif expect_key:
+            expected = LedgerPublicKey.from_text(expect_key)
+    except (CertificationError, SignatureError) as exc:
+        fail(str(exc), 2)
+    return Trust(roots, expected, node)
+
+
 TokenOpt = Annotated[Optional[Path], typer.Option(help="File holding the auditor token (HTTP sources).")]
 
 
 @audit_app.command("verify")
 def verify(source: Annotated[str, typer.Argument(help="export:PATH | https://... | grpc://NODE@HOST:PORT")],
            state_dir: StateOpt = DEFAULT_STATE, cert: CertOpt = None, key: KeyOpt = None,
-           ca: CaOpt = None, token_file: TokenOpt = None,
+           ca: CaOpt = None, token_file: TokenOpt = None, expect_key: ExpectKeyOpt = None,
+           node: Annotated[Optional[str], typer.Option(
+               help="The node whose log this must be (default: grpc://NODE@..., else any).")] = None,
            start: Optional[int] = None, end: Optional[int] = None,
            witness_quorum: Annotated[int, typer.Option(
-               help="Accept the head only with this many valid cosignatures from --witness-key witnesses.")] = 0,
+               help="Accept the head only with cosignatures from this many distinct witnesses: "
+               "by a --witness-key, or (with --ca) by a key certified for the witness's node "
+               "by that CA at the cosignature's time; never the log's own node.")] = 0,
            witness_key: Annotated[list[str], typer.Option(
-               help="A trusted witness: NODE=ed25519:<hex> (repeatable).")] = []) -> None:
-    """Consistency with every head seen before, inclusion of each entry, signatures,
-    the witness evidence the node holds, and (with --witness-quorum) its cosignatures."""
+               help="A trusted witness with a key obtained out of band: NODE=ed25519:<hex> "
+               "(repeatable).")] = [],
+           witness: Annotated[list[str], typer.Option(
+               "--witness", help="Trust only these witnesses' certified keys (repeatable; "
+               "default with --ca: every certified federation member).")] = []) -> None:
+    """The key's certification (--ca) or --expect-key, consistency with every head seen
+    before (an older export must be a prefix of the newest), inclusion, signatures, the
+    witness evidence the node holds, and (with --witness-quorum) its cosignatures, each
+    checked against a --witness-key or the witness's key certification (--ca)."""
     from .cli_witness import apply_witness_checks, trusted_witnesses
     from .ledger.audit import KnownHeads, verify as run
     trusted = trusted_witnesses(witness_key)
-    if witness_quorum > len(trusted):
-        fail(f"--witness-quorum {witness_quorum} needs at least as many --witness-key", 2)
+    if witness_quorum > 0 and ca is None and witness_quorum > len(trusted):
+        fail(f"--witness-quorum {witness_quorum} needs --ca (certified witnesses) or at least "
+             "as many --witness-key", 2)
+    if witness and witness_quorum > len(set(witness) | set(trusted)):
+        fail(f"--witness-quorum {witness_quorum} needs at least as many --witness/--witness-key", 2)
+    if node is None and source.startswith("grpc://"):
+        node = urlsplit(source).username
+    trust = trust_of(ca, expect_key, node)
     src = open_source(source, Identity(cert, key, ca), token_file)
-    verdict = run(src, KnownHeads(state_dir), start=start, end=end)
-    apply_witness_checks(verdict, src, trusted, witness_quorum)
-    out.print(str(verdict), highlight=False)
+    verdict = run(src, KnownHeads(state_dir), start=start, end=end, trust=trust)
+    apply_witness_checks(verdict, src, trusted, witness_quorum, trust.roots, set(witness) or None)
+    out.print(str(verdict), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if verdict.ok else 1)
 
 
@@ -97,9 +140,27 @@ def cross_check(asker: Annotated[str, typer.Option(help="The asking node's ledge
     """Query by query: each recorded query is matched by the other side's entry and receipt."""
     from .ledger.crosscheck import cross_check as run
     ident = Identity(cert, key, ca)
-    report = run(open_source(asker, ident, token_file), open_source(answerer, ident, token_file))
-    out.print(str(report), highlight=False)
-    raise typer.Exit(0 if report.ok else 1)
+    sources = open_source(asker, ident, token_file), open_source(answerer, ident, token_file)
+    problems = [p for s in sources for p in anchor_problems(s, trust_of(ca))] if ca else []
+    report = run(*sources)
+    out.print(str(report), highlight=False, soft_wrap=True)
+    for problem in problems:
+        out.print(f"  key: {problem}", highlight=False)
+    raise typer.Exit(0 if report.ok and not problems else 1)
+
+
+def anchor_problems(source, trust) -> list[str]:
+    """Why `source`'s ledger key is not certified by the CA in `trust` (none: it is)."""
+    from .ledger.anchor import CertificationError, verify_certification
+    from .ledger.sources import SourceError
+    try:
+        key, head = source.public_key(), source.tree_head()
+        get = getattr(source, "key_certification", None)
+        verify_certification(get() if get else None, trust.roots, node=head.node, key=key,
+                             at=head.time)
+    except (CertificationError, SourceError, ValueError) as exc:
+        return [f"{source.name}: the ledger key is not certified for its node: {exc}"]
+    return []
 
 
 @audit_app.command("export")
@@ -119,7 +180,7 @@ def check(config: ConfigOpt) -> None:
     with node_context(config) as ctx:
         report = ctx.ledger.verify_all()
         alarms = [line for line in status_lines(ctx) if line.startswith("LEDGER ALARM")]
-    out.print(str(report), highlight=False)
+    out.print(str(report), highlight=False, soft_wrap=True)
     for line in alarms:
         out.print(line, highlight=False)
     raise typer.Exit(0 if report.ok and not alarms else 1)

@@ -29,12 +29,14 @@ def trusted_witnesses(specs: list[str]) -> dict:
     return trusted
 
 
-def apply_witness_checks(verdict, source, trusted: dict, quorum: int) -> None:
-    """Add the witness findings (open conflicts, broken evidence, missing quorum) to `verdict`."""
+def apply_witness_checks(verdict, source, trusted: dict, quorum: int, roots=(),
+                         witnesses: set[str] | None = None) -> None:
+    """Add the witness findings (open conflicts, broken evidence, missing quorum) to `verdict`;
+    with `roots` (--ca), certified witnesses (restricted to `witnesses`) count too."""
     from .ledger.witness_evidence import witness_findings
     if verdict.head is None:
         return
-    for f in witness_findings(source, verdict.head, trusted, quorum):
+    for f in witness_findings(source, verdict.head, trusted, quorum, roots, witnesses):
         verdict.fail(f.kind, f.where, f.detail)
 
 

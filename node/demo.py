@@ -107,6 +107,14 @@ def run_demo(*, workdir: Path | None, hrss_rows: int, graduates: int, applicants
             log = fed.cli("query", "log", "--config", str(fed.nodes["hrss"].config_path))
             out.print("HRSS query log (what the answering agency learnt):")
             out.print(log.stdout.rstrip())
+            exported = root / "hrss-ledger.jsonl"
+            fed.cli("audit", "export", "--config", str(fed.nodes["hrss"].config_path),
+                    "--out", str(exported))
+            audit = fed.cli("audit", "verify", f"export:{exported}", "--ca", str(fed.pki / "ca.pem"),
+                            "--state-dir", str(root / "auditor"), check=False)
+            out.print("An auditor's check of HRSS's ledger, its key anchored in the federation CA:")
+            out.print(audit.stdout.rstrip(), soft_wrap=True)
+            ok &= audit.returncode == 0
     finally:
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)

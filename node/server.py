@@ -70,6 +70,8 @@ class NodeServer:
         from .admin_log import record_policy_if_changed
         self.ctx.engine  # schema ready before the first call
         record_policy_if_changed(self.ctx)  # the partner list and policy this node runs with
+        from .ledger_keys import certify_at_start
+        certify_at_start(self.ctx)  # the ledger key certified by the TLS identity, for auditors
         self.ctx.pool.warm()
         self.port = self.server.add_secure_port(self.ctx.config.grpc.listen,
                                                 server_credentials(self.ctx))
@@ -138,7 +140,7 @@ def check_ledger(ctx: NodeContext, mode: str = "tail", accept_damage: bool = Fal
     from .admin_log import record
     from .ledger.canonical import clean_text
     from .ledger.startcheck import check_at_start
-    report = check_at_start(ctx.engine, ctx.ledger.public_key, mode)
+    report = check_at_start(ctx.engine, ctx.ledger.signer.keyring, mode)  # any generation
     if report.ok:
         return
     first = report.problems[0] if report.problems else None

@@ -2,11 +2,12 @@
 
 Between two partners, the one that knows the other's address (the fund centre, in the
 shipped configs/) does all of it over its own connection, each round:
-1. push: it asks the partner to check and cosign *its* head (`ask_cosignature`);
+1. push: it asks the partner to check and cosign *its* head (`ask_cosignature`), and
+   keeps the partner's ledger-key certification with the cosignature (witness_pki.py);
 2. pull: it fetches the partner's head (and a consistency proof from the last head it
    accepted), checks and cosigns it (`Witness.observe`);
 3. exchange: it hands the partner the cosignatures it made of the partner's heads (so the
-   partner serves them with its head), and both compare what they cosigned for third
+   partner serves them with its head, with its key's certification), and both compare what they cosigned for third
    parties and the conflicts they hold (ledger/witness_gossip.py).
 So an agency that does not know the fund centre's address is still witnessed by it, and
 still witnesses it. Conflicts raise alarms (ledger/alarms.py); `status_lines` is what
@@ -60,8 +61,9 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
     """One witnessing round; returns partner -> "pushed/pulled" verdicts or an error name."""
     from .asker import partner_channel
     from .ledger import pin_partner_key
-    from .ledger.grpc_service import GrpcLogSource, ask_cosignature, exchange_notes
+    from .ledger.grpc_service import GrpcLogSource, ask_certified_cosignature, exchange_notes
     from .ledger.witness import Witness
+    from .ledger.witness_pki import keep_certification
     witness = Witness(ctx.ledger)
     results: dict[str, str] = {}
     reachable: dict[str, grpc.Channel] = {}
@@ -73,7 +75,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             reachable[partner.id] = channel
             source = GrpcLogSource(channel, partner.id, timeout=30)
             key = pin_partner_key(ctx.engine, partner.id, source.public_key())
-            answer = ask_cosignature(ctx.ledger, channel)
+            answer, certification = ask_certified_cosignature(ctx.ledger, channel)
             if isinstance(answer, tuple) and answer[0] == "stale":
                 pushed = "stale"  # the partner had already seen a newer head of ours
             elif isinstance(answer, tuple):
@@ -82,6 +84,8 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
                           partner.id, pushed)
             else:
                 witness.store_cosignature(answer, key)
+                keep_certification(ctx.engine, partner.id, key,  # attached, else as published
+                                   certification or source.key_certification())
                 pushed = "cosigned"
             results[partner.id] = f"{pushed}/{_pull(witness, partner.id, key, source)}"
         except Exception as exc:  # an unreachable partner must not stop the round

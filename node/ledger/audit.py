@@ -1,46 +1,53 @@
-"""The auditor: is a node's ledger append-only, signed, and the same one it showed before?
+"""The auditor: is a node's ledger append-only, signed by the node's key, and the same
+one it showed before? What a Certificate Transparency monitor asks of a log it watches.
 
-`verify(source, known)` checks one node, through any `LogSource`:
+`verify(source, known, trust=Trust(...))` checks one node, through any `LogSource`:
 
-1. the node's public key, pinned on first use in the auditor's state directory; a
-   different key later is reported (it may be a legitimate rotation, but the auditor
-   must learn of it out of band);
-2. the latest signed tree head, against that key;
-3. every head this auditor saw before: the log may only have grown (a smaller size is
-   a rollback; the same size with another root, or a prefix that no longer hashes to
-   the old root, is a fork);
-4. the entries: all of them (default) are fetched and their Merkle root recomputed
+1. the key (anchor.py): with `--ca`, the key's certification must chain to that CA, name
+   the log's node, be valid at the head's time and certify exactly the key that signed
+   the head; with `--expect-key`, the key must be that one. Without either, the key is
+   trusted on first use, and the verdict says so;
+2. the pin in the auditor's state directory: another key than the pinned one is
+   accepted only when the log it verified records the rotation (a `ledger_key_rotated`
+   entry whose handover the pinned key signed, chained to the new key), or when the
+   auditor gave the new key with `--expect-key`;
+3. the latest signed tree head, against that key;
+4. every head this auditor saw before. A node presenting a smaller head as current
+   (gRPC, HTTPS) rolled back; the same size with another root is a fork (both roots
+   named). An export is an archive: an export smaller than a head seen before is an
+   *older view*, verified in full and then checked to be a prefix of the newest head
+   seen, against the leaf hashes of the longest log verified in full (known.py); an
+   older view that is not a prefix is a fork, naming both roots;
+5. the entries: all of them (default) are fetched and their Merkle root recomputed
    (merkle.verify_log, fast), or a range, each checked by an inclusion proof.
 
 Where something breaks the verdict names the entry index or tree size: a recomputed
 root that misses the head is narrowed to the first diverging entry by bisection with
 consistency proofs (or, for an export, with the leaf hashes the node had stored).
-The head is added to the known heads only when everything held.
+The head (and the key) are remembered only when everything held.
 
-`cross_check` lives in crosscheck.py.
+Which key to trust (points 1 and 2) lives in trust.py, `cross_check` in crosscheck.py.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from protocols import merkle
 
 from . import canonical
-from .signing import LedgerPublicKey, SignatureError, SignedTreeHead, check_node_id
+from .anchor import CertificationError
+from .known import KnownHeads
+from .signing import SignatureError, SignedTreeHead
 from .sources import LogSource, SourceError
+from .trust import (ROTATION_MARK, Trust, check_anchor, expected, follow_rotation, handed_over,
+                    key_changed, scan_rotations)
 
-__all__ = ["Finding", "Verdict", "KnownHeads", "verify", "locate_divergence"]
-
-_KEEP_HEADS = 64
-
+__all__ = ["Finding", "Verdict", "KnownHeads", "Trust", "verify", "locate_divergence"]
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # key_changed | head_signature | rollback | fork | entries | inclusion | source
+    kind: str  # wrong_node | key_not_certified | key_unexpected | key_changed | head_signature | rollback |
+    #            fork | unchecked | entries | inclusion | source
     where: str  # "entry 17", "tree size 100", "public key"
     detail: str
 
@@ -55,62 +62,32 @@ class Verdict:
     head: SignedTreeHead | None = None
     checked_entries: int = 0
     findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    older_than: SignedTreeHead | None = None  # set when the source is an older, consistent view
 
     @property
     def ok(self) -> bool:
         return not self.findings and self.head is not None
 
-    def fail(self, kind: str, where: str, detail: str) -> None:
-        self.findings.append(Finding(kind, where, detail))
+    def fail(self, kind: str, where: str, detail: str, *, at: int | None = None) -> None:
+        """Record a finding (at position `at`: findings read in order of cause)."""
+        finding = Finding(kind, where, detail)
+        if at is None:
+            self.findings.append(finding)
+        else:
+            self.findings.insert(at, finding)
 
     def __str__(self) -> str:
-        if self.ok:
-            return (f"OK: {self.node} ledger of {self.size} entries, {self.checked_entries} "
-                    "checked, consistent with every head seen before")
-        return "FAILED:\n" + "\n".join(f"  {f}" for f in self.findings)
-
-
-class KnownHeads:
-    """The auditor's memory: per node, the pinned key and every head it accepted.
-
-    One small JSON file per node in `state_dir`, replaced atomically.
-    """
-
-    def __init__(self, state_dir: str | Path) -> None:
-        self.dir = Path(state_dir)
-
-    def _path(self, node: str) -> Path:
-        return self.dir / f"{check_node_id(node, 'node')}.json"
-
-    def _load(self, node: str) -> dict[str, Any]:
-        path = self._path(node)
-        if not path.exists():
-            return {"node": node, "public_key": None, "heads": []}
-        return json.loads(path.read_text(encoding="utf-8"))
-
-    def _save(self, node: str, state: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self._path(node)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, sort_keys=True, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-
-    def key(self, node: str) -> LedgerPublicKey | None:
-        text = self._load(node)["public_key"]
-        return None if text is None else LedgerPublicKey.from_text(text)
-
-    def heads(self, node: str) -> list[SignedTreeHead]:
-        return [SignedTreeHead.from_dict(h) for h in self._load(node)["heads"]]
-
-    def accept(self, node: str, key: LedgerPublicKey, head: SignedTreeHead) -> None:
-        state = self._load(node)
-        state["public_key"] = state["public_key"] or key.text
-        if head.to_dict() not in state["heads"]:
-            state["heads"].append(head.to_dict())
-        # Consistency is transitive and every accepted head extended all before it, so
-        # the latest alone would do; a few more are kept as evidence.
-        state["heads"] = sorted(state["heads"], key=lambda h: h["size"])[-_KEEP_HEADS:]
-        self._save(node, state)
+        if not self.ok:
+            return "FAILED:\n" + "\n".join(f"  {f}" for f in self.findings)
+        if self.older_than is not None:
+            first = (f"OK: {self.node} ledger of {self.size} entries, {self.checked_entries} "
+                     f"checked: an older, consistent view (a prefix of the newest head seen, "
+                     f"size {self.older_than.size}, root {self.older_than.root.hex()[:16]}…)")
+        else:
+            first = (f"OK: {self.node} ledger of {self.size} entries, {self.checked_entries} "
+                     "checked, consistent with every head seen before")
+        return "\n".join([first, *(f"  {n}" for n in self.notes)])
 
 
 def _prefix_roots(leaves: list[bytes], sizes: list[int]) -> dict[int, bytes]:
@@ -160,72 +137,121 @@ def locate_divergence(source: LogSource, leaves: list[bytes], head: SignedTreeHe
 
 
 def verify(source: LogSource, known: KnownHeads, *, start: int | None = None,
-           end: int | None = None) -> Verdict:
-    """Check `source` against its key and every head seen before; see the module doc.
+           end: int | None = None, trust: Trust = Trust()) -> Verdict:
+    """Check `source` against its key's anchor and every head seen before (module doc).
 
     With `start`/`end`, only entries in that range are fetched, each with an inclusion
     proof; without, every entry is fetched and the root recomputed.
     """
     verdict = Verdict()
     try:
-        _verify(source, known, verdict, start, end)
-    except (SourceError, canonical.CanonicalError, merkle.ProofShapeError) as exc:
+        _verify(source, known, verdict, start, end, trust)
+    except (SourceError, canonical.CanonicalError, merkle.ProofShapeError,
+            CertificationError) as exc:
         verdict.fail("source", source.name, f"could not be read: {exc}")
     return verdict
 
 
-def _verify(source: LogSource, known: KnownHeads, verdict: Verdict,
-            start: int | None, end: int | None) -> None:
+def _verify(source: LogSource, known: KnownHeads, verdict: Verdict, start: int | None,
+            end: int | None, trust: Trust) -> None:
     key = source.public_key()
     head = source.tree_head()
-    verdict.node, verdict.size, verdict.head = head.node, head.size, head
-    pinned = known.key(head.node)
-    if pinned is not None and pinned != key:
-        verdict.fail("key_changed", "public key", f"the node now presents {key.text}, "
-                     f"but {pinned.text} was pinned; confirm a rotation out of band")
-        key = pinned  # judge the head by the key the auditor trusts
+    node = head.node
+    verdict.node, verdict.size, verdict.head = node, head.size, head
+    archived = getattr(source, "archived", False) is True
+    check_anchor(source, key, head, trust, verdict)
+    pinned = known.key(node)
+    changed = pinned is not None and pinned != key \
+        and not (archived and key in known.earlier_keys(node))  # an archive from before a rotation
+    confirmed = changed and expected(trust, key)
     try:
         head.verify(key)
     except SignatureError:
-        verdict.fail("head_signature", f"tree size {head.size}",
-                     "the signed tree head does not verify with the node's key")
-        return
-    earlier = known.heads(head.node)
+        if not changed or confirmed:
+            verdict.fail("head_signature", f"tree size {head.size}",
+                         "the signed tree head does not verify with the node's key")
+            return
+        key_changed(verdict, key, pinned, "")
+        key, changed = pinned, False  # judge the head by the key the auditor trusts
+        try:
+            head.verify(key)
+        except SignatureError:
+            verdict.fail("head_signature", f"tree size {head.size}",
+                         "the signed tree head does not verify with the pinned key")
+            return
+    earlier = known.heads(node)
+    newest = max(earlier, key=lambda h: h.size, default=None)
     for old in earlier:
-        if old.size > head.size:
-            verdict.fail("rollback", f"tree size {head.size}",
-                         f"the log shrank: a head of size {old.size} was seen before")
+        if old.size > head.size and not archived:
+            verdict.fail("rollback", f"tree size {head.size}", "the log shrank: the node "
+                         f"presents this head as current, but a head of size {old.size} was "
+                         "seen before")
         elif old.size == head.size and old.root != head.root:
-            verdict.fail("fork", f"tree size {head.size}",
-                         "same size as a head seen before, different root")
-    full = start is None and end is None
-    if full:
-        _check_all(source, head, earlier, verdict)
+            verdict.fail("fork", f"tree size {head.size}", "same size as a head seen before, "
+                         f"different root: this head has root {head.root.hex()}, the head seen "
+                         f"before {old.root.hex()}")
+    watch = changed and not confirmed
+    rotations: list[tuple[int, bytes]] = []
+    leaves = None
+    if start is None and end is None:
+        leaves = _check_all(source, head, earlier, verdict, rotations)
     else:
         _check_range(source, head, earlier, verdict, start or 0, min(end or head.size, head.size))
+        if watch:
+            rotations = scan_rotations(source, head, verdict)
+    if confirmed:
+        verdict.notes.append(f"the pinned key {pinned.text} was replaced by the expected key")
+    elif watch:
+        follow_rotation(verdict, rotations, node, pinned, key, head)
+    if archived and newest is not None and newest.size > head.size:
+        _check_older_view(known, head, newest, verdict)
     if verdict.ok:
-        known.accept(head.node, key, head)
+        known.accept(node, key, head, leaves=leaves, repin=changed,
+                     handed_over=handed_over(rotations, node))
+
+
+def _check_older_view(known: KnownHeads, head: SignedTreeHead, newest: SignedTreeHead,
+                      verdict: Verdict) -> None:
+    """An archive smaller than the newest head seen must be a prefix of it."""
+    leaves = known.leaves(head.node)
+    if len(leaves) < head.size:
+        verdict.fail("unchecked", f"tree size {head.size}", "an older view than the newest head "
+                     f"seen (size {newest.size}), which this auditor cannot check: it keeps the "
+                     f"entries of only {len(leaves)}; verify the node, or its newest export, in "
+                     "full first")
+        return
+    root = _prefix_roots(leaves, [head.size]).get(head.size, merkle.root([]))
+    if root != head.root:
+        verdict.fail("fork", f"tree size {head.size}", f"this head has root {head.root.hex()}, "
+                     f"but the newest head seen (size {newest.size}, root {newest.root.hex()}) "
+                     f"commits to root {root.hex()} at this size")
+    elif verdict.ok:
+        verdict.older_than = newest
 
 
 def _check_all(source: LogSource, head: SignedTreeHead, earlier: list[SignedTreeHead],
-               verdict: Verdict) -> None:
+               verdict: Verdict, rotations: list[tuple[int, bytes]] | None) -> list[bytes] | None:
     leaves: list[bytes] = []
     hash_leaf = merkle.hash_leaf
     for expected, (idx, data) in enumerate(source.entries(0, head.size)):
         if idx != expected:
             verdict.fail("entries", f"entry {expected}", f"missing (the source sent {idx} next)")
-            return
+            return None
         leaves.append(hash_leaf(data))
+        if rotations is not None and ROTATION_MARK in data:
+            rotations.append((idx, data))
     verdict.checked_entries = len(leaves)
     if len(leaves) != head.size:
         verdict.fail("entries", f"entry {len(leaves)}",
                      f"the source sent {len(leaves)} entries under a head of size {head.size}")
-        return
+        return None
     roots = _prefix_roots(leaves, [old.size for old in earlier])
     for old in earlier:
         if old.size < head.size and roots.get(old.size) != old.root:
-            verdict.fail("fork", f"tree size {old.size}", "the first entries no longer hash "
-                         "to the root of the head seen before at this size")
+            got = roots.get(old.size, merkle.root([]))
+            verdict.fail("fork", f"tree size {old.size}", f"the first {old.size} entries hash to "
+                         f"{got.hex()}, not to the root {old.root.hex()} of the head seen before "
+                         "at this size")
     try:
         merkle.verify_log(iter(leaves), head.size, head.root)
     except merkle.RootMismatchError:
@@ -233,6 +259,8 @@ def _check_all(source: LogSource, head: SignedTreeHead, earlier: list[SignedTree
         verdict.fail("entries", f"entry {where}" if where is not None else f"tree size {head.size}",
                      "the entry does not match what the signed tree head commits to"
                      if where is not None else "the entries do not hash to the signed root")
+        return None
+    return leaves
 
 
 def _check_range(source: LogSource, head: SignedTreeHead, earlier: list[SignedTreeHead],
@@ -244,7 +272,8 @@ def _check_range(source: LogSource, head: SignedTreeHead, earlier: list[SignedTr
                                           source.consistency_proof(old.size, head.size))
             except merkle.ProofError:
                 verdict.fail("fork", f"tree size {old.size}", "no valid consistency proof "
-                             "from the head seen before to the current head")
+                             f"from the head seen before (root {old.root.hex()}) to the current "
+                             f"head (size {head.size}, root {head.root.hex()})")
     if start > end:
         verdict.fail("entries", f"entry {start}", f"beyond the signed tree size {head.size}")
         return

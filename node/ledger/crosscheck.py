@@ -29,9 +29,10 @@ from protocols import merkle
 
 from .audit import _prefix_roots
 from .canonical import CanonicalError
-from .entries import QueryEntry, decode
+from .anchor import ROTATED, rotation_from
+from .entries import AdminEntry, QueryEntry, decode
 from .receipts import QueryMetadata, ReceiptError, verify_receipt
-from .signing import SignatureError
+from .signing import KeyRing, SignatureError
 from .sources import LogSource, SourceError
 
 __all__ = ["QueryCheck", "CrossCheck", "cross_check", "SERIOUS", "CLASSES"]
@@ -117,12 +118,14 @@ def _read(source: LogSource, report: CrossCheck) -> _Side | None:
     try:
         key, head = source.public_key(), source.tree_head()
         head.verify(key)
-        leaves, queries = [], {}
+        leaves, queries, earlier = [], {}, []
         for idx, data in source.entries(0, head.size):
             leaves.append(merkle.hash_leaf(data))
             entry = decode(data)
             if isinstance(entry, QueryEntry):
                 queries[(entry.query_id, entry.phase)] = (idx, entry)
+            elif isinstance(entry, AdminEntry) and entry.action == ROTATED:
+                earlier.extend(_handed_over(entry, head.node))  # receipts signed before
         merkle.verify_log(iter(leaves), head.size, head.root)
     except SignatureError:
         report.ledger_problems.append(f"{source.name}: tree head signature does not verify")
@@ -134,7 +137,15 @@ def _read(source: LogSource, report: CrossCheck) -> _Side | None:
     except (SourceError, CanonicalError) as exc:
         report.ledger_problems.append(f"{source.name}: could not be read ({exc})")
         return None
-    return _Side(head.node, key, head.size, leaves, queries)
+    return _Side(head.node, KeyRing((key, *earlier)), head.size, leaves, queries)
+
+
+def _handed_over(entry: AdminEntry, node: str) -> list:
+    """The old key of a ledgered rotation, if the old key handed over (anchor.py)."""
+    try:
+        return [rotation_from(entry.details, node)[0]]
+    except SignatureError:
+        return []
 
 
 def cross_check(asker_source: LogSource, answerer_source: LogSource) -> CrossCheck:

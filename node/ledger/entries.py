@@ -8,7 +8,8 @@ Three types, each a JSON object with "v": 1 and "type" (canonical.py fixes the b
            refusals are a single "completed" entry. The asking node writes a
            "completed" entry holding the answerer's signed receipt.
 * admin    an operator action: dataset registered or retired, key epoch rotated,
-           partner or policy changed, node initialised.
+           partner or policy changed, node initialised, ledger key certified in the
+           federation PKI or rotated (anchor.py).
 * witness  a partner's signed tree head this node checked and countersigned, or two of
            its heads that conflict (kept as evidence of a fork).
 
@@ -35,7 +36,8 @@ __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "e
 ADMIN_ACTIONS = ("dataset_registered", "dataset_retired", "key_rotated", "partner_changed",
                  "policy_changed", "node_initialised", "threshold_prepared", "dataset_purged",
                  "epoch_pruned", "own_ledger_conflict", "own_ledger_resolved",
-                 "predicate_prepared", "damaged_ledger_accepted")
+                 "predicate_prepared", "damaged_ledger_accepted",
+                 "ledger_key_certified", "ledger_key_rotated", "partner_key_rotated")
 WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent", "resolved")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EntryError = CanonicalError

@@ -21,6 +21,7 @@ from protocols import merkle
 from ..rpc.shuqiao.v1 import ledger_pb2 as pb
 from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
 from . import canonical
+from .anchor import KeyCertification, current_certification, current_head
 from .canonical import CanonicalError
 from .log import Ledger, LedgerError
 from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
@@ -28,6 +29,7 @@ from .sources import SourceError
 from .witness import Witness, WitnessError
 
 __all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature",
+           "ask_certified_cosignature",
            "exchange_notes"]
 
 MAX_ENTRIES_PER_CALL = 1_000_000
@@ -52,10 +54,15 @@ class LedgerService(pb_grpc.LedgerServicer):
         self.witness = witness or Witness(ledger)
 
     def GetTreeHead(self, request, context):
-        head = self.ledger.sign_head()
+        head = current_head(self.ledger)
         msg = head_to_pb(head)
-        msg.cosignatures.extend(pb.Cosignature(witness=c.witness, time=c.time, signature=c.signature)
-                                for c in self.witness.cosignatures_of(head))
+        from .witness_pki import certifications_of
+        cosignatures = self.witness.cosignatures_of(head)
+        held = certifications_of(self.ledger.engine, {c.witness for c in cosignatures})
+        msg.cosignatures.extend(pb.Cosignature(
+            witness=c.witness, time=c.time, signature=c.signature,
+            certification=KeyCertification.from_dict(held[c.witness][-1]).to_json()
+            if c.witness in held else "") for c in cosignatures)
         return msg
 
     def GetWitnessing(self, request, context):
@@ -74,7 +81,10 @@ class LedgerService(pb_grpc.LedgerServicer):
         return pb.WitnessDocument(document=canonical.dump(exchange_document(self.witness, peer)))
 
     def GetPublicKey(self, request, context):
-        return pb.PublicKey(node=self.ledger.node_id, public_key=self.ledger.public_key.text)
+        key = self.ledger.public_key
+        certification = current_certification(self.ledger.engine, key)
+        return pb.PublicKey(node=self.ledger.node_id, public_key=key.text,
+                            certification=certification.to_json() if certification else "")
 
     def GetEntries(self, request, context):
         size = self.ledger.size()
@@ -120,8 +130,10 @@ class LedgerService(pb_grpc.LedgerServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         if seen.verdict == "cosigned":
             c = seen.cosignature
+            mine = current_certification(self.ledger.engine, self.ledger.public_key)
             return pb.CosignResponse(cosignature=pb.Cosignature(
-                witness=c.witness, time=c.time, signature=c.signature))
+                witness=c.witness, time=c.time, signature=c.signature,
+                certification=mine.to_json() if mine else ""))
         if seen.verdict == "need_proof":
             return pb.CosignResponse(need_proof_from=seen.need_proof_from)
         return pb.CosignResponse(conflict=pb.Conflict(
@@ -143,8 +155,14 @@ class GrpcLogSource:
             raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
 
     def public_key(self) -> LedgerPublicKey:
-        return LedgerPublicKey.from_text(
-            self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest()).public_key)
+        self._key_msg = self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest())
+        return LedgerPublicKey.from_text(self._key_msg.public_key)
+
+    def key_certification(self) -> KeyCertification | None:
+        """The certification the node published with its key (None: it has none)."""
+        msg = getattr(self, "_key_msg", None) or self._call(self._stub.GetPublicKey,
+                                                            pb.GetPublicKeyRequest())
+        return KeyCertification.from_json(msg.certification) if msg.certification else None
 
     def tree_head(self) -> SignedTreeHead:
         return head_from_pb(self._call(self._stub.GetTreeHead, pb.GetTreeHeadRequest()))
@@ -181,6 +199,15 @@ def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 3
     `Witness.store_cosignature(cosignature, partner_key)`), or ("fork" | "rollback" |
     "inconsistent", earlier head) when the partner reports a conflict.
     """
+    return ask_certified_cosignature(ledger, channel, timeout=timeout)[0]
+
+
+def ask_certified_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 30.0):
+    """`ask_cosignature`, and the witness's key certification it attached (or None).
+
+    Raises:
+        CertificationError: the attached certification is malformed.
+    """
     stub = pb_grpc.LedgerStub(channel)
     head = ledger.sign_head()
     request = pb.CosignRequest(head=head_to_pb(head), public_key=ledger.public_key.text)
@@ -193,9 +220,10 @@ def ask_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout: float = 3
     kind = answer.WhichOneof("result")
     if kind == "cosignature":
         c = answer.cosignature
-        return Cosignature(c.witness, c.time, head, c.signature)
+        certification = KeyCertification.from_json(c.certification) if c.certification else None
+        return Cosignature(c.witness, c.time, head, c.signature), certification
     if kind == "conflict":
-        return answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)
+        return (answer.conflict.kind, head_from_pb(answer.conflict.earlier_head)), None
     raise SourceError("the witness asked for a proof twice")
 
 

@@ -6,8 +6,10 @@ Routes are thin: they call the Ledger and return pydantic schemas that are separ
 the tables (entries travel as base64 of their canonical bytes, so the auditor hashes
 exactly what the node hashed, plus the decoded JSON for reading).
 
-    GET /v1/ledger/key                          the node's ledger public key
-    GET /v1/ledger/head                         the latest signed tree head
+    GET /v1/ledger/key                          the node's ledger public key and its
+                                                certification in the federation PKI
+    GET /v1/ledger/head                         the latest signed tree head, with the key
+                                                that signed it and that key's certification
     GET /v1/ledger/entries?start&end&limit&...  entries, filterable (partner, dataset,
                                                 purpose, outcome, type, since, until)
     GET /v1/ledger/proof/inclusion?index&size
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
 
+from .anchor import CertificationError, KeyCertification, current_certification, current_head
 from .entries import decode
 from .log import EntryFilter, Ledger, LedgerError
 from .signing import LedgerPublicKey, SignedTreeHead
@@ -77,6 +80,7 @@ class _Out(BaseModel):
 class KeyOut(_Out):
     node: str
     public_key: str
+    certification: dict[str, Any] | None = None  # anchor.KeyCertification, in the PKI
 
 
 class HeadOut(_Out):
@@ -86,6 +90,17 @@ class HeadOut(_Out):
     root: str
     time: str
     signature: str
+    # The signing key and its certification, published with the head (anchor.py).
+    public_key: str | None = None
+    key_certification: dict[str, Any] | None = None
+
+
+_HEAD_FIELDS = ("v", "node", "size", "root", "time", "signature")
+
+
+def _certification(ledger: Ledger) -> dict[str, Any] | None:
+    certification = current_certification(ledger.engine, ledger.public_key)
+    return certification.to_dict() if certification else None
 
 
 class EntryOut(_Out):
@@ -160,12 +175,14 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
 
     @app.get("/v1/ledger/key", response_model=KeyOut)
     def key(ledger: LedgerDep) -> KeyOut:
-        return KeyOut(node=ledger.node_id, public_key=ledger.public_key.text)
+        return KeyOut(node=ledger.node_id, public_key=ledger.public_key.text,
+                      certification=_certification(ledger))
 
     @app.get("/v1/ledger/head", response_model=HeadOut)
     def head(ledger: LedgerDep) -> HeadOut:
         # Signs a fresh head only if entries were appended since the last one.
-        return HeadOut(**ledger.sign_head().to_dict())
+        return HeadOut(**current_head(ledger).to_dict(), public_key=ledger.public_key.text,
+                       key_certification=_certification(ledger))
 
     @app.get("/v1/ledger/entries", response_model=EntriesOut)
     def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
@@ -216,9 +233,11 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     def cosigned_head(ledger: LedgerDep) -> dict:
         """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
         from .witness import Witness
+        from .witness_pki import certifications_of
         head = ledger.sign_head()
-        return {"head": head.to_dict(),
-                "cosignatures": [c.to_dict() for c in Witness(ledger).cosignatures_of(head)]}
+        cosignatures = Witness(ledger).cosignatures_of(head)
+        return {"head": head.to_dict(), "cosignatures": [c.to_dict() for c in cosignatures],
+                "witness_certifications": certifications_of(ledger.engine, {c.witness for c in cosignatures})}
 
     @app.get("/v1/ledger/witnessing")
     def witnessing(ledger: LedgerDep) -> dict:
@@ -229,7 +248,7 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
 
     @app.get("/v1/ledger/export")
     def export(ledger: LedgerDep) -> StreamingResponse:
-        head = ledger.sign_head()
+        head = current_head(ledger)
         return StreamingResponse(export_lines(ledger, head), media_type="application/x-ndjson",
                                  headers={"Content-Disposition":
                                           f'attachment; filename="{head.node}-{head.size}.jsonl"'})
@@ -262,7 +281,20 @@ class HttpLogSource:
         return LedgerPublicKey.from_text(self._get("/v1/ledger/key")["public_key"])
 
     def tree_head(self) -> SignedTreeHead:
-        return SignedTreeHead.from_dict(self._get("/v1/ledger/head"))
+        body = self._get("/v1/ledger/head")
+        try:
+            certification = body.get("key_certification")
+            self._certification = None if certification is None else \
+                KeyCertification.from_dict(certification)
+            return SignedTreeHead.from_dict({k: body.get(k) for k in _HEAD_FIELDS})
+        except (AttributeError, CertificationError) as exc:
+            raise SourceError(f"{self.name}/v1/ledger/head: malformed ({exc})") from None
+
+    def key_certification(self) -> KeyCertification | None:
+        """The certification published with the last head fetched."""
+        if not hasattr(self, "_certification"):
+            self.tree_head()
+        return self._certification
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         while start < end:

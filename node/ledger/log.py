@@ -399,5 +399,5 @@ class Ledger:
         Returns an integrity.IntegrityReport naming each altered entry, node or head.
         """
         from .integrity import verify_ledger
-        return verify_ledger(self.engine, self.public_key, check_columns=check_columns,
+        return verify_ledger(self.engine, self.signer.keyring, check_columns=check_columns,
                              progress=progress)

@@ -7,7 +7,8 @@ Ed25519 (RFC 8032) signatures from pyca/cryptography over canonical JSON, each b
 its own domain-separation prefix so a signature made for one purpose never verifies
 as another.
 
-The signing key is created once per node and kept sealed under the node's KEK
+The signing key is created once per node (a rotation adds a generation, see anchor.py)
+and kept sealed under the node's KEK
 (purpose "ledger-signing-key/v1") in the `ledger_signing_keys` table; the public half
 is published as "ed25519:<64 hex digits>" and pinned by auditors and partners.
 The secret half does not print and cannot be pickled (house style: keys are typed
@@ -22,16 +23,16 @@ from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..secrets import KeyEncryptionKey
 from . import canonical
-from .tables import ledger_partner_keys, ledger_signing_keys
+from .tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
 
 __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
-           "SignedTreeHead", "Cosignature", "load_or_create_signer", "pin_partner_key",
-           "partner_key"]
+           "SignedTreeHead", "Cosignature", "KeyRing", "load_or_create_signer", "store_signer",
+           "pin_partner_key", "partner_key"]
 
 KEY_PURPOSE = "ledger-signing-key/v1"
 _HEAD_CONTEXT = b"shuqiao/ledger/tree-head/v1\n"
@@ -105,20 +106,23 @@ class LedgerPublicKey:
 class LedgerSigningKey:
     """The secret half. Create with `generate` or `load_or_create_signer`."""
 
-    __slots__ = ("_key", "node_id")
+    __slots__ = ("_key", "node_id", "earlier")
 
-    def __init__(self, key: Ed25519PrivateKey, node_id: str) -> None:
+    def __init__(self, key: Ed25519PrivateKey, node_id: str,
+                 earlier: tuple[LedgerPublicKey, ...] = ()) -> None:
         self._key = key
         self.node_id = check_node_id(node_id, "node id")
+        self.earlier = earlier  # public keys of this node's earlier generations (rotations)
 
     @classmethod
     def generate(cls, node_id: str) -> LedgerSigningKey:
         return cls(Ed25519PrivateKey.generate(), node_id)
 
     @classmethod
-    def unseal(cls, kek: KeyEncryptionKey, blob: bytes, node_id: str) -> LedgerSigningKey:
+    def unseal(cls, kek: KeyEncryptionKey, blob: bytes, node_id: str,
+               earlier: tuple[LedgerPublicKey, ...] = ()) -> LedgerSigningKey:
         return cls(Ed25519PrivateKey.from_private_bytes(kek.unseal(blob, purpose=KEY_PURPOSE)),
-                   node_id)
+                   node_id, earlier)
 
     def seal(self, kek: KeyEncryptionKey) -> bytes:
         """The secret sealed under the KEK: the only way it leaves this object."""
@@ -127,6 +131,11 @@ class LedgerSigningKey:
     @property
     def public_key(self) -> LedgerPublicKey:
         return LedgerPublicKey(self._key.public_key().public_bytes_raw())
+
+    @property
+    def keyring(self) -> KeyRing:
+        """Every key this node ever signed heads with: its stored heads verify with one."""
+        return KeyRing((self.public_key, *self.earlier))
 
     def sign(self, context: bytes, payload: bytes) -> bytes:
         """Sign `context || payload`; the context names what is signed (domain separation)."""
@@ -156,6 +165,21 @@ class LedgerSigningKey:
 
     def __getstate__(self) -> NoReturn:
         _refuse_pickle(self)
+
+
+class KeyRing:
+    """Verifies like a LedgerPublicKey, accepting a signature by any of `keys`."""
+
+    def __init__(self, keys: tuple[LedgerPublicKey, ...]) -> None:
+        self.keys = keys
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        for key in self.keys:
+            try:
+                return key.verify(signature, message)
+            except SignatureError:
+                continue
+        raise SignatureError("signature does not verify")
 
 
 @dataclass(frozen=True)
@@ -243,27 +267,38 @@ class Cosignature:
 
 
 def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str) -> LedgerSigningKey:
-    """The node's ledger key: unsealed from the database, or created there on first use.
+    """The node's ledger key: its newest generation unsealed from the database, or the
+    first generation created there on first use.
 
     Two processes starting at once may both generate a key; the unique constraint lets
     exactly one insert win and the other loads the winner's key.
     """
-    query = select(ledger_signing_keys.c.sealed_key).where(
-        ledger_signing_keys.c.node == node_id, ledger_signing_keys.c.generation == 1)
+    c = ledger_signing_keys.c
+    query = (select(c.generation, c.public_key, c.sealed_key).where(c.node == node_id)
+             .order_by(c.generation.desc()))
     with engine.connect() as conn:
-        blob = conn.execute(query).scalar()
-    if blob is not None:
-        return LedgerSigningKey.unseal(kek, blob, node_id)
+        rows = conn.execute(query).all()
+    if rows:
+        earlier = tuple(LedgerPublicKey.from_text(r.public_key) for r in rows[1:])
+        return LedgerSigningKey.unseal(kek, rows[0].sealed_key, node_id, earlier)
     signer = LedgerSigningKey.generate(node_id)
     try:
-        with engine.begin() as conn:
-            conn.execute(insert(ledger_signing_keys).values(
-                node=node_id, generation=1, public_key=signer.public_key.text,
-                sealed_key=signer.seal(kek), created_at=datetime.now(timezone.utc)))
+        store_signer(engine, kek, signer, 1)
     except IntegrityError:
-        with engine.connect() as conn:
-            return LedgerSigningKey.unseal(kek, conn.execute(query).scalar_one(), node_id)
+        return load_or_create_signer(engine, kek, node_id)
     return signer
+
+
+def store_signer(conn: Engine | Connection, kek: KeyEncryptionKey, signer: LedgerSigningKey,
+                 generation: int) -> None:
+    """Insert `signer` sealed under the KEK as `generation` (on `conn`'s transaction)."""
+    values = dict(node=signer.node_id, generation=generation, public_key=signer.public_key.text,
+                  sealed_key=signer.seal(kek), created_at=datetime.now(timezone.utc))
+    if isinstance(conn, Connection):
+        conn.execute(insert(ledger_signing_keys).values(**values))
+    else:
+        with conn.begin() as own:
+            own.execute(insert(ledger_signing_keys).values(**values))
 
 
 class KeyChanged(SignatureError):
@@ -274,8 +309,9 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> Ledge
     """Trust on first use: pin `key` for `partner`, or check it against the pinned one.
 
     Raises:
-        KeyChanged: another key is pinned; a rotation must be confirmed out of band
-            (the pin table is append-only, so replacing a pin is an operator's act).
+        KeyChanged: another key is pinned; the pin moves only along the partner's
+            certified rotation (anchor.follow_partner_rotation, `shuqiao ledger
+            follow-rotation`), an operator's act.
     """
     check_node_id(partner, "partner")
     pinned = partner_key(engine, partner)
@@ -292,9 +328,15 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> Ledge
     return pinned
 
 
-def partner_key(engine: Engine, partner: str) -> LedgerPublicKey | None:
-    """The ledger key pinned for `partner`, if any."""
-    with engine.connect() as conn:
-        text = conn.execute(select(ledger_partner_keys.c.public_key).where(
-            ledger_partner_keys.c.partner == partner)).scalar()
+def partner_key(engine: Engine | Connection, partner: str) -> LedgerPublicKey | None:
+    """The ledger key pinned for `partner` (moved by any rotation followed since), if any."""
+    moved = (select(ledger_partner_key_rotations.c.new_key)
+             .where(ledger_partner_key_rotations.c.partner == partner)
+             .order_by(ledger_partner_key_rotations.c.id.desc()).limit(1))
+    first = select(ledger_partner_keys.c.public_key).where(ledger_partner_keys.c.partner == partner)
+    if isinstance(engine, Connection):
+        text = engine.execute(moved).scalar() or engine.execute(first).scalar()
+    else:
+        with engine.connect() as conn:
+            text = conn.execute(moved).scalar() or conn.execute(first).scalar()
     return None if text is None else LedgerPublicKey.from_text(text)

@@ -7,7 +7,8 @@ gRPC (grpc_service.GrpcLogSource), over HTTP (http.HttpLogSource), in-process
 Export format: JSON lines, UTF-8. The first line is the header
 
     {"format":"shuqiao-ledger-export","v":1,"node":..,"public_key":"ed25519:..",
-     "head":{signed tree head}, "witnessing":{witness record, witness_evidence.py}}
+     "head":{signed tree head}, "witnessing":{witness record, witness_evidence.py}
+     [,"certification":{the key's certification, anchor.py}]}
 
 ("witnessing" is absent from older exports.)
 
@@ -17,6 +18,10 @@ then one line per entry in index order, up to the head's size:
 
 "h" is the leaf hash the node had stored; the verifier never trusts it for the verdict
 (it recomputes every leaf from "e") but uses it to name the entry whose bytes changed.
+
+An export is an archive: its head is what the node had signed when it was written, not
+what the node presents now (`archived = True`), so a verifier that has seen a larger
+head treats it as an older view to check for consistency, not as a rollback.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from protocols.merkle import hash_leaf
 
+from .anchor import KeyCertification, current_certification, current_head
 from .log import Ledger
 from .signing import LedgerPublicKey, SignedTreeHead
 
@@ -58,6 +64,9 @@ class LogSource(Protocol):
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]: ...
 
+    # Optional: `key_certification() -> KeyCertification | None` (the key's certification
+    # in the federation PKI, anchor.py) and `archived` (True: not the node's current head).
+
 
 class LedgerSource:
     """A ledger in this process (the node itself, tests)."""
@@ -69,8 +78,11 @@ class LedgerSource:
     def public_key(self) -> LedgerPublicKey:
         return self.ledger.public_key
 
+    def key_certification(self) -> KeyCertification | None:
+        return current_certification(self.ledger.engine, self.ledger.public_key)
+
     def tree_head(self) -> SignedTreeHead:
-        return self.ledger.sign_head()  # a fresh head only if entries were appended since
+        return current_head(self.ledger)  # a fresh head only if entries were appended since
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         return self.ledger.entries(start, end)
@@ -94,6 +106,9 @@ def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
     header = {"format": EXPORT_FORMAT, "v": 1, "node": head.node,
               "public_key": ledger.public_key.text, "head": head.to_dict(),
               "witnessing": evidence(Witness(ledger))}
+    certification = current_certification(ledger.engine, ledger.public_key)
+    if certification is not None:
+        header["certification"] = certification.to_dict()
     yield json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     b64 = base64.b64encode
     for idx, data, leaf in ledger.entries_with_hashes(0, head.size):
@@ -102,7 +117,7 @@ def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
 
 def write_export(ledger: Ledger, out: IO[bytes], head: SignedTreeHead | None = None) -> SignedTreeHead:
     """Write an export of everything under `head` (default: a fresh head)."""
-    head = head or ledger.sign_head()
+    head = head or current_head(ledger)
     buffer: list[bytes] = []
     for line in export_lines(ledger, head):
         buffer.append(line)
@@ -117,12 +132,16 @@ class ExportSource:
     """An export file, read offline. It serves no proofs; the verifier recomputes roots."""
 
     supports_proofs = False
+    archived = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        with self.path.open("rb") as f:
-            first = f.readline()
+        try:
+            with self.path.open("rb") as f:
+                first = f.readline()
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc.strerror}") from None
         try:
             header = json.loads(first)
             if header.get("format") != EXPORT_FORMAT or header.get("v") != 1:
@@ -130,6 +149,9 @@ class ExportSource:
             self._key = LedgerPublicKey.from_text(header["public_key"])
             self._head = SignedTreeHead.from_dict(header["head"])
             self._witnessing = header.get("witnessing")
+            certification = header.get("certification")
+            self._certification = None if certification is None else \
+                KeyCertification.from_dict(certification)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SourceError(f"{self.path}: malformed export header ({exc})") from None
 
@@ -138,6 +160,9 @@ class ExportSource:
 
     def tree_head(self) -> SignedTreeHead:
         return self._head
+
+    def key_certification(self) -> KeyCertification | None:
+        return self._certification
 
     def witnessing(self) -> dict | None:
         """The node's witness record at export time (witness_evidence.py), if the file has one."""

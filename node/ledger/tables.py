@@ -12,9 +12,12 @@
 * ledger_state     one mutable row (size, last signed size and time, a cache token).
                    Appending locks it first, which serialises appenders on SQLite and
                    PostgreSQL alike.
-* ledger_signing_keys, ledger_partner_keys, witness_heads, witness_cosignatures,
-  witness_conflicts, witness_resolutions
-                   the node's sealed signing key; partners' keys pinned on first use;
+* ledger_signing_keys, ledger_key_certifications, ledger_partner_keys,
+  ledger_partner_key_rotations, witness_heads, witness_cosignatures, witness_conflicts,
+  witness_resolutions, witness_certifications
+                   the node's sealed signing keys (one per generation) and their
+                   certifications in the federation PKI; partners' keys pinned on first
+                   use (and moved along a partner's certified rotation);
                    partners' heads this node checked,
                    cosignatures (issued and received) and conflicting heads kept as
                    evidence.
@@ -34,8 +37,9 @@ from sqlalchemy.exc import IntegrityError
 from ..store import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
-           "ledger_signing_keys", "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
-           "witness_resolutions",
+           "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
+           "ledger_partner_key_rotations", "witness_heads", "witness_cosignatures", "witness_conflicts",
+           "witness_resolutions", "witness_certifications",
            "APPEND_ONLY", "install_ledger_triggers"]
 
 ledger_entries = Table(
@@ -162,12 +166,49 @@ witness_resolutions = Table(
     Column("resolved_at", DateTime(timezone=True), nullable=False),
 )
 
+# Certifications of this node's ledger keys in the federation PKI (anchor.py).
+ledger_key_certifications = Table(
+    "ledger_key_certifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(64), nullable=False),
+    Column("public_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
+    Column("not_after", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_key_certifications_key", "public_key"),
+)
+
+# A partner's pin moved to a new key: the partner's certified rotation, followed (anchor.py).
+ledger_partner_key_rotations = Table(
+    "ledger_partner_key_rotations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("partner", String(64), nullable=False),
+    Column("old_key", String(80), nullable=False),
+    Column("new_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # the new key's, naming old_key as previous
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_partner_key_rotations_partner", "partner"),
+)
+
+# Witnesses' ledger-key certifications, received with their cosignatures (witness_pki.py).
+witness_certifications = Table(
+    "witness_certifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("witness", String(64), nullable=False),
+    Column("public_key", String(80), nullable=False),
+    Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_witness_certifications_witness", "witness"),
+)
+
 APPEND_ONLY = ("ledger_entries", "ledger_nodes", "ledger_heads", "ledger_signing_keys",
                "ledger_partner_keys", "witness_heads", "witness_cosignatures", "witness_conflicts",
-               "witness_resolutions")
+               "witness_resolutions", "ledger_key_certifications", "ledger_partner_key_rotations",
+               "witness_certifications")
 LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledger_signing_keys,
                  ledger_partner_keys, witness_heads, witness_cosignatures, witness_conflicts,
-                 witness_resolutions)
+                 witness_resolutions, ledger_key_certifications, ledger_partner_key_rotations,
+                 witness_certifications)
 
 
 def install_ledger_triggers(engine: Engine) -> None:

@@ -3,6 +3,7 @@
     {"v": 1, "node", "public_key",
      "cosignatures": [cosignature, ...],          # every cosignature of this node's heads
      "partner_keys": {partner: "ed25519:.."},     # the keys it pinned, to check evidence
+     "witness_certifications": {witness: [certification, ...]},  # witness_pki.py
      "conflicts": [{"partner", "kind", "first", "second", "detail", "open",
                     "cosignatures": [of either head, by this node or the witness that
                                      reported the other]}, ...],
@@ -14,12 +15,14 @@ against the log's key and that they really contradict each other (a fork: same s
 other root; a rollback: a smaller head signed later), and reports the open ones as
 alarms. `count_cosignatures` is the quorum rule of `audit verify --witness-quorum`: valid
 cosignatures of exactly the head being verified, by distinct witnesses the auditor
-trusts (C2SP tlog-cosignature in spirit).
+trusts -- by a key given out of band, or by a key certified for the witness's node by
+the federation CA (witness_pki.py) -- never the log's own node (C2SP tlog-cosignature in
+spirit).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
 from .witness import Witness
@@ -40,12 +43,15 @@ def evidence(witness: Witness) -> dict[str, Any]:
     from sqlalchemy import select
 
     from .tables import ledger_partner_keys
+    from .witness_pki import certifications_of
     ledger = witness.ledger
     with ledger.engine.connect() as conn:
         keys = {r.partner: r.public_key for r in conn.execute(select(ledger_partner_keys))}
     return {"v": 1, "node": ledger.node_id, "public_key": ledger.public_key.text,
             "cosignatures": [c.to_dict() for c in witness.cosignatures()],
             "partner_keys": keys,
+            "witness_certifications": certifications_of(
+                ledger.engine, {c.witness for c in witness.cosignatures()} - {ledger.node_id}),
             "conflicts": [{"partner": c.partner, "kind": c.kind, "first": c.first.to_dict(),
                            "second": c.second.to_dict(), "detail": c.detail, "open": c.open,
                            "cosignatures": [x.to_dict() for h in (c.first, c.second)
@@ -117,29 +123,50 @@ def _check_cosignatures(doc: Mapping[str, Any], cosignatures: list, heads: tuple
 
 
 def count_cosignatures(doc: Mapping[str, Any] | None, head: SignedTreeHead,
-                       trusted: Mapping[str, LedgerPublicKey]) -> tuple[int, list[str]]:
-    """Distinct trusted witnesses with a valid cosignature of exactly `head`; and why others failed."""
+                       trusted: Mapping[str, LedgerPublicKey], roots: Sequence[Any] = (),
+                       witnesses: Collection[str] | None = None) -> tuple[int, list[str]]:
+    """Distinct witnesses with a valid cosignature of exactly `head`; and why others failed.
+
+    A witness is trusted by an out-of-band key (`trusted`), or, with `roots` (the
+    federation CA), by a certification of its key in the record (witness_pki.py),
+    restricted to `witnesses` when given. The log's own node never counts.
+    """
+    from .anchor import CertificationError
+    from .witness_pki import certified_witness_key, witness_certifications_in
     valid: set[str] = set()
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     for d in (doc or {}).get("cosignatures", []):
         try:
             c = Cosignature.from_dict(d)
         except (KeyError, TypeError, ValueError):
-            problems.append("a malformed cosignature")
+            problems.setdefault("", "a malformed cosignature")
             continue
-        if c.head != head or c.witness not in trusted or c.witness in valid:
+        if c.head != head or c.witness in valid:
+            continue
+        if c.witness == head.node:
+            problems[c.witness] = f"the cosignature by {c.witness} is the log's own: a log is not its own witness"
             continue
         try:
-            c.verify(trusted[c.witness])
+            if c.witness in trusted:
+                c.verify(trusted[c.witness])
+            elif roots and (witnesses is None or c.witness in witnesses):
+                certified_witness_key(c, witness_certifications_in(doc, c.witness), roots)
+            else:
+                continue  # not a witness the auditor trusts
             valid.add(c.witness)
+            problems.pop(c.witness, None)
+        except CertificationError as exc:
+            problems[c.witness] = (f"the cosignature by {c.witness} does not count: its key is not "
+                                   f"certified for {c.witness} by the given CA: {exc}")
         except SignatureError:
-            problems.append(f"the cosignature by {c.witness} does not verify with the trusted key")
-    return len(valid), problems
+            problems[c.witness] = f"the cosignature by {c.witness} does not verify with the trusted key"
+    return len(valid), list(problems.values())
 
 
 def witness_findings(source: Any, head: SignedTreeHead | None,
                      trusted: Mapping[str, LedgerPublicKey] | None = None,
-                     quorum: int = 0) -> list[EvidenceFinding]:
+                     quorum: int = 0, roots: Sequence[Any] = (),
+                     witnesses: Collection[str] | None = None) -> list[EvidenceFinding]:
     """What `audit verify` adds: the source's conflict evidence, and the cosignature quorum."""
     try:
         doc = read_evidence(source)
@@ -155,7 +182,7 @@ def witness_findings(source: Any, head: SignedTreeHead | None,
         if doc is None:
             findings.append(EvidenceFinding("witness_quorum", f"tree size {head.size}", failure))
             return findings
-        count, problems = count_cosignatures(doc, head, trusted or {})
+        count, problems = count_cosignatures(doc, head, trusted or {}, roots, witnesses)
         if count < quorum:
             findings.append(EvidenceFinding(
                 "witness_quorum", f"tree size {head.size}",

@@ -5,11 +5,13 @@ and B compare what they saw. Every witnessing round the calling node sends, and 
 called node answers with, an exchange document (the Ledger service's Exchange call):
 
     {"v": 1,
+     "certification": {...},             # the sender's ledger-key certification (anchor.py)
      "for_you":   [cosignature, ...],    # the sender's cosignatures of the receiver's heads
      "cosigned":  [{"head", "cosignatures"}, ...],  # recent heads of third parties it cosigned
      "conflicts": [{"partner", "kind", "first", "second"}, ...]}   # open conflicts it holds
 
-The receiver (`take`) keeps cosignatures of its own heads (so it can serve them), and
+The receiver (`take`) keeps cosignatures of its own heads and the sender's certification
+(so it can serve them, witness_pki.py), and
 records a conflict with both signed heads when
 - a head of a log it witnesses has the size of one it cosigned but another root (fork);
 - with `prove` (it reaches the log), the log cannot prove the reported head consistent
@@ -53,7 +55,10 @@ def exchange_document(witness: Witness, peer: str) -> dict[str, Any]:
             c = Cosignature.from_dict(canonical.parse(text.encode()))
             if len(recent[c.head.node]) < PER_LOG:
                 recent[c.head.node].append(c)
+    from .anchor import current_certification
+    own = current_certification(witness.ledger.engine, witness.ledger.public_key)
     return {"v": 1,
+            **({"certification": own.to_dict()} if own is not None else {}),
             "for_you": [c.to_dict() for c in recent.pop(peer, [])],
             "cosigned": [{"head": c.head.to_dict(), "cosignatures": [c.to_dict()]}
                          for log in sorted(recent) for c in recent[log]],
@@ -83,6 +88,7 @@ def take(witness: Witness, reporter: str, doc: Mapping[str, Any], prove: Prover 
         raise canonical.CanonicalError("not a witness exchange document")
     recorded: list[str] = []
     reporter_key = partner_key(witness.ledger.engine, reporter)
+    _keep_reporter_certification(witness, reporter, reporter_key, doc.get("certification"))
     for d in doc.get("for_you", []):
         c = Cosignature.from_dict(d)
         if c.witness != reporter or not _signed_by(c.head, witness.ledger.public_key):
@@ -116,6 +122,19 @@ def take(witness: Witness, reporter: str, doc: Mapping[str, Any], prove: Prover 
     for c in doc.get("conflicts", []):
         _forwarded(witness, c, reporter, recorded)
     return recorded
+
+
+def _keep_reporter_certification(witness: Witness, reporter: str, key: LedgerPublicKey | None,
+                                 d: Any) -> None:
+    """The reporter's key certification, kept to serve with its cosignatures (witness_pki.py)."""
+    from .anchor import CertificationError, KeyCertification
+    from .witness_pki import keep_certification
+    if d is None or key is None:
+        return
+    try:
+        keep_certification(witness.ledger.engine, reporter, key, KeyCertification.from_dict(d))
+    except CertificationError:
+        pass  # a malformed certification is not served; its cosignatures count only by --witness-key
 
 
 def _own_head(witness: Witness, head: SignedTreeHead, reporter: str, recorded: list[str]) -> bool:

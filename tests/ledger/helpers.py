@@ -47,3 +47,30 @@ def fill(ledger: Ledger, count: int, **kwargs) -> list[int]:
     with ledger.engine.begin() as conn:
         return ledger.append_batch(conn, [query(ledger.node_id, n=i + 1, **kwargs)
                                           for i in range(count)])
+
+
+def certified(ledger: Ledger, pki, *, not_before: str = "2025-01-01T00:00:00Z",
+              not_after: str | None = None, node: str | None = None):
+    """Certify `ledger`'s key with a TLS identity from the CA in `pki` (created if missing),
+    as `shuqiao serve` does, and store the certification with the ledger."""
+    from pathlib import Path
+
+    from cryptography import x509
+
+    from node.ledger.anchor import KeyStatement, certify, store_certification
+    from node.ledger.canonical import rfc3339
+    from node.pki import init_ca, issue_node_cert
+    pki, node = Path(pki), node or ledger.node_id
+    if not (pki / "ca.pem").exists():
+        init_ca(pki)
+    if not (pki / "nodes" / f"{node}.pem").exists():
+        issue_node_cert(pki, node, pki / "nodes")
+    cert_pem = (pki / "nodes" / f"{node}.pem").read_bytes()
+    leaf = x509.load_pem_x509_certificate(cert_pem)
+    statement = KeyStatement(node, ledger.public_key, not_before,
+                             not_after or rfc3339(leaf.not_valid_after_utc),
+                             rfc3339(datetime.now(timezone.utc)))
+    certification = certify(statement, cert_pem, (pki / "nodes" / f"{node}.key").read_bytes())
+    with ledger.engine.begin() as conn:
+        store_certification(conn, certification)
+    return certification

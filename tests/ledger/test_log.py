@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -11,12 +12,12 @@ from hypothesis import strategies as st
 
 from node.ledger import EntryFilter, HeadPolicy, Ledger, LedgerError, decode
 from node.ledger.signing import load_or_create_signer
-from node.ledger.tables import APPEND_ONLY
+from node.ledger.tables import APPEND_ONLY, ledger_partner_key_rotations
 from node.ledger.witness import Witness
 from node.secrets import KeyEncryptionKey
 from protocols import merkle
 
-from .helpers import fill, make_ledger, open_engine, query
+from .helpers import certified, fill, make_ledger, open_engine, query
 
 
 def leaf_hashes(ledger: Ledger) -> list[bytes]:
@@ -109,6 +110,14 @@ def populate_every_table(engine, tmp_path) -> Ledger:
     forked = partner.signer.sign_head(2, b"\x02" * 32, "2025-03-01T08:00:05Z")
     assert witness.observe("fund", partner.public_key, forked).verdict == "fork"
     witness.resolve("fund", b"\x02" * 32, "operator")
+    certified(ledger, tmp_path / "pki")
+    with engine.begin() as conn:  # a partner's pin moved along its rotation
+        conn.execute(sa.insert(ledger_partner_key_rotations).values(
+            partner="fund", old_key=partner.public_key.text, new_key=ledger.public_key.text,
+            certification="{}", pinned_at=datetime.now(timezone.utc)))
+    from node.ledger.witness_pki import keep_certification
+    assert keep_certification(engine, "fund", partner.public_key,  # a witness's, kept with its cosignatures
+                              certified(partner, tmp_path / "pki"))
     return ledger
 
 
@@ -118,7 +127,10 @@ def test_database_refuses_update_and_delete(engine, tmp_path):
               "ledger_signing_keys": "public_key", "ledger_partner_keys": "public_key",
               "witness_heads": "time",
               "witness_cosignatures": "cosignature", "witness_conflicts": "detail",
-              "witness_resolutions": "actor"}
+              "witness_resolutions": "actor",
+              "ledger_key_certifications": "certification",
+              "ledger_partner_key_rotations": "new_key",
+              "witness_certifications": "certification"}
     assert set(column) == set(APPEND_ONLY)
     for table, col in column.items():
         with engine.connect() as conn:

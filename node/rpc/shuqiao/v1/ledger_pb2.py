@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n node/rpc/shuqiao/v1/ledger.proto\x12\nshuqiao.v1\"#\n\x0fWitnessDocument\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x16\n\x14GetWitnessingRequest\"\x14\n\x12GetTreeHeadRequest\"\x8a\x01\n\x0eSignedTreeHead\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12-\n\x0c\x63osignatures\x18\x10 \x03(\x0b\x32\x17.shuqiao.v1.Cosignature\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"+\n\x0bLedgerEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"\x17\n\x05Proof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x15\n\x13GetPublicKeyRequest\"-\n\tPublicKey\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"\x90\x01\n\rCosignRequest\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x1a.shuqiao.v1.SignedTreeHead\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x17\n\nproof_from\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x63onsistency_proof\x18\x04 \x03(\x0c\x42\r\n\x0b_proof_from\"?\n\x0b\x43osignature\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"J\n\x08\x43onflict\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x30\n\x0c\x65\x61rlier_head\x18\x02 \x01(\x0b\x32\x1a.shuqiao.v1.SignedTreeHead\"\x8f\x01\n\x0e\x43osignResponse\x12.\n\x0b\x63osignature\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.CosignatureH\x00\x12\x19\n\x0fneed_proof_from\x18\x02 \x01(\x04H\x00\x12(\n\x08\x63onflict\x18\x03 \x01(\x0b\x32\x14.shuqiao.v1.ConflictH\x00\x42\x08\n\x06result2\xda\x04\n\x06Ledger\x12I\n\x0bGetTreeHead\x12\x1e.shuqiao.v1.GetTreeHeadRequest\x1a\x1a.shuqiao.v1.SignedTreeHead\x12\x46\n\nGetEntries\x12\x1d.shuqiao.v1.GetEntriesRequest\x1a\x17.shuqiao.v1.LedgerEntry0\x01\x12L\n\x11GetInclusionProof\x12$.shuqiao.v1.GetInclusionProofRequest\x1a\x11.shuqiao.v1.Proof\x12P\n\x13GetConsistencyProof\x12&.shuqiao.v1.GetConsistencyProofRequest\x1a\x11.shuqiao.v1.Proof\x12\x46\n\x0cGetPublicKey\x12\x1f.shuqiao.v1.GetPublicKeyRequest\x1a\x15.shuqiao.v1.PublicKey\x12?\n\x06\x43osign\x12\x19.shuqiao.v1.CosignRequest\x1a\x1a.shuqiao.v1.CosignResponse\x12\x44\n\x08\x45xchange\x12\x1b.shuqiao.v1.WitnessDocument\x1a\x1b.shuqiao.v1.WitnessDocument\x12N\n\rGetWitnessing\x12 .shuqiao.v1.GetWitnessingRequest\x1a\x1b.shuqiao.v1.WitnessDocumentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n node/rpc/shuqiao/v1/ledger.proto\x12\nshuqiao.v1\"#\n\x0fWitnessDocument\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\"\x16\n\x14GetWitnessingRequest\"\x14\n\x12GetTreeHeadRequest\"\x8a\x01\n\x0eSignedTreeHead\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12-\n\x0c\x63osignatures\x18\x10 \x03(\x0b\x32\x17.shuqiao.v1.Cosignature\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"+\n\x0bLedgerEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"\x17\n\x05Proof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x15\n\x13GetPublicKeyRequest\"D\n\tPublicKey\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x15\n\rcertification\x18\x03 \x01(\t\"\x90\x01\n\rCosignRequest\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x1a.shuqiao.v1.SignedTreeHead\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x17\n\nproof_from\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x63onsistency_proof\x18\x04 \x03(\x0c\x42\r\n\x0b_proof_from\"V\n\x0b\x43osignature\x12\x0f\n\x07witness\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x15\n\rcertification\x18\x04 \x01(\t\"J\n\x08\x43onflict\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x30\n\x0c\x65\x61rlier_head\x18\x02 \x01(\x0b\x32\x1a.shuqiao.v1.SignedTreeHead\"\x8f\x01\n\x0e\x43osignResponse\x12.\n\x0b\x63osignature\x18\x01 \x01(\x0b\x32\x17.shuqiao.v1.CosignatureH\x00\x12\x19\n\x0fneed_proof_from\x18\x02 \x01(\x04H\x00\x12(\n\x08\x63onflict\x18\x03 \x01(\x0b\x32\x14.shuqiao.v1.ConflictH\x00\x42\x08\n\x06result2\xda\x04\n\x06Ledger\x12I\n\x0bGetTreeHead\x12\x1e.shuqiao.v1.GetTreeHeadRequest\x1a\x1a.shuqiao.v1.SignedTreeHead\x12\x46\n\nGetEntries\x12\x1d.shuqiao.v1.GetEntriesRequest\x1a\x17.shuqiao.v1.LedgerEntry0\x01\x12L\n\x11GetInclusionProof\x12$.shuqiao.v1.GetInclusionProofRequest\x1a\x11.shuqiao.v1.Proof\x12P\n\x13GetConsistencyProof\x12&.shuqiao.v1.GetConsistencyProofRequest\x1a\x11.shuqiao.v1.Proof\x12\x46\n\x0cGetPublicKey\x12\x1f.shuqiao.v1.GetPublicKeyRequest\x1a\x15.shuqiao.v1.PublicKey\x12?\n\x06\x43osign\x12\x19.shuqiao.v1.CosignRequest\x1a\x1a.shuqiao.v1.CosignResponse\x12\x44\n\x08\x45xchange\x12\x1b.shuqiao.v1.WitnessDocument\x1a\x1b.shuqiao.v1.WitnessDocument\x12N\n\rGetWitnessing\x12 .shuqiao.v1.GetWitnessingRequest\x1a\x1b.shuqiao.v1.WitnessDocumentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,15 +52,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPUBLICKEYREQUEST']._serialized_start=509
   _globals['_GETPUBLICKEYREQUEST']._serialized_end=530
   _globals['_PUBLICKEY']._serialized_start=532
-  _globals['_PUBLICKEY']._serialized_end=577
-  _globals['_COSIGNREQUEST']._serialized_start=580
-  _globals['_COSIGNREQUEST']._serialized_end=724
-  _globals['_COSIGNATURE']._serialized_start=726
-  _globals['_COSIGNATURE']._serialized_end=789
-  _globals['_CONFLICT']._serialized_start=791
-  _globals['_CONFLICT']._serialized_end=865
-  _globals['_COSIGNRESPONSE']._serialized_start=868
-  _globals['_COSIGNRESPONSE']._serialized_end=1011
-  _globals['_LEDGER']._serialized_start=1014
-  _globals['_LEDGER']._serialized_end=1616
+  _globals['_PUBLICKEY']._serialized_end=600
+  _globals['_COSIGNREQUEST']._serialized_start=603
+  _globals['_COSIGNREQUEST']._serialized_end=747
+  _globals['_COSIGNATURE']._serialized_start=749
+  _globals['_COSIGNATURE']._serialized_end=835
+  _globals['_CONFLICT']._serialized_start=837
+  _globals['_CONFLICT']._serialized_end=911
+  _globals['_COSIGNRESPONSE']._serialized_start=914
+  _globals['_COSIGNRESPONSE']._serialized_end=1057
+  _globals['_LEDGER']._serialized_start=1060
+  _globals['_LEDGER']._serialized_end=1662
 # @@protoc_insertion_point(module_scope)

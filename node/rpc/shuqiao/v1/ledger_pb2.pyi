@@ -79,12 +79,14 @@ class GetPublicKeyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PublicKey(_message.Message):
-    __slots__ = ("node", "public_key")
+    __slots__ = ("node", "public_key", "certification")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATION_FIELD_NUMBER: _ClassVar[int]
     node: str
     public_key: str
-    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ...) -> None: ...
+    certification: str
+    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., certification: _Optional[str] = ...) -> None: ...
 
 class CosignRequest(_message.Message):
     __slots__ = ("head", "public_key", "proof_from", "consistency_proof")
@@ -99,14 +101,16 @@ class CosignRequest(_message.Message):
     def __init__(self, head: _Optional[_Union[SignedTreeHead, _Mapping]] = ..., public_key: _Optional[str] = ..., proof_from: _Optional[int] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Cosignature(_message.Message):
-    __slots__ = ("witness", "time", "signature")
+    __slots__ = ("witness", "time", "signature", "certification")
     WITNESS_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATION_FIELD_NUMBER: _ClassVar[int]
     witness: str
     time: str
     signature: bytes
-    def __init__(self, witness: _Optional[str] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    certification: str
+    def __init__(self, witness: _Optional[str] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ..., certification: _Optional[str] = ...) -> None: ...
 
 class Conflict(_message.Message):
     __slots__ = ("kind", "earlier_head")

@@ -106,7 +106,9 @@ class LedgerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPublicKey(self, request, context):
-        """The node's Ed25519 ledger key, "ed25519:<hex>"; auditors pin it on first use.
+        """The node's Ed25519 ledger key, "ed25519:<hex>", with its certification in the
+        federation PKI (node/ledger/anchor.py); auditors fetch it with every head, check it
+        against their CA and pin the key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,7 +75,8 @@ def run(work: Path, *, quick: bool = False) -> None:
         with timer() as t:
             c = asker.cardinality(fund, "agency", "roll", PURPOSE, card_asked)
         emit(bench="cardinality", against=rows, asked=len(card_asked), count=c.count,
-             seconds=round(t["seconds"], 3), fresh_key_scalar_mults=rows + 2 * len(card_asked))
+             seconds=round(t["seconds"], 3), fresh_key_scalar_mults=2 * rows + 2 * len(card_asked),
+             note="the agency counts: b*H(y), b*A; the fund centre re-keys the rows (a*Y')")
 
         note("kinds: 1% refresh")
         churn = rows // 100

@@ -77,6 +77,9 @@ class CardinalityRpc:
             record.admit(self.ctx)
             yield pb.CardinalityResponse(accepted=pb.Accepted(
                 query_id=record.query_id, max_batch_elements=self.cfg.grpc.max_batch_elements))
+            # The header's total covers the asker's padding: those places are counted
+            # over like any asked element (a fund centre could fill them with real
+            # people), so they are admitted, reserved and charged with the rest.
             total = first.header.total_elements
             opened, batches = None, []
             for req in _until_finish(request_iterator):
@@ -84,12 +87,12 @@ class CardinalityRpc:
                     opened = req.open
                 elif req.WhichOneof("body") == "batch" and opened is not None and req.batch.elements:
                     batches.append(req.batch.elements)
-                    if sum(map(len, batches)) > 32 * (total + opened.padding):
+                    if sum(map(len, batches)) > 32 * total:
                         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "more elements than announced")
                 else:
                     raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed cardinality stream")
             asked = b"".join(batches)
-            if opened is None or len(asked) != 32 * (total + opened.padding):
+            if opened is None or len(asked) != 32 * total:
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               "finish before all announced elements and the point")
             if policy.has_repeats(asked):  # one key blinds them all: a repeat is a repeated person
@@ -99,7 +102,11 @@ class CardinalityRpc:
             if not opened.padding < min(len(rows) // 32, MAX_ASKER_PADDING + 1):
                 raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                               f"the padding must be below the row count and at most {MAX_ASKER_PADDING}")
-            agency = card.AgencyCount(len(rows) // 32, total, opened.padding)
+            floor = policy.min_elements(grant, "cardinality")
+            if total - opened.padding < floor:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"a query must ask at least {floor} elements besides its padding")
+            agency = card.AgencyCount(len(rows) // 32, total - opened.padding, opened.padding)
             try:
                 agency.accept(opened.point, asked)
             except card.InvalidMessage:

@@ -64,12 +64,15 @@ def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
         record.version, record.epoch = info.version, info.epoch
         dummies, padding = own_noise(cfg.query.cardinality_epsilon, info.row_count)
+        # The padding's places are elements the agency counts over: it admits and
+        # charges them like the asked ones, so this record counts them too.
+        record.elements = len(inputs) + padding
         fund = card.FundCentreCount(list(inputs), dummies, padding)
         point, blinded = fund.request(mapper=ctx.pool.map)
         step = 32 * cfg.grpc.max_batch_elements
         outbox.put(pb.CardinalityRequest(header=pb.QueryHeader(
             query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
-            purpose=purpose, total_elements=len(inputs), kind=pb.QUERY_KIND_CARDINALITY)))
+            purpose=purpose, total_elements=len(inputs) + padding, kind=pb.QUERY_KIND_CARDINALITY)))
         outbox.put(pb.CardinalityRequest(open=pb.CardinalityOpen(point=point, padding=padding)))
         for seq, i in enumerate(range(0, len(blinded), step)):
             outbox.put(pb.CardinalityRequest(batch=pb.ElementBatch(seq=seq, elements=blinded[i:i + step])))

@@ -170,7 +170,8 @@ class CountStream:
     def __iter__(self) -> Iterator[pb.CardinalityRequest]:
         yield pb.CardinalityRequest(header=pb.QueryHeader(
             query_id=self.query_id, dataset=DATASET, version=self.d.version, epoch=self.d.epoch,
-            purpose=fx.PURPOSE, total_elements=self.size, kind=pb.QUERY_KIND_CARDINALITY))
+            purpose=fx.PURPOSE, total_elements=self.size + self.req.padding,
+            kind=pb.QUERY_KIND_CARDINALITY))
         if self.hold is not None:
             self.hold.wait(30)
         yield pb.CardinalityRequest(open=pb.CardinalityOpen(point=self.req.point, padding=self.req.padding))

@@ -135,3 +135,29 @@ def test_tampered_reply_is_refused_and_charged(agency, tamper):
     assert "summary" not in bodies(got) and "rows" in bodies(got)
     (row,) = adv.answerer_log(agency, "bad-reply")[before:]
     assert row["outcome"] == "broken_by_asker" and row["elements"] == 10
+
+
+def test_padding_filled_with_real_people_is_charged_for_everyone_counted(agency):
+    """The padding's places are counted over like asked elements: a fund centre that
+    fills them with real people gets them counted, so it is charged for them too."""
+    fifteen = [adv.element(agency, p) for p in agency.registry[20:35]]
+    req = adv.CountRequest(fifteen[:10], padding=5)
+    req.elements = card.multiply_batch(req.a, card.hash_batch(fifteen))  # padding = 5 more people
+    before = len(adv.answerer_log(agency, "bad-a"))
+    got, err = ask(agency, "bad-a", req)
+    assert err is None, err
+    assert view(agency, got)[2].count == 15                  # all fifteen were counted...
+    (row,) = adv.answerer_log(agency, "bad-a")[before:]
+    assert row["outcome"] == "answered" and row["elements"] == 15   # ...and all are charged
+
+
+def test_padding_cannot_stand_in_for_the_floor(agency):
+    five = [adv.element(agency, p) for p in agency.registry[40:45]]
+    req = adv.CountRequest(five, padding=5)             # 10 in the header, 5 of them padding
+    before = len(adv.answerer_log(agency, "bad-a"))
+    got, err = ask(agency, "bad-a", req)
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "besides its padding" in err.details()
+    assert bodies(got) == ["accepted"]
+    (row,) = adv.answerer_log(agency, "bad-a")[before:]
+    assert row["outcome"] == "refused"

@@ -49,7 +49,7 @@ class NodeServer:
         self.ctx = ctx
         cfg = ctx.config
         self.health = health.HealthServicer()
-        self.limits = StreamLimitInterceptor.from_config(cfg.grpc)
+        self.limits = StreamLimitInterceptor.from_config(cfg.grpc, (a.id for a in cfg.auditors))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
             interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),

@@ -12,7 +12,8 @@ interceptor, placed after the partner check, keeps that from happening:
   so the reserved workers always remain for health, listing, ledger and refusals;
 * streaming reserved calls (health Watch, ledger GetEntries) are capped per caller, and
   together take at most half of the reserved workers, so unary health checks and
-  listings always find one;
+  listings always find one; configured auditors' ledger streams have a slot of their
+  own, so partners holding every stream slot cannot lock auditors out;
 * a watchdog cancels any call older than `deadline_seconds` (whatever deadline the
   caller set, or none), and any stream whose handler has waited `idle_seconds` for the
   caller's next message. Time spent computing an answer does not count as idle;
@@ -87,12 +88,17 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
     """Call slots per partner and for the node, server-side deadlines and idle timeouts."""
 
     def __init__(self, *, server_threads: int, reserved_threads: int, partner_streams: int,
-                 idle_seconds: float, deadline_seconds: float, clock=time.monotonic) -> None:
+                 idle_seconds: float, deadline_seconds: float, auditors=(),
+                 clock=time.monotonic) -> None:
         self.idle_seconds = idle_seconds
+        self.auditors = frozenset(auditors)
         self.deadline_seconds = deadline_seconds
         # slot -> (at most at once per caller, at most at once in total)
         self.limits = {"work": (partner_streams, server_threads - reserved_threads),
                        "stream": (STREAMS_PER_PEER, max(1, reserved_threads // 2)),
+                       # configured auditors' ledger streams: partners holding every
+                       # "stream" slot must not lock the auditors out of the ledger
+                       "audit": (STREAMS_PER_PEER, 1),
                        # no total: an honest request arrives with its call, so a total
                        # cap would let a few callers' hanging calls refuse everyone else's
                        "pending": (PENDING_PER_PEER, 1 << 30)}
@@ -106,11 +112,11 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
         self._watchdog: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, grpc_section) -> "StreamLimitInterceptor":
+    def from_config(cls, grpc_section, auditors=()) -> "StreamLimitInterceptor":
         g = grpc_section
         return cls(server_threads=g.server_threads, reserved_threads=g.reserved_threads,
                    partner_streams=g.partner_streams, idle_seconds=g.idle_seconds,
-                   deadline_seconds=g.deadline_seconds)
+                   deadline_seconds=g.deadline_seconds, auditors=auditors)
 
     def close(self) -> None:
         self._stop.set()
@@ -170,6 +176,8 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
     # -- slots ---------------------------------------------------------------------------
     def _admit(self, context, method: str, slot: str, idle: float) -> _Call:
         peer = peer_node_id(context) or ""
+        if slot == "stream" and peer in self.auditors and method.startswith("/shuqiao.v1.Ledger/"):
+            slot = "audit"
         per_peer, total = self.limits[slot]
         with self._lock:
             if self._by_peer[slot, peer] >= per_peer:

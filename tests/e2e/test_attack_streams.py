@@ -31,6 +31,7 @@ CAP = 4
 THREADS, RESERVED = 16, 4
 OTHERS = ("pensions", "housing", "civil")  # more partners of the agency (no grants needed)
 SAFETY = 30.0  # client-side deadline, only so a failing test ends
+AUDITOR = "audit-office"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def scenario(tmp_path_factory):
     path = s.fed.nodes["hrss"].config_path  # more partners, so together they exceed the slots
     config = tomllib.loads(path.read_text())
     config["partners"] += [{"id": p} for p in OTHERS]
+    config["auditors"] = [{"id": AUDITOR}]
     path.write_bytes(tomli_w.dumps(config).encode())
     fx.start(s)
     fx.register(s)
@@ -223,3 +225,29 @@ def test_unary_calls_whose_request_never_comes_are_bounded(scenario, method):
     finally:
         release.set()
         ch.close()
+
+
+def test_partners_holding_every_stream_slot_do_not_lock_the_auditor_out(scenario):
+    """Health Watch streams from partners fill the reserved stream slots; a configured
+    auditor's ledger stream still has a slot of its own."""
+    from node.rpc.shuqiao.v1 import ledger_pb2, ledger_pb2_grpc
+    channels = [channel_as(scenario, f"holder{i}") for i in range(RESERVED)]
+    try:
+        watches = [health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=SAFETY)
+                   for ch in channels]
+        held = 0
+        for w in watches:
+            try:
+                next(w)
+                held += 1
+            except grpc.RpcError:
+                pass
+        assert held == RESERVED // 2  # every partner stream slot is taken
+        with channel_as(scenario, AUDITOR) as ch:
+            stub = ledger_pb2_grpc.LedgerStub(ch)
+            size = stub.GetTreeHead(ledger_pb2.GetTreeHeadRequest(), timeout=5).size
+            entries = list(stub.GetEntries(ledger_pb2.GetEntriesRequest(start=0, end=size), timeout=5))
+        assert size > 0 and len(entries) == size
+    finally:
+        for ch in channels:
+            ch.close()

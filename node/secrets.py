@@ -72,7 +72,22 @@ def _refuse_pickle(obj: object) -> NoReturn:
     raise TypeError(f"{type(obj).__name__} holds secret material and cannot be pickled")
 
 
-class SecretBytes:
+class _Unpicklable:
+    """Refuses every pickling path (``__reduce__``, ``__reduce_ex__``, ``__getstate__``)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __getstate__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+
+class SecretBytes(_Unpicklable):
     """Secret bytes that do not print, pickle or compare in variable time.
 
     Getting the bytes out is an explicit, greppable call: :meth:`expose`.
@@ -105,15 +120,6 @@ class SecretBytes:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
-
     # Immutable, so copies may share the object; without these, copy() would hit __reduce_ex__.
     def __copy__(self) -> SecretBytes:
         return self
@@ -122,7 +128,7 @@ class SecretBytes:
         return self
 
 
-class KeyEncryptionKey:
+class KeyEncryptionKey(_Unpicklable):
     """The node's key-encryption key. Create with :meth:`create`, load with :meth:`load_from`."""
 
     __slots__ = ("_key",)
@@ -278,15 +284,6 @@ class KeyEncryptionKey:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
-
     def __copy__(self) -> KeyEncryptionKey:
         return self
 
@@ -294,7 +291,7 @@ class KeyEncryptionKey:
         return self
 
 
-class Sealer:
+class Sealer(_Unpicklable):
     """Seals and opens blobs in the format above, under a key derived from the KEK.
 
     Made by :meth:`KeyEncryptionKey.sealer`; the AEAD is set up once, so sealing many
@@ -335,15 +332,6 @@ class Sealer:
         return "<Sealer: redacted>"
 
     __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
 
 
 def _hkdf(key: bytes, info: bytes, length: int) -> bytes:

@@ -166,7 +166,6 @@ class CardinalityRpc:
             self._check_epoch(conn, h.dataset, peer, h.epoch)
         epsilon = round(grant.dp_epsilon * 1e6) if grant.dp_epsilon is not None else 0
         claim(self.ctx, grant, h, record, epsilon_micro=epsilon)
-        record.elements = h.total_elements
         return grant, version
 
 

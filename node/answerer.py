@@ -107,7 +107,6 @@ class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
                               f"dataset {h.dataset!r} has no labels for node {peer!r}")
             blob = sealed_key(conn, h.dataset, peer, h.epoch)
         claim(self.ctx, grant, h, record)
-        record.elements = h.total_elements
         return blob, key_purpose(h.dataset, peer, h.epoch)
 
     def _batches(self, requests, sealed: bytes, purpose_ad: str, h: pb.QueryHeader,

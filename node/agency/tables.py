@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 from sqlalchemy import select
 
+from node.core.errors import Refusal
 from node.language import predicate as pred
 from node.agency import predicate_tables as predicate_cache
 from node.transport.identity import peer_node_id
@@ -39,7 +40,7 @@ _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 SEND_ROWS = 32768  # rows per streamed chunk
 
 
-class Refused(Exception):
+class Refused(Refusal):
     def __init__(self, code: grpc.StatusCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code

@@ -22,7 +22,8 @@ from node.asker.membership import accept_receipt
 from node.transport.channels import partner_channel
 from node.core.progress import Progress, no_progress
 from node.runtime.context import NodeContext
-from node.core.errors import REFUSALS, PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import REFUSALS, rpc_error
 from node.asker.peer_tables import dataset_info
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb

@@ -23,7 +23,8 @@ from protocols import labels, oprf
 
 from node.core.config import ConfigError
 from node.runtime.context import NodeContext
-from node.core.errors import REFUSALS, PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import REFUSALS, rpc_error
 from node.asker.peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
 from node.keys.pki import load_tls_identity, target_name
 from node.policy.querylog import QueryRecord

@@ -23,7 +23,8 @@ import numpy as np
 
 from protocols import threshold as th
 
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import rpc_error
 from node.storage.private_files import open_private, private_dir
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.transport.chunks import RoundError, expect, income_label_length, threshold_table_digest

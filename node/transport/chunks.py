@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterator
 
 from protocols import labels
 
+from node.core.errors import ProtocolViolation
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 
 #: Protocol bytes per chunk: half the default 8 MiB gRPC cap leaves room for framing.
 CHUNK_BYTES = 4 * 1024 * 1024
 
 
-class RoundError(Exception):
+class RoundError(ProtocolViolation):
     """A round arrived out of turn, over its size limit, or not at all."""
 
 

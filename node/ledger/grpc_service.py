@@ -4,9 +4,9 @@
 the node's refusals, and node/transport/status.py gives each its status: a size or index
 beyond the tree is OUT_OF_RANGE (BeyondTree), a malformed request INVALID_ARGUMENT, a
 head this node refuses to witness FAILED_PRECONDITION (WitnessError), or
-PERMISSION_DENIED when the caller presents another node's head. Who may call is decided before any handler runs,
-by the node's mTLS interceptor; Cosign additionally uses the caller's authenticated node
-id, so a partner can only ask for its own head to be cosigned.
+PERMISSION_DENIED when the caller presents another node's head. Who may call is decided
+before any handler runs, by the node's mTLS interceptor; Cosign additionally uses the
+caller's authenticated node id, so a partner can only ask for its own head to be cosigned.
 
 `GrpcLogSource` is the auditor's side: a LogSource over a channel the caller opened
 (with the auditor's or the partner's mTLS credentials).

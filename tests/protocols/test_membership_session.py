@@ -18,7 +18,7 @@ from protocols.errors import ProtocolStateError
 from protocols.oprf import OprfSecretKey
 
 from .vectors import load_json
-from .wire import cross
+from .wire import Link as WireLink
 
 TYPES = (ms.Header, ms.Accepted, ms.ElementBatch, ms.ProofRequest, ms.BatchProof, ms.Finish,
          ms.Summary)
@@ -27,36 +27,9 @@ ASKED = ROWS[:40] + [b"absent-%d" % i for i in range(35)]
 TAG = 16
 
 
-class Link:
-    """Asker and answerer joined by the wire; `tamper(direction, message)` may replace a
-    message in flight. `log` keeps (direction, message) as received."""
-
+class Link(WireLink):
     def __init__(self, asker, make_answerer, tamper=None) -> None:
-        self.asker, self.tamper, self.log = asker, tamper or (lambda d, m: m), []
-        (header,) = self.send("answerer", asker.start())
-        self.answerer = make_answerer(header)  # the node admits the header first
-        self.to_asker(self.answerer.start())
-
-    def send(self, direction: str, messages) -> list:
-        out = [self.tamper(direction, m) for m in cross(messages, TYPES)]
-        self.log += [(direction, m) for m in out]
-        return out
-
-    def to_answerer(self, messages) -> None:
-        for m in self.send("answerer", messages):
-            self.to_asker(self.answerer.handle(m))
-
-    def to_asker(self, messages) -> None:
-        for m in self.send("asker", messages):
-            self.to_answerer(self.asker.handle(m))
-
-    def run(self) -> Link:
-        for batch in self.asker.batches():
-            self.to_answerer([batch])
-        return self
-
-    def received(self, direction: str, kind) -> list:
-        return [m for d, m in self.log if d == direction and isinstance(m, kind)]
+        super().__init__(asker, make_answerer, TYPES, tamper)
 
 
 def answerer_for(key, mode=oprf.MODE_OPRF, max_batch=20):

@@ -46,3 +46,44 @@ def loads(data: bytes, types) -> object:
 def cross(messages, types) -> list:
     """`messages` after a trip over the wire."""
     return [loads(dumps(m), types) for m in messages]
+
+
+class Link:
+    """An asker and an answerer session joined by the wire, messages handled as they
+    arrive. The asker's first message is the header the node admits: the answerer session
+    is made from it. `tamper(direction, message)` may replace a message in flight; `log`
+    keeps (direction, message) as received."""
+
+    def __init__(self, asker, make_answerer, types, tamper=None) -> None:
+        self.asker, self.types, self.log = asker, types, []
+        self.tamper = tamper or (lambda direction, message: message)
+        header, *rest = self.send("answerer", asker.start())
+        self.answerer = make_answerer(header)
+        self.to_asker(self.answerer.start())
+        self.deliver(rest)
+
+    def send(self, direction: str, messages) -> list:
+        out = [self.tamper(direction, m) for m in cross(messages, self.types)]
+        self.log += [(direction, m) for m in out]
+        return out
+
+    def to_answerer(self, messages) -> None:
+        self.deliver(self.send("answerer", messages))
+
+    def deliver(self, crossed) -> None:
+        """Messages already over the wire, to the answerer."""
+        for m in crossed:
+            self.to_asker(self.answerer.handle(m))
+
+    def to_asker(self, messages) -> None:
+        for m in self.send("asker", messages):
+            self.to_answerer(self.asker.handle(m))
+
+    def run(self) -> "Link":
+        """Drain the asker's lazily produced batches, if it has any."""
+        for batch in getattr(self.asker, "batches", lambda: ())():
+            self.to_answerer([batch])
+        return self
+
+    def received(self, direction: str, kind) -> list:
+        return [m for d, m in self.log if d == direction and isinstance(m, kind)]

@@ -1,0 +1,230 @@
+"""Rounds of the streamed statistics sessions: pieces, envelope messages, refusals.
+
+The aggregate and threshold sessions (protocols/aggregate.py,
+protocols/threshold_session.py) talk in the messages below, one type per body of
+proto/shuqiao/v1/statistics.proto, with the same field names, so the node's gRPC
+layer maps them one to one and adds only what belongs to it (query ids, receipts).
+
+A large round carries one protocol message's own bytes (its ``to_bytes()``) cut into
+:class:`Piece` s that each fit the transport's message cap; the receiving session
+reassembles a round with :class:`Reassembly` and refuses one that is out of turn
+(:class:`~protocols.errors.ProtocolStateError`), over the size the protocol allows
+for it, or cut short (:class:`InvalidRound`).
+
+A session refuses a peer's message with one of the :class:`SessionRefusal` types; the
+reason (``str``) names the round and the rule, never an identifier or a value, so the
+node may send it to the peer and log it. Pure: no I/O, no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.errors import ProtocolStateError
+
+__all__ = [
+    "CHUNK_BYTES", "chunk_size", "Piece", "split", "Reassembly", "Accepted", "Batch",
+    "Evaluated", "AggregateSummary", "ThresholdSummary", "body_of", "SessionRefusal",
+    "InvalidRound", "StreamEnded", "BudgetRefused", "Unanswerable", "out_of_turn", "Session",
+]
+
+#: Protocol bytes per piece: half the default 8 MiB gRPC cap leaves room for framing.
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def chunk_size(max_message_bytes: int) -> int:
+    """The piece size a node uses under its transport's message cap."""
+    return max(64 * 1024, min(CHUNK_BYTES, max_message_bytes // 2))
+
+
+# --- refusals -----------------------------------------------------------------------
+
+
+class SessionRefusal(Exception):
+    """The session refuses the peer's message and the query ends."""
+
+
+class InvalidRound(SessionRefusal, ValueError):
+    """The peer's message is malformed, larger than its round allows, cut short, or
+    fails the protocol's checks."""
+
+
+class StreamEnded(SessionRefusal):
+    """The peer's stream stopped between rounds, before the session was complete."""
+
+
+class BudgetRefused(SessionRefusal):
+    """The release would spend more differential privacy than the query was given."""
+
+
+class Unanswerable(SessionRefusal):
+    """The data cannot be answered under the protocol's parameters (noise too large
+    for the plaintext modulus, say): nothing the peer can fix by asking again."""
+
+
+def body_of(message: object) -> str:
+    """The message's body name in the proto (a piece's: its round); "nothing" for None."""
+    if message is None:
+        return "the end of the stream"
+    return getattr(message, "round", None) or getattr(message, "BODY", "nothing")
+
+
+def out_of_turn(expected: str, message: object) -> ProtocolStateError:
+    return ProtocolStateError(f"expected {expected}, got {body_of(message)}")
+
+
+# --- pieces of a round --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a round's bytes (``StatisticsChunk``); ``last`` closes the round."""
+
+    round: str
+    data: bytes
+    last: bool
+
+
+def split(round_name: str, data: bytes, size: int) -> list[Piece]:
+    """``data`` as pieces of at most ``size`` bytes; at least one (an empty round is a round)."""
+    if size < 1:
+        raise ValueError("pieces need a positive size")
+    view = memoryview(data)
+    return [Piece(round_name, bytes(view[start:start + size]), start + size >= len(data))
+            for start in range(0, max(len(data), 1), size)]
+
+
+class Reassembly:
+    """Collects a round's pieces, at most ``limit`` bytes in all; then the next round
+    of the same name (a column after a column)."""
+
+    __slots__ = ("round", "limit", "_parts", "_size")
+
+    def __init__(self, round_name: str, limit: int) -> None:
+        self.round, self.limit = round_name, limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, message: object) -> bytes | None:
+        """The whole round once its last piece is in, else None.
+
+        Raises:
+            ProtocolStateError: ``message`` is not a piece of this round.
+            InvalidRound: the round grows past ``limit`` bytes.
+        """
+        if not isinstance(message, Piece) or message.round != self.round:
+            raise out_of_turn(f"{self.round} chunks", message)
+        self._size += len(message.data)
+        if self._size > self.limit:
+            raise InvalidRound(f"{self.round} exceeds {self.limit} bytes")
+        self._parts.append(message.data)
+        if not message.last:
+            return None
+        data, self._parts, self._size = b"".join(self._parts), [], 0
+        return data  # the next round of the same name starts afresh
+
+    def cut_short(self) -> InvalidRound:
+        """The refusal for a stream that ended inside this round."""
+        return InvalidRound(f"the stream ended before the {self.round} round was complete")
+
+
+# --- the envelope messages ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Answerer -> asker, once admitted: the parameters of the rounds that follow."""
+
+    BODY = "accepted"
+    rows: int                   # answerer rows taking part (those with a usable value)
+    unusable_rows: int          # rows left out: the value is not an integer in range
+    max_chunk_bytes: int        # the asker sends pieces of at most this size
+    max_batch_elements: int = 0  # threshold: blinded elements per batch, at most
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Asker -> answerer (threshold): blinded elements, RFC 9497, in the asker's order."""
+
+    BODY = "batch"
+    seq: int
+    elements: bytes
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Answerer -> asker (threshold): k * B_i for one batch; VOPRF: one DLEQ proof."""
+
+    BODY = "evaluated"
+    seq: int
+    elements: bytes
+    proof: bytes = b""
+
+
+@dataclass(frozen=True)
+class AggregateSummary:
+    """Answerer -> asker, last: what the release cost and how far its noise may reach."""
+
+    BODY = "summary"
+    epsilon_micro: int          # differential privacy charged (millionths); 0: exact
+    count_noise_bound: int      # |noise| on a count exceeds this with probability <= 2^-64
+    sum_noise_bound: int        # same for a sum (0 without sums or without DP)
+    min_group_size: int         # groups whose (noised) count is below this are suppressed
+    value_bound: int            # largest value a row may contribute
+
+
+@dataclass(frozen=True)
+class ThresholdSummary:
+    """Answerer -> asker, last: the number of comparisons answered."""
+
+    BODY = "summary"
+    entries: int
+
+
+# --- what every session shares --------------------------------------------------------
+
+
+class Session:
+    """The stage, the end, and what the node charges, for every statistics session.
+
+    ``start()`` runs once and returns the first messages; ``handle(message)`` returns
+    the messages that answer it (an iterable: a long round may be produced as it is
+    sent); ``end_of_stream()`` raises the refusal for a peer that stopped early;
+    ``finished`` and ``result`` report the end. Answerers keep ``elements_answered``
+    (elements whose answer has been produced: charged from then on, however the query
+    ends) and ``epsilon_micro`` (differential privacy spent); askers set
+    ``outgoing_done`` once their last message is out. A session holds per-query
+    secrets, so it is neither printed nor pickled.
+    """
+
+    def __init__(self) -> None:
+        self._stage = "new"
+        self._result: object = None
+        self.elements_answered = 0
+        self.epsilon_micro = 0
+        self.outgoing_done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._stage == "done"
+
+    @property
+    def result(self):
+        if not self.finished:
+            raise ProtocolStateError("the session has no result before it is finished")
+        return self._result
+
+    def _starting(self) -> None:
+        if self._stage != "new":
+            raise ProtocolStateError("start() runs once")
+
+    def _finish(self, result: object) -> None:
+        self._stage, self._result = "done", result
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} stage={self._stage} secrets hidden>"
+
+    def _refuse_copy(self, *_: object) -> None:
+        raise TypeError(f"{type(self).__name__} holds per-query secrets; it is not copyable")
+
+    __reduce__ = __reduce_ex__ = __getstate__ = __copy__ = __deepcopy__ = _refuse_copy

@@ -17,9 +17,9 @@ PURPOSE = "benchmark"
 
 
 def _federation(root: Path):
-    from node.config import load_config
-    from node.context import NodeContext
-    from node.localnet import Federation
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
+    from node.devtools.localnet import Federation
     fed = Federation(root)
     fed.add_node("agency", partners=[{"id": "fund"}], datasets=[{"name": "roll", "grants": [{
         "partner": "fund", "purposes": [PURPOSE], "kinds": ["membership", "labeled", "cardinality"],
@@ -40,7 +40,8 @@ def _write(path: Path, ids, rng) -> Path:
 
 
 def run(work: Path, *, quick: bool = False) -> None:
-    from node import asker
+    from node.asker import membership as asker
+    from node.asker.cardinality import cardinality as ask_cardinality
     work.mkdir(parents=True, exist_ok=True)
     rows = 20_000 if quick else 1_000_000
     rng = random.Random(44)
@@ -69,11 +70,11 @@ def run(work: Path, *, quick: bool = False) -> None:
         assert quick or len(card_asked) == 100_000
         note("kinds: cardinality")
         with timer() as t:
-            c = asker.cardinality(fund, "agency", "roll", PURPOSE, card_asked)
+            c = ask_cardinality(fund, "agency", "roll", PURPOSE, card_asked)
         emit(bench="cardinality", against=rows, asked=len(card_asked), count=c.count,
              seconds_first=round(t["seconds"], 3), note="first query hashes the version's rows once")
         with timer() as t:
-            c = asker.cardinality(fund, "agency", "roll", PURPOSE, card_asked)
+            c = ask_cardinality(fund, "agency", "roll", PURPOSE, card_asked)
         emit(bench="cardinality", against=rows, asked=len(card_asked), count=c.count,
              seconds=round(t["seconds"], 3), fresh_key_scalar_mults=2 * rows + 2 * len(card_asked),
              note="the agency counts: b*H(y), b*A; the fund centre re-keys the rows (a*Y')")

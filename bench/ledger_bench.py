@@ -5,7 +5,7 @@ Each measurement is one JSON line (bench.common.emit):
 * ledger_append_baseline  bare sqlite3 commits per second on the same disk: the
                     ceiling a durable append can reach at that moment.
 * ledger_append     durable appends per second on a SQLite file (WAL, synchronous=FULL,
-                    as node.store.make_engine sets it up), each append its own committed
+                    as node.storage.schema.make_engine sets it up), each append its own committed
                     transaction; tree heads signed on every append vs every 100 entries.
                     Target: >= 2,000/s.
 * ledger_build      time to build a 1,000,000-entry ledger with append_batch in large
@@ -28,7 +28,8 @@ from node.ledger import HeadPolicy, Ledger, LedgerSigningKey, QueryEntry
 from node.ledger.audit import KnownHeads, verify
 from node.ledger.sources import ExportSource, write_export
 from node.ledger.tables import install_ledger_triggers
-from node.store import create_schema, make_engine
+from node.runtime.database import create_schema
+from node.storage.schema import make_engine
 
 from .common import emit, note
 

@@ -51,9 +51,9 @@ def scalarmult_rate(per_core: int = 40_000) -> float:
 
 
 def _federation(root: Path):
-    from node.config import load_config
-    from node.context import NodeContext
-    from node.localnet import Federation
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
+    from node.devtools.localnet import Federation
     fed = Federation(root)
     fed.add_node("agency", partners=[{"id": "fund"}],
                  datasets=[{"name": "roll", "grants": [{"partner": "fund", "purposes": [PURPOSE]}]}])
@@ -71,7 +71,7 @@ def _register(fed, csv_path: Path) -> float:
 
 
 def _ask(fund_ctx, ids: list[str]):
-    from node import asker
+    from node.asker import membership as asker
     inputs = [encode(IdType.CN_RESIDENT_ID, x) for x in ids]
     with timer() as t:
         result = asker.membership(fund_ctx, "agency", "roll", PURPOSE, inputs)

@@ -59,7 +59,7 @@ def _write(path: Path, people, rng) -> dict[str, tuple[int, str, int]]:
 
 
 def _federation(root: Path):
-    from node.localnet import Federation
+    from node.devtools.localnet import Federation
     fed = Federation(root)
     fed.add_node("agency", partners=[{"id": "fund"}], datasets=[{"name": "workers", "grants": [{
         "partner": "fund", "purposes": [PURPOSE], "kinds": ["aggregate", "threshold"],
@@ -74,9 +74,9 @@ def _federation(root: Path):
 def _register(config_path: Path, csv_path: Path, out) -> None:
     """Register (the CLI's code path) in a child process, timing each progress stage."""
     from adapters import open_source
-    from node.config import load_config
-    from node.context import NodeContext
-    from node.datasets import register
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
+    from node.datasets.registration import register
     stages: dict[str, list[float]] = {}
 
     def progress(stage: str, done: int, total: int | None) -> None:
@@ -111,9 +111,9 @@ def _register_apart(config_path: Path, csv_path: Path) -> dict:
 
 
 def run(work: Path, *, quick: bool = False) -> None:
-    from node.asker_statistics import aggregate, threshold
-    from node.config import load_config
-    from node.context import NodeContext
+    from node.asker.statistics import aggregate, threshold
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
     work.mkdir(parents=True, exist_ok=True)
     rows, asked_n, applicants_n = (20_000, 2_000, 100) if quick else (1_000_000, 100_000, 1_000)
     rng = random.Random(61)

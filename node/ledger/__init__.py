@@ -12,15 +12,24 @@ rotations), receipts, tables (schema, triggers), log (the Ledger), integrity
 exports), known (an auditor's state), trust (which key an auditor trusts), audit
 (verify), crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
 The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.
+
+May import: node.keys, node.storage, node.core (and protocols). Admin entries and the ledger key's
+certification, which need a whole node, live in node.runtime.
 """
 from __future__ import annotations
 
-from .entries import AdminEntry, Entry, QueryEntry, WitnessEntry, decode, encode
-from .log import EntryFilter, HeadPolicy, Ledger, LedgerCorrupt, LedgerError
-from .receipts import QueryMetadata, Receipt, make_receipt, verify_receipt
-from .signing import (Cosignature, KeyChanged, LedgerPublicKey, LedgerSigningKey,
-                      SignedTreeHead, load_or_create_signer, partner_key, pin_partner_key)
-from .tables import install_ledger_triggers
+from node.ledger.entries import AdminEntry, Entry, QueryEntry, WitnessEntry, decode, encode
+from node.ledger.log import EntryFilter, HeadPolicy, Ledger, LedgerCorrupt, LedgerError
+from node.ledger.receipts import QueryMetadata, Receipt, make_receipt, verify_receipt
+from node.ledger.signing import (Cosignature,
+    KeyChanged,
+    LedgerPublicKey,
+    LedgerSigningKey,
+    SignedTreeHead,
+    load_or_create_signer,
+    partner_key,
+    pin_partner_key)
+from node.ledger.tables import install_ledger_triggers
 
 __all__ = ["AdminEntry", "Cosignature", "Entry", "EntryFilter", "HeadPolicy", "KeyChanged",
            "Ledger", "LedgerCorrupt", "LedgerError", "LedgerPublicKey", "LedgerSigningKey",

@@ -57,11 +57,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from sqlalchemy import Connection, Engine, insert, select
 
-from ..pki import node_id_from_cert
-from . import canonical
-from .signing import (KeyRing, LedgerPublicKey, LedgerSigningKey, SignatureError,
-                      SignedTreeHead, check_node_id, partner_key)
-from .tables import ledger_key_certifications, ledger_partner_key_rotations
+from node.keys.pki import node_id_from_cert
+from node.ledger import canonical
+from node.ledger.signing import (KeyRing,
+    LedgerPublicKey,
+    LedgerSigningKey,
+    SignatureError,
+    SignedTreeHead,
+    check_node_id,
+    partner_key)
+from node.ledger.tables import ledger_key_certifications, ledger_partner_key_rotations
 
 __all__ = ["CertificationError", "KeyStatement", "KeyCertification", "certify",
            "verify_certification", "load_roots", "store_certification", "current_certification",

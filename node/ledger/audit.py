@@ -34,13 +34,19 @@ from dataclasses import dataclass, field
 
 from protocols import merkle
 
-from . import canonical
-from .anchor import CertificationError
-from .known import KnownHeads
-from .signing import SignatureError, SignedTreeHead
-from .sources import LogSource, SourceError
-from .trust import (ROTATION_MARK, Trust, check_anchor, expected, follow_rotation, handed_over,
-                    key_changed, scan_rotations)
+from node.ledger import canonical
+from node.ledger.anchor import CertificationError
+from node.ledger.known import KnownHeads
+from node.ledger.signing import SignatureError, SignedTreeHead
+from node.ledger.sources import LogSource, SourceError
+from node.ledger.trust import (ROTATION_MARK,
+    Trust,
+    check_anchor,
+    expected,
+    follow_rotation,
+    handed_over,
+    key_changed,
+    scan_rotations)
 
 __all__ = ["Finding", "Verdict", "KnownHeads", "Trust", "verify", "locate_divergence"]
 

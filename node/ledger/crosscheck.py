@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 from protocols import merkle
 
-from .audit import _prefix_roots
-from .canonical import CanonicalError
-from .anchor import ROTATED, rotation_from
-from .entries import AdminEntry, QueryEntry, decode
-from .receipts import QueryMetadata, ReceiptError, verify_receipt
-from .signing import KeyRing, SignatureError
-from .sources import LogSource, SourceError
+from node.ledger.audit import _prefix_roots
+from node.ledger.canonical import CanonicalError
+from node.ledger.anchor import ROTATED, rotation_from
+from node.ledger.entries import AdminEntry, QueryEntry, decode
+from node.ledger.receipts import QueryMetadata, ReceiptError, verify_receipt
+from node.ledger.signing import KeyRing, SignatureError
+from node.ledger.sources import LogSource, SourceError
 
 __all__ = ["QueryCheck", "CrossCheck", "cross_check", "SERIOUS", "CLASSES"]
 
@@ -150,7 +150,7 @@ def _handed_over(entry: AdminEntry, node: str) -> list:
 
 def cross_check(asker_source: LogSource, answerer_source: LogSource) -> CrossCheck:
     """Per-query report of what the asking and the answering node recorded."""
-    from .witness_evidence import witness_findings
+    from node.ledger.witness_evidence import witness_findings
     report = CrossCheck()
     a, b = _read(asker_source, report), _read(answerer_source, report)
     for source in (asker_source, answerer_source):  # conflict evidence either node holds

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Union
 
-from . import canonical
-from .canonical import CanonicalError
-from .receipts import QueryMetadata, Receipt, check_text, check_token
-from .signing import SignedTreeHead, check_node_id, check_size
+from node.ledger import canonical
+from node.ledger.canonical import CanonicalError
+from node.ledger.receipts import QueryMetadata, Receipt, check_text, check_token
+from node.ledger.signing import SignedTreeHead, check_node_id, check_size
 
 __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "encode", "decode",
            "ADMIN_ACTIONS", "WITNESS_VERDICTS"]
@@ -249,3 +249,22 @@ def decode(data: bytes) -> Entry:
     if encode(entry) != bytes(data):  # e.g. an empty optional field written out
         raise EntryError("not the canonical encoding of this entry")
     return entry
+
+
+def filter_columns(entry: Entry) -> dict[str, Any]:
+    """Filter columns copied out of the entry (see tables.ledger_entries)."""
+    cols: dict[str, Any] = {"type": entry.type, "time": entry.time, "query_id": None,
+                            "partner": None, "dataset": None, "purpose": None, "outcome": None}
+    if isinstance(entry, QueryEntry):
+        cols.update(query_id=entry.query_id, partner=entry.partner, dataset=entry.dataset,
+                    purpose=entry.purpose, outcome=entry.outcome)
+    elif isinstance(entry, WitnessEntry):
+        cols.update(partner=entry.partner, outcome=entry.verdict)
+    elif isinstance(entry, AdminEntry):
+        if entry.action == "partner_changed":
+            cols["partner"] = entry.subject[:64]
+        elif entry.action in ("dataset_registered", "dataset_retired", "key_rotated",
+                               "threshold_prepared", "dataset_purged", "epoch_pruned",
+                               "predicate_prepared"):
+            cols["dataset"] = entry.subject[:64]
+    return cols

@@ -18,15 +18,15 @@ import grpc
 
 from protocols import merkle
 
-from ..rpc.shuqiao.v1 import ledger_pb2 as pb
-from ..rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
-from . import canonical
-from .anchor import KeyCertification, current_certification, current_head
-from .canonical import CanonicalError
-from .log import Ledger, LedgerError
-from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
-from .sources import SourceError
-from .witness import Witness, WitnessError
+from node.rpc.shuqiao.v1 import ledger_pb2 as pb
+from node.rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
+from node.ledger import canonical
+from node.ledger.anchor import KeyCertification, current_certification, current_head
+from node.ledger.canonical import CanonicalError
+from node.ledger.log import Ledger, LedgerError
+from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
+from node.ledger.sources import SourceError
+from node.ledger.witness import Witness, WitnessError
 
 __all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature",
            "ask_certified_cosignature",
@@ -56,7 +56,7 @@ class LedgerService(pb_grpc.LedgerServicer):
     def GetTreeHead(self, request, context):
         head = current_head(self.ledger)
         msg = head_to_pb(head)
-        from .witness_pki import certifications_of
+        from node.ledger.witness_pki import certifications_of
         cosignatures = self.witness.cosignatures_of(head)
         held = certifications_of(self.ledger.engine, {c.witness for c in cosignatures})
         msg.cosignatures.extend(pb.Cosignature(
@@ -66,11 +66,11 @@ class LedgerService(pb_grpc.LedgerServicer):
         return msg
 
     def GetWitnessing(self, request, context):
-        from .witness_evidence import evidence
+        from node.ledger.witness_evidence import evidence
         return pb.WitnessDocument(document=canonical.dump(evidence(self.witness)))
 
     def Exchange(self, request, context):
-        from .witness_gossip import exchange_document, take
+        from node.ledger.witness_gossip import exchange_document, take
         peer = self.peer_id(context)
         if peer is None:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "no authenticated partner")
@@ -230,7 +230,7 @@ def ask_certified_cosignature(ledger: Ledger, channel: grpc.Channel, *, timeout:
 def exchange_notes(witness: Witness, peer: str, channel: grpc.Channel, prove=None, *,
                    timeout: float = 30.0) -> list[str]:
     """One Exchange with `peer` (witness_gossip.py); returns the conflict kinds it revealed."""
-    from .witness_gossip import exchange_document, take
+    from node.ledger.witness_gossip import exchange_document, take
     stub = pb_grpc.LedgerStub(channel)
     answer = stub.Exchange(pb.WitnessDocument(
         document=canonical.dump(exchange_document(witness, peer))), timeout=timeout)

@@ -36,11 +36,11 @@ from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
 
-from .anchor import CertificationError, KeyCertification, current_certification, current_head
-from .entries import decode
-from .log import EntryFilter, Ledger, LedgerError
-from .signing import LedgerPublicKey, SignedTreeHead
-from .sources import SourceError, export_lines
+from node.ledger.anchor import CertificationError, KeyCertification, current_certification, current_head
+from node.ledger.entries import decode
+from node.ledger.log import EntryFilter, Ledger, LedgerError
+from node.ledger.signing import LedgerPublicKey, SignedTreeHead
+from node.ledger.sources import SourceError, export_lines
 
 __all__ = ["create_app", "hash_token", "new_token", "HttpLogSource"]
 
@@ -157,7 +157,7 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> JSONRespo
 
 def guard(app: FastAPI) -> FastAPI:
     """Bounded errors for an app: 422 without echoed input, 500 with an incident id only."""
-    from ..incidents import IncidentMiddleware
+    from node.core.incidents import IncidentMiddleware
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(IncidentMiddleware)
     return app
@@ -226,14 +226,14 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
         """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        from .alarms import REGISTRY
+        from node.ledger.alarms import REGISTRY
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/ledger/cosigned-head")
     def cosigned_head(ledger: LedgerDep) -> dict:
         """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
-        from .witness import Witness
-        from .witness_pki import certifications_of
+        from node.ledger.witness import Witness
+        from node.ledger.witness_pki import certifications_of
         head = ledger.sign_head()
         cosignatures = Witness(ledger).cosignatures_of(head)
         return {"head": head.to_dict(), "cosignatures": [c.to_dict() for c in cosignatures],
@@ -242,8 +242,8 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
     @app.get("/v1/ledger/witnessing")
     def witnessing(ledger: LedgerDep) -> dict:
         """The node's witness record: cosignatures, pinned keys, conflicts with both heads."""
-        from .witness import Witness
-        from .witness_evidence import evidence
+        from node.ledger.witness import Witness
+        from node.ledger.witness_evidence import evidence
         return evidence(Witness(ledger))
 
     @app.get("/v1/ledger/export")

@@ -27,11 +27,10 @@ from sqlalchemy import Engine, func, select
 
 from protocols import merkle
 
-from . import canonical
-from .entries import decode
-from .log import _columns
-from .signing import LedgerPublicKey, SignatureError, SignedTreeHead
-from .tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
+from node.ledger import canonical
+from node.ledger.entries import decode, filter_columns
+from node.ledger.signing import LedgerPublicKey, SignatureError, SignedTreeHead
+from node.ledger.tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 
 __all__ = ["Problem", "IntegrityReport", "verify_ledger"]
 
@@ -266,7 +265,7 @@ _COLUMN_NAMES = ("type", "query_id", "partner", "dataset", "purpose", "outcome",
 
 def _check_columns(report, idx, data, stored) -> None:
     try:
-        cols = _columns(decode(data))
+        cols = filter_columns(decode(data))
     except canonical.CanonicalError as exc:
         report.add("entry", f"entry {idx}", f"does not decode: {exc}")
         return

@@ -21,7 +21,7 @@ from typing import Any
 
 from protocols import merkle
 
-from .signing import LedgerPublicKey, SignedTreeHead, check_node_id
+from node.ledger.signing import LedgerPublicKey, SignedTreeHead, check_node_id
 
 __all__ = ["KnownHeads"]
 

@@ -35,12 +35,12 @@ from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from protocols import merkle
 
-from . import canonical
-from ._fastsql import AppendStatements
-from .entries import AdminEntry, Entry, QueryEntry, WitnessEntry, encode
-from .receipts import Receipt, make_receipt
-from .signing import LedgerPublicKey, LedgerSigningKey, SignedTreeHead
-from .tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
+from node.ledger import canonical
+from node.ledger._fastsql import AppendStatements
+from node.ledger.entries import AdminEntry, Entry, QueryEntry, WitnessEntry, encode, filter_columns
+from node.ledger.receipts import Receipt, make_receipt
+from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignedTreeHead
+from node.ledger.tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 
 __all__ = ["HeadPolicy", "Ledger", "LedgerError", "LedgerCorrupt", "EntryFilter"]
 
@@ -92,25 +92,6 @@ class EntryFilter:
         if self.until is not None:
             out.append(c.time <= canonical.check_time(self.until, "until"))
         return out
-
-
-def _columns(entry: Entry) -> dict[str, Any]:
-    """Filter columns copied out of the entry (see tables.ledger_entries)."""
-    cols: dict[str, Any] = {"type": entry.type, "time": entry.time, "query_id": None,
-                            "partner": None, "dataset": None, "purpose": None, "outcome": None}
-    if isinstance(entry, QueryEntry):
-        cols.update(query_id=entry.query_id, partner=entry.partner, dataset=entry.dataset,
-                    purpose=entry.purpose, outcome=entry.outcome)
-    elif isinstance(entry, WitnessEntry):
-        cols.update(partner=entry.partner, outcome=entry.verdict)
-    elif isinstance(entry, AdminEntry):
-        if entry.action == "partner_changed":
-            cols["partner"] = entry.subject[:64]
-        elif entry.action in ("dataset_registered", "dataset_retired", "key_rotated",
-                               "threshold_prepared", "dataset_purged", "epoch_pruned",
-                               "predicate_prepared"):
-            cols["dataset"] = entry.subject[:64]
-    return cols
 
 
 # Built once: constructing Core statements per append costs more than the commit.
@@ -257,7 +238,7 @@ class Ledger:
             leaf = merkle.hash_leaf(data)
             completed = compact.append(leaf)
             rows.append({"idx": completed[0].index, "entry": data, "leaf_hash": leaf,
-                         "created_at": created, **_columns(entry)})
+                         "created_at": created, **filter_columns(entry)})
             nodes.extend({"level": n.level, "node_index": n.index, "hash": n.hash}
                          for n in completed[1:])
         self._sql.insert(conn, rows, nodes)
@@ -398,6 +379,6 @@ class Ledger:
 
         Returns an integrity.IntegrityReport naming each altered entry, node or head.
         """
-        from .integrity import verify_ledger
+        from node.ledger.integrity import verify_ledger
         return verify_ledger(self.engine, self.signer.keyring, check_columns=check_columns,
                              progress=progress)

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import canonical
-from .signing import LedgerPublicKey, LedgerSigningKey, SignatureError, check_node_id, check_size
+from node.ledger import canonical
+from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignatureError, check_node_id, check_size
 
 __all__ = ["OUTCOMES", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSignatureError",
            "ReceiptMismatch", "make_receipt", "verify_receipt"]
@@ -79,7 +79,7 @@ class QueryMetadata:
     elements: int
     outcome: str
     predicate: str = ""  # canonical predicate text of predicate queries; "" for all rows
-    # The consent digest (node/consent.py) both sides recorded; "" (and then absent from
+    # The consent digest (node/policy/consent.py) both sides recorded; "" (and then absent from
     # the canonical form, as in receipts made before it existed) when none was given.
     authorisation_digest: str = ""
 

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from ..secrets import KeyEncryptionKey
-from . import canonical
-from .tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
+from node.keys.secrets import KeyEncryptionKey
+from node.ledger import canonical
+from node.ledger.tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
 
 __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
            "SignedTreeHead", "Cosignature", "KeyRing", "load_or_create_signer", "store_signer",

@@ -34,9 +34,9 @@ from typing import IO, Protocol, runtime_checkable
 
 from protocols.merkle import hash_leaf
 
-from .anchor import KeyCertification, current_certification, current_head
-from .log import Ledger
-from .signing import LedgerPublicKey, SignedTreeHead
+from node.ledger.anchor import KeyCertification, current_certification, current_head
+from node.ledger.log import Ledger
+from node.ledger.signing import LedgerPublicKey, SignedTreeHead
 
 __all__ = ["LogSource", "LedgerSource", "ExportSource", "SourceError", "export_lines",
            "write_export", "EXPORT_FORMAT"]
@@ -94,15 +94,15 @@ class LedgerSource:
         return self.ledger.consistency_proof(first, second)
 
     def witnessing(self) -> dict:
-        from .witness import Witness
-        from .witness_evidence import evidence
+        from node.ledger.witness import Witness
+        from node.ledger.witness_evidence import evidence
         return evidence(Witness(self.ledger))
 
 
 def export_lines(ledger: Ledger, head: SignedTreeHead) -> Iterator[bytes]:
     """The export of `ledger` up to `head`, line by line (for files and HTTP streaming)."""
-    from .witness import Witness
-    from .witness_evidence import evidence
+    from node.ledger.witness import Witness
+    from node.ledger.witness_evidence import evidence
     header = {"format": EXPORT_FORMAT, "v": 1, "node": head.node,
               "public_key": ledger.public_key.text, "head": head.to_dict(),
               "witnessing": evidence(Witness(ledger))}

@@ -21,11 +21,11 @@ import hashlib
 
 from sqlalchemy import Engine, func, select
 
-from . import canonical
-from .integrity import IntegrityReport, verify_ledger
-from .log import LedgerCorrupt, _load_compact
-from .signing import LedgerPublicKey, SignatureError, SignedTreeHead
-from .tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
+from node.ledger import canonical
+from node.ledger.integrity import IntegrityReport, verify_ledger
+from node.ledger.log import LedgerCorrupt, _load_compact
+from node.ledger.signing import LedgerPublicKey, SignatureError, SignedTreeHead
+from node.ledger.tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 
 __all__ = ["TAIL_ENTRIES", "check_at_start", "check_tail"]
 

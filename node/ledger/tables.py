@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..store import _append_only_ddl, metadata
+from node.storage.schema import _append_only_ddl, metadata
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
@@ -214,7 +214,7 @@ LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledge
 def install_ledger_triggers(engine: Engine) -> None:
     """Create the ledger tables if missing, their append-only triggers and the state row.
 
-    Idempotent; meant to run from node.store.create_schema after metadata.create_all.
+    Idempotent; meant to run from node.runtime.database.create_schema after metadata.create_all.
     """
     metadata.create_all(engine, tables=list(LEDGER_TABLES))
     with engine.begin() as conn:

@@ -19,11 +19,11 @@ from cryptography import x509
 
 from protocols import merkle
 
-from . import canonical
-from .anchor import ROTATED, CertificationError, fingerprint, rotation_from, verify_certification
-from .entries import AdminEntry, decode
-from .signing import LedgerPublicKey, SignatureError, SignedTreeHead
-from .sources import LogSource
+from node.ledger import canonical
+from node.ledger.anchor import ROTATED, CertificationError, fingerprint, rotation_from, verify_certification
+from node.ledger.entries import AdminEntry, decode
+from node.ledger.signing import LedgerPublicKey, SignatureError, SignedTreeHead
+from node.ledger.sources import LogSource
 
 __all__ = ["Trust", "check_anchor", "expected", "follow_rotation", "scan_rotations",
            "handed_over", "key_changed", "ROTATION_MARK"]

@@ -2,7 +2,7 @@
 
 A node could show one history to one auditor and another to the next (a split view).
 Partners close that gap: each obtains a partner's signed tree head -- pushed by the
-partner (the Cosign call) or pulled from it (node/witnessing.py), whichever side knows
+partner (the Cosign call) or pulled from it (node/server/witnessing.py), whichever side knows
 the address -- checks it against the last head of that partner it accepted -- never
 smaller (rollback), the same root at the same size (fork), and a valid consistency
 proof from the old size -- and then countersigns it. Auditors who see cosigned heads
@@ -36,14 +36,21 @@ from sqlalchemy import Connection, func, insert, select
 
 from protocols import merkle
 
-from . import canonical
-from .alarms import raise_alarm
-from .entries import WitnessEntry
-from .log import Ledger
-from .signing import (Cosignature, KeyChanged, LedgerPublicKey, SignatureError, SignedTreeHead,
-                      pin_partner_key)
-from .tables import (ledger_entries, witness_conflicts, witness_cosignatures, witness_heads,
-                     witness_resolutions)
+from node.ledger import canonical
+from node.ledger.alarms import raise_alarm
+from node.ledger.entries import WitnessEntry
+from node.ledger.log import Ledger
+from node.ledger.signing import (Cosignature,
+    KeyChanged,
+    LedgerPublicKey,
+    SignatureError,
+    SignedTreeHead,
+    pin_partner_key)
+from node.ledger.tables import (ledger_entries,
+    witness_conflicts,
+    witness_cosignatures,
+    witness_heads,
+    witness_resolutions)
 
 __all__ = ["Witness", "Observation", "WitnessError", "Conflict", "LEDGER_EVERY"]
 
@@ -258,7 +265,7 @@ class Witness:
         The head must be one this node holds, signed by the partner's key: accepted
         before, or kept as conflict evidence. Raises WitnessError if there is none.
         """
-        from .signing import partner_key
+        from node.ledger.signing import partner_key
         key = self.ledger.public_key if partner == self.ledger.node_id else \
             partner_key(self.ledger.engine, partner)
         with self.ledger.engine.begin() as conn:
@@ -285,7 +292,7 @@ class Witness:
                                                   conflicting_head=earlier))
             return
         # A node does not witness its own log; what it learned about it is an admin record.
-        from .entries import AdminEntry
+        from node.ledger.entries import AdminEntry
         details = {"kind": verdict, "size": head.size, "root": head.root.hex()}
         if earlier is not None:
             details.update(earlier_size=earlier.size, earlier_root=earlier.root.hex())

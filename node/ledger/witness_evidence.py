@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Sequence
 
-from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
-from .witness import Witness
+from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
+from node.ledger.witness import Witness
 
 __all__ = ["evidence", "check_evidence", "count_cosignatures", "EvidenceFinding", "read_evidence",
            "witness_findings"]
@@ -42,8 +42,8 @@ def evidence(witness: Witness) -> dict[str, Any]:
     """This node's witness record (see the module doc)."""
     from sqlalchemy import select
 
-    from .tables import ledger_partner_keys
-    from .witness_pki import certifications_of
+    from node.ledger.tables import ledger_partner_keys
+    from node.ledger.witness_pki import certifications_of
     ledger = witness.ledger
     with ledger.engine.connect() as conn:
         keys = {r.partner: r.public_key for r in conn.execute(select(ledger_partner_keys))}
@@ -131,8 +131,8 @@ def count_cosignatures(doc: Mapping[str, Any] | None, head: SignedTreeHead,
     federation CA), by a certification of its key in the record (witness_pki.py),
     restricted to `witnesses` when given. The log's own node never counts.
     """
-    from .anchor import CertificationError
-    from .witness_pki import certified_witness_key, witness_certifications_in
+    from node.ledger.anchor import CertificationError
+    from node.ledger.witness_pki import certified_witness_key, witness_certifications_in
     valid: set[str] = set()
     problems: dict[str, str] = {}
     for d in (doc or {}).get("cosignatures", []):

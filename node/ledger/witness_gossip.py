@@ -32,10 +32,10 @@ from sqlalchemy import select
 
 from protocols import merkle
 
-from . import canonical
-from .signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead, partner_key
-from .tables import witness_conflicts, witness_cosignatures
-from .witness import Witness, head_json
+from node.ledger import canonical
+from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead, partner_key
+from node.ledger.tables import witness_conflicts, witness_cosignatures
+from node.ledger.witness import Witness, head_json
 
 __all__ = ["exchange_document", "take", "Prover"]
 
@@ -55,7 +55,7 @@ def exchange_document(witness: Witness, peer: str) -> dict[str, Any]:
             c = Cosignature.from_dict(canonical.parse(text.encode()))
             if len(recent[c.head.node]) < PER_LOG:
                 recent[c.head.node].append(c)
-    from .anchor import current_certification
+    from node.ledger.anchor import current_certification
     own = current_certification(witness.ledger.engine, witness.ledger.public_key)
     return {"v": 1,
             **({"certification": own.to_dict()} if own is not None else {}),
@@ -127,8 +127,8 @@ def take(witness: Witness, reporter: str, doc: Mapping[str, Any], prove: Prover 
 def _keep_reporter_certification(witness: Witness, reporter: str, key: LedgerPublicKey | None,
                                  d: Any) -> None:
     """The reporter's key certification, kept to serve with its cosignatures (witness_pki.py)."""
-    from .anchor import CertificationError, KeyCertification
-    from .witness_pki import keep_certification
+    from node.ledger.anchor import CertificationError, KeyCertification
+    from node.ledger.witness_pki import keep_certification
     if d is None or key is None:
         return
     try:

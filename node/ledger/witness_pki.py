@@ -29,9 +29,9 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import Engine, insert, select
 
-from .anchor import CertificationError, KeyCertification, verify_certification
-from .signing import Cosignature, LedgerPublicKey, SignatureError
-from .tables import witness_certifications
+from node.ledger.anchor import CertificationError, KeyCertification, verify_certification
+from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError
+from node.ledger.tables import witness_certifications
 
 __all__ = ["keep_certification", "certifications_of", "certified_witness_key",
            "witness_certifications_in"]

@@ -155,7 +155,7 @@ def test_csv_line_without_newline_refused(tmp_path):
 
 
 def test_node_config_sets_the_bounds(tmp_path):
-    from node.config import NodeConfig
+    from node.core.config import NodeConfig
     cfg = NodeConfig.model_validate({
         "node": {"id": "hrss"}, "tls": {"ca": "ca.pem", "cert": "c.pem", "key": "k.pem"},
         "sources": {"max_rows": 20, "max_expanded_mib": 2}})

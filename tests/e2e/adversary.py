@@ -17,12 +17,12 @@ import grpc
 import sqlalchemy as sa
 
 from adapters import encode
-from node.localnet import Federation
+from node.devtools.localnet import Federation
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.synthetic import write_csv
+from node.devtools.synthetic import write_csv
 from protocols import cardinality as card
 from protocols import group, oprf
 from protocols import psi_shuffle as ps

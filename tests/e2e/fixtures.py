@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from adapters import synthetic_resident_id
-from node.localnet import Federation
-from node.pki import issue_node_cert, target_name
+from node.devtools.localnet import Federation
+from node.keys.pki import issue_node_cert, target_name
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
-from node.synthetic import write_csv
+from node.devtools.synthetic import write_csv
 from protocols import oprf
 
 PURPOSE = "flexible-worker-deposit"

@@ -20,8 +20,8 @@ from node.ledger import canonical
 from node.ledger.anchor import KeyStatement, certify, fingerprint
 from node.ledger.http import new_token
 from node.ledger.signing import LedgerSigningKey, load_or_create_signer
-from node.pki import issue_node_cert, load_tls_identity
-from node.secrets import KeyEncryptionKey
+from node.keys.pki import issue_node_cert, load_tls_identity
+from node.keys.secrets import KeyEncryptionKey
 from protocols import merkle
 
 from . import fixtures as fx

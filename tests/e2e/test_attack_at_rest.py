@@ -22,11 +22,11 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 
-from node.config import load_config
-from node.context import NodeContext
-from node.datasets import iter_chunks, iter_rows
-from node.secrets import SealError
-from node.store import dataset_chunks, datasets
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.registration import iter_chunks, iter_rows
+from node.keys.secrets import SealError
+from node.storage.schema import dataset_chunks, datasets
 
 from . import fixtures as fx
 

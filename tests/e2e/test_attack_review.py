@@ -14,8 +14,8 @@ import pytest
 import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.config import load_config
-from node.context import NodeContext
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger import canonical
 from node.ledger.witness import Witness
 from node.rpc.shuqiao.v1 import ledger_pb2 as lpb
@@ -137,7 +137,9 @@ def test_background_work_failures_log_no_exception_message(pair, monkeypatch, ca
     """A failure in the node's background work (a threshold table being prepared from the
     registered rows, a maintenance round) is logged like any incident: its type and code
     locations, never its message, which may quote a cell."""
-    from node import server, threshold_store, witnessing
+    from node.server import serve as server
+    from node.datasets import threshold_tables as threshold_store
+    from node.server import witnessing
 
     def fails(*args, **kwargs):
         raise ValueError(f"invalid literal for int() with base 10: {PERSONAL!r}")
@@ -203,7 +205,7 @@ def test_an_older_head_arriving_after_a_newer_one_is_no_rollback_alarm(pair):
     """An honest log's push (a head it signed, then sent) can arrive after the witness
     pulled a newer head; a partner that keeps the log busy makes that race likely. A
     smaller head signed no later than one already seen is stale, not a rollback."""
-    from node import admin_log
+    from node.runtime import admin_log
     from node.ledger.grpc_service import head_to_pb
     s = pair
     before = len(_conflicts(s))

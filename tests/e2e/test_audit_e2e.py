@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from node.ledger.http import new_token
-from node.pki import issue_node_cert
+from node.keys.pki import issue_node_cert
 
 from . import fixtures as fx
 

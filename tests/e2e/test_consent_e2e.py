@@ -6,8 +6,8 @@ import re
 import grpc
 import pytest
 
-from node.config import load_config
-from node.context import NodeContext
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger.entries import QueryEntry, decode
 from node.ledger.sources import write_export
 

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from adapters import IdType, encode
-from node import asker
-from node.config import load_config
-from node.context import NodeContext
+from node.asker import membership as asker
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger import decode
 from protocols import merkle
 

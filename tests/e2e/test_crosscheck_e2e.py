@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from adapters import synthetic_resident_id
-from node.synthetic import write_csv
+from node.devtools.synthetic import write_csv
 
 from . import fixtures as fx
 
@@ -101,9 +101,9 @@ def test_honest_federation_with_refusals_and_a_killed_agency_cross_checks_clean(
 
 def test_forged_asker_record_is_a_mismatch_naming_its_id(federation):
     s = federation
-    from node.config import load_config
-    from node.context import NodeContext
-    from node.querylog import QueryRecord
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
+    from node.policy.querylog import QueryRecord
     forged = str(uuid.uuid4())
     # the fund centre's own ledger API, on the stopped node: a query it never asked
     ctx = NodeContext(load_config(s.cfg("fund")))

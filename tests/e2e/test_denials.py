@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters import IdType, encode, synthetic_resident_id
-from node.pki import init_ca, issue_node_cert, target_name
+from node.keys.pki import init_ca, issue_node_cert, target_name
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from protocols import oprf

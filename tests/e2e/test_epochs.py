@@ -7,9 +7,9 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from node.config import load_config
-from node.context import NodeContext
-from node.epochs import prune_expired
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.epochs import prune_expired
 
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 

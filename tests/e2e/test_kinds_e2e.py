@@ -79,11 +79,11 @@ def test_predicates_outside_the_policy_are_refused(scenario, tmp_path, text, mes
 
 def test_labels_of_unmatched_rows_cannot_be_opened(scenario):
     """The fund centre holds every sealed label after a sync, but opens only what it asked."""
-    from node.config import load_config
-    from node.context import NodeContext
-    from node.peer_tables import load_arrays, dataset_info, sync_tag_table
-    from node import asker
-    from node.tagtables import label_context
+    from node.core.config import load_config
+    from node.runtime.context import NodeContext
+    from node.asker.peer_tables import load_arrays, dataset_info, sync_tag_table
+    from node.asker import membership as asker
+    from node.datasets.tag_tables import label_context
     from protocols import labels, oprf
     ctx = NodeContext(load_config(scenario.fed.nodes["fund"].config_path))
     try:
@@ -143,7 +143,7 @@ def test_authorisation_references_are_required_and_bound(scenario, tmp_path):
     assert "3 distinct asked" in r.stdout
     rejected = rows(out.with_suffix(".rejected.csv"))
     assert [(x["line"], x["reason"]) for x in rejected] == [("3", "missing authorisation reference")]
-    from node.consent import consent_digest
+    from node.policy.consent import consent_digest
     expected = consent_digest(zip([encode(IdType.CN_RESIDENT_ID, p) for p in (people[0], people[2], people[3])],
                                   ["GJJ-2026-001", "GJJ-2026-003", "GJJ-2026-004"]))
     engine = sa.create_engine(f"sqlite:///{scenario.fed.nodes['fund'].directory / 'node.db'}")

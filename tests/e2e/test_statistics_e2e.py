@@ -18,16 +18,16 @@ import pytest
 import tenseal  # noqa: F401  (before grpc_tools, which test_generated_rpc loads: the reverse aborts)
 
 from adapters import IdType, encode
-from node.asker_statistics import aggregate, threshold
-from node.config import load_config
-from node.context import NodeContext
-from node.errors import PartnerError
-from node.localnet import Federation
+from node.asker.statistics import aggregate, threshold
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.core.errors import PartnerError
+from node.devtools.localnet import Federation
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.synthetic import write_csv
+from node.devtools.synthetic import write_csv
 from protocols import oprf
 from protocols import threshold as th
 

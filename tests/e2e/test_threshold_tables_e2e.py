@@ -20,18 +20,18 @@ import pytest
 from sqlalchemy import select
 
 from adapters import IdType, encode
-from node import threshold_store as ts
-from node import threshold_table
-from node.asker_statistics import threshold
-from node.config import load_config
-from node.context import NodeContext
-from node.epochs import prune_expired
-from node.errors import PartnerError
+from node.datasets import threshold_tables as ts
+from node.asker import threshold_tables as threshold_table
+from node.asker.statistics import threshold
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.epochs import prune_expired
+from node.core.errors import PartnerError
 from node.ledger import decode
-from node.localnet import Federation
-from node.secrets import SealError
-from node.store import threshold_keys, threshold_tables
-from node.synthetic import write_csv
+from node.devtools.localnet import Federation
+from node.keys.secrets import SealError
+from node.storage.schema import threshold_keys, threshold_tables
+from node.devtools.synthetic import write_csv
 
 from . import fixtures as fx
 

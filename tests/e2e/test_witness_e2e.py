@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from node.config import load_config
-from node.context import NodeContext
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger.witness import Witness
 
 from . import fixtures as fx

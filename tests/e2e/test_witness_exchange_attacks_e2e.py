@@ -10,8 +10,8 @@ import time
 import grpc
 import pytest
 
-from node.config import load_config
-from node.context import NodeContext
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger import canonical
 from node.ledger.signing import LedgerSigningKey, partner_key
 from node.ledger.witness import Witness

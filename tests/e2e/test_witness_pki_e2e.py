@@ -18,8 +18,8 @@ import pytest
 from node.ledger import canonical
 from node.ledger.anchor import KeyStatement, certify
 from node.ledger.signing import LedgerPublicKey
-from node.pki import load_tls_identity
-from node.secrets import KeyEncryptionKey
+from node.keys.pki import load_tls_identity
+from node.keys.secrets import KeyEncryptionKey
 
 from .test_witnessing_federation_e2e import export, federation, key_of, settled, verify, wait_for
 

@@ -20,15 +20,15 @@ import pytest
 import tomli_w
 import tomllib
 
-from node.config import load_config
-from node.context import NodeContext
+from node.core.config import load_config
+from node.runtime.context import NodeContext
 from node.ledger.http import new_token
 from node.ledger.signing import partner_key
 from node.ledger.sources import ExportSource, write_export
 from node.ledger.witness_evidence import check_evidence
 from node.ledger.witness import Witness
-from node.localnet import Federation, LocalNode
-from node.witnessing import coverage_warnings
+from node.devtools.localnet import Federation, LocalNode
+from node.server.witnessing import coverage_warnings
 
 pytestmark = pytest.mark.e2e
 

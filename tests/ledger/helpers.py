@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 from node.ledger import Ledger, LedgerSigningKey, QueryEntry
 from node.ledger.tables import install_ledger_triggers
-from node.store import create_schema, make_engine
+from node.runtime.database import create_schema
+from node.storage.schema import make_engine
 
 
 def open_engine(url: str):
@@ -59,7 +60,7 @@ def certified(ledger: Ledger, pki, *, not_before: str = "2025-01-01T00:00:00Z",
 
     from node.ledger.anchor import KeyStatement, certify, store_certification
     from node.ledger.canonical import rfc3339
-    from node.pki import init_ca, issue_node_cert
+    from node.keys.pki import init_ca, issue_node_cert
     pki, node = Path(pki), node or ledger.node_id
     if not (pki / "ca.pem").exists():
         init_ca(pki)

@@ -8,14 +8,18 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 
-from node.ledger.anchor import (CertificationError, KeyCertification, KeyStatement, certify,
-                                load_roots, verify_certification)
+from node.ledger.anchor import (CertificationError,
+    KeyCertification,
+    KeyStatement,
+    certify,
+    load_roots,
+    verify_certification)
 from node.ledger.canonical import rfc3339
 from node.ledger.audit import KnownHeads, Trust, verify
 from node.ledger.grpc_service import GrpcLogSource, LedgerService
 from node.ledger.http import HttpLogSource, create_app, new_token
 from node.ledger.sources import ExportSource, LedgerSource, write_export
-from node.pki import init_ca, issue_node_cert
+from node.keys.pki import init_ca, issue_node_cert
 from node.rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
 
 from .helpers import certified, fill, make_ledger

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from node.ledger import Ledger, decode
 from node.ledger.signing import load_or_create_signer
-from node.secrets import KeyEncryptionKey
+from node.keys.secrets import KeyEncryptionKey
 from protocols import merkle
 
 from .helpers import open_engine
@@ -33,8 +33,8 @@ CHILD = textwrap.dedent("""
     from node.ledger import Ledger, QueryEntry
     from node.ledger.signing import load_or_create_signer
     from node.ledger.tables import install_ledger_triggers
-    from node.secrets import KeyEncryptionKey
-    from node.store import make_engine
+    from node.keys.secrets import KeyEncryptionKey
+    from node.storage.schema import make_engine
     url, kek_path, run = sys.argv[1], sys.argv[2], sys.argv[3]
     engine = make_engine(url)
     install_ledger_triggers(engine)

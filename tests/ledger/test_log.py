@@ -14,7 +14,7 @@ from node.ledger import EntryFilter, HeadPolicy, Ledger, LedgerError, decode
 from node.ledger.signing import load_or_create_signer
 from node.ledger.tables import APPEND_ONLY, ledger_partner_key_rotations
 from node.ledger.witness import Witness
-from node.secrets import KeyEncryptionKey
+from node.keys.secrets import KeyEncryptionKey
 from protocols import merkle
 
 from .helpers import certified, fill, make_ledger, open_engine, query

@@ -8,11 +8,19 @@ from dataclasses import replace
 import pytest
 
 from node.ledger import LedgerPublicKey, LedgerSigningKey, Receipt, SignedTreeHead
-from node.ledger.receipts import (QueryMetadata, ReceiptError, ReceiptMismatch,
-                                  ReceiptSignatureError, make_receipt, verify_receipt)
-from node.ledger.signing import (Cosignature, KeyChanged, SignatureError, load_or_create_signer,
-                                 partner_key, pin_partner_key)
-from node.secrets import KeyEncryptionKey
+from node.ledger.receipts import (QueryMetadata,
+    ReceiptError,
+    ReceiptMismatch,
+    ReceiptSignatureError,
+    make_receipt,
+    verify_receipt)
+from node.ledger.signing import (Cosignature,
+    KeyChanged,
+    SignatureError,
+    load_or_create_signer,
+    partner_key,
+    pin_partner_key)
+from node.keys.secrets import KeyEncryptionKey
 
 from .helpers import query
 

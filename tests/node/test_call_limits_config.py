@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import ConfigError, load_config
+from node.core.config import ConfigError, load_config
 
 from .test_config import BASE, write
 

@@ -7,7 +7,7 @@ import zlib
 
 import sqlalchemy as sa
 
-from node.cli_failures import explain, report, state
+from node.cli.failures import explain, report, state
 
 
 def _raised(exc):

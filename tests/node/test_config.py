@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import ConfigError, load_config
+from node.core.config import ConfigError, load_config
 
 BASE = """
 [node]
@@ -105,7 +105,7 @@ def _counting(extra: str) -> str:
 
 
 def test_counting_kinds_have_a_floor_of_ten_by_default(tmp_path):
-    from node import policy
+    from node.policy import checks as policy
     grant = load_config(write(tmp_path, _counting(""))).dataset("flexible_workers").grants[0]
     assert policy.min_elements(grant, "cardinality") == 10
     assert policy.min_elements(grant, "aggregate") == 10

@@ -1,11 +1,11 @@
-"""The consent digest construction (node/consent.py), against the README's worked example."""
+"""The consent digest construction (node/policy/consent.py), against the README's worked example."""
 from __future__ import annotations
 
 import hashlib
 import struct
 
 from adapters import IdType, encode, normalise
-from node.consent import consent_digest
+from node.policy.consent import consent_digest
 
 SAMPLE_ID = "11010519491231002X"  # the GB 11643 sample number, not a person
 WORKED_EXAMPLE = "f1d70c1333b01ab46d2b059be6a8326e3ba1e0ec5330d800eb7b50a51de6bd04"

@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import IdType, encode
-from node import asker
-from node.config import load_config
-from node.context import NodeContext
-from node.datasets import register
-from node.localnet import Federation
-from node.server import NodeServer
+from node.asker import membership as asker
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.registration import register
+from node.devtools.localnet import Federation
+from node.server.serve import NodeServer
 
 PURPOSE = "eligibility-check"
 

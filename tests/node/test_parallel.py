@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import gmpy2
 
-from node.parallel import COSTLY_TASKS, CryptoPool
+from node.keys.workers import COSTLY_TASKS, CryptoPool
 from protocols import psi_shuffle as ps
 from protocols import threshold as th
 

@@ -16,8 +16,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from node import pki
-from node.secrets import KeyEncryptionKey, SecretBytes
+from node.keys import pki
+from node.keys.secrets import KeyEncryptionKey, SecretBytes
 
 
 @pytest.fixture(scope="module")

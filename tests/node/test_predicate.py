@@ -1,4 +1,4 @@
-"""node.predicate: parsing, limits, injection attempts, allow-list, canonical form, evaluation."""
+"""node.language.predicate: parsing, limits, injection attempts, allow-list, canonical form, evaluation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import predicate as p
-from node.predicate import And, Comparison, In, Not, Or, ParseError, PredicateNotAllowed
+from node.language import predicate as p
+from node.language.predicate import And, Comparison, In, Not, Or, ParseError, PredicateNotAllowed
 
 
 def cmp(column, op, value):

@@ -1,4 +1,4 @@
-"""node.rules: rule files, plans, decisions with provenance, and their explanations."""
+"""node.rules.language: rule files, plans, decisions with provenance, and their explanations."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.identifiers import synthetic_resident_id
-from node import rules
-from node.rules import Answer, Decision, Evidence, RuleError, SourceQuery
+from node.rules import language as rules
+from node.rules.language import Answer, Decision, Evidence, RuleError, SourceQuery
 
 RULE_FILE = """
 [rules]

@@ -12,16 +12,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from node.secrets import (
-    KEK_ENV_VAR,
+from node.keys.secrets import (KEK_ENV_VAR,
     KEK_SIZE,
     KekError,
     KeyEncryptionKey,
     SealError,
     SecretBytes,
     read_private_file,
-    write_new_file,
-)
+    write_new_file)
 
 PURPOSE = "oprf-key/hrss/flexible_workers/fund/epoch-3"
 

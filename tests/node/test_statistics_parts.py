@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
-from node.stats_rows import MAX_VALUE, VersionColumns, aggregate_rows, income_rows, parse_int
-from node.stats_wire import RoundError, chunks, collect
+from node.datasets.statistics_rows import MAX_VALUE, VersionColumns, aggregate_rows, income_rows, parse_int
+from node.transport.chunks import RoundError, chunks, collect
 
 
 @pytest.mark.parametrize("text, value", [("12", 12), (" 7 ", 7), ("-5", -5), ("+3", 3),

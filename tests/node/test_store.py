@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 
 from adapters import IdType, open_csv, synthetic_resident_id
-from node.config import load_config
-from node.context import NodeContext
-from node.datasets import RegistrationError, list_versions, register
-from node.localnet import Federation
-from node.store import open_store
-from node.synthetic import write_csv
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.registration import RegistrationError, list_versions, register
+from node.devtools.localnet import Federation
+from node.runtime.database import open_store
+from node.devtools.synthetic import write_csv
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,7 +26,7 @@ def storage_url(request, tmp_path):
 def test_query_log_refuses_update_and_delete_in_the_database(storage_url):
     engine = open_store(storage_url)
     from datetime import datetime, timezone
-    from node.store import query_log
+    from node.storage.schema import query_log
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
         conn.execute(query_log.insert().values(
@@ -107,7 +107,7 @@ def test_sealed_keys_only_in_the_database(agency, tmp_path):
     with open_csv(path) as src:
         register(agency, "roll", src, id_column="sfzh", id_type=IdType.CN_RESIDENT_ID,
                  source_kind="csv", source_label="x")
-    from node.keys import key_purpose
+    from node.keys.oprf_keys import key_purpose
     from protocols import oprf
     with agency.engine.connect() as conn:
         (blob,) = conn.execute(sa.text("SELECT sealed_key FROM oprf_keys")).scalars().all()

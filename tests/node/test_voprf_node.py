@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from adapters import IdType, encode
-from node import asker
-from node.config import load_config
-from node.context import NodeContext
-from node.datasets import register
-from node.keys import key_purpose
-from node.localnet import Federation
-from node.server import NodeServer
+from node.asker import membership as asker
+from node.core.config import load_config
+from node.runtime.context import NodeContext
+from node.datasets.registration import register
+from node.keys.oprf_keys import key_purpose
+from node.devtools.localnet import Federation
+from node.server.serve import NodeServer
 from protocols import oprf
 
 from .test_membership_property import ListSource

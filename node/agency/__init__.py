@@ -1,0 +1,4 @@
+"""The answering side (an agency's node): one module per query kind, thin gRPC servicers around protocols/ sessions
+that move messages and apply policy.
+
+May import: node.policy, node.datasets, node.runtime.context and below. Never node.asker, node.cli, node.server."""

@@ -1,0 +1,183 @@
+"""The answering side of the statistics kinds: a thin gRPC adapter (one servicer).
+
+Aggregate (node/agency/aggregate.py; protocols/psi_shuffle.py, protocols/he_aggregate.py).
+Both parties draw fresh keys for a shuffled match over the agency's rows that have a
+usable value; the agency's values travel BFV-encrypted under a per-query key that
+never leaves this process; the fund centre selects and adds them, masks the sums, and
+the agency decrypts only masked totals, adds OpenDP discrete Laplace noise (when the
+grant sets ``dp_epsilon``, split evenly between counts and sums, with the grant's
+``aggregate_value_bound`` as a sum's sensitivity), suppresses groups below
+``min_group_size`` and releases. Rows whose value is not an integer in [0, bound] are
+left out and only counted. The bound is public (it shapes the limbs the asker sees):
+the declared one, else 2^62 - 1, never the largest value present.
+
+* Fund centre learns: the dataset's group names (distinct values of the group-by column
+  among usable rows), how many rows take part and how many were left out as unusable
+  (dataset-wide counts), and per group either "suppressed" or count, sum and mean —
+  exact without DP, noised with DP. Its node software also learns the *exact* size of
+  the whole intersection (the match's selection count; DP covers the per-group figures,
+  not that total — which is why the grant's minimum query size and quotas matter). It
+  never sees a single value and never learns which of its identifiers matched.
+* Agency learns: the number of elements asked, the purpose, and per group the count
+  blurred by the fund centre's own discrete Laplace noise (which it needs to suppress
+  small groups). Everything else it decrypts is uniformly masked. It learns nothing
+  about which of its rows matched.
+
+Threshold (node/agency/threshold.py; protocols/threshold.py, protocols/oprf.py,
+protocols/labels.py). Per dataset x partner x epoch the agency draws a 3072-bit
+Paillier key (its factors sealed under the node KEK) and, per version, publishes a
+table prepared at registration, refresh or rotation (node/datasets/threshold_tables.py): for
+every row with a usable income, the row's tag under the partner's epoch OPRF key and
+Enc(income) sealed under the row's full OPRF output, sorted by tag. The
+fund centre syncs the table once per epoch, evaluates its applicants' identifiers
+blindly (RFC 9497, proven in VOPRF mode), opens the sealed ciphertexts of the applicants
+that matched, and sends one sign-preserving blinded comparison per asked identifier
+(dummies for the unmatched, shuffled); the agency returns only signs.
+
+* Fund centre learns: N (rows with a usable income) and the number left out; per
+  applicant, whether a usable income is registered for that identifier (membership in
+  those rows: unavoidable once it can find its applicant's ciphertext; and since the
+  evaluation uses its epoch key, F_k(x) is the same as in membership queries) and, if
+  so, whether it is >= the applicant's threshold. It never sees an income: the
+  ciphertexts are Paillier under the agency's key (semantically secure), and it can
+  open only the sealed ciphertexts of identifiers it had evaluated, each counted in the
+  policy's quotas. A fund centre that deviates can still compare one person's income
+  against thresholds of its choice, one entry per element asked (bisection needs ~40):
+  the quotas and the ledger bound that, not the cryptography.
+* Agency learns: the number of applicants asked, the purpose, and when the table was
+  synced; per comparison entry a fair-coin sign and a magnitude blurred over 1024
+  octaves (threshold.py bounds it: statistical distance <= 65/1024 between any two
+  income gaps, ~1% for realistic ones). The batch has exactly one entry per asked
+  identifier (dummies for the unmatched, shuffled), so it learns neither who applied,
+  nor how many matched, nor any threshold.
+
+Policy, for both: the grant must list the kind and the purpose; minimum and maximum
+query sizes and daily / monthly / epoch quotas apply to the elements asked; aggregate
+columns must be in ``aggregate_columns`` and the threshold column must be
+``threshold_column``, and registered attributes of the current version; noised
+aggregates charge ``dp_epsilon`` to the partner's budget for the dataset and epoch
+(shared with cardinality queries). Every query, answered or refused, is written to the
+query log and the ledger with its kind, size, outcome and epsilon (admitted before the
+first answer leaves, completed with the signed receipt before the summary) — never an
+identifier or a value.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import grpc
+
+from node.policy import checks as policy
+from node.agency.aggregate import AggregateRpc
+from node.agency.tables import Refused, check_names, check_purpose, claim
+from node.agency.threshold import ThresholdRpc
+from node.transport.identity import peer_node_id
+from node.core.config import DATASET_NAME
+from node.runtime.context import NodeContext
+from node.datasets.registration import current_version
+from node.keys.oprf_keys import answerable_epochs
+from node.policy.querylog import QueryRecord, seen
+from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
+from node.transport.chunks import RoundError
+
+log = logging.getLogger(__name__)
+_DATASET = re.compile(DATASET_NAME)
+
+
+class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+
+    def _stream(self, requests, context, kind: str, body):
+        """Run one query stream: refusals become gRPC statuses, and the query log gets
+        exactly one record, whatever happens."""
+        peer = peer_node_id(context)
+        record = QueryRecord(query_id="", role="answerer", asker=peer, answerer=self.cfg.node.id,
+                             kind=kind, dataset="")
+        try:
+            yield from body(requests, peer, record)
+        except (Refused, RoundError) as exc:
+            code = exc.code if isinstance(exc, Refused) else grpc.StatusCode.INVALID_ARGUMENT
+            record.outcome, record.reason = "refused", str(exc)
+            log.info("%s query %s from %s refused: %s", kind, record.query_id or "-", peer, exc)
+            context.abort(code, str(exc))
+        except GeneratorExit:
+            record.outcome, record.reason = "aborted", "the asker cancelled or went away"
+            raise
+        finally:
+            if record.query_id and not record.written:
+                record.write(self.ctx)
+
+    def _complete(self, record: QueryRecord) -> dict:
+        """Commit the answered record (log row and ledger entry) before the summary
+        leaves; returns the summary's receipt fields."""
+        record.outcome = "answered"
+        receipt = record.write(self.ctx)
+        return {"receipt": receipt.to_bytes(), "ledger_public_key": self.ctx.ledger.public_key.text}
+
+    # -- admission shared by both kinds -----------------------------------------------
+    def _grant(self, dataset: str, peer: str):
+        if not _DATASET.match(dataset):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
+        declared = self.cfg.dataset(dataset)
+        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
+        if grant is None:  # same answer whether the dataset is absent or not granted
+            raise Refused(grpc.StatusCode.NOT_FOUND,
+                          f"no dataset {dataset!r} is available to node {peer!r}")
+        return declared, grant
+
+    def _admit(self, first, peer: str, record: QueryRecord, kind: str, kind_number: int):
+        """Check a query's header against the policy; returns (header, declared, grant, version)."""
+        if first is None or first.WhichOneof("body") != "header":
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          "the first message of a query must be its header")
+        h = first.header
+        check_names(h, record)
+        if h.kind != kind_number:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"an {kind} query must say so")
+        declared, grant = self._grant(h.dataset, peer)
+        check_purpose(h, grant)
+        limit = self.cfg.grpc.max_query_elements
+        if not 1 <= h.total_elements <= limit:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"a query must ask between 1 and {limit} elements")
+        try:
+            policy.check_request(grant, dataset=h.dataset, kind=kind, elements=h.total_elements)
+        except policy.PolicyRefusal as exc:
+            raise Refused.by_policy(exc) from None
+        with self.ctx.engine.connect() as conn:
+            if seen(conn, h.query_id, "answerer"):
+                record.query_id = ""  # the earlier entry stands; do not log a duplicate id
+                raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
+            version = current_version(conn, h.dataset)
+            if version is None or version.version != h.version:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"{kind} queries run on the current version of {h.dataset!r}; "
+                              "list datasets again")
+            grace = timedelta(days=declared.grace_days)
+            if h.epoch not in answerable_epochs(conn, h.dataset, peer, grace):
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"key epoch {h.epoch} of dataset {h.dataset!r} is not answered "
+                              "(rotated and past its grace period, or unknown); list datasets again")
+        # An aggregate reserves the grant's whole per-query epsilon (counts and sums share it).
+        noised = kind == "aggregate" and grant.dp_epsilon is not None
+        claim(self.ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
+        return h, declared, grant, version
+
+    def _admitted(self, record: QueryRecord) -> None:
+        """The ledger's admitted entry, committed before any answer leaves."""
+        record.admit(self.ctx)
+
+    @staticmethod
+    def _check_column(column: str, allowed: list[str], version, dataset: str, role: str) -> None:
+        if column not in allowed:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                          f"column {column!r} may not be used as {role} on dataset {dataset!r}; "
+                          f"allowed: {', '.join(allowed) or 'none'}")
+        if column not in version.attributes:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"column {column!r} is not a registered attribute of {dataset!r} "
+                          f"version {version.version}")

@@ -1,0 +1,272 @@
+"""The answering side's table RPCs: what a partner may sync, prepare and diff.
+
+ListDatasets names the current version and key epoch of every dataset granted to the
+caller; SyncTagTable streams a sorted table (or, for a refreshed version, the delta from
+a version the caller holds); PrepareTable builds the table of rows satisfying a
+predicate the policy allows. Refusals carry a reason and never an element.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import grpc
+import numpy as np
+from sqlalchemy import select
+
+from node.language import predicate as pred
+from node.agency import predicate_tables as predicate_cache
+from node.transport.identity import peer_node_id
+from node.core.config import DATASET_NAME, PURPOSE
+from node.runtime.context import NodeContext
+from node.datasets.registration import current_version, iter_chunks
+from node.keys.oprf_keys import answerable_epochs, current_epoch, public_key
+from node.rpc.shuqiao.v1 import membership_pb2 as pb
+from node.storage.schema import datasets, tag_tables
+from node.datasets.tag_tables import (Arrays,
+    delta,
+    iter_row_tags,
+    iter_table_chunks,
+    label_length,
+    load_table,
+    store_table)
+
+log = logging.getLogger(__name__)
+_DATASET = re.compile(DATASET_NAME)
+_PURPOSE = re.compile(PURPOSE)
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SEND_ROWS = 32768  # rows per streamed chunk
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def by_policy(cls, exc) -> "Refused":
+        """The gRPC status for a node.policy.checks.PolicyRefusal (quota, kind or size rule)."""
+        return cls(_POLICY_CODES[exc.rule], exc.reason)
+
+
+def check_names(h, record) -> None:
+    """A query header's id, dataset and purpose are well-formed codes; the record takes
+    them (only well-formed names are echoed or logged: free text could hold anything)."""
+    if not _QUERY_ID.match(h.query_id):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
+    record.query_id = h.query_id
+    if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
+    record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
+    record.purpose, record.elements = h.purpose, 0
+
+
+def check_purpose(h, grant) -> None:
+    if h.purpose not in grant.purpose_codes:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
+                      f"granted: {', '.join(grant.purpose_codes)}")
+
+
+def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+    """Claim the header's query id and reserve its elements (and epsilon) atomically
+    (node/policy/admission.py); the record then carries the elements asked."""
+    from node.policy import admission
+    from node.policy.checks import PolicyRefusal
+    try:
+        admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
+                          elements=h.total_elements, epsilon_micro=epsilon_micro)
+    except admission.QueryIdTaken:
+        record.query_id = ""  # the earlier claim stands; do not log a duplicate id
+        raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
+    except PolicyRefusal as exc:
+        raise Refused.by_policy(exc) from None
+    record.claimed, record.elements = True, h.total_elements
+    record.epsilon_micro = 0  # charged only once a noised answer is released
+
+
+_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "kind": grpc.StatusCode.PERMISSION_DENIED,
+                 "size": grpc.StatusCode.INVALID_ARGUMENT}
+
+
+class TableRpcs:
+    ctx: NodeContext
+
+    # -- policy helpers -------------------------------------------------------------------
+    def _grant(self, dataset: str, peer: str):
+        if not _DATASET.match(dataset):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
+        declared = self.ctx.config.dataset(dataset)
+        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
+        if grant is None:
+            # Same answer whether the dataset is absent or merely not granted.
+            raise Refused(grpc.StatusCode.NOT_FOUND,
+                          f"no dataset {dataset!r} is available to node {peer!r}")
+        return declared, grant
+
+    def _table(self, conn, dataset: str, version: int, peer: str, epoch: int, predicate: str = ""):
+        row = conn.execute(
+            select(tag_tables, datasets.c.id_type, datasets.c.status, datasets.c.base_version,
+                   datasets.c.attributes)
+            .join(datasets, datasets.c.id == tag_tables.c.dataset_id)
+            .where(datasets.c.name == dataset, datasets.c.version == version,
+                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
+                   tag_tables.c.predicate == predicate)).first()
+        if row is None or row.status != "active":
+            what = " with that predicate (prepare it first)" if predicate else ""
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} version {version} epoch {epoch} is not served{what}; "
+                          "list datasets and sync the current version")
+        return row
+
+    def _held_table(self, conn, dataset: str, version: int, peer: str, epoch: int):
+        """The full table of a version a partner says it holds, whatever its status."""
+        return conn.execute(
+            select(tag_tables).join(datasets, datasets.c.id == tag_tables.c.dataset_id)
+            .where(datasets.c.name == dataset, datasets.c.version == version,
+                   tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
+                   tag_tables.c.predicate == "")).first()
+
+    def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
+        grace = timedelta(days=self.ctx.config.dataset(dataset).grace_days)
+        if epoch not in answerable_epochs(conn, dataset, peer, grace):
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
+                          "past its grace period, or unknown); list datasets and sync again")
+
+    def _describe(self, conn, dataset, version, epoch, peer, table, grant) -> pb.DatasetInfo:
+        return pb.DatasetInfo(
+            name=dataset, version=version, epoch=epoch, row_count=table.row_count,
+            id_type=table.id_type, purposes=grant.purpose_codes, tag_table_digest=table.digest,
+            tag_length=table.tag_length, public_key=public_key(conn, dataset, peer, epoch),
+            oprf_mode=self.ctx.config.dataset(dataset).mode_number,
+            label_length=table.label_length, predicate=table.predicate,
+            label_attributes=grant.label_attributes if table.label_length else [])
+
+    def _current(self, conn, dataset: str, peer: str):
+        current = current_version(conn, dataset)
+        epoch = current and current_epoch(conn, dataset, peer)
+        if current is None or epoch is None:
+            registered = conn.execute(select(datasets.c.id).where(datasets.c.name == dataset)
+                                      .limit(1)).first()
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"dataset {dataset!r} has no active version" if registered else
+                          f"dataset {dataset!r} has no registered version yet")
+        return current, epoch
+
+    # -- rpcs ------------------------------------------------------------------------------
+    def ListDatasets(self, request, context):
+        peer = peer_node_id(context)
+        out = pb.ListDatasetsResponse()
+        with self.ctx.engine.connect() as conn:
+            for d in self.ctx.config.datasets:
+                grant = next((g for g in d.grants if g.partner == peer), None)
+                if grant is None:
+                    continue
+                try:  # a dataset with nothing to serve is left out, not an error for all
+                    current, epoch = self._current(conn, d.name, peer)
+                    table = self._table(conn, d.name, current.version, peer, epoch)
+                except Refused as exc:
+                    log.info("not listed to %s: %s", peer, exc.reason)
+                    continue
+                out.datasets.append(self._describe(conn, d.name, current.version, epoch, peer,
+                                                   table, grant))
+        return out
+
+    def PrepareTable(self, request, context):
+        peer = peer_node_id(context)
+        try:
+            return self._prepare(request, peer)
+        except Refused as exc:
+            context.abort(exc.code, exc.reason)
+
+    def _prepare(self, request, peer: str) -> pb.DatasetInfo:
+        declared, grant = self._grant(request.dataset, peer)
+        if "predicate" not in {k.value for k in grant.kinds}:
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                          f"predicate queries are not granted for dataset {request.dataset!r}")
+        try:
+            ast = pred.parse(request.predicate)
+            pred.check_allowed(ast, set(grant.predicate_columns))
+        except pred.PredicateError as exc:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"predicate refused: {exc}") from None
+        canonical = pred.to_canonical(ast)
+        with self.ctx.engine.begin() as conn:
+            current, epoch = self._current(conn, request.dataset, peer)
+            missing = pred.columns(ast) - set(current.attributes)
+            if missing:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"column(s) {', '.join(sorted(missing))} are not registered attributes "
+                              f"of {request.dataset!r} version {current.version}")
+            try:
+                table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+                predicate_cache.mark_used(conn, table.id)
+            except Refused:
+                try:
+                    predicate_cache.check_daily(conn, grant, request.dataset, peer)
+                except predicate_cache.PreparationLimit as exc:
+                    raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+                self._build_predicate_table(conn, declared, grant, current, peer, epoch, ast, canonical)
+                table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
+                predicate_cache.record_build(self.ctx, conn, dataset=request.dataset,
+                                             version=current.version, peer=peer, epoch=epoch,
+                                             canonical=canonical, table_id=table.id, rows=table.row_count)
+            return self._describe(conn, request.dataset, current.version, epoch, peer, table, grant)
+
+    def _build_predicate_table(self, conn, declared, grant, version, peer, epoch, ast, canonical) -> None:
+        """Filter the version's rows; their tags were computed at registration."""
+        keep = pred.compile_predicate(ast)
+        parts_t, parts_l = [], []
+        chunks = iter_chunks(conn, version.id, self.ctx.kek)
+        for (seq, rows), (tags, lab) in zip(chunks, iter_row_tags(conn, version.id, peer, epoch)):
+            arrays = Arrays.from_bytes(tags, declared.tag_length, lab, label_length(grant))
+            mask = np.fromiter((keep(attrs) for _, attrs in rows), dtype=bool, count=len(rows))
+            chosen = arrays.select(mask)
+            parts_t.append(chosen.tag_bytes())
+            parts_l.append(chosen.label_bytes())
+        table = Arrays.from_bytes(b"".join(parts_t), declared.tag_length, b"".join(parts_l),
+                                  label_length(grant)).sorted()
+        store_table(conn, version.id, peer, epoch, canonical, declared.tag_length,
+                    label_length(grant), table)
+
+    def SyncTagTable(self, request, context):
+        peer = peer_node_id(context)
+        try:
+            _, grant = self._grant(request.dataset, peer)
+            with self.ctx.engine.connect() as conn:
+                self._check_epoch(conn, request.dataset, peer, request.epoch)
+                table = self._table(conn, request.dataset, request.version, peer, request.epoch,
+                                    request.predicate)
+                header = self._describe(conn, request.dataset, request.version, request.epoch,
+                                        peer, table, grant)
+                base = None
+                if request.base_version and not request.predicate \
+                        and table.base_version == request.base_version:
+                    # The caller's copy: retired or not, it only serves to compute the
+                    # difference (nothing the caller does not hold already); if it is
+                    # gone, the table goes whole.
+                    base = self._held_table(conn, request.dataset, request.base_version, peer,
+                                            request.epoch)
+                if base is not None:
+                    added, removed = delta(load_table(conn, base), load_table(conn, table))
+        except Refused as exc:
+            context.abort(exc.code, exc.reason)
+        if base is not None:
+            log.info("tag table of %s v%d for %s sent as a delta from v%d (+%d -%d rows)",
+                     request.dataset, request.version, peer, request.base_version,
+                     len(added.tags), len(removed))
+            yield pb.TagTableChunk(header=header, base_version=request.base_version)
+            for i in range(0, len(added.tags), SEND_ROWS):
+                part = added.select(slice(i, i + SEND_ROWS))
+                yield pb.TagTableChunk(rows=pb.TagRows(tags=part.tag_bytes(), labels=part.label_bytes()))
+            for i in range(0, len(removed), SEND_ROWS):
+                yield pb.TagTableChunk(removed_tags=removed[i:i + SEND_ROWS].tobytes())
+            return
+        yield pb.TagTableChunk(header=header)
+        with self.ctx.engine.connect() as conn:  # one stored chunk in memory at a time
+            for tags, lab in iter_table_chunks(conn, table.id):
+                yield pb.TagTableChunk(rows=pb.TagRows(tags=tags, labels=lab or b""))

@@ -1,0 +1,164 @@
+"""`shuqiao query ...`: the fund-centre operator's queries to partners."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from adapters import IdType, SourceError
+from adapters.headers import show_columns
+
+from node.asker import membership as asker
+from node.asker.cardinality import cardinality as ask_cardinality
+from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
+from node.cli.dataset import open_input
+from node.core.config import ConfigError
+from node.jobs.files import run_membership
+from node.policy.querylog import entries
+
+
+@query_app.command("membership")
+def membership(config: ConfigOpt,
+               partner: Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")],
+               dataset: Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")],
+               purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
+               input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+               id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+               out_path: Annotated[Path, typer.Option("--out", help="Result CSV.")],
+               id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+               rejects: Annotated[Optional[Path], typer.Option(
+                   help="Invalid rows report (default: <out>.rejected.csv).")] = None,
+               select: Annotated[str, typer.Option(
+                   help="Rows to write: all, intersection or difference.")] = "all",
+               kind: Annotated[str, typer.Option(
+                   help="membership, labeled (adds allow-listed attributes of matched rows) "
+                        "or predicate.")] = "membership",
+               predicate: Annotated[Optional[str], typer.Option(
+                   help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
+               auth_column: Annotated[Optional[str], typer.Option(
+                   help="Column with each applicant's authorisation reference.")] = None,
+               encoding: str = "auto") -> None:
+    """Which applicants are in a partner's dataset; the partner learns only how many were asked."""
+    rejects = rejects or out_path.with_suffix(".rejected.csv")
+    with node_context(config) as ctx:
+        try:
+            source = open_input(input_path, encoding)
+            with source, Bars() as bars:
+                job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
+                                     source=source, id_column=id_column, id_type=id_type,
+                                     out=out_path, rejects=rejects, select=select, kind=kind,
+                                     predicate=predicate, auth_column=auth_column, progress=bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(f"{exc}; nothing was written")
+    out.print(f"query {job.query_id}: {job.rows} rows ({job.asked} distinct asked), "
+              f"{job.matched_rows} in {partner}.{dataset} v{job.version}, {job.invalid} invalid "
+              f"→ {out_path}" + (f", invalid rows → {rejects}" if job.invalid else "")
+              + f" ({job.seconds:.2f} s)")
+
+
+@query_app.command("datasets")
+def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None:
+    """What a partner offers this node."""
+    import grpc
+
+    from node.core.errors import rpc_error
+    from node.rpc.shuqiao.v1 import membership_pb2 as pb
+    from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    with node_context(config) as ctx:
+        try:
+            channel = asker.partner_channel(ctx, partner)
+            listing = pb_grpc.MembershipStub(channel).ListDatasets(pb.ListDatasetsRequest(), timeout=30)
+        except (asker.PartnerError, ConfigError) as exc:
+            fail(str(exc))
+        except grpc.RpcError as exc:
+            fail(str(rpc_error(partner, exc)))
+    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes", "labels", "mode")
+    for d in listing.datasets:
+        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type,
+                  ", ".join(d.purposes), ", ".join(d.label_attributes) or "-",
+                  "VOPRF" if d.oprf_mode == 1 else "OPRF")
+    out.print(t)
+
+
+@query_app.command("log")
+def log(config: ConfigOpt, limit: int = 50) -> None:
+    """The latest entries of this node's query log (metadata only)."""
+    with node_context(config) as ctx, ctx.engine.connect() as conn:
+        rows = entries(conn, limit)
+    t = Table("seq", "query id", "role", "asker", "answerer", "dataset", "v", "epoch", "purpose",
+              "elements", "matched", "outcome", "finished")
+    for r in rows:
+        t.add_row(str(r["seq"]), r["query_id"][:8], r["role"], r["asker"], r["answerer"], r["dataset"],
+                  str(r["version"]), str(r["epoch"]), r["purpose"], str(r["elements"]),
+                  "" if r["matched"] is None else str(r["matched"]), r["outcome"],
+                  r["finished_at"].strftime("%m-%d %H:%M:%S"))
+    out.print(t)
+
+
+@rule_app.command("run")
+def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
+             rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
+             input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+             id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+             out_path: Annotated[Path, typer.Option("--out", help="Decisions CSV.")],
+             id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+             encoding: str = "auto") -> None:
+    """One decision per applicant, with the query ids that decided it (for appeals)."""
+    from node.rules.runner import load_rule_file, run_rule
+    from node.rules.language import RuleError
+    with node_context(config) as ctx:
+        try:
+            rule_file = load_rule_file(rules)
+            source = open_input(input_path, encoding)
+            with source, Bars() as bars:
+                summary = run_rule(ctx, rule_file, name, source, id_column=id_column,
+                                   id_type=id_type, out=out_path, progress=bars)
+        except (SourceError, ConfigError, RuleError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(f"{exc}; nothing was written")
+    out.print(f"rule {name}: {summary['rows']} applicants: {summary['eligible']} eligible, "
+              f"{summary['not_eligible']} not eligible, {summary['undetermined']} undetermined "
+              f"→ {out_path}")
+    for text, qid in summary["queries"].items():
+        out.print(f"  {text}: query {qid}")
+
+
+@query_app.command("cardinality")
+def cardinality(config: ConfigOpt,
+                partner: Annotated[str, typer.Option(help="Partner node id.")],
+                dataset: Annotated[str, typer.Option(help="The partner's dataset.")],
+                purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
+                input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
+                id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+                id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+                encoding: str = "auto") -> None:
+    """How many of the input are in a partner's dataset: the count only (maybe noised)."""
+    from adapters import InvalidIdentifier, encode, normalise
+    with node_context(config) as ctx:
+        try:
+            source = open_input(input_path, encoding)
+            with source:
+                if id_column not in source.columns:
+                    raise SourceError(f"column {id_column!r} not found; available columns: "
+                                      f"{show_columns(source.columns)}")
+                ids, invalid = set(), 0
+                for row in source:
+                    try:
+                        ids.add(encode(id_type, normalise(id_type, row.values.get(id_column, ""))))
+                    except InvalidIdentifier:
+                        invalid += 1
+            with Bars() as bars:
+                r = ask_cardinality(ctx, partner, dataset, purpose, sorted(ids), bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except asker.PartnerError as exc:
+            fail(str(exc))
+    noise = (f" (differentially private, epsilon {r.epsilon:g}; noise within ±{r.noise_bound})"
+             if r.epsilon else " (exact)")
+    out.print(f"query {r.query_id}: {r.count} of {len(ids)} distinct identifiers are in "
+              f"{partner}.{dataset}{noise}; {invalid} invalid rows not asked ({r.seconds:.2f} s)")

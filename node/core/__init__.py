@@ -1,0 +1,3 @@
+"""Foundations every other package may use: the config schema, the error hierarchy, incidents, the clock.
+
+May import: nothing from node (only protocols, adapters and third-party libraries)."""

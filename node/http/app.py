@@ -1,0 +1,132 @@
+"""The node's HTTP API: auditors read the ledger, admins inspect datasets and policy.
+
+Role-scoped bearer tokens, configured only as SHA-256 digests; HTTPS with the node's own
+certificate (the federation CA) unless `[http] tls = false`. Served by uvicorn on a
+thread of `shuqiao serve`; nothing is built at import time.
+"""
+from __future__ import annotations
+
+import hmac
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
+from pydantic import BaseModel
+
+from node.runtime.context import NodeContext
+
+
+class GrantOut(BaseModel):
+    partner: str
+    purposes: list[dict]
+    kinds: list[str]
+    predicate_columns: list[str]
+    label_attributes: list[str]
+    min_elements: int
+    max_elements: int
+    daily_elements: int | None
+    monthly_elements: int | None
+    epoch_elements: int | None
+    dp_epsilon: float | None
+    dp_budget: float | None
+
+
+class DatasetPolicyOut(BaseModel):
+    name: str
+    description: str
+    oprf_mode: str
+    epoch_days: int
+    grace_days: int
+    grants: list[GrantOut]
+
+
+class VersionOut(BaseModel):
+    name: str
+    version: int
+    id_type: str
+    rows: int
+    invalid: int
+    status: str
+    source_kind: str
+    source_sha256: str
+
+
+def admin_router(ctx: NodeContext) -> APIRouter:
+    digests = [d.encode() for d in ctx.config.http.admin_tokens]
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        from node.ledger.http import bearer_token, hash_token
+        token = bearer_token(authorization)
+        presented = hash_token(token).encode() if token else b""
+        matched = False
+        for digest in digests:  # no early exit: constant time per token
+            matched |= hmac.compare_digest(presented, digest)
+        if not token or not matched:
+            raise HTTPException(status_code=401,
+                                detail="an admin token is required (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+
+    @router.get("/policy", response_model=list[DatasetPolicyOut])
+    def policy() -> list[DatasetPolicyOut]:
+        return [DatasetPolicyOut(
+            name=d.name, description=d.description, oprf_mode=d.oprf_mode, epoch_days=d.epoch_days,
+            grace_days=d.grace_days,
+            grants=[GrantOut(**g.model_dump(mode="json", include=set(GrantOut.model_fields)))
+                    for g in d.grants]) for d in ctx.config.datasets]
+
+    @router.get("/datasets", response_model=list[VersionOut])
+    def datasets() -> list[VersionOut]:
+        from node.datasets.registration import list_versions
+        with ctx.engine.connect() as conn:
+            return [VersionOut(name=v.name, version=v.version, id_type=v.id_type, rows=v.row_count,
+                               invalid=v.invalid_count, status=v.status, source_kind=v.source_kind,
+                               source_sha256=v.source_fingerprint) for v in list_versions(conn)]
+
+    return router
+
+
+def create_app(ctx: NodeContext) -> FastAPI:
+    from node.ledger.http import create_app as ledger_app
+    from node.ledger.http import guard
+    app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
+    # The ledger app requires an auditor token on every route; admin routes get their own.
+    outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
+    guard(outer)
+    outer.include_router(admin_router(ctx))
+    outer.mount("/", app)
+    return outer
+
+
+class HttpServer:
+    """uvicorn on a background thread; `start()` returns the bound port."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        import uvicorn
+        cfg = ctx.config
+        host, port = cfg.http.listen.rsplit(":", 1)
+        tls = {}
+        if cfg.http.tls:
+            tls = {"ssl_certfile": str(cfg.path(cfg.tls.cert)), "ssl_keyfile": str(cfg.path(cfg.tls.key))}
+            if cfg.tls.key_sealed:
+                from node.keys.pki import tls_key_passphrase
+                tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
+        self.config = uvicorn.Config(create_app(ctx), host=host.strip("[]"), port=int(port),
+                                     log_level="warning", access_log=False, **tls)
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 20.0) -> int:
+        import time
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the HTTP API could not listen on {self.config.host}:{self.config.port}")
+            time.sleep(0.02)
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,3 @@
+"""Operator jobs over files: an applicant list in, a result file out.
+
+May import: node.asker, node.rules and below."""

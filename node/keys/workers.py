@@ -1,0 +1,243 @@
+"""Batch OPRF work spread over every core.
+
+ristretto255 scalar multiplication is the cost of every query and of every tag table,
+so batches go to a pool of worker processes (threads would serialise on the GIL).
+Secrets never cross the process boundary in the clear: a task carries the OPRF key
+*sealed* under the node KEK, and each worker loads the KEK itself from the node's key
+file when it starts. Client blinding scalars are ephemeral per query and travel only
+over the pipe to the node's own workers.
+
+Small batches run in the calling process: a worker round trip costs more than a few
+scalar multiplications, and a one-identifier query must stay fast.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from protocols import labels, oprf
+
+from node.keys.secrets import KeyEncryptionKey
+
+INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
+# Protocol tasks whose every item costs milliseconds (named, not imported: TenSEAL loads
+# only where aggregates run): CryptoPool.map never runs them in-process.
+COSTLY_TASKS = frozenset({
+    ("protocols.threshold", "blind_task"), ("protocols.threshold", "sign_task"),
+    ("protocols.paillier_fast", "encrypt_incomes_task"), ("protocols.he_bfv", "encrypt_task"),
+    ("protocols.he_bfv", "select_and_sum_task"),
+})
+
+_worker_kek: KeyEncryptionKey | None = None
+
+
+def _init_worker(kek_path: str | None) -> None:
+    global _worker_kek
+    _worker_kek = KeyEncryptionKey.load(Path(kek_path)) if kek_path else None
+
+
+def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.OprfSecretKey:
+    if kek is None:
+        raise RuntimeError("this pool was started without the node KEK")
+    return oprf.OprfSecretKey.from_bytes(kek.unseal(sealed, purpose=purpose))
+
+
+def rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+              inputs: Sequence[bytes], tag_length: int, mode: int,
+              label_rows: Sequence[dict] | None, label_context: bytes, pad_to: int,
+              outputs: bool = False) -> tuple[bytes, ...]:
+    """Tags of a batch of rows, and their sealed labels when `label_rows` is given; with
+    `outputs`, the full F_k(y) too (for the node's own threshold preparation)."""
+    key = _unseal(kek, sealed, purpose)
+    outs = oprf.evaluate(key, inputs, mode)
+    tags = b"".join(out[:tag_length] for out in outs)
+    lab = (b"" if label_rows is None else
+           b"".join(labels.seal_labels(outs, label_rows, label_context, pad_to=pad_to)))
+    return (tags, lab, b"".join(outs)) if outputs else (tags, lab)
+
+
+def threshold_blobs_task(n: int, p: int, q: int, incomes: Sequence[int], outputs: bytes,
+                         label_context: bytes) -> bytes:
+    """Enc(income) sealed under each row's already computed OPRF output (64 bytes each)."""
+    from protocols.paillier_fast import encrypt_incomes_task
+    packed, w = encrypt_incomes_task(n, p, q, incomes), 2 * ((n.bit_length() + 7) // 8)
+    outs = [outputs[i * oprf.OUTPUT_LEN:(i + 1) * oprf.OUTPUT_LEN] for i in range(len(incomes))]
+    blobs = [packed[i * w:(i + 1) * w] for i in range(len(incomes))]
+    return b"".join(labels.seal_blobs(outs, blobs, label_context))
+
+
+def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+                        inputs: Sequence[bytes], tag_length: int, mode: int, n: int, p: int,
+                        q: int, incomes: Sequence[int], label_context: bytes) -> tuple[bytes, bytes]:
+    """A threshold table's rows: tags, and Enc(income) sealed under each row's OPRF output.
+
+    One task per batch: the ciphertexts never cross the pipe unsealed.
+    """
+    outs = oprf.evaluate(_unseal(kek, sealed, purpose), inputs, mode)
+    return (b"".join(out[:tag_length] for out in outs),
+            threshold_blobs_task(n, p, q, incomes, b"".join(outs), label_context))
+
+
+def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+                        packed_blinded: bytes) -> bytes:
+    # k * B_i is the same arithmetic in both modes; VOPRF proofs come from prove_task.
+    return oprf.blind_evaluate(_unseal(kek, sealed, purpose), packed_blinded)
+
+
+def prove_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
+               packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+    return oprf.prove(_unseal(kek, sealed, purpose), packed_blinded, packed_evaluated)
+
+
+def blind_task(inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> tuple[bytes, bytes]:
+    blinds, packed = oprf.blind(inputs, mode=mode)
+    return b"".join(blinds), packed
+
+
+def finalize_task(inputs: Sequence[bytes], packed_blinds: bytes, packed_evaluated: bytes,
+                  tag_length: int, mode: int = oprf.MODE_OPRF, proof: bytes = b"",
+                  public_key: bytes = b"", sample: Sequence[int] = ()) -> bytes:
+    """Unblind a batch into tags; in VOPRF mode check the proof over `sample` first."""
+    blinds = [packed_blinds[i:i + 32] for i in range(0, len(packed_blinds), 32)]
+    if mode == oprf.MODE_OPRF:
+        outs = oprf.finalize(inputs, blinds, packed_evaluated)
+    else:
+        # B_i of the sampled elements, recomputed from r_i (cheaper than keeping the batch).
+        _, sampled_blinded = oprf.blind([inputs[i] for i in sample], [blinds[i] for i in sample],
+                                        mode=mode)
+        oprf.verify_proof(public_key, sampled_blinded, _pick(packed_evaluated, sample), proof)
+        outs = oprf.finalize_sampled(inputs, blinds, packed_evaluated)
+    return b"".join(out[:tag_length] for out in outs)
+
+
+def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
+    return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
+
+
+_KEYED = (rows_task, threshold_rows_task, blind_evaluate_task, prove_task)
+
+
+def _call(kek: KeyEncryptionKey | None, fn, *args):
+    return fn(kek, *args) if fn in _KEYED else fn(*args)
+
+
+def _in_worker(fn, *args):
+    return _call(_worker_kek, fn, *args)
+
+
+def _run_now(kek: KeyEncryptionKey | None, fn, *args) -> Future:
+    """Run small work in-process; its result or error arrives through a future, as from a worker."""
+    fut: Future = Future()
+    try:
+        fut.set_result(_call(kek, fn, *args))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
+
+
+class CryptoPool:
+    """A process pool for OPRF batches; `kek_path` lets workers unseal keys."""
+
+    def __init__(self, kek: KeyEncryptionKey | None = None, kek_path: Path | None = None,
+                 workers: int = 0) -> None:
+        self._kek = kek
+        self._kek_path = str(kek_path) if kek_path else None
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the gRPC runtime's threads must not be forked.
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self._kek_path,))
+        return self._executor
+
+    def warm(self) -> None:
+        """Start the workers now rather than on the first large batch."""
+        pool = self._pool()
+        for f in [pool.submit(os.getpid) for _ in range(self.workers)]:
+            f.result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> "CryptoPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _submit(self, n: int, fn, *args) -> Future:
+        if n < INLINE_BELOW:
+            return _run_now(self._kek, fn, *args)
+        return self._pool().submit(_in_worker, fn, *args)
+
+    def _ranges(self, n: int) -> list[tuple[int, int]]:
+        parts = max(1, min(self.workers, n // INLINE_BELOW))
+        step = -(-n // parts)
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+    # -- one task each: callers that pipeline many batches use these --------------
+    def submit_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes], tag_length: int,
+                    mode: int, label_rows: Sequence[dict] | None = None, label_context: bytes = b"",
+                    pad_to: int = 64, outputs: bool = False) -> Future:
+        return self._submit(len(inputs), rows_task, sealed, purpose, list(inputs), tag_length, mode,
+                            None if label_rows is None else list(label_rows), label_context, pad_to,
+                            outputs)
+
+    def submit_threshold_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
+                              tag_length: int, mode: int, private_key, incomes: Sequence[int],
+                              label_context: bytes) -> Future:
+        """Tags and sealed Enc(income) of a batch; ``private_key``'s factors go to the
+        node's own workers only."""
+        return self._submit(len(inputs), threshold_rows_task, sealed, purpose, list(inputs),
+                            tag_length, mode, private_key.public_key.n, private_key.p,
+                            private_key.q, [int(v) for v in incomes], label_context)
+
+    def submit_threshold_blobs(self, private_key, incomes: Sequence[int], outputs: bytes,
+                               label_context: bytes) -> Future:
+        """Sealed Enc(income) for rows whose OPRF outputs are known (see rows_task)."""
+        return self._submit(len(incomes), threshold_blobs_task, private_key.public_key.n,
+                            private_key.p, private_key.q, [int(v) for v in incomes], outputs,
+                            label_context)
+
+    def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
+        return self._submit(len(inputs), blind_task, list(inputs), mode)
+
+    def submit_finalize(self, inputs: Sequence[bytes], packed_blinds: bytes,
+                        packed_evaluated: bytes, tag_length: int, mode: int = oprf.MODE_OPRF,
+                        proof: bytes = b"", public_key: bytes = b"",
+                        sample: Sequence[int] = ()) -> Future:
+        return self._submit(len(inputs), finalize_task, list(inputs), packed_blinds,
+                            packed_evaluated, tag_length, mode, proof, public_key, list(sample))
+
+    def prove(self, sealed: bytes, purpose: str, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+        n = len(packed_blinded) // oprf.ELEMENT_LEN
+        return self._submit(n, prove_task, sealed, purpose, packed_blinded, packed_evaluated).result()
+
+    def map(self, fn, *iterables):
+        """`map` over the workers for picklable module-level functions (protocol batches).
+
+        Batches of cheap items (hashing, scalar multiplications) run in this process when
+        they are small; batches of items that cost milliseconds each (Paillier and BFV)
+        always go to the workers.
+        """
+        args = list(zip(*iterables))
+        work = sum(len(x) for a in args for x in a if isinstance(x, (bytes, list)))
+        costly = (getattr(fn, "__module__", ""), getattr(fn, "__name__", "")) in COSTLY_TASKS
+        if len(args) < 2 or (work < 32 * INLINE_BELOW and not costly):
+            return [fn(*a) for a in args]
+        return list(self._pool().map(fn, *zip(*args)))
+
+    # -- one batch spread over every worker ----------------------------------------
+    def blind_evaluate(self, sealed: bytes, purpose: str, packed: bytes) -> bytes:
+        w = oprf.ELEMENT_LEN
+        futures = [self._submit(b - a, blind_evaluate_task, sealed, purpose, packed[a * w:b * w])
+                   for a, b in self._ranges(len(packed) // w)]
+        return b"".join(f.result() for f in futures)

@@ -1,0 +1,3 @@
+"""Multi-agency eligibility rules: the rule language and the runner that asks partners.
+
+May import: node.asker and below."""

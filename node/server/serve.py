@@ -1,0 +1,180 @@
+"""`shuqiao serve`: one node, one process — gRPC with mutual TLS and health checking."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from node.agency.statistics import StatisticsAnswerer
+from node.agency.membership import MembershipAnswerer
+from node.transport.identity import PartnerInterceptor, peer_node_id
+from node.runtime.context import NodeContext
+from node.core.incidents import IncidentInterceptor
+from node.transport.channels import grpc_options
+from node.keys.pki import load_tls_identity
+from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+from node.rpc.shuqiao.v1 import statistics_pb2_grpc
+from node.transport.stream_limits import StreamLimitInterceptor
+
+log = logging.getLogger(__name__)
+
+
+def server_credentials(ctx: NodeContext) -> grpc.ServerCredentials:
+    tls = ctx.config.tls
+    cert, key = load_tls_identity(ctx.config.path(tls.cert), ctx.config.path(tls.key),
+                                  kek=ctx.kek if tls.key_sealed else None)
+    ca = ctx.config.path(tls.ca).read_bytes()
+    return grpc.ssl_server_credentials([(key.expose(), cert)], root_certificates=ca,
+                                       require_client_auth=True)
+
+
+class NodeServer:
+    """A running node. `start()` binds and returns the port; `stop()` drains calls."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        cfg = ctx.config
+        self.health = health.HealthServicer()
+        self.limits = StreamLimitInterceptor.from_config(cfg.grpc, (a.id for a in cfg.auditors))
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
+            interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),
+                                                                    (a.id for a in cfg.auditors)),
+                          self.limits],
+            options=grpc_options(cfg.grpc.max_message_bytes),
+            maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
+        pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
+        statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)
+        from node.ledger.grpc_service import LedgerService
+        from node.rpc.shuqiao.v1 import ledger_pb2_grpc
+        ledger_pb2_grpc.add_LedgerServicer_to_server(LedgerService(ctx.ledger, peer_node_id), self.server)
+        self.http = None
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port: int | None = None
+
+    def start(self) -> int:
+        from node.runtime.admin_log import record_policy_if_changed
+        self.ctx.engine  # schema ready before the first call
+        record_policy_if_changed(self.ctx)  # the partner list and policy this node runs with
+        from node.runtime.ledger_key import certify_at_start
+        certify_at_start(self.ctx)  # the ledger key certified by the TLS identity, for auditors
+        self.ctx.pool.warm()
+        self.port = self.server.add_secure_port(self.ctx.config.grpc.listen,
+                                                server_credentials(self.ctx))
+        if not self.port:
+            raise OSError(f"cannot listen on {self.ctx.config.grpc.listen}")
+        self.server.start()
+        for name in ("", "shuqiao.v1.Membership", "shuqiao.v1.Statistics", "shuqiao.v1.Ledger"):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.ctx.config.http.listen:
+            from node.http.app import HttpServer
+            self.http = HttpServer(self.ctx)
+            self.http_port = self.http.start()
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
+        self.server.stop(grace).wait()
+        self.limits.close()
+        self.ctx.close()
+
+
+def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
+    """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
+    import time
+    from node.datasets.epochs import due, prune_expired, rotate
+    from node.server.witnessing import report_status, witness_partners
+    m = ctx.config.maintenance
+    status = report_status(ctx, None)
+    next_rotation = time.monotonic() + m.interval_seconds
+    next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
+    while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
+        now = time.monotonic()
+        try:
+            if now >= next_rotation:
+                next_rotation = now + m.interval_seconds
+                for dataset, partner in due(ctx):
+                    for r in rotate(ctx, dataset, partner):
+                        log.info("rotated key of %s for %s to epoch %d", r.dataset, r.partner, r.epoch)
+                for dataset, partner, epoch in prune_expired(ctx):
+                    log.info("deleted the tables of %s for %s, key epoch %d (past its grace period)",
+                             dataset, partner, epoch)
+            if now >= next_witness:
+                next_witness = now + m.witness_seconds
+                witness_partners(ctx)
+                status = report_status(ctx, status)
+        except Exception as exc:  # keep serving; the next round retries
+            from node.core.incidents import record
+            record("a maintenance round", exc, log)  # type and code locations, never a message
+
+
+class LedgerDamaged(Exception):
+    """The ledger check at start found an altered entry, node or head (one-line message)."""
+
+
+def check_ledger(ctx: NodeContext, mode: str = "tail", accept_damage: bool = False) -> None:
+    """Refuse to serve on top of an altered ledger, unless the operator accepts it.
+
+    Accepting is itself ledgered (admin entry `damaged_ledger_accepted`), so the
+    decision to keep appending to a damaged ledger is on the record.
+
+    Raises:
+        LedgerDamaged: the check failed and `accept_damage` is false.
+    """
+    from node.runtime.admin_log import record
+    from node.ledger.canonical import clean_text
+    from node.ledger.startcheck import check_at_start
+    report = check_at_start(ctx.engine, ctx.ledger.signer.keyring, mode)  # any generation
+    if report.ok:
+        return
+    first = report.problems[0] if report.problems else None
+    more = len(report.problems) + report.unlisted - 1
+    named = f"{first}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+    if not accept_damage:
+        raise LedgerDamaged(f"the ledger is damaged: {named}; not serving on top of it. Inspect it "
+                            "with `shuqiao audit check`; start anyway with --accept-damaged-ledger")
+    log.warning("starting on a damaged ledger (accepted by the operator): %s", named)
+    with ctx.engine.begin() as conn:
+        record(ctx, conn, "damaged_ledger_accepted", "ledger", check=mode,
+               problems=len(report.problems) + report.unlisted,
+               first=clean_text(first.where if first else "ledger", 64), size=report.size)
+
+
+def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None, *,
+          check: str = "tail", accept_damaged_ledger: bool = False) -> None:
+    """Run until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening.
+
+    Raises:
+        LedgerDamaged: before anything is served or appended (see `check_ledger`).
+    """
+    check_ledger(ctx, check, accept_damaged_ledger)
+    node = NodeServer(ctx)
+    port = node.start()
+    host = ctx.config.grpc.listen.rsplit(":", 1)[0]
+    log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
+    from node.server.witnessing import coverage_warnings
+    for warning in coverage_warnings([ctx.config]):
+        log.warning("witnessing: %s", warning)
+    if port_file:
+        from node.storage.private_files import write_private
+        tmp = port_file.with_suffix(".tmp")
+        write_private(tmp, (str(port) + (f"\n{node.http_port}" if node.http is not None else "")).encode())
+        os.replace(tmp, port_file)
+    if on_ready:
+        on_ready(port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = threading.Thread(target=maintenance, args=(ctx, stop), name="maintenance", daemon=True)
+    worker.start()
+    stop.wait()
+    log.info("node %s stopping", ctx.config.node.id)
+    node.stop()

@@ -1,0 +1,3 @@
+"""Storage: the database schema, sealed stored rows, owner-only files.
+
+May import: node.core."""

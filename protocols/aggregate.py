@@ -8,8 +8,8 @@ the agency decrypts masked totals, noises with OpenDP's discrete Laplace under a
 machines in the messages of protocols/rounds.py::
 
     fund centre (AggregateAsker)                agency (AggregateAnswerer)
-    start(): blind its identifiers              start(): Accepted(rows, chunk size)
-    <- Accepted
+    start(): blind its identifiers              start(): StatisticsAccepted(rows,
+    <- StatisticsAccepted                       chunk size)
     -> match_request pieces                     ShuffleRequest: every element valid
                                                 and distinct, exactly as many as asked
     <- match_response pieces                    ShuffleResponse
@@ -45,7 +45,8 @@ from protocols import psi_shuffle as ps
 from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, ReleasePlan, Unmetered
 from protocols.errors import ProtocolStateError
 from protocols.rounds import (
-    Accepted, AggregateSummary, BudgetRefused, InvalidRound, Piece, Reassembly, Session,
+    AggregateSummary, BudgetRefused, InvalidRound, Piece, Reassembly, StatisticsAccepted,
+    StatisticsSession,
     Unanswerable, out_of_turn, split,
 )
 
@@ -99,7 +100,7 @@ def _refused(exc: Exception) -> InvalidRound:
     return InvalidRound(f"sent an answer that is refused: {exc}")
 
 
-class AggregateAsker(Session):
+class AggregateAsker(StatisticsSession):
     """The fund centre's side of one aggregate query; single use.
 
     Args:
@@ -128,9 +129,8 @@ class AggregateAsker(Session):
         self._round: Reassembly | None = None
         self._columns: list[list[bytes]] = []
 
-    def start(self) -> list:
+    def _start(self) -> list:
         """Blind the identifiers now, so nothing waits on an open stream."""
-        self._starting()
         m = self.elements
         self._progress("blind", 0, m)
         self._request = self._matcher.request().to_bytes()
@@ -138,12 +138,15 @@ class AggregateAsker(Session):
         self._stage = "accepted"
         return []
 
-    def end_of_stream(self) -> None:
+    def _ended(self) -> Exception:
         if self._round is not None:
-            raise _malformed(self._round.cut_short())
-        raise _malformed(out_of_turn(self._stage, None))
+            return _malformed(self._round.cut_short())
+        return _malformed(out_of_turn(self._stage, None))
 
-    def handle(self, message: object) -> list:
+    def _after_end(self, message: object) -> list:
+        raise _malformed(out_of_turn("nothing more", message))
+
+    def _handle(self, message: object) -> list:
         """The messages answering ``message``.
 
         Raises:
@@ -167,7 +170,7 @@ class AggregateAsker(Session):
         return step(data)
 
     def _accepted(self, message: object) -> list:
-        if not isinstance(message, Accepted):
+        if not isinstance(message, StatisticsAccepted):
             raise _malformed(out_of_turn("accepted", message))
         self._accepted_rows = message
         size = min(self._chunk_bytes, message.max_chunk_bytes or 2**20)
@@ -240,7 +243,7 @@ class AggregateAsker(Session):
 # --- the agency ---------------------------------------------------------------------
 
 
-class AggregateAnswerer(Session):
+class AggregateAnswerer(StatisticsSession):
     """The agency's side of one admitted aggregate query; single use.
 
     Args:
@@ -269,18 +272,17 @@ class AggregateAnswerer(Session):
         self._mapper, self._columns_at_once = mapper, columns_at_once
         self._round: Reassembly | None = None
 
-    def start(self) -> list:
-        self._starting()
+    def _start(self) -> list:
         self._stage, self._round = "match_request", Reassembly("match_request", 32 * self._m + 64)
-        return [Accepted(rows=len(self._rows[0]), unusable_rows=self._unusable,
+        return [StatisticsAccepted(rows=len(self._rows[0]), unusable_rows=self._unusable,
                          max_chunk_bytes=self._chunk)]
 
-    def end_of_stream(self) -> None:
+    def _ended(self) -> Exception:
         if self._round is not None:
-            raise self._round.cut_short()
-        raise out_of_turn(self._stage, None)
+            return self._round.cut_short()
+        return out_of_turn(self._stage, None)
 
-    def handle(self, message: object) -> Iterable:
+    def _handle(self, message: object) -> Iterable:
         """The messages answering ``message``; the columns are produced as they are sent.
 
         Raises:
@@ -290,8 +292,7 @@ class AggregateAnswerer(Session):
             BudgetRefused, Unanswerable: the release cannot be made.
         """
         if self._round is None:
-            raise out_of_turn("nothing more" if self._stage != "offering"
-                              else "nothing before every column went out", message)
+            raise out_of_turn("nothing before every column went out", message)
         if isinstance(message, Piece) and message.round == "match_request":
             self._shuffler.prepare()  # no-op after the first: overlaps the asker's sending
         data = self._round.add(message)

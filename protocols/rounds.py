@@ -21,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocols.errors import ProtocolStateError
+from protocols.session import BaseSession, ElementBatch
 
 __all__ = [
-    "CHUNK_BYTES", "chunk_size", "Piece", "split", "Reassembly", "Accepted", "Batch",
-    "Evaluated", "AggregateSummary", "ThresholdSummary", "body_of", "SessionRefusal",
-    "InvalidRound", "StreamEnded", "BudgetRefused", "Unanswerable", "out_of_turn", "Session",
+    "CHUNK_BYTES", "chunk_size", "Piece", "split", "Reassembly", "StatisticsAccepted",
+    "ElementBatch", "Evaluated", "AggregateSummary", "ThresholdSummary", "body_of",
+    "SessionRefusal", "InvalidRound", "StreamEnded", "BudgetRefused", "Unanswerable",
+    "out_of_turn", "StatisticsSession",
 ]
 
 #: Protocol bytes per piece: half the default 8 MiB gRPC cap leaves room for framing.
@@ -63,10 +65,12 @@ class Unanswerable(SessionRefusal):
 
 
 def body_of(message: object) -> str:
-    """The message's body name in the proto (a piece's: its round); "nothing" for None."""
+    """The message's body in the proto (a piece's: its round), as a reason names it."""
     if message is None:
         return "the end of the stream"
-    return getattr(message, "round", None) or getattr(message, "BODY", "nothing")
+    if isinstance(message, Piece):
+        return message.round
+    return BODIES.get(type(message), "nothing")
 
 
 def out_of_turn(expected: str, message: object) -> ProtocolStateError:
@@ -132,10 +136,9 @@ class Reassembly:
 
 
 @dataclass(frozen=True)
-class Accepted:
+class StatisticsAccepted:
     """Answerer -> asker, once admitted: the parameters of the rounds that follow."""
 
-    BODY = "accepted"
     rows: int                   # answerer rows taking part (those with a usable value)
     unusable_rows: int          # rows left out: the value is not an integer in range
     max_chunk_bytes: int        # the asker sends pieces of at most this size
@@ -143,19 +146,10 @@ class Accepted:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Asker -> answerer (threshold): blinded elements, RFC 9497, in the asker's order."""
-
-    BODY = "batch"
-    seq: int
-    elements: bytes
-
-
-@dataclass(frozen=True)
 class Evaluated:
-    """Answerer -> asker (threshold): k * B_i for one batch; VOPRF: one DLEQ proof."""
+    """Answerer -> asker (threshold): k * B_i for one :class:`ElementBatch` of blinded
+    elements (RFC 9497); VOPRF: one DLEQ proof over the batch."""
 
-    BODY = "evaluated"
     seq: int
     elements: bytes
     proof: bytes = b""
@@ -165,7 +159,6 @@ class Evaluated:
 class AggregateSummary:
     """Answerer -> asker, last: what the release cost and how far its noise may reach."""
 
-    BODY = "summary"
     epsilon_micro: int          # differential privacy charged (millionths); 0: exact
     count_noise_bound: int      # |noise| on a count exceeds this with probability <= 2^-64
     sum_noise_bound: int        # same for a sum (0 without sums or without DP)
@@ -177,49 +170,51 @@ class AggregateSummary:
 class ThresholdSummary:
     """Answerer -> asker, last: the number of comparisons answered."""
 
-    BODY = "summary"
     entries: int
 
 
-# --- what every session shares --------------------------------------------------------
+#: The proto body (oneof field) of each message; the threshold batch is protocols/
+#: session.py's ElementBatch, as in the membership rounds.
+BODIES = {StatisticsAccepted: "accepted", ElementBatch: "batch", Evaluated: "evaluated",
+          AggregateSummary: "summary", ThresholdSummary: "summary"}
 
 
-class Session:
-    """The stage, the end, and what the node charges, for every statistics session.
+# --- what every statistics session shares ------------------------------------------------
 
-    ``start()`` runs once and returns the first messages; ``handle(message)`` returns
-    the messages that answer it (an iterable: a long round may be produced as it is
-    sent); ``end_of_stream()`` raises the refusal for a peer that stopped early;
-    ``finished`` and ``result`` report the end. Answerers keep ``elements_answered``
-    (elements whose answer has been produced: charged from then on, however the query
-    ends) and ``epsilon_micro`` (differential privacy spent); askers set
-    ``outgoing_done`` once their last message is out. A session holds per-query
-    secrets, so it is neither printed nor pickled.
+
+class StatisticsSession(BaseSession):
+    """The shape of protocols/session.py, plus what the statistics streams need.
+
+    ``handle`` may return a lazy iterable (a long round produced as it is sent);
+    ``end_of_stream()`` raises the refusal for a peer that stopped early. Answerers
+    keep ``elements_answered`` (elements whose answer has been produced: charged from
+    then on, however the query ends) and ``epsilon_micro`` (differential privacy
+    spent); askers set ``outgoing_done`` once their last message is out. A session
+    holds per-query secrets, so it is neither printed nor pickled.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._stage = "new"
-        self._result: object = None
+        self._outcome: object = None
         self.elements_answered = 0
         self.epsilon_micro = 0
         self.outgoing_done = False
 
-    @property
-    def finished(self) -> bool:
-        return self._stage == "done"
-
-    @property
     def result(self):
-        if not self.finished:
-            raise ProtocolStateError("the session has no result before it is finished")
-        return self._result
+        self._check_result()
+        return self._outcome
 
-    def _starting(self) -> None:
-        if self._stage != "new":
-            raise ProtocolStateError("start() runs once")
+    def end_of_stream(self) -> None:
+        """Raises the refusal for a peer whose stream ended before this session did."""
+        self._spent = True
+        raise self._ended()
 
-    def _finish(self, result: object) -> None:
-        self._stage, self._result = "done", result
+    def _ended(self) -> Exception:
+        raise NotImplementedError
+
+    def _finish(self, outcome: object) -> None:
+        self._stage, self._outcome, self._finished = "done", outcome, True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} stage={self._stage} secrets hidden>"

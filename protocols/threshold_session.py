@@ -5,9 +5,9 @@ The fund centre holds the agency's threshold table for the epoch
 under F_k(y)). One query, in the messages of protocols/rounds.py::
 
     fund centre (ThresholdAsker)                 agency (ThresholdAnswerer)
-                                                 start(): Accepted(rows, batch and
-    <- Accepted                                  chunk sizes)
-    -> Batch(seq, B) per batch                   RFC 9497 blinded identifiers
+                                                 start(): StatisticsAccepted(rows,
+    <- StatisticsAccepted                        batch and chunk sizes)
+    -> ElementBatch(seq, B) per batch            RFC 9497 blinded identifiers
     <- Evaluated(seq, k*B, proof) per batch      under the partner's epoch key (VOPRF:
                                                  one DLEQ proof per batch)
     F_k(x) by unblinding (proof checked); the
@@ -44,9 +44,10 @@ from protocols import group, labels, oprf
 from protocols import threshold as th
 from protocols.errors import ProtocolStateError
 from protocols.rounds import (
-    Accepted, Batch, Evaluated, InvalidRound, Reassembly, Session, StreamEnded,
+    Evaluated, InvalidRound, Reassembly, StatisticsAccepted, StatisticsSession, StreamEnded,
     ThresholdSummary, out_of_turn, split,
 )
+from protocols.session import ElementBatch
 from protocols.threshold_table import PublishedTable, income_label_context
 
 __all__ = ["MAX_THRESHOLD", "check_applicants", "blind_task", "finalize_task",
@@ -129,7 +130,7 @@ def _refused(exc: Exception) -> InvalidRound:
     return InvalidRound(f"sent an answer that is refused: {exc}")
 
 
-class ThresholdAsker(Session):
+class ThresholdAsker(StatisticsSession):
     """The fund centre's side of one threshold query; single use.
 
     Args:
@@ -157,18 +158,20 @@ class ThresholdAsker(Session):
         self._progress = progress
         self._round: Reassembly | None = None
 
-    def start(self) -> list:
-        """Nothing to send before the agency's Accepted says how large a batch may be."""
-        self._starting()
+    def _start(self) -> list:
+        """Nothing to send before the agency's StatisticsAccepted says how large a batch may be."""
         self._stage = "accepted"
         return []
 
-    def end_of_stream(self) -> None:
+    def _ended(self) -> Exception:
         if self._round is not None:
-            raise _malformed(self._round.cut_short())
-        raise _malformed(out_of_turn(self._stage, None))
+            return _malformed(self._round.cut_short())
+        return _malformed(out_of_turn(self._stage, None))
 
-    def handle(self, message: object) -> list:
+    def _after_end(self, message: object) -> list:
+        raise _malformed(out_of_turn("nothing more", message))
+
+    def _handle(self, message: object) -> list:
         """The messages answering ``message``.
 
         Raises:
@@ -190,7 +193,7 @@ class ThresholdAsker(Session):
         return [] if data is None else self._signs(data)
 
     def _batches(self, message: object) -> list:
-        if not isinstance(message, Accepted):
+        if not isinstance(message, StatisticsAccepted):
             raise _malformed(out_of_turn("accepted", message))
         self._accepted = message
         m, step = self.elements, max(1, min(message.max_batch_elements, oprf.MAX_VOPRF_BATCH))
@@ -201,7 +204,7 @@ class ThresholdAsker(Session):
         self._blinded = list(self._mapper(blind_task, parts, [self._mode] * len(parts), blinds))
         self._evaluations: list[tuple[bytes, bytes]] = []
         self._stage = "evaluated"
-        return [Batch(seq, elements) for seq, (_, elements) in enumerate(self._blinded)]
+        return [ElementBatch(seq, elements) for seq, (_, elements) in enumerate(self._blinded)]
 
     def _evaluated(self, message: object) -> list:
         if not isinstance(message, Evaluated):
@@ -288,7 +291,7 @@ class ThresholdAsker(Session):
 # --- the agency ---------------------------------------------------------------------
 
 
-class ThresholdAnswerer(Session):
+class ThresholdAnswerer(StatisticsSession):
     """The agency's side of one admitted threshold query; single use.
 
     Args:
@@ -317,20 +320,19 @@ class ThresholdAnswerer(Session):
         self._round: Reassembly | None = None
         self._seq = 0
 
-    def start(self) -> list:
-        self._starting()
+    def _start(self) -> list:
         self._stage = "batch"
-        return [Accepted(rows=self._rows, unusable_rows=self._unusable,
+        return [StatisticsAccepted(rows=self._rows, unusable_rows=self._unusable,
                          max_chunk_bytes=self._chunk, max_batch_elements=self._max_batch)]
 
-    def end_of_stream(self) -> None:
+    def _ended(self) -> Exception:
         if self._stage == "batch":
-            raise StreamEnded("the stream ended before every element was sent")
+            return StreamEnded("the stream ended before every element was sent")
         if self._round is not None:
-            raise self._round.cut_short()
-        raise out_of_turn(self._stage, None)
+            return self._round.cut_short()
+        return out_of_turn(self._stage, None)
 
-    def handle(self, message: object) -> list:
+    def _handle(self, message: object) -> list:
         """The messages answering ``message``.
 
         Raises:
@@ -349,7 +351,7 @@ class ThresholdAnswerer(Session):
         seq, max_batch = self._seq, self._max_batch
         rule = (f"expected batch {seq}: a whole number of 1..{max_batch} blinded elements "
                 "within the announced total")
-        if not isinstance(message, Batch):
+        if not isinstance(message, ElementBatch):
             raise ProtocolStateError(rule)
         count, rest = divmod(len(message.elements), oprf.ELEMENT_LEN)
         if (message.seq != seq or rest or not 1 <= count <= max_batch

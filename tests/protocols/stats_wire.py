@@ -11,12 +11,12 @@ from dataclasses import asdict
 
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from protocols.rounds import (
-    Accepted, AggregateSummary, Batch, Evaluated, Piece, ThresholdSummary,
+    BODIES, AggregateSummary, ElementBatch, Evaluated, Piece, StatisticsAccepted, ThresholdSummary,
 )
 
 AGGREGATE = (spb.AggregateRequest, spb.AggregateResponse)
 THRESHOLD = (spb.ThresholdRequest, spb.ThresholdResponse)
-_BODIES = {Accepted: spb.StatisticsAccepted, Batch: spb.StatisticsBatch,
+_BODIES = {StatisticsAccepted: spb.StatisticsAccepted, ElementBatch: spb.StatisticsBatch,
            Evaluated: spb.ThresholdEvaluated, AggregateSummary: spb.AggregateSummary,
            ThresholdSummary: spb.ThresholdSummary}
 
@@ -25,7 +25,7 @@ def to_wire(message, envelope) -> bytes:
     if isinstance(message, Piece):
         body = {message.round: spb.StatisticsChunk(data=message.data, last=message.last)}
     else:
-        body = {message.BODY: _BODIES[type(message)](**asdict(message))}
+        body = {BODIES[type(message)]: _BODIES[type(message)](**asdict(message))}
     return envelope(**body).SerializeToString()
 
 
@@ -36,7 +36,7 @@ def from_wire(data: bytes, envelope):
     if isinstance(field, spb.StatisticsChunk):
         return Piece(name, field.data, field.last)
     kind = {spb.AggregateSummary: AggregateSummary, spb.ThresholdSummary: ThresholdSummary,
-            spb.StatisticsAccepted: Accepted, spb.StatisticsBatch: Batch,
+            spb.StatisticsAccepted: StatisticsAccepted, spb.StatisticsBatch: ElementBatch,
             spb.ThresholdEvaluated: Evaluated}[type(field)]
     values = {f: getattr(field, f) for f in kind.__dataclass_fields__}
     return kind(**values)

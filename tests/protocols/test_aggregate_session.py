@@ -19,7 +19,7 @@ from protocols.aggregate import AggregateAnswerer, AggregateAsker, has_repeats
 from protocols.dp import EpsilonBudget, ReleasePlan
 from protocols.errors import ProtocolStateError
 from protocols.rounds import (
-    Accepted, AggregateSummary, BudgetRefused, InvalidRound, Piece, Unanswerable, split,
+    StatisticsAccepted, AggregateSummary, BudgetRefused, InvalidRound, Piece, Unanswerable, split,
 )
 
 from .stats_wire import AGGREGATE, run
@@ -86,7 +86,7 @@ def test_exact_figures_equal_the_plain_computation(data) -> None:
     asker, answerer = _sessions(data, min_group_size=5)
     seen = run(asker, answerer, AGGREGATE)
     assert asker.finished and answerer.finished and asker.outgoing_done
-    figures = asker.result
+    figures = asker.result()
     plain = _plain(data)
     assert 0 < plain["金坛区"][0] < 5  # small enough to be suppressed
     assert figures.groups["金坛区"].suppressed and figures.groups["金坛区"].total is None
@@ -96,7 +96,7 @@ def test_exact_figures_equal_the_plain_computation(data) -> None:
         assert (got.suppressed, got.count, got.total) == (False, count, total)
         assert got.mean == pytest.approx(total / count)
     assert (figures.rows, figures.unusable_rows, figures.asked) == (ROWS, 3, 200)
-    assert figures.summary == AggregateSummary(0, 0, 0, 5, 50_000) == answerer.result
+    assert figures.summary == AggregateSummary(0, 0, 0, 5, 50_000) == answerer.result()
     assert answerer.elements_answered == 200 and answerer.epsilon_micro == 0
     rounds = [m.round for m in seen["request"]]
     assert rounds.count("match_request") > 1 and rounds[-1] == "masked"  # cut into pieces
@@ -106,11 +106,11 @@ def test_noised_release_is_charged_and_bounded_as_planned(data) -> None:
     FixedNoise.count, FixedNoise.total = 2, -300
     asker, answerer = _sessions(data, epsilon="1.5", count_epsilon=1)
     run(asker, answerer, AGGREGATE)
-    summary = asker.result.summary
+    summary = asker.result().summary
     assert summary.epsilon_micro == answerer.epsilon_micro == 1_500_000
     assert (summary.count_noise_bound, summary.sum_noise_bound) == (9, 307)
     for name, (count, total) in _plain(data).items():
-        got = asker.result.groups[name]
+        got = asker.result().groups[name]
         assert (got.count, got.total) == (count + 2, total - 300)
 
 
@@ -118,7 +118,7 @@ def test_count_only_query_sends_no_values(data) -> None:
     asker, answerer = _sessions(data, with_sums=False)
     seen = run(asker, answerer, AGGREGATE)
     for name, (count, _) in _plain(data).items():
-        assert (asker.result.groups[name].count, asker.result.groups[name].total) == (count, None)
+        assert (asker.result().groups[name].count, asker.result().groups[name].total) == (count, None)
     columns = [m for m in seen["response"] if isinstance(m, Piece) and m.round == "columns"]
     assert sum(m.last for m in columns) == 1 + len(NAMES)  # header, one indicator per group
 
@@ -141,23 +141,25 @@ def test_release_plan_splits_the_epsilon_and_reserves_exactly_it() -> None:
 
 def test_rounds_out_of_order_or_after_the_end_are_refused(data) -> None:
     asker, answerer = _sessions(data)
-    with pytest.raises(ProtocolStateError):
-        answerer.handle(Piece("masked", b"x", True))  # before start()
-    (accepted,) = answerer.start()
-    with pytest.raises(ProtocolStateError):
+    with pytest.raises(ProtocolStateError, match="before the session started"):
+        answerer.handle(Piece("masked", b"x", True))
+    answerer.start()
+    with pytest.raises(ProtocolStateError, match="already started"):
         answerer.start()
+    with pytest.raises(ProtocolStateError, match="has not finished"):
+        answerer.result()
     with pytest.raises(ProtocolStateError, match="expected match_request chunks, got masked"):
         answerer.handle(Piece("masked", b"x", True))
-    with pytest.raises(ProtocolStateError, match="no result"):
-        answerer.result
+    with pytest.raises(ProtocolStateError, match="after the session failed"):  # spent
+        answerer.handle(Piece("match_request", b"x", True))
     asker.start()
     with pytest.raises(ProtocolStateError, match="malformed answer: expected accepted, got summary"):
         asker.handle(AggregateSummary(0, 0, 0, 1, 1))
     asker, answerer = _sessions(data)
     run(asker, answerer, AGGREGATE)
-    with pytest.raises(ProtocolStateError, match="expected nothing more"):
+    with pytest.raises(ProtocolStateError, match="after the end of the session"):
         answerer.handle(Piece("masked", b"x", True))
-    with pytest.raises(ProtocolStateError, match="expected nothing more"):
+    with pytest.raises(ProtocolStateError, match="malformed answer: expected nothing more, got release"):
         asker.handle(Piece("release", b"x", True))
 
 
@@ -255,7 +257,7 @@ def test_a_match_over_other_rows_than_announced_is_refused_by_the_fund_centre(da
     asker, answerer = _sessions(data)
 
     def more_rows(direction, message):
-        return replace(message, rows=ROWS + 1) if isinstance(message, Accepted) else message
+        return replace(message, rows=ROWS + 1) if isinstance(message, StatisticsAccepted) else message
     with pytest.raises(InvalidRound, match="another number of rows than announced"):
         run(asker, answerer, AGGREGATE, tamper=more_rows)
 

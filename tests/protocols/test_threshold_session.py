@@ -16,7 +16,7 @@ import pytest
 from protocols import labels, oprf
 from protocols import threshold as th
 from protocols.errors import ProtocolStateError
-from protocols.rounds import Batch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary
+from protocols.rounds import ElementBatch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary
 from protocols.threshold_session import ThresholdAnswerer, ThresholdAsker, check_applicants
 from protocols.threshold_table import (
     PublishedTable, check_header, income_label_context, income_label_length, table_digest,
@@ -96,11 +96,11 @@ def test_answers_equal_the_plain_comparison(paillier, rows, agency) -> None:
     assert asker.finished and answerer.finished and asker.outgoing_done
     income = dict(zip(*rows))
     expected = [income[x] >= t if x in income else None for x, t in applicants]
-    assert asker.result.answers == expected and asker.result.matched == 31
-    assert (asker.result.rows, asker.result.unusable_rows) == (ROWS, 2)
+    assert asker.result().answers == expected and asker.result().matched == 31
+    assert (asker.result().rows, asker.result().unusable_rows) == (ROWS, 2)
     assert answerer.elements_answered == len(applicants) == 39
-    assert [m.seq for m in seen["request"] if isinstance(m, Batch)] == list(range(6))
-    assert answerer.result == ThresholdSummary(39)
+    assert [m.seq for m in seen["request"] if isinstance(m, ElementBatch)] == list(range(6))
+    assert answerer.result() == ThresholdSummary(39)
 
 
 def test_no_applicant_registered_still_sends_one_comparison_per_applicant(
@@ -108,7 +108,7 @@ def test_no_applicant_registered_still_sends_one_comparison_per_applicant(
     applicants = [(b"8888%014d" % k, 100) for k in range(5)]
     asker, answerer = _sessions(paillier, agency, applicants)
     seen = run(asker, answerer, THRESHOLD)
-    assert asker.result.answers == [None] * 5
+    assert asker.result().answers == [None] * 5
     comparison = b"".join(m.data for m in seen["request"] if isinstance(m, Piece))
     width = 2 * ((paillier[0].n.bit_length() + 7) // 8)
     assert len(th.ThresholdRequest.from_bytes(comparison).ciphertexts) == 5 * width
@@ -124,54 +124,62 @@ def test_applicants_are_checked_before_anything_is_sent() -> None:
 # -- rounds out of order ------------------------------------------------------------------
 
 
+def _first_batch(paillier, agency, applicants, **kw):
+    asker, answerer = _sessions(paillier, agency, applicants, **kw)
+    asker.start()
+    batches = asker.handle(answerer.start()[0])
+    return asker, answerer, batches
+
+
 def test_rounds_out_of_order_or_after_the_end_are_refused(paillier, rows, agency) -> None:
     applicants = _applicants(rows)[:5]
     asker, answerer = _sessions(paillier, agency, applicants)
-    accepted = answerer.start()[0]
+    answerer.start()
     with pytest.raises(ProtocolStateError, match="expected batch 0"):
         answerer.handle(Piece("comparison", b"x", True))
     asker.start()
     with pytest.raises(ProtocolStateError, match="malformed answer: expected accepted"):
         asker.handle(Evaluated(0, b""))
-    (batch,) = asker.handle(accepted)
-    evaluated = answerer.handle(batch)
+    asker, answerer, (batch,) = _first_batch(paillier, agency, applicants)
+    answerer.handle(batch)
     with pytest.raises(ProtocolStateError, match="expected comparison chunks, got batch"):
         answerer.handle(batch)
     with pytest.raises(ProtocolStateError, match="malformed answer: expected evaluated, got summary"):
         asker.handle(ThresholdSummary(5))
-    comparison = asker.handle(evaluated[0])
-    for piece in comparison:
-        out = answerer.handle(piece)
-    with pytest.raises(ProtocolStateError, match="expected nothing more"):
-        answerer.handle(comparison[-1])
-    with pytest.raises(ProtocolStateError, match="malformed answer: expected signs chunks"):
-        asker.handle(out[-1])
+    asker, answerer = _sessions(paillier, agency, applicants)
+    run(asker, answerer, THRESHOLD)
+    with pytest.raises(ProtocolStateError, match="after the end of the session"):
+        answerer.handle(batch)
+    with pytest.raises(ProtocolStateError, match="malformed answer: expected nothing more"):
+        asker.handle(ThresholdSummary(5))
 
 
 def test_a_stream_that_stops_early_is_refused(paillier, rows, agency) -> None:
-    asker, answerer = _sessions(paillier, agency, _applicants(rows), max_batch=50)
-    accepted = answerer.start()[0]
-    asker.start()
-    (batch,) = asker.handle(accepted)
+    _, answerer, _ = _first_batch(paillier, agency, _applicants(rows), max_batch=50)
     with pytest.raises(StreamEnded, match="before every element was sent"):
         answerer.end_of_stream()
+    _, answerer, (batch,) = _first_batch(paillier, agency, _applicants(rows), max_batch=50)
     answerer.handle(batch)
     with pytest.raises(InvalidRound, match="ended before the comparison round"):
         answerer.end_of_stream()
+    with pytest.raises(ProtocolStateError, match="after the session failed"):
+        answerer.handle(batch)
 
 
 # -- tampered messages ----------------------------------------------------------------------
 
 
-def test_invalid_or_misshapen_batches_are_refused(paillier, rows, agency) -> None:
+@pytest.mark.parametrize("batch, reason", [
+    (ElementBatch(0, b"\xff" * 32 * 5), "batch 0 holds an invalid group element"),
+    (ElementBatch(1, oprf.blind([b"x"])[1]), "expected batch 0: a whole number of 1..7"),
+    (ElementBatch(0, b"\0" * 33), "expected batch 0: a whole number of 1..7"),
+    (ElementBatch(0, oprf.blind([b"x%d" % i for i in range(6)])[1]), "within the announced total"),
+])
+def test_invalid_or_misshapen_batches_are_refused(paillier, rows, agency, batch, reason) -> None:
     _, answerer = _sessions(paillier, agency, _applicants(rows)[:5])
     answerer.start()
-    with pytest.raises(InvalidRound, match="batch 0 holds an invalid group element"):
-        answerer.handle(Batch(0, b"\xff" * 32 * 5))
-    for bad in (Batch(1, oprf.blind([b"x"])[1]), Batch(0, b"\0" * 33),
-                Batch(0, oprf.blind([b"x%d" % i for i in range(6)])[1])):
-        with pytest.raises(InvalidRound, match="expected batch 0: a whole number of 1..7"):
-            answerer.handle(bad)
+    with pytest.raises(InvalidRound, match=reason):
+        answerer.handle(batch)
     assert answerer.elements_answered == 0
 
 

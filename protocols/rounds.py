@@ -27,7 +27,7 @@ __all__ = [
     "CHUNK_BYTES", "chunk_size", "Piece", "split", "Reassembly", "StatisticsAccepted",
     "ElementBatch", "Evaluated", "AggregateSummary", "ThresholdSummary", "body_of",
     "SessionRefusal", "InvalidRound", "StreamEnded", "BudgetRefused", "Unanswerable",
-    "out_of_turn", "StatisticsSession",
+    "out_of_turn", "Unexpected", "StatisticsSession",
 ]
 
 #: Protocol bytes per piece: half the default 8 MiB gRPC cap leaves room for framing.
@@ -70,6 +70,8 @@ def body_of(message: object) -> str:
         return "the end of the stream"
     if isinstance(message, Piece):
         return message.round
+    if isinstance(message, Unexpected):
+        return message.body
     return BODIES.get(type(message), "nothing")
 
 
@@ -171,6 +173,14 @@ class ThresholdSummary:
     """Answerer -> asker, last: the number of comparisons answered."""
 
     entries: int
+
+
+@dataclass(frozen=True)
+class Unexpected:
+    """A message no statistics session takes (a second header, an empty body), handed
+    to the session all the same, so that its refusal names what came."""
+
+    body: str
 
 
 #: The proto body (oneof field) of each message; the threshold batch is protocols/

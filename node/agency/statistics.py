@@ -69,6 +69,12 @@ from datetime import timedelta
 
 import grpc
 
+from protocols.errors import ProtocolStateError
+from protocols.rounds import (
+    AggregateSummary, BudgetRefused, SessionRefusal, StatisticsAccepted, StreamEnded,
+    ThresholdSummary, Unanswerable,
+)
+
 from node.policy import checks as policy
 from node.agency.aggregate import AggregateRpc
 from node.agency.tables import Refused, check_names, check_purpose, claim
@@ -80,10 +86,20 @@ from node.datasets.registration import current_version
 from node.keys.oprf_keys import answerable_epochs
 from node.policy.querylog import QueryRecord, seen
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.transport.chunks import RoundError
+from node.transport.chunks import unwrap, wrap
 
 log = logging.getLogger(__name__)
 _DATASET = re.compile(DATASET_NAME)
+
+
+def _refusal(exc: SessionRefusal | ProtocolStateError) -> Refused:
+    """A session's refusal as the gRPC status the asker gets: a message out of turn or
+    malformed is an invalid argument, a stream that stopped is cancelled."""
+    code = (grpc.StatusCode.CANCELLED if isinstance(exc, StreamEnded)
+            else grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, BudgetRefused)
+            else grpc.StatusCode.FAILED_PRECONDITION if isinstance(exc, Unanswerable)
+            else grpc.StatusCode.INVALID_ARGUMENT)
+    return Refused(code, str(exc))
 
 
 class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
@@ -99,17 +115,41 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
                              kind=kind, dataset="")
         try:
             yield from body(requests, peer, record)
-        except (Refused, RoundError) as exc:
-            code = exc.code if isinstance(exc, Refused) else grpc.StatusCode.INVALID_ARGUMENT
+        except Refused as exc:
             record.outcome, record.reason = "refused", str(exc)
             log.info("%s query %s from %s refused: %s", kind, record.query_id or "-", peer, exc)
-            context.abort(code, str(exc))
+            context.abort(exc.code, str(exc))
         except GeneratorExit:
             record.outcome, record.reason = "aborted", "the asker cancelled or went away"
             raise
         finally:
             if record.query_id and not record.written:
                 record.write(self.ctx)
+
+    def _serve(self, session, requests, record: QueryRecord, envelope):
+        """Move messages between the asker's stream and an admitted query's session: the
+        admitted entry first, the record charged as each answer leaves, the completed
+        entry before the summary; a session's refusal ends the stream."""
+        self._admitted(record)
+        try:
+            for message in session.start():
+                yield self._emit(envelope, message, session, record)
+            for request in requests:
+                for message in session.handle(unwrap(request)):
+                    yield self._emit(envelope, message, session, record)
+                if session.finished:
+                    return
+            session.end_of_stream()
+        except (SessionRefusal, ProtocolStateError) as exc:
+            raise _refusal(exc) from None
+
+    def _emit(self, envelope, message, session, record: QueryRecord):
+        record.evaluated, record.epsilon_micro = session.elements_answered, session.epsilon_micro
+        if isinstance(message, StatisticsAccepted):
+            return wrap(envelope, message, query_id=record.query_id)
+        if isinstance(message, (AggregateSummary, ThresholdSummary)):
+            return wrap(envelope, message, query_id=record.query_id, **self._complete(record))
+        return wrap(envelope, message)
 
     def _complete(self, record: QueryRecord) -> dict:
         """Commit the answered record (log row and ledger entry) before the summary

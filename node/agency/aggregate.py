@@ -15,7 +15,7 @@ import grpc
 
 from protocols.dp import ReleasePlan
 
-from node.agency.tables import Refused
+from node.agency.admission import Refused
 from node.datasets.statistics_rows import (
     MAX_GROUPS, aggregate_rows, hashed_rows, select_packed, version_columns,
 )

@@ -18,7 +18,7 @@ from protocols.threshold_session import ThresholdAnswerer
 from protocols.threshold_table import removed_slices, row_slices
 
 from node.datasets import threshold_tables as ts
-from node.agency.tables import Refused
+from node.agency.admission import Refused
 from node.transport.identity import peer_node_id
 from node.datasets.registration import current_version
 from node.keys.oprf_keys import current_epoch, key_purpose, sealed_key

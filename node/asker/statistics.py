@@ -9,7 +9,6 @@ PartnerError. Every query, answered or not, gets one record in this node's query
 """
 from __future__ import annotations
 
-import queue
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from protocols.rounds import SessionRefusal
 from protocols.threshold_session import ThresholdAsker, check_applicants
 
 from node.asker import threshold_tables as threshold_table
-from node.asker.membership import accept_receipt
 from node.asker.peer_tables import dataset_info
-from node.core.errors import REFUSALS, PartnerError, rpc_error
+from node.asker.streams import Exchange, accept_receipt, logged_query
+from node.core.errors import PartnerError, rpc_error
 from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -76,51 +75,12 @@ class ThresholdResult:
     seconds: float
 
 
-class _Exchange:
-    """One bidirectional stream: messages go out through an outbox, answers come in."""
-
-    def __init__(self, method, deadline: float) -> None:
-        self._outbox: queue.Queue = queue.Queue()
-        self._call = method(self._requests(), timeout=deadline)
-        self.responses = iter(self._call)
-
-    def _requests(self):
-        while (message := self._outbox.get()) is not None:
-            yield message
-
-    def send(self, *messages) -> None:
-        for message in messages:
-            self._outbox.put(message)
-
-    def done_sending(self) -> None:
-        self._outbox.put(None)
-
-    def cancel(self) -> None:
-        self._outbox.put(None)
-        self._call.cancel()
-
-
-def _run(ctx: NodeContext, record: QueryRecord, partner: str, body):
-    """Run ``body(channel)`` as one logged query; map every failure to PartnerError."""
-    try:
-        return body(partner_channel(ctx, partner))
-    except PartnerError as exc:
-        record.outcome = "refused" if exc.code in REFUSALS else "failed"
-        record.reason = str(exc)
-        raise
-    except BaseException as exc:
-        record.outcome, record.reason = "aborted", type(exc).__name__
-        raise
-    finally:
-        record.write(ctx)
-
-
 def _converse(partner: str, method, deadline: float, envelope, header, session):
     """One query stream: the header, then the session's messages both ways until it is
     finished; returns the partner's summary (with its receipt). The session refuses
     what the partner sends in its own words ("sent a malformed answer: ...")."""
     first = session.start()  # the expensive blinding, before the stream is opened
-    exchange, closed = _Exchange(method, deadline), False
+    exchange, closed = Exchange(method, deadline), False
     try:
         exchange.send(envelope(header=header), *(wrap(envelope, m) for m in first))
         for response in exchange.responses:
@@ -177,8 +137,8 @@ def aggregate(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
         raise ValueError("nothing to ask: no valid identifier in the input")
     started, cfg = time.perf_counter(), ctx.config
     record = _record(ctx, partner, "aggregate", dataset, purpose, len(asked))
-
-    def body(channel):
+    with logged_query(ctx, record):
+        channel = partner_channel(ctx, partner)
         info = dataset_info(pb_grpc.MembershipStub(channel), partner, dataset,
                             cfg.grpc.deadline_seconds)
         record.version, record.epoch = info.version, info.epoch
@@ -200,8 +160,6 @@ def aggregate(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
             summary.min_group_size, figures.rows, figures.unusable_rows, figures.asked,
             time.perf_counter() - started)
 
-    return _run(ctx, record, partner, body)
-
 
 def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Sequence[bytes],
               thresholds: Sequence[int], *, progress: Progress = no_progress) -> ThresholdResult:
@@ -219,14 +177,11 @@ def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
     deadline = cfg.grpc.deadline_seconds
     record = _record(ctx, partner, "threshold", dataset, purpose, m)
 
-    def body(channel):
+    with logged_query(ctx, record):
+        channel = partner_channel(ctx, partner)
         info = dataset_info(pb_grpc.MembershipStub(channel), partner, dataset, deadline)
         stub = spb_grpc.StatisticsStub(channel)
-        held = threshold_table.sync(ctx, stub, partner, dataset, deadline, progress)
-        if (held.info.version, held.info.epoch) != (info.version, info.epoch):
-            raise PartnerError(partner, "its threshold table and dataset listing disagree on "
-                                        "the version or epoch; ask again",
-                               grpc.StatusCode.FAILED_PRECONDITION)
+        held = _held_table(ctx, stub, partner, info, deadline, progress)
         record.version, record.epoch = info.version, info.epoch
         session = ThresholdAsker(
             inputs, thresholds, held.table, owner=partner, asker=cfg.node.id, dataset=info.name,
@@ -246,4 +201,13 @@ def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
                                answers.answers, answers.rows, answers.unusable_rows,
                                time.perf_counter() - started)
 
-    return _run(ctx, record, partner, body)
+
+def _held_table(ctx: NodeContext, stub, partner: str, info, deadline: float, progress):
+    """The partner's current threshold table for this node, synced if need be; it must be
+    the one of the version and epoch its listing names."""
+    held = threshold_table.sync(ctx, stub, partner, info.name, deadline, progress)
+    if (held.info.version, held.info.epoch) != (info.version, info.epoch):
+        raise PartnerError(partner, "its threshold table and dataset listing disagree on "
+                                    "the version or epoch; ask again",
+                           grpc.StatusCode.FAILED_PRECONDITION)
+    return held

@@ -43,10 +43,9 @@ import numpy as np
 from protocols import he_aggregate as ha
 from protocols import psi_shuffle as ps
 from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, ReleasePlan, Unmetered
-from protocols.errors import ProtocolStateError
 from protocols.rounds import (
-    AggregateSummary, BudgetRefused, InvalidRound, Piece, Reassembly, StatisticsAccepted,
-    StatisticsSession,
+    AggregateSummary, AskerSession, BudgetRefused, InvalidRound, Piece, Reassembly,
+    StatisticsAccepted, StatisticsSession, malformed_answer, refused_answer,
     Unanswerable, out_of_turn, split,
 )
 
@@ -91,16 +90,7 @@ class AggregateFigures:
 # --- the fund centre ----------------------------------------------------------------
 
 
-def _malformed(exc: ProtocolStateError | InvalidRound) -> ProtocolStateError | InvalidRound:
-    """The fund centre's reasons read as what the agency did (the node names it)."""
-    return type(exc)(f"sent a malformed answer: {exc}")
-
-
-def _refused(exc: Exception) -> InvalidRound:
-    return InvalidRound(f"sent an answer that is refused: {exc}")
-
-
-class AggregateAsker(StatisticsSession):
+class AggregateAsker(AskerSession):
     """The fund centre's side of one aggregate query; single use.
 
     Args:
@@ -126,7 +116,6 @@ class AggregateAsker(StatisticsSession):
         self._per_batch = 2 * columns_per_task  # two mapper tasks' worth per batch
         self._progress = progress
         self._request = b""
-        self._round: Reassembly | None = None
         self._columns: list[list[bytes]] = []
 
     def _start(self) -> list:
@@ -138,40 +127,16 @@ class AggregateAsker(StatisticsSession):
         self._stage = "accepted"
         return []
 
-    def _ended(self) -> Exception:
-        if self._round is not None:
-            return _malformed(self._round.cut_short())
-        return _malformed(out_of_turn(self._stage, None))
+    def _message_steps(self) -> dict:
+        return {"accepted": self._accepted, "summary": self._summary}
 
-    def _after_end(self, message: object) -> list:
-        raise _malformed(out_of_turn("nothing more", message))
-
-    def _handle(self, message: object) -> list:
-        """The messages answering ``message``.
-
-        Raises:
-            ProtocolStateError: out of turn, or after the end.
-            InvalidRound: an answer that is malformed, too large, or refused.
-        """
-        if self._stage == "accepted":
-            return self._accepted(message)
-        if self._stage == "summary":
-            return self._summary(message)
-        if self._round is None:
-            raise _malformed(out_of_turn("nothing more", message))
-        try:
-            data = self._round.add(message)
-        except (ProtocolStateError, InvalidRound) as exc:
-            raise _malformed(exc) from None
-        if data is None:
-            return []
-        step = {"match_response": self._selection, "columns_header": self._columns_header,
-                "columns": self._column, "release": self._release}[self._stage]
-        return step(data)
+    def _round_steps(self) -> dict:
+        return {"match_response": self._selection, "columns_header": self._columns_header,
+                "columns": self._column, "release": self._release}
 
     def _accepted(self, message: object) -> list:
         if not isinstance(message, StatisticsAccepted):
-            raise _malformed(out_of_turn("accepted", message))
+            raise malformed_answer(out_of_turn("accepted", message))
         self._accepted_rows = message
         size = min(self._chunk_bytes, message.max_chunk_bytes or 2**20)
         self._stage = "match_response"
@@ -182,7 +147,7 @@ class AggregateAsker(StatisticsSession):
         try:
             self._selected = self._matcher.select(ps.ShuffleResponse.from_bytes(data))
         except ps.InvalidMessage as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         if len(self._selected) != self._accepted_rows.rows:
             raise InvalidRound("matched against another number of rows than announced")
         self._progress("match", 1, 1)
@@ -197,7 +162,7 @@ class AggregateAsker(StatisticsSession):
             self._evaluator = ha.FundCentreAggregator(self._selected, **self._evaluator_args)
             self._blocks, self._k = self._evaluator.open_columns(offered)
         except ha.AggregateError as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         self._summed = 0
         self._stage = "columns"
         self._round = Reassembly("columns", self._blocks * MAX_CIPHERTEXT_BYTES + 64)
@@ -217,7 +182,7 @@ class AggregateAsker(StatisticsSession):
                 return []
             masked = ev.close_columns().to_bytes()
         except ha.AggregateError as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         self._stage, self._round = "release", Reassembly("release", MAX_RELEASE_BYTES)
         self.outgoing_done = True
         size = min(self._chunk_bytes, self._accepted_rows.max_chunk_bytes or 2**20)
@@ -227,13 +192,13 @@ class AggregateAsker(StatisticsSession):
         try:
             self._groups = self._evaluator.result(ha.AggregateRelease.from_bytes(data))
         except ha.AggregateError as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         self._stage, self._round = "summary", None
         return []
 
     def _summary(self, message: object) -> list:
         if not isinstance(message, AggregateSummary):
-            raise _malformed(out_of_turn("summary", message))
+            raise malformed_answer(out_of_turn("summary", message))
         accepted = self._accepted_rows
         self._finish(AggregateFigures(self._groups, message, accepted.rows,
                                       accepted.unusable_rows, self.elements))

@@ -18,6 +18,7 @@ node may send it to the peer and log it. Pure: no I/O, no clock, no randomness.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.errors import ProtocolStateError
@@ -27,7 +28,8 @@ __all__ = [
     "CHUNK_BYTES", "chunk_size", "Piece", "split", "Reassembly", "StatisticsAccepted",
     "ElementBatch", "Evaluated", "AggregateSummary", "ThresholdSummary", "body_of",
     "SessionRefusal", "InvalidRound", "StreamEnded", "BudgetRefused", "Unanswerable",
-    "out_of_turn", "Unexpected", "StatisticsSession",
+    "out_of_turn", "Unexpected", "StatisticsSession", "AskerSession", "malformed_answer",
+    "refused_answer",
 ]
 
 #: Protocol bytes per piece: half the default 8 MiB gRPC cap leaves room for framing.
@@ -233,3 +235,55 @@ class StatisticsSession(BaseSession):
         raise TypeError(f"{type(self).__name__} holds per-query secrets; it is not copyable")
 
     __reduce__ = __reduce_ex__ = __getstate__ = __copy__ = __deepcopy__ = _refuse_copy
+
+
+def malformed_answer(exc: ProtocolStateError | InvalidRound) -> ProtocolStateError | InvalidRound:
+    """An asker's reason, read as what the answerer did (the node names the partner)."""
+    return type(exc)(f"sent a malformed answer: {exc}")
+
+
+def refused_answer(exc: Exception) -> InvalidRound:
+    """An answer the protocol's checks refuse, in the asker's words."""
+    return InvalidRound(f"sent an answer that is refused: {exc}")
+
+
+class AskerSession(StatisticsSession):
+    """The asking side's dispatch: per stage either one whole message
+    (``_message_steps``) or the bytes of a reassembled round (``_round_steps``, pieces
+    collected in ``_round``). Every refusal reads as what the answerer sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._round: Reassembly | None = None
+
+    def _message_steps(self) -> dict[str, Callable[[object], list]]:
+        raise NotImplementedError
+
+    def _round_steps(self) -> dict[str, Callable[[bytes], list]]:
+        raise NotImplementedError
+
+    def _handle(self, message: object) -> list:
+        """The messages answering ``message``.
+
+        Raises:
+            ProtocolStateError: out of turn, or after the end.
+            InvalidRound: an answer that is malformed, too large, or refused.
+        """
+        step = self._message_steps().get(self._stage)
+        if step is not None:
+            return step(message)
+        if self._round is None:
+            raise malformed_answer(out_of_turn("nothing more", message))
+        try:
+            data = self._round.add(message)
+        except (ProtocolStateError, InvalidRound) as exc:
+            raise malformed_answer(exc) from None
+        return [] if data is None else self._round_steps()[self._stage](data)
+
+    def _ended(self) -> Exception:
+        if self._round is not None:
+            return malformed_answer(self._round.cut_short())
+        return malformed_answer(out_of_turn(self._stage, None))
+
+    def _after_end(self, message: object) -> list:
+        raise malformed_answer(out_of_turn("nothing more", message))

@@ -44,8 +44,8 @@ from protocols import group, labels, oprf
 from protocols import threshold as th
 from protocols.errors import ProtocolStateError
 from protocols.rounds import (
-    Evaluated, InvalidRound, Reassembly, StatisticsAccepted, StatisticsSession, StreamEnded,
-    ThresholdSummary, out_of_turn, split,
+    AskerSession, Evaluated, InvalidRound, Reassembly, StatisticsAccepted, StatisticsSession,
+    StreamEnded, ThresholdSummary, malformed_answer, out_of_turn, refused_answer, split,
 )
 from protocols.session import ElementBatch
 from protocols.threshold_table import PublishedTable, income_label_context
@@ -121,16 +121,7 @@ class ThresholdAnswers:
         return sum(a is not None for a in self.answers)
 
 
-def _malformed(exc: ProtocolStateError | InvalidRound) -> ProtocolStateError | InvalidRound:
-    """The fund centre's reasons read as what the agency did (the node names it)."""
-    return type(exc)(f"sent a malformed answer: {exc}")
-
-
-def _refused(exc: Exception) -> InvalidRound:
-    return InvalidRound(f"sent an answer that is refused: {exc}")
-
-
-class ThresholdAsker(StatisticsSession):
+class ThresholdAsker(AskerSession):
     """The fund centre's side of one threshold query; single use.
 
     Args:
@@ -156,45 +147,22 @@ class ThresholdAsker(StatisticsSession):
                                              epoch=table.epoch, key_id=table.key_id)
         self._chunk, self._rng, self._mapper = chunk_bytes, rng, mapper
         self._progress = progress
-        self._round: Reassembly | None = None
 
     def _start(self) -> list:
         """Nothing to send before the agency's StatisticsAccepted says how large a batch may be."""
         self._stage = "accepted"
         return []
 
-    def _ended(self) -> Exception:
-        if self._round is not None:
-            return _malformed(self._round.cut_short())
-        return _malformed(out_of_turn(self._stage, None))
+    def _message_steps(self) -> dict:
+        return {"accepted": self._batches, "evaluated": self._evaluated,
+                "summary": self._summary}
 
-    def _after_end(self, message: object) -> list:
-        raise _malformed(out_of_turn("nothing more", message))
-
-    def _handle(self, message: object) -> list:
-        """The messages answering ``message``.
-
-        Raises:
-            ProtocolStateError: out of turn, or after the end.
-            InvalidRound: an answer that is malformed, too large, or refused.
-        """
-        if self._stage == "accepted":
-            return self._batches(message)
-        if self._stage == "evaluated":
-            return self._evaluated(message)
-        if self._stage == "summary":
-            return self._summary(message)
-        if self._round is None:
-            raise _malformed(out_of_turn("nothing more", message))
-        try:
-            data = self._round.add(message)
-        except (ProtocolStateError, InvalidRound) as exc:
-            raise _malformed(exc) from None
-        return [] if data is None else self._signs(data)
+    def _round_steps(self) -> dict:
+        return {"signs": self._signs}
 
     def _batches(self, message: object) -> list:
         if not isinstance(message, StatisticsAccepted):
-            raise _malformed(out_of_turn("accepted", message))
+            raise malformed_answer(out_of_turn("accepted", message))
         self._accepted = message
         m, step = self.elements, max(1, min(message.max_batch_elements, oprf.MAX_VOPRF_BATCH))
         self._bounds = [(a, min(m, a + step)) for a in range(0, m, step)]
@@ -208,11 +176,11 @@ class ThresholdAsker(StatisticsSession):
 
     def _evaluated(self, message: object) -> list:
         if not isinstance(message, Evaluated):
-            raise _malformed(out_of_turn("evaluated", message))
+            raise malformed_answer(out_of_turn("evaluated", message))
         seq = len(self._evaluations)
         a, b = self._bounds[seq]
         if message.seq != seq or len(message.elements) != (b - a) * oprf.ELEMENT_LEN:
-            raise _malformed(InvalidRound(
+            raise malformed_answer(InvalidRound(
                 f"evaluated batch {seq} is out of order or of the wrong size"))
         self._evaluations.append((message.elements, message.proof))
         self._progress("evaluate", b, self.elements)
@@ -231,7 +199,7 @@ class ThresholdAsker(StatisticsSession):
                 [p for _, p in self._evaluations], [self._pk] * k)
             return b"".join(outs)
         except ValueError:  # oprf.InvalidElement: a bad element or a proof that fails
-            raise _refused(th.ThresholdError(
+            raise refused_answer(th.ThresholdError(
                 "evaluations that do not verify against the published key")) from None
 
     def _open_incomes(self, outputs: bytes) -> dict[int, int]:
@@ -258,7 +226,7 @@ class ThresholdAsker(StatisticsSession):
                                                     rng=self._rng, mapper=self._mapper)
             request = self._comparer.request().to_bytes()
         except th.ThresholdError as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         self._found = list(found)
         self._stage, self._round = "signs", Reassembly("signs", m // 8 + 64)
         self.outgoing_done = True
@@ -269,7 +237,7 @@ class ThresholdAsker(StatisticsSession):
         try:
             decided = self._comparer.decide(th.ThresholdResponse.from_bytes(data))
         except th.ThresholdError as exc:
-            raise _refused(exc) from None
+            raise refused_answer(exc) from None
         answers: list[bool | None] = [None] * self.elements
         for i, yes in zip(self._found, decided):
             answers[i] = yes
@@ -279,7 +247,7 @@ class ThresholdAsker(StatisticsSession):
 
     def _summary(self, message: object) -> list:
         if not isinstance(message, ThresholdSummary):
-            raise _malformed(out_of_turn("summary", message))
+            raise malformed_answer(out_of_turn("summary", message))
         if message.entries != self.elements:
             raise InvalidRound("answered another number of comparisons than asked")
         self._progress("compare", self.elements, self.elements)

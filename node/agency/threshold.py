@@ -100,7 +100,8 @@ class ThresholdRpc:
         with self.ctx.engine.connect() as conn:
             for stored_tags, stored_labels in ts.iter_table_chunks(conn, table.id):
                 for tags, labels in row_slices(stored_tags, stored_labels, t, w, size):
-                    yield spb.ThresholdTableChunk(rows=spb.ThresholdTableRows(tags=tags, labels=labels))
+                    rows = spb.ThresholdTableRows(tags=tags, labels=labels)
+                    yield spb.ThresholdTableChunk(rows=rows)
 
     def Threshold(self, request_iterator, context):
         return self._stream(request_iterator, context, "threshold", self._threshold)

@@ -51,23 +51,21 @@ def run(asker, answerer, kind, *, tamper=None):
     """Run both sessions to the end, every message through the wire.
 
     ``tamper(direction, message)`` may replace a message in flight (direction
-    "request" or "response"); returns (asker, answerer, messages seen per direction).
+    "request" or "response"); returns the messages seen per direction.
     """
     request_env, response_env = kind
     seen: dict[str, list] = {"request": [], "response": []}
-    inbox_answerer = over_wire(asker.start(), request_env)
-    inbox_asker = over_wire(answerer.start(), response_env)
-    while inbox_answerer or inbox_asker:
-        while inbox_asker:
-            message = inbox_asker.pop(0)
-            seen["response"].append(message)
-            if tamper is not None:
-                message = tamper("response", message)
-            inbox_answerer += over_wire(asker.handle(message), request_env)
-        while inbox_answerer:
-            message = inbox_answerer.pop(0)
-            seen["request"].append(message)
-            if tamper is not None:
-                message = tamper("request", message)
-            inbox_asker += over_wire(answerer.handle(message), response_env)
+    inbox = {"request": over_wire(asker.start(), request_env),
+             "response": over_wire(answerer.start(), response_env)}
+    receivers = {"response": (asker, "request", request_env),
+                 "request": (answerer, "response", response_env)}
+    while inbox["request"] or inbox["response"]:
+        for direction in ("response", "request"):
+            session, reply, envelope = receivers[direction]
+            while inbox[direction]:
+                message = inbox[direction].pop(0)
+                seen[direction].append(message)
+                if tamper is not None:
+                    message = tamper(direction, message)
+                inbox[reply] += over_wire(session.handle(message), envelope)
     return seen

@@ -2,7 +2,7 @@
 every message through the real protobuf envelopes, against the plain comparison; rounds
 out of order, tampered and mismatched messages refused on the side that receives them.
 
-One 3072-bit Paillier key per module (key generation is the slow part).
+One 3072-bit Paillier key per run (tests/protocols/conftest.py: generating it is the slow part).
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import pytest
 from protocols import labels, oprf
 from protocols import threshold as th
 from protocols.errors import ProtocolStateError
-from protocols.rounds import ElementBatch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary
+from protocols.rounds import (
+    ElementBatch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary,
+)
 from protocols.threshold_session import ThresholdAnswerer, ThresholdAsker, check_applicants
 from protocols.threshold_table import (
     PublishedTable, check_header, income_label_context, income_label_length, table_digest,
@@ -29,21 +31,16 @@ ROWS = 60
 
 
 @pytest.fixture(scope="module")
-def paillier():
-    return phe.generate_paillier_keypair(n_length=3072)
-
-
-@pytest.fixture(scope="module")
 def rows():
     rng = random.Random(3)
     ids = [b"3204%014d" % i for i in range(ROWS)]
     return ids, [rng.randrange(2_000, 30_000) for _ in ids]
 
 
-def _publish(paillier, rows, key: oprf.OprfSecretKey, mode: int, *, owner="hrss",
+def _publish(paillier_keys, rows, key: oprf.OprfSecretKey, mode: int, *, owner="hrss",
              partner="fund", dataset="flexible_workers") -> PublishedTable:
     """The agency's per-epoch table, as protocols/threshold_table.py describes it."""
-    pk, sk = paillier
+    pk, sk = paillier_keys
     ids, incomes = rows
     outputs = oprf.evaluate(key, ids, mode)
     packed, w = th.prepare_incomes(sk, incomes), 2 * ((pk.n.bit_length() + 7) // 8)
@@ -57,9 +54,9 @@ def _publish(paillier, rows, key: oprf.OprfSecretKey, mode: int, *, owner="hrss"
 
 
 @pytest.fixture(scope="module", params=[oprf.MODE_OPRF, oprf.MODE_VOPRF])
-def agency(request, paillier, rows):
+def agency(request, paillier_keys, rows):
     key = oprf.OprfSecretKey.generate()
-    return key, request.param, _publish(paillier, rows, key, request.param)
+    return key, request.param, _publish(paillier_keys, rows, key, request.param)
 
 
 def _applicants(rows):
@@ -72,10 +69,10 @@ def _applicants(rows):
     return applicants
 
 
-def _sessions(paillier, agency, applicants, *, table=None, answer_key=None, elements=None,
+def _sessions(paillier_keys, agency, applicants, *, table=None, answer_key=None, elements=None,
               max_batch=7, dataset="flexible_workers"):
     key, mode, published = agency
-    _, sk = paillier
+    _, sk = paillier_keys
     ids, thresholds = zip(*applicants)
     asker = ThresholdAsker(ids, thresholds, table or published, owner="hrss", asker="fund",
                            dataset=dataset, oprf_mode=mode, public_key=key.public_key(),
@@ -89,9 +86,9 @@ def _sessions(paillier, agency, applicants, *, table=None, answer_key=None, elem
     return asker, answerer
 
 
-def test_answers_equal_the_plain_comparison(paillier, rows, agency) -> None:
+def test_answers_equal_the_plain_comparison(paillier_keys, rows, agency) -> None:
     applicants = _applicants(rows)
-    asker, answerer = _sessions(paillier, agency, applicants)
+    asker, answerer = _sessions(paillier_keys, agency, applicants)
     seen = run(asker, answerer, THRESHOLD)
     assert asker.finished and answerer.finished and asker.outgoing_done
     income = dict(zip(*rows))
@@ -104,13 +101,13 @@ def test_answers_equal_the_plain_comparison(paillier, rows, agency) -> None:
 
 
 def test_no_applicant_registered_still_sends_one_comparison_per_applicant(
-        paillier, rows, agency) -> None:
+        paillier_keys, rows, agency) -> None:
     applicants = [(b"8888%014d" % k, 100) for k in range(5)]
-    asker, answerer = _sessions(paillier, agency, applicants)
+    asker, answerer = _sessions(paillier_keys, agency, applicants)
     seen = run(asker, answerer, THRESHOLD)
     assert asker.result().answers == [None] * 5
     comparison = b"".join(m.data for m in seen["request"] if isinstance(m, Piece))
-    width = 2 * ((paillier[0].n.bit_length() + 7) // 8)
+    width = 2 * ((paillier_keys[0].n.bit_length() + 7) // 8)
     assert len(th.ThresholdRequest.from_bytes(comparison).ciphertexts) == 5 * width
 
 
@@ -124,29 +121,29 @@ def test_applicants_are_checked_before_anything_is_sent() -> None:
 # -- rounds out of order ------------------------------------------------------------------
 
 
-def _first_batch(paillier, agency, applicants, **kw):
-    asker, answerer = _sessions(paillier, agency, applicants, **kw)
+def _first_batch(paillier_keys, agency, applicants, **kw):
+    asker, answerer = _sessions(paillier_keys, agency, applicants, **kw)
     asker.start()
     batches = asker.handle(answerer.start()[0])
     return asker, answerer, batches
 
 
-def test_rounds_out_of_order_or_after_the_end_are_refused(paillier, rows, agency) -> None:
+def test_rounds_out_of_order_or_after_the_end_are_refused(paillier_keys, rows, agency) -> None:
     applicants = _applicants(rows)[:5]
-    asker, answerer = _sessions(paillier, agency, applicants)
+    asker, answerer = _sessions(paillier_keys, agency, applicants)
     answerer.start()
     with pytest.raises(ProtocolStateError, match="expected batch 0"):
         answerer.handle(Piece("comparison", b"x", True))
     asker.start()
     with pytest.raises(ProtocolStateError, match="malformed answer: expected accepted"):
         asker.handle(Evaluated(0, b""))
-    asker, answerer, (batch,) = _first_batch(paillier, agency, applicants)
+    asker, answerer, (batch,) = _first_batch(paillier_keys, agency, applicants)
     answerer.handle(batch)
     with pytest.raises(ProtocolStateError, match="expected comparison chunks, got batch"):
         answerer.handle(batch)
     with pytest.raises(ProtocolStateError, match="malformed answer: expected evaluated, got summary"):
         asker.handle(ThresholdSummary(5))
-    asker, answerer = _sessions(paillier, agency, applicants)
+    asker, answerer = _sessions(paillier_keys, agency, applicants)
     run(asker, answerer, THRESHOLD)
     with pytest.raises(ProtocolStateError, match="after the end of the session"):
         answerer.handle(batch)
@@ -154,11 +151,11 @@ def test_rounds_out_of_order_or_after_the_end_are_refused(paillier, rows, agency
         asker.handle(ThresholdSummary(5))
 
 
-def test_a_stream_that_stops_early_is_refused(paillier, rows, agency) -> None:
-    _, answerer, _ = _first_batch(paillier, agency, _applicants(rows), max_batch=50)
+def test_a_stream_that_stops_early_is_refused(paillier_keys, rows, agency) -> None:
+    _, answerer, _ = _first_batch(paillier_keys, agency, _applicants(rows), max_batch=50)
     with pytest.raises(StreamEnded, match="before every element was sent"):
         answerer.end_of_stream()
-    _, answerer, (batch,) = _first_batch(paillier, agency, _applicants(rows), max_batch=50)
+    _, answerer, (batch,) = _first_batch(paillier_keys, agency, _applicants(rows), max_batch=50)
     answerer.handle(batch)
     with pytest.raises(InvalidRound, match="ended before the comparison round"):
         answerer.end_of_stream()
@@ -175,8 +172,9 @@ def test_a_stream_that_stops_early_is_refused(paillier, rows, agency) -> None:
     (ElementBatch(0, b"\0" * 33), "expected batch 0: a whole number of 1..7"),
     (ElementBatch(0, oprf.blind([b"x%d" % i for i in range(6)])[1]), "within the announced total"),
 ])
-def test_invalid_or_misshapen_batches_are_refused(paillier, rows, agency, batch, reason) -> None:
-    _, answerer = _sessions(paillier, agency, _applicants(rows)[:5])
+def test_invalid_or_misshapen_batches_are_refused(paillier_keys, rows, agency, batch,
+                                                  reason) -> None:
+    _, answerer = _sessions(paillier_keys, agency, _applicants(rows)[:5])
     answerer.start()
     with pytest.raises(InvalidRound, match=reason):
         answerer.handle(batch)
@@ -189,21 +187,21 @@ def _tamper(kind, change):
     return tamper
 
 
-def test_tampered_evaluations_are_refused(paillier, rows, agency) -> None:
+def test_tampered_evaluations_are_refused(paillier_keys, rows, agency) -> None:
     _, mode, _ = agency
     swapped = _tamper(Evaluated, lambda m: replace(m, seq=m.seq + 1))
-    asker, answerer = _sessions(paillier, agency, _applicants(rows))
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows))
     with pytest.raises(InvalidRound, match="evaluated batch 0 is out of order"):
         run(asker, answerer, THRESHOLD, tamper=swapped)
     if mode == oprf.MODE_VOPRF:  # a proven evaluation: another element fails the proof
         other = oprf.blind([b"other"] * 7)[1]
         wrong = _tamper(Evaluated, lambda m: replace(m, elements=other[:len(m.elements)]))
-        asker, answerer = _sessions(paillier, agency, _applicants(rows))
+        asker, answerer = _sessions(paillier_keys, agency, _applicants(rows))
         with pytest.raises(InvalidRound, match="do not verify against the published key"):
             run(asker, answerer, THRESHOLD, tamper=wrong)
 
 
-def test_a_tampered_comparison_or_signs_are_refused(paillier, rows, agency) -> None:
+def test_a_tampered_comparison_or_signs_are_refused(paillier_keys, rows, agency) -> None:
     first = []
 
     def zero_entry(direction, message):  # entry 0 of the comparison becomes 0
@@ -211,18 +209,18 @@ def test_a_tampered_comparison_or_signs_are_refused(paillier, rows, agency) -> N
             first.append(message)
             return replace(message, data=message.data[:17] + b"\0" * (len(message.data) - 17))
         return message
-    asker, answerer = _sessions(paillier, agency, _applicants(rows), max_batch=64)
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows), max_batch=64)
     with pytest.raises(InvalidRound, match="comparison refused: invalid Paillier ciphertext "
                                            "\\(entry 0\\)"):
         run(asker, answerer, THRESHOLD, tamper=zero_entry)
     short = _tamper(Piece, lambda m: replace(m, data=m.data[:-1]) if m.round == "signs" else m)
-    asker, answerer = _sessions(paillier, agency, _applicants(rows))
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows))
     with pytest.raises(InvalidRound, match="sent an answer that is refused"):
         run(asker, answerer, THRESHOLD, tamper=short)
 
 
-def test_another_number_of_comparisons_is_refused(paillier, rows, agency) -> None:
-    asker, answerer = _sessions(paillier, agency, _applicants(rows))
+def test_another_number_of_comparisons_is_refused(paillier_keys, rows, agency) -> None:
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows))
     with pytest.raises(InvalidRound, match="another number of comparisons"):
         run(asker, answerer, THRESHOLD,
             tamper=_tamper(ThresholdSummary, lambda m: ThresholdSummary(m.entries - 1)))
@@ -231,33 +229,34 @@ def test_another_number_of_comparisons_is_refused(paillier, rows, agency) -> Non
 # -- mismatches -----------------------------------------------------------------------------
 
 
-def test_a_table_under_another_paillier_key_is_refused_by_the_agency(paillier, rows, agency) -> None:
+def test_a_table_under_another_paillier_key_is_refused_by_the_agency(
+        paillier_keys, rows, agency) -> None:
     key, mode, _ = agency
     other = phe.generate_paillier_keypair(n_length=3072)
     stale = _publish(other, rows, key, mode)
-    asker, answerer = _sessions(paillier, agency, _applicants(rows), table=stale)
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows), table=stale)
     with pytest.raises(InvalidRound, match="comparison refused: request is for another public key"):
         run(asker, answerer, THRESHOLD)
     assert not asker.finished
 
 
 def test_a_table_sealed_for_another_dataset_is_refused_by_the_fund_centre(
-        paillier, rows, agency) -> None:
-    asker, answerer = _sessions(paillier, agency, _applicants(rows), dataset="workers_dp")
+        paillier_keys, rows, agency) -> None:
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows), dataset="workers_dp")
     with pytest.raises(InvalidRound, match="sealed income that does not open"):
         run(asker, answerer, THRESHOLD)
     assert not answerer.finished
 
 
 def test_a_query_of_another_size_than_announced_is_refused_by_the_agency(
-        paillier, rows, agency) -> None:
-    asker, answerer = _sessions(paillier, agency, _applicants(rows), elements=38)
+        paillier_keys, rows, agency) -> None:
+    asker, answerer = _sessions(paillier_keys, agency, _applicants(rows), elements=38)
     with pytest.raises(InvalidRound, match="within the announced total"):
         run(asker, answerer, THRESHOLD)
 
 
-def test_the_published_table_checks_its_header(paillier, rows, agency) -> None:
-    pk, _ = paillier
+def test_the_published_table_checks_its_header(paillier_keys, rows, agency) -> None:
+    pk, _ = paillier_keys
     _, _, table = agency
     digest = table_digest(table.key_id, table.tags.tobytes(), b"")
     check_header(pk.n, th.key_id(pk.n), rows=ROWS, tag_length=TAG,

@@ -24,6 +24,7 @@ from node.asker.streams import Exchange, accept_receipt, logged_query
 from node.core.errors import PartnerError, rpc_error
 from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
+from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
@@ -71,7 +72,7 @@ def _count(ctx, stub, partner: str, record: QueryRecord, session: cs.Cardinality
     """The Cardinality stream: the session's messages out, the agency's in; returns the
     protobuf summary (its receipt is checked by the caller)."""
     envelope = {"query_id": record.query_id, "dataset": record.dataset, "version": record.version,
-                "epoch": record.epoch, "purpose": record.purpose}
+                "epoch": record.epoch, "purpose": record.purpose, "kind": pb.QUERY_KIND_CARDINALITY}
     header, *rest = session.start()
     exchange = Exchange(stub.Cardinality, ctx.config.grpc.deadline_seconds)
     summary = None

@@ -1,142 +1,72 @@
 """Membership and cardinality session messages to and from their protobuf form.
 
 The sessions (protocols/membership.py, protocols/cardinality_session.py) hold only the
-protocol's values. The envelope the node adds is passed in as keyword fields when a
-message goes out, and read from the protobuf message by the adapter when one comes in:
-the header's query id, dataset, version, epoch, purpose, kind, predicate and consent
-digest, the query id of Accepted, the receipt and ledger key of a summary. A body the
-stream does not carry (or none) parses to None, which every session refuses.
+protocol's values, under the same field names as their protobuf messages. The envelope
+the node adds is passed in as keyword fields when a message goes out, and read from the
+protobuf message by the adapter when one comes in: the header's query id, dataset,
+version, epoch, purpose, kind, predicate and consent digest, the query id of Accepted,
+the receipt and ledger key of a summary. A body the stream does not carry (or none)
+parses to None, which every session refuses.
 """
 from __future__ import annotations
+
+import dataclasses
+from functools import partial
 
 from protocols import cardinality_session as cs
 from protocols import membership as ms
 
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 
-
-def _unknown(message: object) -> TypeError:
-    return TypeError(f"no protobuf form for {type(message).__name__} on this stream")
-
-
-def _batch(message) -> pb.ElementBatch:
-    return pb.ElementBatch(seq=message.seq, elements=message.elements)
-
-
-# -- Evaluate (membership) --------------------------------------------------------------------
-
-def evaluate_request(message: object, **envelope) -> pb.EvaluateRequest:
-    """Asker -> answerer; `envelope`: the QueryHeader's other fields."""
-    if isinstance(message, ms.Header):
-        return pb.EvaluateRequest(header=pb.QueryHeader(total_elements=message.total_elements,
-                                                        **envelope))
-    if isinstance(message, ms.ElementBatch):
-        return pb.EvaluateRequest(batch=_batch(message))
-    if isinstance(message, ms.ProofRequest):
-        return pb.EvaluateRequest(proof_request=pb.ProofRequest(seq=message.seq,
-                                                                indices=message.indices))
-    if isinstance(message, ms.Finish):
-        return pb.EvaluateRequest(finish=pb.Finish())
-    raise _unknown(message)
+# Per stream and direction: (oneof field, session message, protobuf message; bytes for a
+# oneof that is a bytes field itself, carrying the message's only field).
+_EVALUATE_REQUEST = [("header", ms.Header, pb.QueryHeader), ("batch", ms.ElementBatch, pb.ElementBatch),
+                     ("proof_request", ms.ProofRequest, pb.ProofRequest), ("finish", ms.Finish, pb.Finish)]
+_EVALUATE_RESPONSE = [("accepted", ms.Accepted, pb.Accepted), ("batch", ms.ElementBatch, pb.ElementBatch),
+                      ("proof", ms.BatchProof, pb.BatchProof), ("summary", ms.Summary, pb.QuerySummary)]
+_CARDINALITY_REQUEST = [("header", cs.Header, pb.QueryHeader), ("open", cs.Open, pb.CardinalityOpen),
+                        ("batch", cs.ElementBatch, pb.ElementBatch), ("rows", cs.Rows, bytes),
+                        ("finish", cs.Finish, pb.Finish)]
+_CARDINALITY_RESPONSE = [("accepted", cs.Accepted, pb.Accepted), ("key", cs.Key, pb.CardinalityKey),
+                         ("rows", cs.Rows, bytes), ("summary", cs.CountSummary, pb.CardinalitySummary)]
 
 
-def parse_evaluate_request(request: pb.EvaluateRequest) -> object | None:
-    body = request.WhichOneof("body")
-    if body == "header":
-        return ms.Header(request.header.total_elements)
-    if body == "batch":
-        return ms.ElementBatch(request.batch.seq, request.batch.elements)
-    if body == "proof_request":
-        return ms.ProofRequest(request.proof_request.seq, tuple(request.proof_request.indices))
-    return ms.Finish() if body == "finish" else None
+def _fields(message) -> dict:
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
 
 
-def evaluate_response(message: object, **envelope) -> pb.EvaluateResponse:
-    """Answerer -> asker; `envelope`: query_id (Accepted, Summary), receipt and
-    ledger_public_key (Summary)."""
-    if isinstance(message, ms.Accepted):
-        return pb.EvaluateResponse(accepted=pb.Accepted(
-            max_batch_elements=message.max_batch_elements, **envelope))
-    if isinstance(message, ms.ElementBatch):
-        return pb.EvaluateResponse(batch=_batch(message))
-    if isinstance(message, ms.BatchProof):
-        return pb.EvaluateResponse(proof=pb.BatchProof(seq=message.seq, proof=message.proof))
-    if isinstance(message, ms.Summary):
-        return pb.EvaluateResponse(summary=pb.QuerySummary(
-            elements_evaluated=message.elements_evaluated, **envelope))
-    raise _unknown(message)
+def _to_pb(envelope_type, bodies, message, **envelope):
+    """`message` in its stream's envelope; `envelope`: the protobuf body's other fields."""
+    for field, kind, body in bodies:
+        if type(message) is kind:
+            if body is bytes:
+                (value,) = _fields(message).values()
+                return envelope_type(**{field: value})
+            return envelope_type(**{field: body(**_fields(message), **envelope)})
+    raise TypeError(f"no protobuf form for {type(message).__name__} on this stream")
 
 
-def parse_evaluate_response(response: pb.EvaluateResponse) -> object | None:
-    body = response.WhichOneof("body")
-    if body == "accepted":
-        return ms.Accepted(response.accepted.max_batch_elements)
-    if body == "batch":
-        return ms.ElementBatch(response.batch.seq, response.batch.elements)
-    if body == "proof":
-        return ms.BatchProof(response.proof.seq, response.proof.proof)
-    if body == "summary":
-        return ms.Summary(response.summary.elements_evaluated)
+def _from_pb(bodies, received) -> object | None:
+    field = received.WhichOneof("body")
+    for name, kind, body in bodies:
+        if name == field:
+            value = getattr(received, field)
+            if body is bytes:
+                return kind(value)
+            return kind(**{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(kind)})
     return None
 
 
-# -- Cardinality ------------------------------------------------------------------------------
-
-def cardinality_request(message: object, **envelope) -> pb.CardinalityRequest:
-    """Fund centre -> agency; `envelope`: the QueryHeader's other fields."""
-    if isinstance(message, cs.Header):
-        return pb.CardinalityRequest(header=pb.QueryHeader(
-            total_elements=message.total_elements, kind=pb.QUERY_KIND_CARDINALITY, **envelope))
-    if isinstance(message, cs.Open):
-        return pb.CardinalityRequest(open=pb.CardinalityOpen(point=message.point,
-                                                             padding=message.padding))
-    if isinstance(message, cs.ElementBatch):
-        return pb.CardinalityRequest(batch=_batch(message))
-    if isinstance(message, cs.Rows):
-        return pb.CardinalityRequest(rows=message.elements)
-    if isinstance(message, cs.Finish):
-        return pb.CardinalityRequest(finish=pb.Finish())
-    raise _unknown(message)
+def _plain(value):
+    """Protobuf scalars as they are; a repeated field as a tuple."""
+    return value if isinstance(value, (int, bytes, str)) else tuple(value)
 
 
-def parse_cardinality_request(request: pb.CardinalityRequest) -> object | None:
-    body = request.WhichOneof("body")
-    if body == "header":
-        return cs.Header(request.header.total_elements)
-    if body == "open":
-        return cs.Open(request.open.point, request.open.padding)
-    if body == "batch":
-        return cs.ElementBatch(request.batch.seq, request.batch.elements)
-    if body == "rows":
-        return cs.Rows(request.rows)
-    return cs.Finish() if body == "finish" else None
-
-
-def cardinality_response(message: object, **envelope) -> pb.CardinalityResponse:
-    """Agency -> fund centre; `envelope` as for evaluate_response."""
-    if isinstance(message, cs.Accepted):
-        return pb.CardinalityResponse(accepted=pb.Accepted(
-            max_batch_elements=message.max_batch_elements, **envelope))
-    if isinstance(message, cs.Key):
-        return pb.CardinalityResponse(key=pb.CardinalityKey(key=message.key, rows=message.rows))
-    if isinstance(message, cs.Rows):
-        return pb.CardinalityResponse(rows=message.elements)
-    if isinstance(message, cs.CountSummary):
-        return pb.CardinalityResponse(summary=pb.CardinalitySummary(
-            count=message.count, noise_bound=message.noise_bound,
-            epsilon_micro=message.epsilon_micro, **envelope))
-    raise _unknown(message)
-
-
-def parse_cardinality_response(response: pb.CardinalityResponse) -> object | None:
-    body = response.WhichOneof("body")
-    if body == "accepted":
-        return cs.Accepted(response.accepted.max_batch_elements)
-    if body == "key":
-        return cs.Key(response.key.key, response.key.rows)
-    if body == "rows":
-        return cs.Rows(response.rows)
-    if body == "summary":
-        s = response.summary
-        return cs.CountSummary(s.count, s.noise_bound, s.epsilon_micro)
-    return None
+evaluate_request = partial(_to_pb, pb.EvaluateRequest, _EVALUATE_REQUEST)
+parse_evaluate_request = partial(_from_pb, _EVALUATE_REQUEST)
+evaluate_response = partial(_to_pb, pb.EvaluateResponse, _EVALUATE_RESPONSE)
+parse_evaluate_response = partial(_from_pb, _EVALUATE_RESPONSE)
+cardinality_request = partial(_to_pb, pb.CardinalityRequest, _CARDINALITY_REQUEST)
+parse_cardinality_request = partial(_from_pb, _CARDINALITY_REQUEST)
+cardinality_response = partial(_to_pb, pb.CardinalityResponse, _CARDINALITY_RESPONSE)
+parse_cardinality_response = partial(_from_pb, _CARDINALITY_RESPONSE)

@@ -7,16 +7,7 @@ from node.core.config import load_config
 from node.runtime.backup import sqlite_database
 from node.runtime.backup_manifest import BackupError
 
-CONFIG = """
-[node]
-id = "hrss"
-data_dir = "var"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/hrss.pem"
-key = "pki/hrss.key"
-"""
-
+from .test_config import BASE as CONFIG
 
 @pytest.mark.parametrize("url, tool", [
     ("postgresql+psycopg://shuqiao@db.example/shuqiao", "pg_dump"),

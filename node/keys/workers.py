@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from protocols import labels, oprf
+from protocols.membership import blind_batch, finalize_batch
 
 from node.keys.secrets import KeyEncryptionKey
 
@@ -90,31 +91,6 @@ def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: st
 def prove_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
     return oprf.prove(_unseal(kek, sealed, purpose), packed_blinded, packed_evaluated)
-
-
-def blind_task(inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> tuple[bytes, bytes]:
-    blinds, packed = oprf.blind(inputs, mode=mode)
-    return b"".join(blinds), packed
-
-
-def finalize_task(inputs: Sequence[bytes], packed_blinds: bytes, packed_evaluated: bytes,
-                  tag_length: int, mode: int = oprf.MODE_OPRF, proof: bytes = b"",
-                  public_key: bytes = b"", sample: Sequence[int] = ()) -> bytes:
-    """Unblind a batch into tags; in VOPRF mode check the proof over `sample` first."""
-    blinds = [packed_blinds[i:i + 32] for i in range(0, len(packed_blinds), 32)]
-    if mode == oprf.MODE_OPRF:
-        outs = oprf.finalize(inputs, blinds, packed_evaluated)
-    else:
-        # B_i of the sampled elements, recomputed from r_i (cheaper than keeping the batch).
-        _, sampled_blinded = oprf.blind([inputs[i] for i in sample], [blinds[i] for i in sample],
-                                        mode=mode)
-        oprf.verify_proof(public_key, sampled_blinded, _pick(packed_evaluated, sample), proof)
-        outs = oprf.finalize_sampled(inputs, blinds, packed_evaluated)
-    return b"".join(out[:tag_length] for out in outs)
-
-
-def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
-    return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
 
 
 _KEYED = (rows_task, threshold_rows_task, blind_evaluate_task, prove_task)
@@ -207,14 +183,19 @@ class CryptoPool:
                             private_key.p, private_key.q, [int(v) for v in incomes], outputs,
                             label_context)
 
+    def submit(self, fn, *args) -> Future:
+        """``Executor.submit`` for a protocol's batch work (a picklable module function
+        whose first argument is the batch): small batches run in this process."""
+        return self._submit(len(args[0]), fn, *args)
+
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
-        return self._submit(len(inputs), blind_task, list(inputs), mode)
+        return self._submit(len(inputs), blind_batch, list(inputs), mode)
 
     def submit_finalize(self, inputs: Sequence[bytes], packed_blinds: bytes,
                         packed_evaluated: bytes, tag_length: int, mode: int = oprf.MODE_OPRF,
                         proof: bytes = b"", public_key: bytes = b"",
                         sample: Sequence[int] = ()) -> Future:
-        return self._submit(len(inputs), finalize_task, list(inputs), packed_blinds,
+        return self._submit(len(inputs), finalize_batch, list(inputs), packed_blinds,
                             packed_evaluated, tag_length, mode, proof, public_key, list(sample))
 
     def prove(self, sealed: bytes, purpose: str, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
@@ -241,3 +222,17 @@ class CryptoPool:
         futures = [self._submit(b - a, blind_evaluate_task, sealed, purpose, packed[a * w:b * w])
                    for a, b in self._ranges(len(packed) // w)]
         return b"".join(f.result() for f in futures)
+
+
+class SealedKeyEvaluator:
+    """A protocols.membership.Evaluator over an OPRF key sealed under the node KEK: each
+    batch is spread over the workers, which unseal the key themselves."""
+
+    def __init__(self, pool: CryptoPool, sealed: bytes, purpose: str) -> None:
+        self._pool, self._sealed, self._purpose = pool, sealed, purpose
+
+    def evaluate(self, packed_blinded: bytes) -> bytes:
+        return self._pool.blind_evaluate(self._sealed, self._purpose, packed_blinded)
+
+    def prove(self, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+        return self._pool.prove(self._sealed, self._purpose, packed_blinded, packed_evaluated)

@@ -24,7 +24,7 @@ Three numbers matter, each bounded by the statistical security parameter
   ``P[Binomial(512, 1/2) < d]``; with a union bound over all pairs among the
   ``n1 + n2`` elements we take the largest ``d`` that keeps the total at 2^-SIGMA
   and require ``d >= KAPPA = 128`` (computational security). 512 bits give
-  d = 142 at 1M x 1M and still 130 at 2^28 x 2^28, the largest sizes accepted.
+  d = 142 at 1M x 1M and still 131 at 2^28 x 2^28, the largest sizes accepted.
 * **Output length.** Each of the fund centre's elements is compared with ``n2``
   agency values (those made with the same hash function), so ``n1 * n2``
   comparisons of ``ell``-bit pseudorandom values make a false match with

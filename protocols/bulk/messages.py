@@ -5,9 +5,11 @@ little-endian. The two big rounds are split into chunks so that a transport can
 move them one at a time with bounded memory::
 
     1 Hello       fund centre -> agency   n1, bins, rows per correction chunk,
-                                          hashing key (16), base-OT A (32)
+                                          base-OT A (32)
     2 Setup       agency -> fund centre   n2, elements per value chunk,
                                           session seed (32), base-OT B_1..B_512 (32 each)
+    5 HashingKey  fund centre -> agency   the element-hashing key (16), once the fund
+                                          centre's cuckoo table is built under it
     3 Correction  fund centre -> agency   chunk index, rows x 64 bytes of u
     4 Values      agency -> fund centre   chunk index, elements x 3 x value_bytes
 
@@ -26,12 +28,12 @@ import numpy as np
 from .params import WIDTH, WIDTH_BYTES
 
 __all__ = [
-    "VERSION", "InvalidMessage", "ProtocolStateError", "Hello", "Setup",
+    "VERSION", "InvalidMessage", "ProtocolStateError", "Hello", "Setup", "HashingKey",
     "Correction", "Values", "message_type",
 ]
 
 VERSION = 1
-HELLO, SETUP, CORRECTION, VALUES = 1, 2, 3, 4
+HELLO, SETUP, CORRECTION, VALUES, HASHING_KEY = 1, 2, 3, 4, 5
 _ELEMENT = 32
 
 
@@ -52,7 +54,7 @@ def message_type(data: bytes) -> int:
     Raises:
         InvalidMessage: too short, or another protocol version.
     """
-    if len(data) < 2 or data[0] != VERSION or data[1] not in (HELLO, SETUP, CORRECTION, VALUES):
+    if len(data) < 2 or data[0] != VERSION or not HELLO <= data[1] <= HASHING_KEY:
         raise InvalidMessage()
     return data[1]
 
@@ -62,21 +64,20 @@ class Hello:
     receiver_size: int
     bins: int
     chunk_rows: int
-    hashing_key: bytes
     base_ot_point: bytes
 
-    _FMT = struct.Struct("<BBQQI16s32s")
+    _FMT = struct.Struct("<BBQQI32s")
 
     def to_bytes(self) -> bytes:
         return self._FMT.pack(VERSION, HELLO, self.receiver_size, self.bins, self.chunk_rows,
-                              self.hashing_key, self.base_ot_point)
+                              self.base_ot_point)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Hello:
         if message_type(data) != HELLO or len(data) != cls._FMT.size:
             raise InvalidMessage()
-        _, _, n1, bins, chunk, key, point = cls._FMT.unpack(data)
-        return cls(n1, bins, chunk, key, point)
+        _, _, n1, bins, chunk, point = cls._FMT.unpack(data)
+        return cls(n1, bins, chunk, point)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,22 @@ class Setup:
             raise InvalidMessage()
         _, _, n2, chunk, seed = cls._FMT.unpack_from(data)
         return cls(n2, chunk, seed, bytes(data[cls._FMT.size:]))
+
+
+@dataclass(frozen=True)
+class HashingKey:
+    key: bytes
+
+    _FMT = struct.Struct("<BB16s")
+
+    def to_bytes(self) -> bytes:
+        return self._FMT.pack(VERSION, HASHING_KEY, self.key)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HashingKey:
+        if message_type(data) != HASHING_KEY or len(data) != cls._FMT.size:
+            raise InvalidMessage()
+        return cls(cls._FMT.unpack(data)[2])
 
 
 _CHUNK = struct.Struct("<BBI")

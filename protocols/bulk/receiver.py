@@ -12,7 +12,9 @@ from .bitmatrix import put_rows, take_rows
 from .blockcipher import Aes, code_words, element_digests
 from .kkrt import ExtensionReceiver
 from .matching import MatchTable
-from .messages import SETUP, VALUES, Correction, Hello, InvalidMessage, ProtocolStateError, Setup, Values
+from .messages import (
+    SETUP, VALUES, Correction, HashingKey, Hello, InvalidMessage, ProtocolStateError, Setup, Values,
+)
 from .params import HASHES, MAX_ELEMENTS, ROW_ALIGN, WIDTH_BYTES, derive
 from .session import (
     DEFAULT_CHUNK_ROWS, MAX_CHUNK_ELEMENTS, MAX_CHUNK_ROWS, RandomBytes, Session, StageHook,
@@ -27,7 +29,7 @@ _REHASH_ATTEMPTS = 16  # each fails w.p. <= 2^-40
 class BulkReceiver(Session):
     """The fund centre: ``start()``, then ``handle`` each agency message; ``result()``."""
 
-    __slots__ = ("_x", "_chunk", "_max_peer", "_digests", "_table", "_a", "_a_point",
+    __slots__ = ("_x", "_chunk", "_max_peer", "_key", "_digests", "_table", "_a", "_a_point",
                  "_params", "_chunk_elements", "_values", "_matcher", "_matches", "_next",
                  "_state")
 
@@ -52,28 +54,38 @@ class BulkReceiver(Session):
     def sender_size(self) -> int | None:
         return self._params.sender_size if self._state not in ("new", "hello") else None
 
-    def start(self) -> list[bytes]:
-        """The Hello message. Raises ValueError on duplicate elements."""
+    def start(self) -> Iterator[bytes]:
+        """The Hello message; the cuckoo table is built after it is taken, while the
+        agency runs its base OTs.
+
+        Raises:
+            ValueError: (while iterating) duplicate elements.
+            ProtocolStateError: called twice.
+        """
         if self._state != "new" or self._dead:
             raise ProtocolStateError("start() was already called")
-        self._stage("hashing")
-        bins = self.oprf_evaluations
-        for attempt in range(_REHASH_ATTEMPTS):
-            key = self._rb(16)
-            self._digests = element_digests(key, self._x)
-            if attempt == 0 and has_duplicates(self._digests):
-                self._dead = True
-                raise ValueError("elements must be distinct")
-            self._table = cuckoo.insert(cuckoo.candidate_bins(self._digests, bins), bins)
-            if self._table is not None:
-                break
-        else:  # probability <= 2^-640
-            self._dead = True
-            raise RuntimeError("cuckoo insertion kept failing")
         self._stage("base_ot")
         self._a, self._a_point = base_ot.sender_message(self._rb)
         self._state = "hello"
-        return [Hello(self._x.size, bins, self._chunk, key, self._a_point).to_bytes()]
+        hello = Hello(self._x.size, self.oprf_evaluations, self._chunk, self._a_point).to_bytes()
+        self._pending = True
+        return self._guard(self._after_hello(hello))
+
+    def _after_hello(self, hello: bytes) -> Iterator[bytes]:
+        yield hello
+        self._stage("hashing")
+        bins = self.oprf_evaluations
+        for attempt in range(_REHASH_ATTEMPTS):
+            # Nothing about the key has been sent yet, so a failed table is simply
+            # rebuilt under a fresh one: the agency only ever sees the key that worked.
+            self._key = self._rb(16)
+            self._digests = element_digests(self._key, self._x)
+            if attempt == 0 and has_duplicates(self._digests):
+                raise ValueError("elements must be distinct")
+            self._table = cuckoo.insert(cuckoo.candidate_bins(self._digests, bins), bins)
+            if self._table is not None:
+                return
+        raise RuntimeError("cuckoo insertion kept failing")  # probability <= 2^-640
 
     def _dispatch(self, kind: int, message: bytes) -> Iterable[bytes]:
         if self._state == "hello" and kind == SETUP:
@@ -100,6 +112,7 @@ class BulkReceiver(Session):
         return self._corrections(ext, *session_keys(setup.session_seed))
 
     def _corrections(self, ext: ExtensionReceiver, code: Aes, pi: Aes) -> Iterator[bytes]:
+        yield HashingKey(self._key).to_bytes()
         p, owner, function = self._params, self._table.owner, self._table.function
         self._values = np.empty((p.receiver_size, p.value_bytes), np.uint8)
         for index, lo in enumerate(range(0, p.bins, self._chunk)):
@@ -116,7 +129,7 @@ class BulkReceiver(Session):
             yield Correction(index, u).to_bytes()
         self._stage("matching")
         self._matcher = MatchTable(self._values, np.arange(p.receiver_size), function)
-        del self._values, self._digests, self._table
+        del self._values, self._digests, self._table, self._key
         self._state = "values"
 
     def _on_values(self, message: bytes) -> Iterator[bytes]:

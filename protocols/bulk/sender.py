@@ -10,7 +10,10 @@ import numpy as np
 from . import base_ot, cuckoo
 from .blockcipher import element_digests
 from .kkrt import ExtensionSender, choice_bits
-from .messages import CORRECTION, HELLO, Correction, Hello, InvalidMessage, ProtocolStateError, Setup, Values
+from .messages import (
+    CORRECTION, HASHING_KEY, HELLO, Correction, HashingKey, Hello, InvalidMessage,
+    ProtocolStateError, Setup, Values,
+)
 from .params import MAX_ELEMENTS, ROW_ALIGN, WIDTH_BYTES, derive
 from .session import (
     DEFAULT_CHUNK_ELEMENTS, MAX_CHUNK_ELEMENTS, MAX_CHUNK_ROWS, RandomBytes, Session, StageHook,
@@ -52,6 +55,8 @@ class BulkSender(Session):
     def _dispatch(self, kind: int, message: bytes) -> Iterable[bytes]:
         if self._state == "hello" and kind == HELLO:
             return self._on_hello(Hello.from_bytes(message))
+        if self._state == "key" and kind == HASHING_KEY:
+            return self._on_hashing_key(HashingKey.from_bytes(message).key)
         if self._state == "corrections" and kind == CORRECTION:
             return self._on_correction(message)
         raise ProtocolStateError("message of another round")
@@ -74,13 +79,16 @@ class BulkSender(Session):
         self._params, self._chunk_rows = params, chunk
         self._ext = ExtensionSender(seeds, choices, params.bins)
         self._keys = session_keys(seed)
-        self._state = "corrections"
-        setup = Setup(self._y.size, self._chunk, seed, replies).to_bytes()
-        return self._after_hello(setup, hello.hashing_key)
+        self._state = "key"
+        return iter((Setup(self._y.size, self._chunk, seed, replies).to_bytes(),))
 
-    def _after_hello(self, setup: bytes, hashing_key: bytes) -> Iterator[bytes]:
-        yield setup
-        # Done after the Setup is on its way: overlaps with the fund centre's base OTs.
+    def _on_hashing_key(self, hashing_key: bytes) -> Iterator[bytes]:
+        self._state = "corrections"
+        return self._hash_elements(hashing_key)
+
+    def _hash_elements(self, hashing_key: bytes) -> Iterator[bytes]:
+        # Nothing to send: the work runs when the (empty) stream is taken.
+        yield from ()
         self._stage("hashing")
         self._digests = element_digests(hashing_key, self._y)
         if has_duplicates(self._digests):

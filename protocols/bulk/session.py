@@ -2,24 +2,23 @@
 
 Protocol: Kolesnikov, Kumaresan, Rosulek, Trieu, "Efficient Batched Oblivious PRF
 with Applications to Private Set Intersection", ACM CCS 2016 — semi-honest
-security, as that paper proves it (Theorem 3 of its PSI section), with statistical
+security, as that paper proves it for its PSI protocol, with statistical
 security 40 and computational security 128 (:mod:`.params`). The fund centre is the
 *receiver* (it learns the intersection), the agency the *sender* (it holds the big
 dataset). Rounds; every message is bytes (:mod:`.messages`)::
 
     fund centre X (n1)                                 agency Y (n2)
-    key_h <- 16 random bytes; d(x) = CBC-MAC_key_h(x)
-    cuckoo-place each x in one of h_0..h_2(d(x))
-      (3 functions, bins = e(n1)*n1, rehash on failure)
     a, A = a*G (base-OT first message)
-                          -- Hello(n1, bins, key_h, A) -->
-                                                       check bins = bins(n1)
-                                                       s <- {0,1}^512; B_i, k_i^{s_i}
-                                                       seed <- 32 random bytes
+                          -- Hello(n1, bins, A) -->
+    key_h <- 16 random bytes; d(x) = CBC-MAC_key_h(x)  check bins = bins(n1)
+    cuckoo-place each x in one of h_0..h_2(d(x))       s <- {0,1}^512; B_i, k_i^{s_i}
+      (3 functions, bins = e(n1)*n1; a failed          seed <- 32 random bytes
+      table is rebuilt under a fresh key_h)
                           <-- Setup(n2, B_1..B_512, seed) --
+    k_i^0, k_i^1 from the B_i; code key, hash key from seed
+                          -- HashingKey(key_h) -->
                                                        d(y), h_0..h_2(d(y)) for all y,
                                                        random order of Y
-    k_i^0, k_i^1 from the B_i; code key, hash key from seed
     per slice of bins: u_j = t_j ^ G1_j ^ C(x_j),
       own value v_x = H_i(t_j) for x in bin j by h_i
                           -- Correction chunk 0..K-1 (u) -->
@@ -28,10 +27,15 @@ dataset). Rounds; every message is bytes (:mod:`.messages`)::
                                                        i = 0..2, per y in random order
     x in X n Y  iff  v_x equals a received value of its function i
 
+The fund centre builds its table while the agency runs its base OTs, and the agency
+hashes its rows while the first corrections are under way; the hashing key goes out
+only once a table under it exists, so a rehash is invisible to the agency.
+
 What each side learns.
 
-* Agency (sender): ``n1`` and the bin count (which follows from ``n1``), the
-  hashing key and ``A`` (independent of X), and the corrections ``u``, which are
+* Agency (sender): ``n1`` and the bin count (which follows from ``n1``), ``A`` and
+  a hashing key under which X fits a cuckoo table (within 2^-40 of a uniform key,
+  :mod:`.params`), and the corrections ``u``, which are
   masked by the PRG streams of the seeds it did not choose: pseudorandom, whatever
   X is. Nothing about which of its elements matched: nothing comes back.
 * Fund centre (receiver): ``n2``, and for each of its elements whether the agency
@@ -46,9 +50,9 @@ What each side learns.
 A malicious fund centre is out of scope (KKRT16 is semi-honest): the bin check only
 stops it from asking for more OPRF evaluations than its declared size allows.
 
-Shape: ``start()`` (fund centre only), then ``handle(message)`` returns an iterator
+Shape: ``start()`` (fund centre only) and ``handle(message)`` return an iterator
 of outgoing messages, produced lazily so that big rounds are streamed with bounded
-memory; consume it fully before the next ``handle`` (else
+memory; consume it fully before the next call (else
 :class:`ProtocolStateError`). ``finished`` and ``result()`` end the run. No clock,
 no network; randomness only from ``random_bytes``; ``on_stage(name)`` is called as
 each stage of work begins, for progress and profiling. After any error a session

@@ -27,6 +27,10 @@ def ids(prefix: str, numbers) -> list[bytes]:
     return [f"shuqiao/id/v1/custom/{prefix}{n}".encode() for n in numbers]
 
 
+def hello_of(receiver: BulkReceiver) -> bytes:
+    return list(receiver.start())[0]
+
+
 def intersection(x: list[bytes], receiver: BulkReceiver) -> set[bytes]:
     return {x[i] for i in receiver.result().tolist()}
 
@@ -75,9 +79,10 @@ def test_what_each_side_learns_sizes_and_bins_only() -> None:
     # randomness; corrections differ but are balanced bits.
     assert [len(m) for m in views[0]] == [len(m) for m in views[1]]
     assert views[0][0] == views[1][0]
-    corrections = np.frombuffer(b"".join(m[6:] for m in views[0][1:]), np.uint8)
+    assert [m[1] for m in views[0][:2]] == [messages.HELLO, messages.HASHING_KEY]
+    corrections = np.frombuffer(b"".join(m[6:] for m in views[0][2:]), np.uint8)
     assert abs(np.unpackbits(corrections).mean() - 0.5) < 0.01
-    rows = sum(len(m) - 6 for m in views[0][1:]) // 64
+    rows = sum(len(m) - 6 for m in views[0][2:]) // 64
     assert rows == derive(500, 1000).bins                    # one OPRF evaluation per bin
 
 
@@ -86,7 +91,7 @@ def test_agency_rows_arrive_in_a_fresh_random_order() -> None:
     x = y[:10] + ids("other", range(90))
     r, s = pair(x, y, s={"chunk_elements": 40})
     found_per_chunk = []
-    setup = list(s.handle(wire(r.start()[0])))[0]
+    setup = list(s.handle(wire(hello_of(r))))[0]
     values = [v for c in list(r.handle(wire(setup))) for v in s.handle(wire(c))]
     for v in values:
         before = sum(a.size for a in r._matches)
@@ -120,7 +125,7 @@ def test_streaming_chunks_respect_their_bounds() -> None:
 
 def _first_messages(x, y):
     r, s = pair(x, y)
-    hello = r.start()[0]
+    hello = hello_of(r)
     setup = list(s.handle(wire(hello)))[0]
     return r, s, hello, setup
 
@@ -136,9 +141,9 @@ def test_version_mismatch_fails_on_both_sides() -> None:
 
 def test_bin_count_must_follow_the_declared_size() -> None:
     x, y = ids("q", range(100)), ids("q", range(100))
-    hello = messages.Hello.from_bytes(BulkReceiver(x).start()[0])
+    hello = messages.Hello.from_bytes(hello_of(BulkReceiver(x)))
     for bins in (hello.bins + 128, hello.bins - 128):     # more evaluations than declared
-        forged = messages.Hello(hello.receiver_size, bins, hello.chunk_rows, hello.hashing_key,
+        forged = messages.Hello(hello.receiver_size, bins, hello.chunk_rows,
                                 hello.base_ot_point).to_bytes()
         with pytest.raises(InvalidMessage):
             BulkSender(y).handle(forged)
@@ -147,18 +152,17 @@ def test_bin_count_must_follow_the_declared_size() -> None:
 def test_size_limits_refuse_on_both_sides() -> None:
     x, y = ids("l", range(50)), ids("l", range(80))
     with pytest.raises(InvalidMessage):
-        BulkSender(y, max_receiver_elements=49).handle(BulkReceiver(x).start()[0])
+        BulkSender(y, max_receiver_elements=49).handle(hello_of(BulkReceiver(x)))
     r = BulkReceiver(x, max_sender_elements=79)
-    setup = list(BulkSender(y).handle(r.start()[0]))[0]
+    setup = list(BulkSender(y).handle(hello_of(r)))[0]
     with pytest.raises(InvalidMessage):
         r.handle(setup)
 
 
 @pytest.mark.parametrize("rows", [100, 0, 1 << 19])
 def test_sender_refuses_unaligned_or_huge_chunks(rows: int) -> None:
-    hello = messages.Hello.from_bytes(BulkReceiver(ids("z", range(5))).start()[0])
-    forged = messages.Hello(hello.receiver_size, hello.bins, rows, hello.hashing_key,
-                            hello.base_ot_point).to_bytes()
+    hello = messages.Hello.from_bytes(hello_of(BulkReceiver(ids("z", range(5)))))
+    forged = messages.Hello(hello.receiver_size, hello.bins, rows, hello.base_ot_point).to_bytes()
     with pytest.raises(InvalidMessage):
         BulkSender(ids("z", range(5))).handle(forged)
 
@@ -186,7 +190,7 @@ def test_setup_with_an_invalid_base_ot_point_is_invalid() -> None:
 
 
 def test_hello_with_an_invalid_base_ot_point_is_invalid() -> None:
-    hello = BulkReceiver(ids("h", range(5))).start()[0]
+    hello = hello_of(BulkReceiver(ids("h", range(5))))
     with pytest.raises(InvalidMessage):
         BulkSender(ids("h", range(5))).handle(hello[:-32] + bytes(31) + b"\x80")
 
@@ -194,15 +198,17 @@ def test_hello_with_an_invalid_base_ot_point_is_invalid() -> None:
 def test_reordered_or_replayed_chunks_are_invalid() -> None:
     x, y = ids("o", range(600)), ids("o", range(300, 900))
     r, s = pair(x, y, r={"chunk_rows": 256}, s={"chunk_elements": 100})
-    hello = r.start()[0]
+    hello = hello_of(r)
     setup = list(s.handle(wire(hello)))[0]
-    chunks = list(r.handle(wire(setup)))
+    key, *chunks = list(r.handle(wire(setup)))
     assert len(chunks) >= 2
+    list(s.handle(key))
     with pytest.raises(InvalidMessage):
         s.handle(chunks[1])                                  # chunk 1 before chunk 0
     r2, s2 = pair(x, y, r={"chunk_rows": 256}, s={"chunk_elements": 100})
-    setup2 = list(s2.handle(wire(r2.start()[0])))[0]
-    chunks2 = list(r2.handle(wire(setup2)))
+    setup2 = list(s2.handle(wire(hello_of(r2))))[0]
+    key2, *chunks2 = list(r2.handle(wire(setup2)))
+    list(s2.handle(key2))
     list(s2.handle(chunks2[0]))
     with pytest.raises(InvalidMessage):
         s2.handle(chunks2[0])                                # replayed chunk 0
@@ -212,7 +218,7 @@ def test_values_out_of_order_or_of_the_wrong_length_are_invalid() -> None:
     x, y = ids("w", range(50)), ids("w", range(25, 200))
     for edit in (lambda m: m[:2] + struct.pack("<I", 5) + m[6:], lambda m: m[:-1]):
         r, s = pair(x, y, s={"chunk_elements": 40})
-        hello = r.start()[0]
+        hello = hello_of(r)
         setup = list(s.handle(wire(hello)))[0]
         values = [v for c in r.handle(setup) for v in s.handle(c)]
         with pytest.raises(InvalidMessage):
@@ -247,13 +253,17 @@ def test_wrong_round_messages_raise_a_state_error() -> None:
     with pytest.raises(ProtocolStateError):
         BulkReceiver(x).handle(setup)                      # before start()
     r2, s2, hello2, setup2 = _first_messages(x, y)
-    corrections = list(r2.handle(setup2))
+    key, *corrections = list(r2.handle(setup2))
     with pytest.raises(ProtocolStateError):
         s2.handle(hello2)                                  # a second Hello
     with pytest.raises(ProtocolStateError):
         r2.handle(setup2)                                  # a second Setup
     with pytest.raises(ProtocolStateError):
         BulkSender(y).handle(corrections[0])               # a correction before Hello
+    with pytest.raises(ProtocolStateError):
+        BulkSender(y).handle(key)                          # the key before Hello
+    with pytest.raises(ProtocolStateError):
+        s2.handle(corrections[0])                          # a correction before the key
 
 
 def test_messages_after_the_end_and_calls_on_a_dead_session() -> None:
@@ -276,10 +286,14 @@ def test_messages_after_the_end_and_calls_on_a_dead_session() -> None:
 def test_the_previous_rounds_messages_must_be_taken_first() -> None:
     x, y = ids("p", range(300)), ids("p", range(300))
     r, s = pair(x, y, r={"chunk_rows": 128})
-    hello = r.start()[0]
+    start = r.start()
+    hello = next(start)                                    # table not built yet
     setup = next(iter(s.handle(hello)))                    # stream not drained
     with pytest.raises(ProtocolStateError):
         s.handle(hello)
+    with pytest.raises(ProtocolStateError):
+        r.handle(setup)
+    list(start)
     r.handle(setup)                                        # never iterated
     with pytest.raises(ProtocolStateError):
         r.handle(setup)
@@ -300,11 +314,11 @@ def test_inputs_must_be_distinct_non_empty_and_nul_free() -> None:
     with pytest.raises(ValueError):
         BulkSender([b"ok", b"bad\0"])
     with pytest.raises(ValueError):
-        BulkReceiver([b"twice", b"once", b"twice"]).start()
+        list(BulkReceiver([b"twice", b"once", b"twice"]).start())
     r = BulkReceiver([b"a", b"b"])
     s = BulkSender([b"twice", b"twice"])
-    with pytest.raises(ValueError):
-        list(s.handle(r.start()[0]))
+    with pytest.raises(ValueError):                        # found once it hashes its rows
+        run(r, s)
 
 
 def test_numpy_bytes_arrays_are_accepted_as_they_are() -> None:
@@ -325,10 +339,11 @@ def test_a_failed_cuckoo_insertion_rehashes_under_a_fresh_key(monkeypatch) -> No
     x, y = ids("c", range(200)), ids("c", range(100, 300))
     r, s = pair(x, y)
     transcript = run(r, s)
-    hello = messages.Hello.from_bytes(transcript[0][1])
+    key = messages.HashingKey.from_bytes(transcript[2][1]).key
     draws = SeededBytes(b"fc" + b"s")
+    draws(64)                                              # the base-OT scalar comes first
     first, second = draws(16), draws(16)
-    assert hello.hashing_key == second != first
+    assert key == second != first
     assert len(calls) == 2 and intersection(x, r) == set(x) & set(y)
 
 
@@ -346,7 +361,7 @@ def test_receiver_and_sender_agree_on_the_quota_before_any_work() -> None:
     assert r.oprf_evaluations == derive(12345, 1).bins
     s = BulkSender(ids("quota", range(10)))
     assert s.oprf_evaluations is None
-    list(s.handle(r.start()[0]))
+    list(s.handle(hello_of(r)))
     assert s.oprf_evaluations == r.oprf_evaluations and s.receiver_size == 12345
 
 

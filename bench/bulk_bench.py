@@ -18,7 +18,9 @@ table, the agency's shuffle), ``base_ot``, ``extension`` (PRG, transposes, code,
 corrections), ``oprf_hash`` (the correlation-robust hash of every OPRF value),
 ``matching``, ``write_output``, ``send`` (writing to the pipe) and ``wait`` (blocked
 on the peer: its computation plus transfer). The machine has 2 cores shared with
-other users, so every figure is noisy: run it twice before believing a ratio.
+other users, so every figure is noisy: run it twice before believing a ratio, and
+read ``cpu_seconds`` (user + system time of each party's process, threads included)
+next to the wall times — it moves much less with the machine's load.
 """
 from __future__ import annotations
 
@@ -54,26 +56,51 @@ class _Clock:
 
 
 def _read_ids(path: Path):
-    """One-column CSV with an ``id`` header -> numpy ``S`` array (no per-row Python)."""
+    """One-column CSV with an ``id`` header -> numpy ``S`` array, without per-row Python
+    when every line has the same length (the generated files; else a bytes split)."""
     import numpy as np
-    lines = path.read_bytes().split(b"\n")
-    if lines[0].rstrip(b"\r") != b"id":
+    raw = path.read_bytes()
+    header, _, body = raw.partition(b"\n")
+    if header.rstrip(b"\r") != b"id":
         raise ValueError(f"{path}: expected a single 'id' column")
-    ids = lines[1:-1] if lines[-1] == b"" else lines[1:]
-    return np.char.rstrip(np.array(ids, dtype=bytes), b"\r")
+    width = body.find(b"\n") + 1
+    if width > 0 and len(body) % width == 0:
+        lines = np.frombuffer(body, f"S{width}")
+        ends = np.frombuffer(body, np.uint8)[width - 1::width]
+        if np.all(ends == ord("\n")):
+            return lines.astype(f"S{width - 1}")      # drops the newline, keeps the id
+    return np.char.rstrip(np.array(body.splitlines(), dtype=bytes), b"\r")
+
+
+def _write_ids(path: Path, ids) -> None:
+    import numpy as np
+    if ids.size and np.all(np.char.str_len(ids) == ids.dtype.itemsize):
+        body = np.char.add(ids, b"\n").tobytes()          # fixed width: one buffer
+    else:
+        body = b"".join(x + b"\n" for x in ids.tolist())
+    path.write_bytes(b"id\n" + body)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set since exec (VmHWM; ru_maxrss would include
+    the parent's pages at fork)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _party(role: str, csv_path: str, out_path: str, conn, results) -> None:
     """One side, in its own process: CSV in, messages over ``conn``, figures out."""
-    import resource
-
     import numpy as np
 
     from protocols.bulk import BulkReceiver, BulkSender
 
     clock, sent, received = _Clock(), 0, 0
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    rss_start = _peak_rss_mb()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     clock.mark("read_csv")
     ids = _read_ids(Path(csv_path))
     elements = np.char.add(PREFIX, ids)
@@ -98,13 +125,14 @@ def _party(role: str, csv_path: str, out_path: str, conn, results) -> None:
     if role == "fund_centre":
         clock.mark("write_output")
         found = ids[session.result()]
-        Path(out_path).write_bytes(b"id\n" + b"\n".join(found.tolist()) + b"\n")
+        _write_ids(Path(out_path), found)
         figures["intersection"] = int(found.size)
     clock.mark(None)
     figures["seconds"] = time.perf_counter() - t0
+    figures["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     figures["stages"] = {k: round(v, 3) for k, v in sorted(clock.totals.items())}
-    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    figures["rss_after_imports_mb"] = round(rss_start / 1024, 1)
+    figures["peak_rss_mb"] = _peak_rss_mb()
+    figures["rss_after_imports_mb"] = rss_start
     results.put(figures)
 
 
@@ -136,7 +164,9 @@ def ours(client_csv: Path, server_csv: Path, out_csv: Path) -> dict:
     fc, agency = sides["fund_centre"], sides["agency"]
     return {"system": "shuqiao-bulk-kkrt", "seconds": round(fc["seconds"], 3),
             "agency_seconds": round(agency["seconds"], 3),
-            "wall_with_process_start": round(wall, 3), "intersection": count,
+            "wall_with_process_start": round(wall, 3),
+            "cpu_seconds": {"fund_centre": fc["cpu_seconds"], "agency": agency["cpu_seconds"]},
+            "intersection": count,
             "intersection_sha256": digest, "oprf_evaluations": fc["oprf_evaluations"],
             "bytes": {"fund_centre_to_agency": fc["bytes_sent"], "agency_to_fund_centre": agency["bytes_sent"]},
             "peak_rss_mb": {"fund_centre": fc["peak_rss_mb"], "agency": agency["peak_rss_mb"]},

@@ -29,11 +29,24 @@ def intersection_digest(path, column):
     return len(ids), hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
+def _peak_rss_kb():
+    """Peak resident set of this process (VmHWM), falling back to ru_maxrss."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _party(peers_dir, rank, proto, paths, column, ports, out_dir, queue):
     sys.path.insert(0, peers_dir)
     import peers
     peers._sf_party(rank, proto, paths, column, ports, out_dir, queue)
-    queue.put(("rss", rank, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put(("rss", rank, _peak_rss_kb(), usage.ru_utime + usage.ru_stime))
 
 
 def run(peers_dir, proto, client_csv, server_csv, column):
@@ -53,11 +66,12 @@ def run(peers_dir, proto, client_csv, server_csv, column):
         wall = time.perf_counter() - t0
         if any(p.exitcode for p in procs):
             raise RuntimeError(f"{proto}: a party exited with {[p.exitcode for p in procs]}")
-        seconds, count, rss = {}, {}, {}
+        seconds, count, rss, cpu = {}, {}, {}, {}
         for _ in range(4):
             item = queue.get(timeout=60)
             if item[0] == "rss":
                 rss[item[1]] = round(item[2] / 1024, 1)
+                cpu[item[1]] = round(item[3], 3)
             else:
                 seconds[item[0]], count[item[0]] = item[1], item[2]
         found, digest = intersection_digest(os.path.join(out_dir, "out0.csv"), column)
@@ -67,6 +81,7 @@ def run(peers_dir, proto, client_csv, server_csv, column):
             "sender_seconds": round(seconds[1], 3), "wall_with_process_start": round(wall, 3),
             "intersection": count[0], "intersection_in_output": found,
             "intersection_sha256": digest,
+            "cpu_seconds_whole_process": {"fund_centre": cpu.get(0), "agency": cpu.get(1)},
             "peak_rss_mb": {"fund_centre": rss.get(0), "agency": rss.get(1)}}
 
 

@@ -36,7 +36,8 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["Aes", "scratch", "ColumnStreams", "element_digests", "code_words", "cr_hash", "tweaks"]
+__all__ = ["Aes", "scratch", "ColumnStreams", "element_digests", "code_words", "cr_hash", "tweaks",
+           "tweak_tile"]
 
 _BLOCK = 16
 _DIGEST_TAG = b"SQBULK1\x00"  # second half of the length block: domain separation
@@ -119,12 +120,13 @@ class ColumnStreams:
         return out
 
 
-def element_digests(key: bytes, elements: np.ndarray) -> np.ndarray:
+def element_digests(key: bytes, elements: np.ndarray, slice_rows: int = 1 << 16) -> np.ndarray:
     """128-bit digests ``(N, 16)`` uint8 of a fixed-width bytes array (dtype ``S<k>``).
 
     The message is ``[len || tag] || data padded with zeros to whole blocks``;
-    elements are grouped by block count so each group is one CBC pass per block.
-    Trailing NUL bytes are not part of an element (numpy's ``S`` semantics).
+    elements are grouped by block count so each group is one CBC pass per block, and
+    taken ``slice_rows`` at a time so the scratch stays in cache. Trailing NUL bytes
+    are not part of an element (numpy's ``S`` semantics).
     """
     n, width = elements.shape[0], elements.dtype.itemsize
     lengths = np.char.str_len(elements)
@@ -134,25 +136,27 @@ def element_digests(key: bytes, elements: np.ndarray) -> np.ndarray:
     out = np.empty((n, 2), np.uint64)
     low, high = int(blocks.min()), int(blocks.max())
     for count in range(low, high + 1):
-        idx = None if low == high else np.flatnonzero(blocks == count)
-        if idx is not None and idx.size == 0:
-            continue
-        rows = raw if idx is None else raw[idx]
-        take = min(width, count * _BLOCK)
-        msg = np.zeros((rows.shape[0], count + 1, 2), "<u8")
-        msg[:, 0, 0] = lengths if idx is None else lengths[idx]
-        msg[:, 0, 1] = int.from_bytes(_DIGEST_TAG, "little")
-        msg.view(np.uint8).reshape(rows.shape[0], -1)[:, _BLOCK:_BLOCK + take] = rows[:, :take]
-        bufs = scratch(rows.shape[0] * _BLOCK), scratch(rows.shape[0] * _BLOCK)
-        h = aes(msg[:, 0], bufs[0])
-        for b in range(1, count + 1):
-            h ^= msg[:, b]
-            h = aes(h, bufs[b % 2])  # never in place: input and output buffers alternate
-        if idx is None:
-            out[:] = h
-        else:
-            out[idx] = h
+        group = None if low == high else np.flatnonzero(blocks == count)
+        size = n if group is None else group.size
+        for lo in range(0, size, slice_rows):
+            idx = slice(lo, lo + slice_rows) if group is None else group[lo:lo + slice_rows]
+            out[idx] = _cbc_mac(aes, raw[idx], lengths[idx], count)
     return out.view(np.uint8)
+
+
+def _cbc_mac(aes: Aes, rows: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
+    """CBC-MAC of ``[len || tag] || rows`` padded to ``count`` data blocks -> ``(n, 2)``."""
+    n, take = rows.shape[0], min(rows.shape[1], count * _BLOCK)
+    msg = np.zeros((n, count + 1, 2), "<u8")
+    msg[:, 0, 0] = lengths
+    msg[:, 0, 1] = int.from_bytes(_DIGEST_TAG, "little")
+    msg.view(np.uint8).reshape(n, -1)[:, _BLOCK:_BLOCK + take] = rows[:, :take]
+    bufs = scratch(n * _BLOCK), scratch(n * _BLOCK)
+    h = aes(msg[:, 0], bufs[0])
+    for b in range(1, count + 1):
+        h ^= msg[:, b]
+        h = aes(h, bufs[b % 2])  # never in place: input and output buffers alternate
+    return h
 
 
 # Byte-defined constants viewed as native words, so XORs mean the same on any platform.
@@ -176,27 +180,40 @@ def tweaks(function: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint64).reshape(4, 2)
 
 
-def cr_hash(pi: Aes, rows: np.ndarray, tweak: np.ndarray, out_bytes: int) -> np.ndarray:
+_TWEAKS = np.stack([tweaks(i) for i in range(3)])  # (function, block, 2)
+
+
+def tweak_tile(functions: int | np.ndarray, n: int) -> np.ndarray:
+    """Block-major tweaks ``(4, n, 2)`` for ``n`` rows of one function, or per row.
+
+    Laid out whole so every XOR in :func:`cr_hash` runs over contiguous arrays of one
+    shape (numpy is ~30x slower broadcasting a 2-word tweak over the rows).
+    """
+    if isinstance(functions, (int, np.integer)):
+        return np.ascontiguousarray(np.broadcast_to(_TWEAKS[functions][:, None, :], (4, n, 2)))
+    return np.ascontiguousarray(_TWEAKS[functions].transpose(1, 0, 2))
+
+
+def cr_hash(pi: Aes, rows: np.ndarray, tile: np.ndarray, out_bytes: int) -> np.ndarray:
     """``H`` over 512-bit rows: ``(N, 64)`` uint8 -> ``(N, out_bytes)`` uint8.
 
     Args:
         pi: the public permutation (AES under the session's hash key).
         rows: the OT rows ``t_j`` or ``q_j ^ (C(y) & s)``.
-        tweak: ``(4, 2)`` uint64 from :func:`tweaks` for one function, or
-            ``(N, 4, 2)`` for a per-row function index.
+        tile: ``(4, N, 2)`` tweaks from :func:`tweak_tile`.
         out_bytes: bytes kept (at most 16).
     """
-    z = np.ascontiguousarray(rows).view(np.uint64).reshape(-1, 4, 2)
-    n = z.shape[0]
-    x = np.empty((n, 2), np.uint64)
+    n = rows.shape[0]
+    # Block-major copy: block b of every row is one contiguous (N, 2) array.
+    z = np.ascontiguousarray(np.ascontiguousarray(rows).view(np.uint64).reshape(n, 4, 2)
+                             .transpose(1, 0, 2))
     h = np.empty((n, 2), np.uint64)
     buf_p, buf_h = scratch(16 * n), scratch(16 * n)
     for b in range(4):
-        if b == 0:
-            x[:] = z[:, 0]
-        else:
-            np.bitwise_xor(h, z[:, b], out=x)
+        x = z[b]
+        if b:
+            x ^= h
         p = pi(x, buf_p)
-        np.bitwise_xor(p, tweak[b] if tweak.ndim == 2 else tweak[:, b], out=x)
+        np.bitwise_xor(p, tile[b], out=x)
         np.bitwise_xor(pi(x, buf_h), p, out=h)
     return np.ascontiguousarray(h.view(np.uint8)[:, :out_bytes])

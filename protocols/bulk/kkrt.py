@@ -33,13 +33,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .bitmatrix import columns_to_rows, take_rows
-from .blockcipher import Aes, ColumnStreams, code_words, cr_hash, tweaks
+from .blockcipher import Aes, ColumnStreams, code_words, cr_hash, tweak_tile
 from .params import HASHES, ROW_ALIGN, WIDTH, WIDTH_BYTES
 
 __all__ = ["ExtensionReceiver", "ExtensionSender", "choice_bits", "pack_choices"]
-
-_TWEAKS = np.stack([tweaks(i) for i in range(HASHES)])  # (3, 4, 2)
-
 
 def pack_choices(bits: Sequence[int]) -> np.ndarray:
     """The sender's ``s`` as a 64-byte row mask (bit i at byte i//8, bit i%8)."""
@@ -92,13 +89,13 @@ class ExtensionReceiver:
     @staticmethod
     def outputs(pi: Aes, t_rows: np.ndarray, functions: np.ndarray, out_bytes: int) -> np.ndarray:
         """``F(j, r_j) = H(t_j)`` with each row's own function tweak -> ``(c, out_bytes)``."""
-        return cr_hash(pi, t_rows, _TWEAKS[functions], out_bytes)
+        return cr_hash(pi, t_rows, tweak_tile(functions, t_rows.shape[0]), out_bytes)
 
 
 class ExtensionSender:
     """The agency's side: absorbs corrections into ``q``, then evaluates ``F(j, y)``."""
 
-    __slots__ = ("_g", "_s", "_s_rows", "_q", "_done")
+    __slots__ = ("_g", "_s", "_s_rows", "_q", "_done", "_tiles")
 
     def __init__(self, seeds: Sequence[bytes], choices: Sequence[int], total_rows: int) -> None:
         if len(seeds) != WIDTH or len(choices) != WIDTH or total_rows % ROW_ALIGN:
@@ -108,6 +105,7 @@ class ExtensionSender:
         self._s_rows = np.zeros((0, WIDTH // 64), np.uint64)
         self._q = np.empty((total_rows, WIDTH_BYTES), np.uint8)
         self._done = 0
+        self._tiles: dict[tuple[int, int], np.ndarray] = {}
 
     def __repr__(self) -> str:
         return "<ExtensionSender seeds hidden>"
@@ -149,5 +147,8 @@ class ExtensionSender:
             z = take_rows(self._q, bins[:, i])
             zw = z.view(np.uint64)
             zw ^= masked
-            out[:, i] = cr_hash(pi, z, _TWEAKS[i], out_bytes)
+            tile = self._tiles.get((i, n))
+            if tile is None:  # one per function and chunk size, reused chunk after chunk
+                tile = self._tiles[(i, n)] = tweak_tile(i, n)
+            out[:, i] = cr_hash(pi, z, tile, out_bytes)
         return out

@@ -9,7 +9,7 @@ import pytest
 
 from protocols import group
 from protocols.bulk import BulkReceiver, BulkSender, base_ot
-from protocols.bulk.blockcipher import Aes, cr_hash, tweaks
+from protocols.bulk.blockcipher import Aes, cr_hash, tweak_tile
 from protocols.bulk.kkrt import ExtensionReceiver, ExtensionSender, choice_bits, pack_choices
 
 from .bulk_helpers import SeededBytes, run
@@ -85,10 +85,10 @@ def test_oprf_agrees_only_on_the_receivers_own_point() -> None:
     choices, codes, t, sender = _extension(256, 256)
     pi = Aes(bytes(range(16)))
     s = pack_choices(choices)
-    own = cr_hash(pi, t, tweaks(1), 16)
-    at_own = cr_hash(pi, sender._q ^ (codes & s), tweaks(1), 16)
+    own = cr_hash(pi, t, tweak_tile(1, 256), 16)
+    at_own = cr_hash(pi, sender._q ^ (codes & s), tweak_tile(1, 256), 16)
     assert np.array_equal(own, at_own)
-    elsewhere = cr_hash(pi, sender._q ^ (np.roll(codes, 1, axis=0) & s), tweaks(1), 16)
+    elsewhere = cr_hash(pi, sender._q ^ (np.roll(codes, 1, axis=0) & s), tweak_tile(1, 256), 16)
     assert not np.any(np.all(elsewhere == own, axis=1))
 
 

@@ -132,11 +132,11 @@ def test_cr_hash_is_the_tccr_chain(out: int) -> None:
     rows = RNG.integers(0, 256, (7, 64), dtype=np.uint8)
     pi = bc.Aes(key)
     for function in range(3):
-        got = bc.cr_hash(pi, rows, bc.tweaks(function), out)
+        got = bc.cr_hash(pi, rows, bc.tweak_tile(function, 7), out)
         assert [bytes(r) for r in got] == [_tccr_chain_reference(key, bytes(r), function, out)
                                            for r in rows]
     per_row = np.array([0, 2, 1, 1, 0, 2, 2])
-    mixed = bc.cr_hash(pi, rows, np.stack([bc.tweaks(i) for i in range(3)])[per_row], out)
+    mixed = bc.cr_hash(pi, rows, bc.tweak_tile(per_row, 7), out)
     assert [bytes(r) for r in mixed] == [_tccr_chain_reference(key, bytes(r), int(f), out)
                                          for r, f in zip(rows, per_row)]
 
@@ -144,9 +144,39 @@ def test_cr_hash_is_the_tccr_chain(out: int) -> None:
 def test_cr_hash_depends_on_every_block_and_the_function() -> None:
     pi = bc.Aes(os.urandom(16))
     row = RNG.integers(0, 256, (1, 64), dtype=np.uint8)
-    base = bc.cr_hash(pi, row, bc.tweaks(0), 16)
+    base = bc.cr_hash(pi, row, bc.tweak_tile(0, 1), 16)
     for byte in (0, 17, 40, 63):
         flipped = row.copy()
         flipped[0, byte] ^= 1
-        assert not np.array_equal(bc.cr_hash(pi, flipped, bc.tweaks(0), 16), base)
-    assert not np.array_equal(bc.cr_hash(pi, row, bc.tweaks(1), 16), base)
+        assert not np.array_equal(bc.cr_hash(pi, flipped, bc.tweak_tile(0, 1), 16), base)
+    assert not np.array_equal(bc.cr_hash(pi, row, bc.tweak_tile(1, 1), 16), base)
+
+
+@pytest.mark.parametrize("width", [5, 8, 10, 16])
+def test_match_table_finds_exactly_equal_values_of_the_same_function(width: int) -> None:
+    from protocols.bulk.matching import MatchTable
+    n = 5000
+    values = RNG.integers(0, 256, (n, width), dtype=np.uint8)
+    values[1, :8] = values[0, :8]               # same 8-byte prefix (tails differ if wide)
+    values[2, :] = 0                            # a zero prefix, stored as 1
+    functions = RNG.integers(0, 3, n).astype(np.int8)
+    functions[:3] = 2
+    table = MatchTable(values, np.arange(n) * 10, functions)
+    asked = np.concatenate([values[[0, 1, 2, 7, 8]], RNG.integers(0, 256, (50, width), dtype=np.uint8)])
+    got = sorted(table.lookup(asked, 2).tolist())
+    # Brute force: every (asked value, own row) pair equal in full and of function 2.
+    expected = sorted(10 * int(j) for a in asked
+                      for j in np.flatnonzero(np.all(values == a, axis=1) & (functions == 2)))
+    assert got == expected and {0, 10, 20} <= set(got)
+    other = [f for f in range(3) if f != functions[7]][0]
+    assert 70 not in table.lookup(values[[7]], other).tolist()      # wrong function
+
+
+def test_match_table_at_full_load_has_no_false_hits() -> None:
+    from protocols.bulk.matching import MatchTable
+    n = 200_000
+    values = RNG.integers(0, 256, (n, 10), dtype=np.uint8)
+    table = MatchTable(values, np.arange(n), np.zeros(n, np.int8))
+    probe = RNG.permutation(n)[:30_000]
+    assert sorted(table.lookup(values[probe], 0).tolist()) == sorted(probe.tolist())
+    assert table.lookup(RNG.integers(0, 256, (30_000, 10), dtype=np.uint8), 0).size == 0

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from . import base_ot, cuckoo
+from .bitmatrix import take_rows
 from .blockcipher import element_digests
 from .kkrt import ExtensionSender, choice_bits
 from .messages import (
@@ -94,7 +95,8 @@ class BulkSender(Session):
         if has_duplicates(self._digests):
             raise ValueError("elements must be distinct")
         self._bins = cuckoo.candidate_bins(self._digests, self._params.bins)
-        # A fresh random order, so a match tells nothing of a row's place in the dataset.
+        # A fresh random order, so a match tells nothing of a row's place in the dataset:
+        # sorting independent random 64-bit keys (ties ~n^2/2^65, kept in row order).
         keys = np.frombuffer(self._rb(8 * self._y.size), "<u8")
         self._order = np.argsort(keys, kind="stable")
 
@@ -116,7 +118,7 @@ class BulkSender(Session):
         for index, lo in enumerate(range(0, n, size)):
             self._stage("oprf_hash")
             idx = self._order[lo:lo + size]
-            values = self._ext.evaluate(pi, code, self._digests[idx], self._bins[idx], width)
+            values = self._ext.evaluate(pi, code, take_rows(self._digests, idx), self._bins[idx], width)
             yield Values(index, values).to_bytes()
         self.finished = True
         self._state = "done"

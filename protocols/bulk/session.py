@@ -101,6 +101,11 @@ def as_elements(elements: Sequence[bytes] | np.ndarray) -> np.ndarray:
 
 
 def has_duplicates(digests: np.ndarray) -> bool:
+    """Whether two ``(N, 16)`` digests are equal (i.e. an element is repeated, w.h.p.).
+
+    Sorting the first 64-bit word decides almost always; the full comparison runs only
+    when two first words agree.
+    """
     first = np.sort(np.ascontiguousarray(digests).view(np.uint64)[:, 0])
     if not np.any(first[1:] == first[:-1]):
         return False

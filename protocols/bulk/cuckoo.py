@@ -27,16 +27,18 @@ __all__ = ["candidate_bins", "CuckooTable", "insert"]
 
 
 def candidate_bins(digests: np.ndarray, bins: int) -> np.ndarray:
-    """``(N, 16)`` uint8 digests -> ``(N, 3)`` int64 candidate bins in ``[0, bins)``."""
+    """``(N, 16)`` uint8 digests -> ``(N, 3)`` int32 candidate bins in ``[0, bins)``."""
+    if bins >= 1 << 31:
+        raise ValueError("too many bins for 32-bit bin indices")
     words = np.ascontiguousarray(digests).view("<u4")[:, :HASHES].astype(np.uint64)
-    return ((words * np.uint64(bins)) >> np.uint64(32)).astype(np.int64)
+    return ((words * np.uint64(bins)) >> np.uint64(32)).astype(np.int32)
 
 
 class CuckooTable:
     """A successful placement.
 
     Attributes:
-        owner: ``(bins,)`` int64, the element in each bin or -1 for an empty bin.
+        owner: ``(bins,)`` int32, the element in each bin or -1 for an empty bin.
         function: ``(N,)`` int8, the hash function that placed each element.
     """
 
@@ -57,9 +59,10 @@ def insert(candidates: np.ndarray, bins: int, max_rounds: int | None = None) -> 
     n = candidates.shape[0]
     if max_rounds is None:
         max_rounds = 200 + 20 * max(1, n).bit_length()
-    owner = np.full(bins, -1, np.int64)
+    # 32-bit indices: half the memory traffic of the random scatters and gathers.
+    owner = np.full(bins, -1, np.int32)
     function = np.zeros(n, np.int8)
-    pending = np.arange(n, dtype=np.int64)
+    pending = np.arange(n, dtype=np.int32)
     for _ in range(max_rounds):
         if pending.size == 0:
             return CuckooTable(owner, function)

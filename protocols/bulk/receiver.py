@@ -157,4 +157,8 @@ class BulkReceiver(Session):
             raise ProtocolStateError("the run has not finished")
         if not self._matches:
             return np.zeros(0, np.int64)
-        return np.unique(np.concatenate(self._matches))
+        # Each element has one value and the agency's values are distinct, so a repeat
+        # needs two equal pseudorandom values; sort, and drop one if it ever happens
+        # (np.unique's hashing is ~10x slower here).
+        found = np.sort(np.concatenate(self._matches)).astype(np.int64)
+        return found[np.concatenate([[True], found[1:] != found[:-1]])]

@@ -3,7 +3,8 @@
     ShuqiaoError
     ├── ConfigError          the config file is missing, not TOML, or breaks the schema
     ├── NotInitialised       `shuqiao init` has not run (or stored data predates it)
-    ├── StorageError         stored state is damaged, or a sealed secret does not open
+    ├── StorageError         stored state is damaged, locked, or cannot be opened, backed
+    │                        up or restored (a sealed secret that does not open)
     ├── EvidenceError    evidence does not verify: a signature, receipt, certification,
     │                        canonical bytes
     ├── InvalidInput         text or a file given to the node is not valid (a rule, a
@@ -50,7 +51,8 @@ class NotInitialised(ShuqiaoError):
 
 
 class StorageError(ShuqiaoError):
-    """Stored state contradicts itself or cannot be opened: an operator must look."""
+    """The node's stored state is damaged, held by another process, or cannot be opened,
+    backed up or restored: an operator must look."""
 
 
 class EvidenceError(ShuqiaoError):

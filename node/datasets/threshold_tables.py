@@ -32,13 +32,13 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import IdType, encode
 from protocols.oprf import OUTPUT_LEN
+from protocols.threshold_table import income_label_context, income_label_length, table_digest
 
 from node.runtime import admin_log
 from node.datasets.stored_rows import iter_chunks
 from node.keys.oprf_keys import key_purpose as oprf_key_purpose
 from node.keys.oprf_keys import sealed_key as oprf_sealed_key
 from node.datasets.statistics_rows import usable_income
-from node.transport.chunks import income_label_context, income_label_length, threshold_table_digest
 from node.storage.schema import threshold_chunks, threshold_tables
 from node.datasets.tag_tables import Arrays, delta, iter_row_tags
 from node.keys.paillier_keys import KeyRow, PaillierSecret, ensure_key, find_key, key_purpose, unseal_key
@@ -229,7 +229,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = no
 def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
           unusable: int) -> TableRow:
     """Store a built table and ledger it (key id, sizes and digest; never a row)."""
-    digest = threshold_table_digest(key.key_id, tags, labels)
+    digest = table_digest(key.key_id, tags, labels)
     table_id = conn.execute(insert(threshold_tables).values(
         dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
         label_length=income_label_length(key.n), row_count=len(tags), unusable_count=unusable,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import numpy as np
 from sqlalchemy import Connection, func, select
 
 from node.core.clock import SYSTEM_CLOCK
@@ -133,15 +132,3 @@ def check_dp(conn: Connection, grant: DatasetGrant, *, dataset: str, epoch: int)
                             f"{dataset!r} in key epoch {epoch} is spent ({spent:g} used, "
                             f"{grant.dp_epsilon:g} per query)")
 
-
-def has_repeats(packed: bytes, width: int = 32) -> bool:
-    """Whether the packed `width`-byte elements hold any element twice.
-
-    All of one counting query's elements are blinded under one key, so a repeated
-    element is a repeated person: counted again, it amplifies the count past the
-    minimum query size and through the DP noise.
-    """
-    if width % 8 or len(packed) % width:
-        raise ValueError("packed elements must be whole multiples of 8 bytes")
-    rows = np.frombuffer(packed, dtype="<u8").reshape(-1, width // 8)
-    return len(np.unique(rows, axis=0)) != len(rows)

@@ -28,9 +28,6 @@ from node.datasets.tag_tables import CHUNK_TAGS, Arrays, apply_delta
 from node.core.progress import Progress, no_progress
 
 
-
-
-
 @dataclass(frozen=True)
 class CachedTable:
     id: int
@@ -50,8 +47,12 @@ def _cached(row, partner) -> CachedTable:
 
 
 def dataset_info(stub, partner: str, dataset: str, deadline: float) -> pb.DatasetInfo:
+    """The partner's listing of `dataset`. A listing changes nothing at the partner, so
+    one that fails transiently (a partner restarting) is asked again (transport/retry.py)."""
+    from node.transport.retry import retrying
     try:
-        listing = stub.ListDatasets(pb.ListDatasetsRequest(), timeout=deadline)
+        listing = retrying(lambda: stub.ListDatasets(pb.ListDatasetsRequest(), timeout=deadline),
+                           what=f"listing the datasets of {partner}")
     except grpc.RpcError as exc:
         raise rpc_error(partner, exc) from None
     for info in listing.datasets:

@@ -8,6 +8,7 @@ A ledger source is one of:
 """
 from __future__ import annotations
 
+import enum
 import os
 import re
 from pathlib import Path
@@ -190,12 +191,19 @@ token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP A
 app.add_typer(token_app, name="token")
 
 
+class TokenRole(str, enum.Enum):
+    """Who holds a token: what it opens on the HTTP listener."""
+    AUDITOR = "auditor"  # /v1/ledger and /metrics
+    ADMIN = "admin"      # /v1/admin
+    METRICS = "metrics"  # /metrics only (a monitoring system's scraper)
+
+
 @token_app.command("new")
-def token_new(role: Annotated[str, typer.Option(help="auditor or admin")] = "auditor") -> None:
+def token_new(role: Annotated[TokenRole, typer.Option(
+        help="auditor (/v1/ledger, /metrics), admin (/v1/admin) or metrics (/metrics only)")]
+        = TokenRole.AUDITOR) -> None:
     """A fresh token: hand the token to its holder, put only the digest in [http]."""
     from node.ledger.http import new_token
-    if role not in ("auditor", "admin"):
-        fail("role must be auditor or admin", 2)
     token, digest = new_token()
-    console.print(f"add to [http] {role}_tokens: \"{digest}\"")
+    console.print(f"add to [http] {role.value}_tokens: \"{digest}\"")
     out.print(token)

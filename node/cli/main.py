@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import sys
 from pathlib import Path
@@ -66,24 +67,36 @@ def init(config: ConfigOpt) -> None:
         console.print(f"ledger key {ledger.public_key.text}")
 
 
+class LogFormat(str, enum.Enum):
+    TEXT = "text"  # for a terminal or journald
+    JSON = "json"  # one JSON object a line, for a log shipper (node/core/logs.py)
+
+
+class LedgerCheck(str, enum.Enum):
+    TAIL = "tail"  # the latest head and the last 4,096 entries
+    FULL = "full"  # every entry recomputed, as `audit check` does
+
+
 @app.command()
 def serve(config: ConfigOpt,
           port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here.")] = None,
-          check_ledger: Annotated[str, typer.Option(
+          check_ledger: Annotated[LedgerCheck, typer.Option(
               help="Ledger check before serving: tail (latest head and recent entries) or full.")
-          ] = "tail",
+          ] = LedgerCheck.TAIL,
           accept_damaged_ledger: Annotated[bool, typer.Option(
               help="Serve even if the ledger check fails (recorded in the ledger).")] = False,
+          log_format: Annotated[Optional[LogFormat], typer.Option(
+              help="text or json (one JSON object a line); default: the config's "
+                   "[logging] format, else text.")] = None,
           ) -> None:
     """Run the node: answer partners over gRPC with mutual TLS until SIGTERM."""
+    from node.core.logs import configure
     from node.runtime.data_lock import DataDirLocked
     from node.server.serve import LedgerDamaged, serve as run
-    if check_ledger not in ("tail", "full"):
-        fail("--check-ledger must be tail or full", 2)
-    logging.getLogger().setLevel(logging.INFO)
     with node_context(config) as ctx:
+        configure(log_format.value if log_format else ctx.config.logging.format, logging.INFO)
         try:
-            run(ctx, port_file, check=check_ledger, accept_damaged_ledger=accept_damaged_ledger)
+            run(ctx, port_file, check=check_ledger.value, accept_damaged_ledger=accept_damaged_ledger)
         except (OSError, LedgerDamaged, DataDirLocked) as exc:
             fail(str(exc))
 

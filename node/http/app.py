@@ -1,4 +1,5 @@
-"""The node's HTTP API: auditors read the ledger, admins inspect datasets and policy.
+"""The node's HTTP API: auditors read the ledger, admins inspect datasets and policy,
+a monitoring system scrapes /metrics (node/http/metrics.py).
 
 Role-scoped bearer tokens, configured only as SHA-256 digests; HTTPS with the node's own
 certificate (the federation CA) unless `[http] tls = false`. Served by uvicorn on a
@@ -91,15 +92,17 @@ def admin_router(ctx: NodeContext) -> APIRouter:
 def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI:
     """The node's API; `grpc_serving` says whether the node's gRPC listener serves (/readyz)."""
     from node.http.health import health_router
+    from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
     app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
-    # The ledger app requires an auditor token on every route; admin routes get their own,
-    # and the health probes none (they are matched before the mount).
+    # The ledger app requires an auditor token on every route; admin routes and /metrics
+    # check their own, and the health probes none (all are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
     guard(outer)
     outer.include_router(health_router(ctx, grpc_serving))
     outer.include_router(admin_router(ctx))
+    outer.include_router(metrics_router(ctx))
     outer.mount("/", app)
     return outer
 
@@ -118,9 +121,10 @@ class HttpServer:
                 from node.keys.pki import tls_key_passphrase
                 tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
         # No Server header: unauthenticated callers (/healthz) learn nothing of the software.
+        # No log_config: uvicorn's loggers go through the node's handler and format (JSON lines too).
         self.config = uvicorn.Config(create_app(ctx, grpc_serving=grpc_serving), host=host.strip("[]"),
                                      port=int(port), log_level="warning", access_log=False,
-                                     server_header=False, **tls)
+                                     server_header=False, log_config=None, **tls)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
@@ -220,14 +220,6 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
         except (LedgerError, merkle.ProofError) as exc:
             raise _proof_error(exc) from None
         return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from node.ledger.alarms import REGISTRY
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/ledger/cosigned-head")
     def cosigned_head(ledger: LedgerDep) -> dict:

@@ -51,7 +51,10 @@ ROWS_PER_TASK = 4096      # rows per worker task (OPRF, Paillier encryption, sea
 CHUNK_ROWS = 4096         # rows per stored chunk (~4 MiB of sealed ciphertexts)
 
 
-
+def private_key(ctx, key: KeyRow) -> PaillierSecret:
+    """The private half of a threshold key, unsealed once per node context and kept."""
+    return ctx.caches.paillier_secrets.get_or_build((key.id, key.key_id),
+                                                    lambda: unseal_key(ctx.kek, key))
 
 
 # -- tables -----------------------------------------------------------------------------
@@ -178,7 +181,7 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = no
         hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
         labels[hit] = old_labels[pos[hit]]
         todo = ~hit
-    secret = unseal_key(ctx.kek, key).expose()
+    secret = private_key(ctx, key).expose()
     oprf_sealed = oprf_sealed_key(conn, t.dataset, t.partner, t.epoch)
     purpose = oprf_key_purpose(t.dataset, t.partner, t.epoch)
     context = income_label_context(owner=ctx.config.node.id, partner=t.partner, dataset=t.dataset,
@@ -288,17 +291,11 @@ def prepare(ctx, t: Target, progress: Progress = no_progress) -> TableRow:
             return find_table(conn, t.dataset_id, key)
 
 
-_pending_lock = threading.Lock()
-_pending: set[tuple[int, str, int, str]] = set()
-
-
 def prepare_in_background(ctx, t: Target) -> bool:
     """Start preparing ``t`` in a thread unless that is already under way; True if started."""
     job = (t.dataset_id, t.partner, t.epoch, t.column)
-    with _pending_lock:
-        if job in _pending:
-            return False
-        _pending.add(job)
+    if not ctx.caches.preparing.claim(job):
+        return False
 
     def run() -> None:
         try:
@@ -307,8 +304,7 @@ def prepare_in_background(ctx, t: Target) -> bool:
             from node.core.incidents import record
             record(f"preparing the threshold table of {t.dataset} for {t.partner}", exc, log)
         finally:
-            with _pending_lock:
-                _pending.discard(job)
+            ctx.caches.preparing.release(job)
 
     threading.Thread(target=run, name=f"threshold-{t.dataset}-{t.partner}", daemon=True).start()
     return True

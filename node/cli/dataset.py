@@ -46,13 +46,6 @@ def _report_invalid(invalid, target: Path) -> None:
         console.print(f"  line {r.line}: {r.reason}")
 
 
-def open_input(path: Path, encoding: str = "auto"):
-    """An operator's input list: .xlsx by its suffix, anything else as CSV."""
-    if path.suffix.lower() == ".xlsx":
-        return open_xlsx(path)
-    return open_csv(path, encoding=encoding)
-
-
 @dataset_app.command("add")
 def add(config: ConfigOpt,
         name: Annotated[str, typer.Option(help="Dataset name declared in the config.")],

@@ -53,7 +53,13 @@ class ValidRow:
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    """A rejected row: where it is and why, never what it held."""
+    """A rejected row: where it is and why, never what it held.
+
+    Attributes:
+        line: the row's line (see :class:`adapters.base.Row`).
+        reason: a short fixed phrase ("wrong length", "duplicate identifier (first seen
+            on line 7)", ...); never the value or any part of it.
+    """
 
     line: int
     reason: str

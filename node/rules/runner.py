@@ -8,13 +8,13 @@ decides each applicant with the provenance an appeal needs: the query ids that d
 """
 from __future__ import annotations
 
-import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import IdType, encode, read_applicants
 
+from node.core.config import read_toml
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
@@ -33,12 +33,7 @@ class RuleFile:
 
 
 def load_rule_file(path: Path) -> RuleFile:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RuleError(f"rule file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "rule file", RuleError)
     unknown = set(raw) - {"rules", "purposes"}
     if unknown:
         raise RuleError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "

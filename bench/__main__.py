@@ -11,9 +11,10 @@ from . import membership_bench
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("--only", default="membership,kinds,ledger,he,stats",
+    ap.add_argument("--only", default="membership,kinds,ledger,he,stats,bulk",
                     help="comma-separated: membership, kinds, ledger, he (protocol only), "
-                         "stats (aggregate and threshold between nodes)")
+                         "stats (aggregate and threshold between nodes), bulk (OT-extension "
+                         "PSI against SecretFlow ECDH/KKRT/RR22)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
     ap.add_argument("--work", type=Path, help="keep generated files here")
     args = ap.parse_args()
@@ -34,6 +35,9 @@ def main() -> None:
         if "stats" in only:
             from . import stats_node_bench
             stats_node_bench.run(work / "stats", quick=args.quick)
+        if "bulk" in only:
+            from . import bulk_bench
+            bulk_bench.run(work / "bulk", quick=args.quick)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

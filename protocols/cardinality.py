@@ -55,30 +55,89 @@ the grant's floor, or its explicit `exact_small_counts`, is the control).
 Costs (scalar mults): fund centre m H + (m + d') + (N + K + d'); agency N H (cached per
 dataset version) + (N + K) + (m + D') + K; K = max(32, N/16) canaries.
 
+The noise on both sides is planned here too (:func:`noise_plan` for the agency's L,
+:func:`fund_centre_noise` for d' and D'); protocols/cardinality_session.py runs the rounds
+as a session for each side. Randomness: libsodium's CSPRNG for keys and pads, OpenDP's
+sampler for the noise and the system CSPRNG for shuffles, unless a test injects ``rng``
+(a ``random.Random``) or ``draw`` (a noise sampler).
+
 References: Huberman, Franklin, Hogg, "Enhancing privacy and trust in electronic
 communities" (EC 1999); Ion et al., "On Deploying Secure Computing: Private
 Intersection-Sum-with-Cardinality" (EuroS&P 2020).
 """
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import rbcl
 
 from protocols import group, h2c
+from protocols.dp import DiscreteLaplace
 
 DST = b"HashToGroup-ShuqiaoCardinalityV2-ristretto255-SHA512"
 _hash = h2c.make_hash_to_group(DST)
 SENSITIVITY = 2   # one agency row counts at most twice in f (see the module docstring)
+MAX_PADDING = 4096     # the agencies' cap on D': bounds a malicious fund centre's spare places
+PADDING_DELTA = 1e-9   # P(the fund centre's own noise is clamped)
 
 
 class InvalidMessage(ValueError):
-    """A peer's cardinality message is malformed or holds an invalid element."""
+    """A peer's cardinality message is malformed or holds an invalid element.
 
-    def __init__(self) -> None:
-        super().__init__("invalid cardinality message from peer")
+    The round steps here stay opaque; the sessions give the rule that was broken (never
+    a value), which the node may send back to the peer."""
+
+    def __init__(self, reason: str = "invalid cardinality message from peer") -> None:
+        super().__init__(reason)
+
+
+# -- the noise on both sides ----------------------------------------------------------------
+
+Draw = Callable[[DiscreteLaplace], int]
+
+
+def _draw(laplace: DiscreteLaplace) -> int:
+    return laplace.sample()
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """The agency's noise for one release: L, with |L| <= bound, and the epsilon it costs."""
+
+    noise: int
+    bound: int
+    epsilon: float
+
+    @property
+    def epsilon_micro(self) -> int:
+        return round(self.epsilon * 1e6)
+
+
+def noise_plan(epsilon: float | None, delta: float, draw: Draw = _draw) -> NoisePlan:
+    """L for one release under the grant's (epsilon, delta): a discrete Laplace at
+    sensitivity 2, clamped to a bound it exceeds with probability at most delta. Without
+    epsilon the release is exact: (0, 0, 0.0)."""
+    if epsilon is None:
+        return NoisePlan(0, 0, 0.0)
+    laplace = DiscreteLaplace(SENSITIVITY, epsilon)
+    bound = math.ceil(laplace.scale * math.log(1.0 / delta))  # P(|L| > bound) <= delta
+    return NoisePlan(min(max(draw(laplace), -bound), bound), bound, epsilon)
+
+
+def fund_centre_noise(epsilon: float, rows: int, draw: Draw = _draw) -> tuple[int, int]:
+    """(d', D'): the fund centre's dummy matches and padding, D' below the agency's row
+    count (and at most MAX_PADDING); d' a discrete Laplace shifted and clamped into [0, D']."""
+    laplace = DiscreteLaplace(1, epsilon)            # one asked person changes c by 1
+    shift = math.ceil(laplace.scale * math.log(1.0 / PADDING_DELTA))
+    shift = max(0, min(shift, (rows - 1) // 2, MAX_PADDING // 2))
+    return min(max(shift + draw(laplace), 0), 2 * shift), 2 * shift
+
+
+# -- the round steps --------------------------------------------------------------------------
 
 
 def hash_batch(identifiers: Sequence[bytes]) -> bytes:
@@ -111,7 +170,8 @@ def _pads(n: int) -> bytes:
     return b"".join(rbcl.crypto_core_ristretto255_random() for _ in range(n))
 
 
-def _distinct(packed: bytes) -> bool:
+def all_distinct(packed: bytes) -> bool:
+    """Whether no 32-byte element of `packed` occurs twice."""
     arr = np.frombuffer(packed, dtype="S32")
     return len(np.unique(arr)) == len(arr)
 
@@ -137,7 +197,8 @@ class FundCentreCount:
     Laplace sample shifted and clamped into [0, D'].
     """
 
-    def __init__(self, identifiers: Sequence[bytes], dummies: int = 0, padding: int = 0) -> None:
+    def __init__(self, identifiers: Sequence[bytes], dummies: int = 0, padding: int = 0, *,
+                 rng: random.Random | None = None) -> None:
         if not identifiers:
             raise ValueError("nothing to count")
         if len(set(identifiers)) != len(identifiers):
@@ -147,6 +208,7 @@ class FundCentreCount:
         self._a = group.random_scalar()
         self._t = [group.random_scalar() for _ in range(dummies)]
         self.size, self.dummies, self.padding = len(identifiers), dummies, padding
+        self._rng = rng
         self._hashed = hash_batch(identifiers)
 
     def request(self, mapper=map) -> tuple[bytes, bytes]:
@@ -154,15 +216,16 @@ class FundCentreCount:
         parts = _chunks(self._hashed)
         blinded = b"".join(mapper(multiply_batch, [self._a] * len(parts), parts))
         dummies = b"".join(group.base_mul(t) for t in self._t)
-        return group.base_mul(self._a), shuffle(blinded + dummies + _pads(self.padding - len(self._t)))
+        pads = _pads(self.padding - len(self._t))
+        return group.base_mul(self._a), shuffle(blinded + dummies + pads, self._rng)
 
     def reply(self, q: bytes, packed_y: bytes, mapper=map) -> bytes:
         """Round 3: Y'' from the agency's Q and Y' (every element checked, Y' distinct)."""
-        if not group.is_valid_element(q) or not packed_y or len(packed_y) % 32 or not _distinct(packed_y):
+        if not group.is_valid_element(q) or not packed_y or len(packed_y) % 32 or not all_distinct(packed_y):
             raise InvalidMessage()
         rows = _peer_multiply(self._a, packed_y, mapper)
         dummies = b"".join(group.element_mul(t, q) for t in self._t)
-        return shuffle(rows + dummies + _pads(self.padding - len(self._t)))
+        return shuffle(rows + dummies + _pads(self.padding - len(self._t)), self._rng)
 
     def count(self, release: int) -> int:
         """c + L: the agency's release less the fund centre's own dummy matches."""
@@ -172,13 +235,15 @@ class FundCentreCount:
 class AgencyCount:
     """The agency's side: fresh b and canary keys per query; one instance per query."""
 
-    def __init__(self, rows: int, size: int, padding: int) -> None:
+    def __init__(self, rows: int, size: int, padding: int, *,
+                 rng: random.Random | None = None) -> None:
         if rows < 1 or size < 1 or not 0 <= padding < rows:
             raise ValueError("a count needs rows, elements, and a padding below the row count")
         self.rows, self.size, self.padding = rows, size, padding
         self._b = group.random_scalar()
         self._s = [group.random_scalar() for _ in range(canaries(rows))]
         self._p = self._a = b""
+        self._rng = rng
 
     @property
     def reply_size(self) -> int:
@@ -188,7 +253,7 @@ class AgencyCount:
     def accept(self, p: bytes, packed_a: bytes) -> None:
         """Round 1 checked: P valid, |A| = m + D', every element valid and distinct."""
         if (not group.is_valid_element(p) or len(packed_a) != 32 * (self.size + self.padding)
-                or not _distinct(packed_a)
+                or not all_distinct(packed_a)
                 or not all(map(group.is_valid_element, group.split_elements(packed_a)))):
             raise InvalidMessage()
         self._p, self._a = p, packed_a
@@ -200,12 +265,12 @@ class AgencyCount:
         parts = _chunks(hashed_rows)
         rows = b"".join(mapper(multiply_batch, [self._b] * len(parts), parts))
         marks = b"".join(group.base_mul(s) for s in self._s)
-        return group.base_mul(self._b), shuffle(rows + marks)
+        return group.base_mul(self._b), shuffle(rows + marks, self._rng)
 
     def matches(self, packed_y2: bytes, mapper=map) -> int:
         """Round 4's f = |b*A ∩ Y''| (= c + d' for an honest fund centre), after checking
         Y'' (size, validity, distinctness) and that every canary came back as s_c*P."""
-        if len(packed_y2) != 32 * self.reply_size or not _distinct(packed_y2):
+        if len(packed_y2) != 32 * self.reply_size or not all_distinct(packed_y2):
             raise InvalidMessage()
         if not all(map(group.is_valid_element, group.split_elements(packed_y2))):
             raise InvalidMessage()

@@ -82,8 +82,9 @@ import tenseal.sealapi as sealapi
 
 from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, _fraction  # noqa: F401
 from protocols.he_bfv import (  # noqa: F401  (re-exported)
-    MAX_COEFF_MODULUS_BITS, MIN_PLAIN_MODULUS_BITS, _load_vector, _parms,
-    _uniform_mod, check_parameters, check_public_context, encrypt_task, select_and_sum_task,
+    MAX_COEFF_MODULUS_BITS, MIN_PLAIN_MODULUS_BITS, _centered, _exact_sum, _load_vector,
+    _parms, _uniform_mod, check_parameters, check_public_context, encrypt_task,
+    select_and_sum_task,
 )
 from protocols.he_messages import (  # noqa: F401  (re-exported: one import for callers)
     AggregateError, AggregateRelease, EncryptedColumns, GroupAggregate, InvalidCiphertext,
@@ -106,16 +107,6 @@ Mapper = Callable[..., Iterable]
 
 
 # --- the agency ---------------------------------------------------------------------
-
-
-def _exact_sum(values: np.ndarray) -> int:
-    """Sum of non-negative int64 values < 2^62 without int64 overflow (N < 2^31)."""
-    return (int((values >> 31).sum()) << 31) + int((values & (2**31 - 1)).sum())
-
-
-def _centered(x: int, t: int) -> int:
-    x %= t
-    return x - t if x > t // 2 else x
 
 
 class AgencyAggregator:
@@ -314,30 +305,57 @@ class FundCentreAggregator:
                          tasks_at_once: int = 2) -> MaskedAggregates:
         """:meth:`evaluate` over a stream: ``header`` (see :meth:`expect`), then exactly
         its number of columns, each one ciphertext per block, consumed a few at a time."""
+        _, k = self.open_columns(header)
+        step = self._columns_per_task * max(1, tasks_at_once)
+        it = iter(columns)
+        while len(self._sums) < k:
+            batch = [list(c) for c in itertools.islice(it, min(step, k - len(self._sums)))]
+            if not batch:
+                raise InvalidCiphertext("encrypted columns do not match the selection")
+            self.add_columns(batch)
+        if next(it, None) is not None:
+            raise InvalidCiphertext("more encrypted columns than the header announced")
+        return self.close_columns()
+
+    # The three steps of evaluate_columns, for a caller that receives columns one
+    # message at a time (protocols/aggregate.py): open, add batches, close.
+
+    def open_columns(self, header: EncryptedColumns) -> tuple[int, int]:
+        """Check the header (see :meth:`expect`); (blocks per column, number of columns)."""
         if self._stage != "new":
             raise ProtocolStateError("evaluate() runs once")
         self._stage = "evaluating"  # a refused evaluation is not retried on this state
         blocks, k = self.expect(header)
-        ctx = check_public_context(header.context)
-        n, _, t = _parms(ctx)
+        self._open = (header, check_public_context(header.context), blocks, k)
+        self._sums: list[bytes] = []
+        return blocks, k
+
+    def add_columns(self, batch: Sequence[Sequence[bytes]]) -> None:
+        """Select and sum a batch of columns through ``mapper``, a few columns per task."""
+        if self._stage != "evaluating":
+            raise ProtocolStateError("add_columns() needs open_columns() first")
+        header, _, blocks, k = self._open
+        batch = [list(c) for c in batch]
+        if len(self._sums) + len(batch) > k or any(len(c) != blocks for c in batch):
+            raise InvalidCiphertext("encrypted columns do not match the selection")
         packed = np.packbits(self._sel).tobytes()
+        tasks = [batch[i:i + self._columns_per_task]
+                 for i in range(0, len(batch), self._columns_per_task)]
+        self._sums += [ct for part in self._mapper(
+            select_and_sum_task, [header.context] * len(tasks), [packed] * len(tasks),
+            [len(self._sel)] * len(tasks), tasks) for ct in part]
+
+    def close_columns(self) -> MaskedAggregates:
+        """Flood and mask every column's sum, once all of them are in."""
+        if self._stage != "evaluating":
+            raise ProtocolStateError("close_columns() needs open_columns() first")
+        header, ctx, _, k = self._open
+        if len(self._sums) != k:
+            raise InvalidCiphertext("encrypted columns do not match the selection")
+        n, _, t = _parms(ctx)
         per_group = 1 + (header.limbs if header.sums else 0)
-        step = self._columns_per_task * max(1, tasks_at_once)
-        sums: list[bytes] = []
-        it = iter(columns)
-        while len(sums) < k:
-            batch = [list(c) for c in itertools.islice(it, min(step, k - len(sums)))]
-            if not batch or any(len(c) != blocks for c in batch):
-                raise InvalidCiphertext("encrypted columns do not match the selection")
-            tasks = [batch[i:i + self._columns_per_task]
-                     for i in range(0, len(batch), self._columns_per_task)]
-            sums += [ct for part in self._mapper(
-                select_and_sum_task, [header.context] * len(tasks), [packed] * len(tasks),
-                [len(self._sel)] * len(tasks), tasks) for ct in part]
-        if next(it, None) is not None:
-            raise InvalidCiphertext("more encrypted columns than the header announced")
         n_inv, masks, out, half = pow(n, -1, t), [], [], t // 2
-        for i, acc_bytes in enumerate(sums):
+        for i, acc_bytes in enumerate(self._sums):
             acc = _load_vector(ctx, acc_bytes, n)
             rho = (_uniform_mod(t, n, self._rng) - half).tolist()
             acc.add_(ts.bfv_vector(ctx, [0] * n).mul_(rho)).add_(ts.bfv_vector(ctx, [0] * n))
@@ -352,6 +370,7 @@ class FundCentreAggregator:
             slots = np.where(slots > half, slots - t, slots)
             out.append(acc.add_(slots.tolist()).serialize())
         self._masks, self._header, self._t, self._stage = masks, header, t, "evaluated"
+        self._sums = []
         return MaskedAggregates(tuple(out))
 
     def result(self, release: AggregateRelease) -> dict[str, GroupAggregate]:

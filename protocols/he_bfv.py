@@ -149,6 +149,16 @@ def select_and_sum_task(public_context: bytes, packed_selection: bytes, rows: in
     return out
 
 
+def _exact_sum(values: np.ndarray) -> int:
+    """Sum of non-negative int64 values < 2^62 without int64 overflow (N < 2^31)."""
+    return (int((values >> 31).sum()) << 31) + int((values & (2**31 - 1)).sum())
+
+
+def _centered(x: int, t: int) -> int:
+    x %= t
+    return x - t if x > t // 2 else x
+
+
 def _uniform_mod(t: int, count: int, rng: random.Random | None) -> np.ndarray:
     """``count`` uniform integers in [0, t) by rejection (t < 2^63), as int64."""
     bits, out = t.bit_length(), np.empty(0, dtype=np.int64)

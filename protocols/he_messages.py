@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from protocols.errors import ProtocolStateError
+
 __all__ = [
     "AggregateError", "InvalidContext", "InvalidCiphertext", "ProtocolStateError",
     "EncryptedColumns", "MaskedAggregates", "AggregateRelease", "GroupAggregate",
@@ -32,10 +34,6 @@ class InvalidContext(AggregateError):
 
 class InvalidCiphertext(AggregateError):
     """A ciphertext or message from the peer was malformed or inconsistent."""
-
-
-class ProtocolStateError(RuntimeError):
-    """A step was called out of order or twice."""
 
 
 def _pack(*fields: bytes) -> bytes:

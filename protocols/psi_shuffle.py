@@ -67,6 +67,7 @@ import numpy as np
 import rbcl
 
 from protocols import group, h2c
+from protocols.errors import ProtocolStateError
 
 __all__ = [
     "DST", "InvalidMessage", "ProtocolStateError", "ShuffleRequest", "ShuffleResponse",
@@ -92,10 +93,6 @@ class InvalidMessage(ValueError):
 
     def __reduce__(self):  # picklable across a process pool
         return (InvalidMessage, (self.index,))
-
-
-class ProtocolStateError(RuntimeError):
-    """A step was called out of order or twice."""
 
 
 # --- packed-bytes batch functions (picklable, for process pools) --------------------

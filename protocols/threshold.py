@@ -64,6 +64,7 @@ import gmpy2
 import numpy as np
 import phe
 
+from protocols.errors import ProtocolStateError
 from protocols.paillier_fast import (  # noqa: F401  (re-exported)
     FixedBaseRandomizer, _width, encrypt_incomes_task, owner_randomizer, pack_ciphertexts,
     prepare_incomes,
@@ -108,10 +109,6 @@ class InvalidCiphertext(ThresholdError):
 
 class BatchRefused(ThresholdError):
     """The agency refused to decrypt a batch (size, key, or a non-protocol value)."""
-
-
-class ProtocolStateError(RuntimeError):
-    """A step was called out of order or twice."""
 
 
 @functools.cache

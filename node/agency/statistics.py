@@ -63,27 +63,32 @@ identifier or a value.
 """
 from __future__ import annotations
 
-import logging
-import re
-from datetime import timedelta
-
 import grpc
 
-from node.policy import checks as policy
-from node.agency.aggregate import AggregateRpc
-from node.agency.tables import Refused, check_names, check_purpose, claim
-from node.agency.threshold import ThresholdRpc
-from node.transport.identity import peer_node_id
-from node.core.config import DATASET_NAME
-from node.runtime.context import NodeContext
-from node.datasets.registration import current_version
-from node.keys.oprf_keys import answerable_epochs
-from node.policy.querylog import QueryRecord, seen
-from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.transport.chunks import RoundError
+from protocols.errors import ProtocolStateError
+from protocols.rounds import (
+    AggregateSummary, BudgetRefused, SessionRefusal, StatisticsAccepted, StreamEnded,
+    ThresholdSummary, Unanswerable,
+)
 
-log = logging.getLogger(__name__)
-_DATASET = re.compile(DATASET_NAME)
+from node.agency import admission
+from node.agency.admission import Refused
+from node.agency.aggregate import AggregateRpc
+from node.agency.threshold import ThresholdRpc
+from node.policy.querylog import QueryRecord
+from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
+from node.runtime.context import NodeContext
+from node.transport.chunks import unwrap, wrap
+
+
+def _refusal(exc: SessionRefusal | ProtocolStateError) -> Refused:
+    """A session's refusal as the gRPC status the asker gets: a message out of turn or
+    malformed is an invalid argument, a stream that stopped is cancelled."""
+    code = (grpc.StatusCode.CANCELLED if isinstance(exc, StreamEnded)
+            else grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, BudgetRefused)
+            else grpc.StatusCode.FAILED_PRECONDITION if isinstance(exc, Unanswerable)
+            else grpc.StatusCode.INVALID_ARGUMENT)
+    return Refused(code, str(exc))
 
 
 class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
@@ -92,84 +97,46 @@ class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer
         self.cfg = ctx.config
 
     def _stream(self, requests, context, kind: str, body):
-        """Run one query stream: refusals become gRPC statuses, and the query log gets
-        exactly one record, whatever happens."""
-        peer = peer_node_id(context)
-        record = QueryRecord(query_id="", role="answerer", asker=peer, answerer=self.cfg.node.id,
-                             kind=kind, dataset="")
-        try:
-            yield from body(requests, peer, record)
-        except (Refused, RoundError) as exc:
-            code = exc.code if isinstance(exc, Refused) else grpc.StatusCode.INVALID_ARGUMENT
-            record.outcome, record.reason = "refused", str(exc)
-            log.info("%s query %s from %s refused: %s", kind, record.query_id or "-", peer, exc)
-            context.abort(code, str(exc))
-        except GeneratorExit:
-            record.outcome, record.reason = "aborted", "the asker cancelled or went away"
-            raise
-        finally:
-            if record.query_id and not record.written:
-                record.write(self.ctx)
-
-    def _complete(self, record: QueryRecord) -> dict:
-        """Commit the answered record (log row and ledger entry) before the summary
-        leaves; returns the summary's receipt fields."""
-        record.outcome = "answered"
-        receipt = record.write(self.ctx)
-        return {"receipt": receipt.to_bytes(), "ledger_public_key": self.ctx.ledger.public_key.text}
-
-    # -- admission shared by both kinds -----------------------------------------------
-    def _grant(self, dataset: str, peer: str):
-        if not _DATASET.match(dataset):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
-        declared = self.cfg.dataset(dataset)
-        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
-        if grant is None:  # same answer whether the dataset is absent or not granted
-            raise Refused(grpc.StatusCode.NOT_FOUND,
-                          f"no dataset {dataset!r} is available to node {peer!r}")
-        return declared, grant
+        """One query stream (node/agency/admission.py): refusals become gRPC statuses, and
+        the query log gets exactly one record, whatever happens."""
+        return admission.answer_stream(self.ctx, context, kind,
+                                       lambda peer, record: body(requests, peer, record))
 
     def _admit(self, first, peer: str, record: QueryRecord, kind: str, kind_number: int):
-        """Check a query's header against the policy; returns (header, declared, grant, version)."""
-        if first is None or first.WhichOneof("body") != "header":
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          "the first message of a query must be its header")
-        h = first.header
-        check_names(h, record)
-        if h.kind != kind_number:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"an {kind} query must say so")
-        declared, grant = self._grant(h.dataset, peer)
-        check_purpose(h, grant)
-        limit = self.cfg.grpc.max_query_elements
-        if not 1 <= h.total_elements <= limit:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"a query must ask between 1 and {limit} elements")
-        try:
-            policy.check_request(grant, dataset=h.dataset, kind=kind, elements=h.total_elements)
-        except policy.PolicyRefusal as exc:
-            raise Refused.by_policy(exc) from None
-        with self.ctx.engine.connect() as conn:
-            if seen(conn, h.query_id, "answerer"):
-                record.query_id = ""  # the earlier entry stands; do not log a duplicate id
-                raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
-            version = current_version(conn, h.dataset)
-            if version is None or version.version != h.version:
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{kind} queries run on the current version of {h.dataset!r}; "
-                              "list datasets again")
-            grace = timedelta(days=declared.grace_days)
-            if h.epoch not in answerable_epochs(conn, h.dataset, peer, grace):
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"key epoch {h.epoch} of dataset {h.dataset!r} is not answered "
-                              "(rotated and past its grace period, or unknown); list datasets again")
-        # An aggregate reserves the grant's whole per-query epsilon (counts and sums share it).
-        noised = kind == "aggregate" and grant.dp_epsilon is not None
-        claim(self.ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
-        return h, declared, grant, version
+        """The header against the grant and the policy (one admission for every kind); an
+        aggregate reserves the grant's whole per-query epsilon (counts and sums share it).
+        Returns (header, declared, grant, current version)."""
+        admitted = admission.admit(self.ctx, first, peer, record, kinds={kind_number: kind},
+                                   current=True, reserve_epsilon=kind == "aggregate")
+        return admitted.header, admitted.declared, admitted.grant, admitted.version
 
-    def _admitted(self, record: QueryRecord) -> None:
-        """The ledger's admitted entry, committed before any answer leaves."""
-        record.admit(self.ctx)
+    def _grant(self, dataset: str, peer: str):
+        return admission.grant_for(self.cfg, dataset, peer)
+
+    def _serve(self, session, requests, record: QueryRecord, envelope):
+        """Move messages between the asker's stream and an admitted query's session: the
+        admitted entry first, the record charged as each answer leaves, the completed
+        entry before the summary. A session's refusal ends the stream with its reason;
+        a stream that stops early, with the session's reason naming the round."""
+        record.admit(self.ctx)  # in the ledger before any answer leaves
+        try:
+            try:
+                yield from admission.serve_session(
+                    session, requests, unwrap,
+                    lambda message: self._emit(envelope, message, session, record))
+            except admission.StreamEnded:
+                session.end_of_stream()
+        except (SessionRefusal, ProtocolStateError) as exc:
+            raise _refusal(exc) from None
+
+    def _emit(self, envelope, message, session, record: QueryRecord):
+        record.evaluated, record.epsilon_micro = session.elements_answered, session.epsilon_micro
+        if isinstance(message, StatisticsAccepted):
+            return wrap(envelope, message, query_id=record.query_id)
+        if isinstance(message, (AggregateSummary, ThresholdSummary)):
+            return wrap(envelope, message, query_id=record.query_id,
+                        **admission.answered(self.ctx, record))
+        return wrap(envelope, message)
 
     @staticmethod
     def _check_column(column: str, allowed: list[str], version, dataset: str, role: str) -> None:

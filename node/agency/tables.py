@@ -8,20 +8,19 @@ predicate the policy allows. Refusals carry a reason and never an element.
 from __future__ import annotations
 
 import logging
-import re
-from datetime import timedelta
 
 import grpc
 import numpy as np
 from sqlalchemy import select
 
 from node.language import predicate as pred
+from node.agency.admission import (  # noqa: F401  (Refused and the checks: re-exported)
+    Refused, check_epoch, check_names, check_purpose, claim, grant_for)
 from node.agency import predicate_tables as predicate_cache
 from node.transport.identity import peer_node_id
-from node.core.config import DATASET_NAME, PURPOSE
 from node.runtime.context import NodeContext
 from node.datasets.registration import current_version, iter_chunks
-from node.keys.oprf_keys import answerable_epochs, current_epoch, public_key
+from node.keys.oprf_keys import current_epoch, public_key
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.storage.schema import datasets, tag_tables
 from node.datasets.tag_tables import (Arrays,
@@ -33,81 +32,13 @@ from node.datasets.tag_tables import (Arrays,
     store_table)
 
 log = logging.getLogger(__name__)
-_DATASET = re.compile(DATASET_NAME)
-_PURPOSE = re.compile(PURPOSE)
-_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SEND_ROWS = 32768  # rows per streamed chunk
-
-
-class Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    @classmethod
-    def by_policy(cls, exc) -> "Refused":
-        """The gRPC status for a node.policy.checks.PolicyRefusal (quota, kind or size rule)."""
-        return cls(_POLICY_CODES[exc.rule], exc.reason)
-
-
-def check_names(h, record) -> None:
-    """A query header's id, dataset and purpose are well-formed codes; the record takes
-    them (only well-formed names are echoed or logged: free text could hold anything)."""
-    if not _QUERY_ID.match(h.query_id):
-        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
-    record.query_id = h.query_id
-    if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
-        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                      "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
-    record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
-    record.purpose, record.elements = h.purpose, 0
-
-
-def check_purpose(h, grant) -> None:
-    if h.purpose not in grant.purpose_codes:
-        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                      f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
-                      f"granted: {', '.join(grant.purpose_codes)}")
-
-
-def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
-    """Claim the header's query id and reserve its elements (and epsilon) atomically
-    (node/policy/admission.py); the record then carries the elements asked."""
-    from node.policy import admission
-    from node.policy.checks import PolicyRefusal
-    try:
-        admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
-                          elements=h.total_elements, epsilon_micro=epsilon_micro)
-    except admission.QueryIdTaken:
-        record.query_id = ""  # the earlier claim stands; do not log a duplicate id
-        raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
-    except PolicyRefusal as exc:
-        raise Refused.by_policy(exc) from None
-    record.claimed, record.elements = True, h.total_elements
-    record.epsilon_micro = 0  # charged only once a noised answer is released
-
-
-_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 "kind": grpc.StatusCode.PERMISSION_DENIED,
-                 "size": grpc.StatusCode.INVALID_ARGUMENT}
 
 
 class TableRpcs:
     ctx: NodeContext
 
     # -- policy helpers -------------------------------------------------------------------
-    def _grant(self, dataset: str, peer: str):
-        if not _DATASET.match(dataset):
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
-        declared = self.ctx.config.dataset(dataset)
-        grant = declared and next((g for g in declared.grants if g.partner == peer), None)
-        if grant is None:
-            # Same answer whether the dataset is absent or merely not granted.
-            raise Refused(grpc.StatusCode.NOT_FOUND,
-                          f"no dataset {dataset!r} is available to node {peer!r}")
-        return declared, grant
-
     def _table(self, conn, dataset: str, version: int, peer: str, epoch: int, predicate: str = ""):
         row = conn.execute(
             select(tag_tables, datasets.c.id_type, datasets.c.status, datasets.c.base_version,
@@ -130,13 +61,6 @@ class TableRpcs:
             .where(datasets.c.name == dataset, datasets.c.version == version,
                    tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
                    tag_tables.c.predicate == "")).first()
-
-    def _check_epoch(self, conn, dataset: str, peer: str, epoch: int) -> None:
-        grace = timedelta(days=self.ctx.config.dataset(dataset).grace_days)
-        if epoch not in answerable_epochs(conn, dataset, peer, grace):
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
-                          "past its grace period, or unknown); list datasets and sync again")
 
     def _describe(self, conn, dataset, version, epoch, peer, table, grant) -> pb.DatasetInfo:
         return pb.DatasetInfo(
@@ -185,7 +109,7 @@ class TableRpcs:
             context.abort(exc.code, exc.reason)
 
     def _prepare(self, request, peer: str) -> pb.DatasetInfo:
-        declared, grant = self._grant(request.dataset, peer)
+        declared, grant = grant_for(self.ctx.config, request.dataset, peer)
         if "predicate" not in {k.value for k in grant.kinds}:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                           f"predicate queries are not granted for dataset {request.dataset!r}")
@@ -236,9 +160,9 @@ class TableRpcs:
     def SyncTagTable(self, request, context):
         peer = peer_node_id(context)
         try:
-            _, grant = self._grant(request.dataset, peer)
+            _, grant = grant_for(self.ctx.config, request.dataset, peer)
             with self.ctx.engine.connect() as conn:
-                self._check_epoch(conn, request.dataset, peer, request.epoch)
+                check_epoch(self.ctx, conn, request.dataset, peer, request.epoch)
                 table = self._table(conn, request.dataset, request.version, peer, request.epoch,
                                     request.predicate)
                 header = self._describe(conn, request.dataset, request.version, request.epoch,

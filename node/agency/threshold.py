@@ -1,25 +1,30 @@
-"""The agency's side of threshold checks: serving the stored table, blind evaluation, signs.
+"""The agency's side of threshold checks: serving the stored table; policy around the session.
 
 Tables and their Paillier keys are prepared ahead of queries and kept sealed in the
-database (node/datasets/threshold_tables.py); this module streams a table to the partner it was
-built for and answers comparisons with the key unsealed in this process. See
-node/agency/statistics.py for what each side learns.
+database (node/datasets/threshold_tables.py); this module streams a table to the
+partner it was built for (in the format of protocols/threshold_table.py), and runs a
+query's protocol (blind evaluation, signs) as protocols/threshold_session's
+ThresholdAnswerer, with the Paillier key unsealed in this process and the OPRF key
+used only by the node's workers. See node/agency/statistics.py for what each side learns.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import grpc
 
 from protocols import oprf
-from protocols import threshold as th
+from protocols.threshold_session import ThresholdAnswerer
+from protocols.threshold_table import removed_slices, row_slices
 
 from node.datasets import threshold_tables as ts
-from node.agency.tables import Refused
+from node.agency.admission import Refused
 from node.transport.identity import peer_node_id
 from node.datasets.registration import current_version
 from node.keys.oprf_keys import current_epoch, key_purpose, sealed_key
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
-from node.transport.chunks import chunk_size, chunks, collect
+from node.transport.chunks import chunk_size
 
 
 def stored_table(ctx, declared, grant, version, peer: str, epoch: int) -> ts.TableRow:
@@ -79,24 +84,24 @@ class ThresholdRpc:
             delta_from=request.held_digest if changes else b""))
         if request.held_digest == table.digest:
             return
+        yield from self._table_rows(table, changes)
+
+    def _table_rows(self, table, changes):
+        """The whole table, or the difference (rows added, then tags removed)."""
         size = chunk_size(self.cfg.grpc.max_message_bytes)
-        step = max(1, size // (table.tag_length + table.label_length))
         t, w = table.tag_length, table.label_length
         if changes is not None:
             added, removed = changes
-            tags, labels = added.tag_bytes(), added.label_bytes()
-            for a in range(0, len(added.tags), step):
-                yield spb.ThresholdTableChunk(rows=spb.ThresholdTableRows(
-                    tags=tags[a * t:(a + step) * t], labels=labels[a * w:(a + step) * w]))
-            gone = removed.tobytes()
-            for a in range(0, len(gone), size - size % t):
-                yield spb.ThresholdTableChunk(removed=gone[a:a + size - size % t])
+            for tags, labels in row_slices(added.tag_bytes(), added.label_bytes(), t, w, size):
+                yield spb.ThresholdTableChunk(rows=spb.ThresholdTableRows(tags=tags, labels=labels))
+            for gone in removed_slices(removed.tobytes(), t, size):
+                yield spb.ThresholdTableChunk(removed=gone)
             return
         with self.ctx.engine.connect() as conn:
-            for tags, labels in ts.iter_table_chunks(conn, table.id):
-                for a in range(0, len(tags) // t, step):
-                    yield spb.ThresholdTableChunk(rows=spb.ThresholdTableRows(
-                        tags=tags[a * t:(a + step) * t], labels=labels[a * w:(a + step) * w]))
+            for stored_tags, stored_labels in ts.iter_table_chunks(conn, table.id):
+                for tags, labels in row_slices(stored_tags, stored_labels, t, w, size):
+                    rows = spb.ThresholdTableRows(tags=tags, labels=labels)
+                    yield spb.ThresholdTableChunk(rows=rows)
 
     def Threshold(self, request_iterator, context):
         return self._stream(request_iterator, context, "threshold", self._threshold)
@@ -108,47 +113,15 @@ class ThresholdRpc:
         if h.key_id != table.key.key_id or h.table_digest != table.digest:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           "the threshold table changed (new version, epoch or key); sync it again")
-        m, size = h.total_elements, chunk_size(self.cfg.grpc.max_message_bytes)
-        max_batch = min(self.cfg.grpc.max_batch_elements, oprf.MAX_VOPRF_BATCH)
-        self._admitted(record)
-        yield spb.ThresholdResponse(accepted=spb.StatisticsAccepted(
-            query_id=record.query_id, max_chunk_bytes=size, rows=table.rows,
-            unusable_rows=table.unusable, max_batch_elements=max_batch))
         with self.ctx.engine.connect() as conn:
             sealed = sealed_key(conn, h.dataset, peer, h.epoch)
-        purpose = key_purpose(h.dataset, peer, h.epoch)
+        purpose, pool = key_purpose(h.dataset, peer, h.epoch), self.ctx.pool
         verifiable = declared.mode_number == oprf.MODE_VOPRF
-        done, seq = 0, 0
-        for req in requests:
-            b = req.batch if req.WhichOneof("body") == "batch" else None
-            count, rest = divmod(len(b.elements), oprf.ELEMENT_LEN) if b else (0, 1)
-            if b is None or b.seq != seq or rest or not 1 <= count <= max_batch or done + count > m:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"expected batch {seq}: a whole number of 1..{max_batch} blinded "
-                              "elements within the announced total")
-            try:
-                evaluated = self.ctx.pool.blind_evaluate(sealed, purpose, b.elements)
-            except oprf.InvalidElement:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"batch {seq} holds an invalid group element") from None
-            proof = self.ctx.pool.prove(sealed, purpose, b.elements, evaluated) if verifiable else b""
-            record.evaluated += count  # charged from here on, however the query ends
-            yield spb.ThresholdResponse(evaluated=spb.ThresholdEvaluated(
-                seq=seq, elements=evaluated, proof=proof))
-            done, seq = done + count, seq + 1
-            if done == m:
-                break
-        else:
-            raise Refused(grpc.StatusCode.CANCELLED, "the stream ended before every element was sent")
-        width = 2 * ((table.key.n.bit_length() + 7) // 8)
-        comparison = collect(requests, "comparison", 17 + m * width + 64)
-        agency = th.AgencyThreshold(ts.unseal_key(self.ctx.kek, table.key).expose(), min_batch=m,
-                                    max_batch=m, mapper=self.ctx.pool.map)
-        try:
-            response = agency.respond(
-                th.ThresholdRequest.from_bytes(comparison))
-        except th.ThresholdError as exc:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"comparison refused: {exc}") from None
-        yield from chunks(response.to_bytes(), size, lambda c: spb.ThresholdResponse(signs=c))
-        yield spb.ThresholdResponse(summary=spb.ThresholdSummary(
-            query_id=record.query_id, entries=m, **self._complete(record)))
+        session = ThresholdAnswerer(
+            ts.unseal_key(self.ctx.kek, table.key).expose(), elements=h.total_elements,
+            rows=table.rows, unusable_rows=table.unusable,
+            evaluate=partial(pool.blind_evaluate, sealed, purpose),
+            prove=partial(pool.prove, sealed, purpose) if verifiable else None,
+            max_batch=self.cfg.grpc.max_batch_elements,
+            chunk_bytes=chunk_size(self.cfg.grpc.max_message_bytes), mapper=pool.map)
+        yield from self._serve(session, requests, record, spb.ThresholdResponse)

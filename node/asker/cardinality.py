@@ -1,13 +1,14 @@
-"""The asking side of cardinality queries (protocols/cardinality.py over gRPC).
+"""The asking side of cardinality queries: a thin gRPC adapter around the fund centre's
+session in protocols/cardinality_session.py (the protocol is protocols/cardinality.py).
 
-The partner (agency) counts; this node adds its own dummy matches d' (a discrete
-Laplace at `query.cardinality_epsilon`, shifted and clamped into [0, D']) so that the
-count the agency sees, c + d', is blurred too, and subtracts d' from the release.
+The partner (agency) counts; the session adds this node's own dummy matches d' (a
+discrete Laplace at `query.cardinality_epsilon`, shifted and clamped into [0, D']) so
+that the count the agency sees, c + d', is blurred too, and subtracts d' from the
+release. The padding D' is counted over, admitted and charged like the asked elements,
+so this node's record counts it too.
 """
 from __future__ import annotations
 
-import math
-import queue
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,21 +16,20 @@ from dataclasses import dataclass
 
 import grpc
 
-from protocols import cardinality as card
-from protocols.dp import DiscreteLaplace
+from protocols import cardinality_session as cs
+from protocols.errors import ProtocolStateError
 
-from node.asker.membership import accept_receipt
-from node.transport.channels import partner_channel
-from node.core.progress import Progress, no_progress
-from node.runtime.context import NodeContext
-from node.core.errors import REFUSALS, PartnerError, rpc_error
 from node.asker.peer_tables import dataset_info
+from node.asker.streams import Exchange, accept_receipt, logged_query
+from node.core.errors import PartnerError
+from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
-
-DELTA = 1e-9          # P(the own noise is clamped)
-MAX_PADDING = 4096    # the agencies' cap on D'
+from node.runtime.context import NodeContext
+from node.transport import membership_wire as wire
+from node.transport.channels import partner_channel
+from node.transport.status import rpc_error
 
 
 @dataclass
@@ -39,14 +39,6 @@ class CardinalityResult:
     epsilon: float      # differential privacy the agency charged; 0.0 for an exact count
     noise_bound: int    # the noise lies in [-bound, +bound]
     seconds: float
-
-
-def own_noise(epsilon: float, rows: int) -> tuple[int, int]:
-    """(d', D'): this node's dummy matches and padding, D' below the partner's row count."""
-    laplace = DiscreteLaplace(1, epsilon)            # one asked person changes c by 1
-    shift = math.ceil(laplace.scale * math.log(1.0 / DELTA))
-    shift = max(0, min(shift, (rows - 1) // 2, MAX_PADDING // 2))
-    return min(max(shift + laplace.sample(), 0), 2 * shift), 2 * shift
 
 
 def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
@@ -59,73 +51,46 @@ def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
     record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
                          answerer=partner, kind="cardinality", dataset=dataset, purpose=purpose,
                          elements=len(inputs))
-    outbox: queue.Queue = queue.Queue()
-    call = None
-    try:
+    with logged_query(ctx, record):
         stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
         record.version, record.epoch = info.version, info.epoch
-        dummies, padding = own_noise(cfg.query.cardinality_epsilon, info.row_count)
-        # The padding's places are elements the agency counts over: it admits and
-        # charges them like the asked ones, so this record counts them too.
-        record.elements = len(inputs) + padding
-        fund = card.FundCentreCount(list(inputs), dummies, padding)
-        point, blinded = fund.request(mapper=ctx.pool.map)
-        step = 32 * cfg.grpc.max_batch_elements
-        outbox.put(pb.CardinalityRequest(header=pb.QueryHeader(
-            query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
-            purpose=purpose, total_elements=len(inputs) + padding, kind=pb.QUERY_KIND_CARDINALITY)))
-        outbox.put(pb.CardinalityRequest(open=pb.CardinalityOpen(point=point, padding=padding)))
-        for seq, i in enumerate(range(0, len(blinded), step)):
-            outbox.put(pb.CardinalityRequest(batch=pb.ElementBatch(seq=seq, elements=blinded[i:i + step])))
-        outbox.put(pb.CardinalityRequest(finish=pb.Finish()))
-        key, y_parts, summary = None, [], None
-        call = stub.Cardinality(iter(outbox.get, None), timeout=cfg.grpc.deadline_seconds)
-        for resp in call:
-            body = resp.WhichOneof("body")
-            if body == "key" and key is None:
-                key = resp.key
-            elif body == "rows" and key is not None:
-                y_parts.append(resp.rows)
-                got = sum(map(len, y_parts)) // 32
-                progress("rows", got, key.rows)
-                if got == key.rows:
-                    reply = fund.reply(key.key, b"".join(y_parts), mapper=ctx.pool.map)
-                    for i in range(0, len(reply), step):
-                        outbox.put(pb.CardinalityRequest(rows=reply[i:i + step]))
-                    outbox.put(pb.CardinalityRequest(finish=pb.Finish()))
-                elif got > key.rows:
-                    raise card.InvalidMessage()
-            elif body == "summary" and summary is None:
-                summary = resp.summary
-            elif body != "accepted":
-                raise card.InvalidMessage()
-        if summary is None:
-            raise PartnerError(partner, "the cardinality answer ended early or is malformed")
-        count = fund.count(summary.count)
-        record.outcome, record.matched = "answered", count
-        record.epsilon_micro = summary.epsilon_micro
+        session = cs.CardinalityAsker(
+            list(inputs), epsilon=cfg.query.cardinality_epsilon, rows=info.row_count,
+            max_batch=cfg.grpc.max_batch_elements, mapper=ctx.pool.map,
+            progress=lambda done, total: progress("rows", done, total))
+        record.elements = session.total_elements
+        summary = _count(ctx, stub, partner, record, session)
+        result = session.result()
+        record.outcome, record.matched = "answered", result.count
+        record.epsilon_micro = result.epsilon_micro
         accept_receipt(ctx, partner, record, summary)
-        return CardinalityResult(record.query_id, count, summary.epsilon_micro / 1e6,
-                                 summary.noise_bound, time.perf_counter() - started)
-    except card.InvalidMessage:
-        exc = PartnerError(partner, "sent an invalid cardinality answer")
-        record.outcome, record.reason = "failed", str(exc)
-        raise exc from None
+        return CardinalityResult(record.query_id, result.count, result.epsilon_micro / 1e6,
+                                 result.noise_bound, time.perf_counter() - started)
+
+
+def _count(ctx, stub, partner: str, record: QueryRecord, session: cs.CardinalityAsker):
+    """The Cardinality stream: the session's messages out, the agency's in; returns the
+    protobuf summary (its receipt is checked by the caller)."""
+    envelope = {"query_id": record.query_id, "dataset": record.dataset, "version": record.version,
+                "epoch": record.epoch, "purpose": record.purpose, "kind": pb.QUERY_KIND_CARDINALITY}
+    header, *rest = session.start()
+    exchange = Exchange(stub.Cardinality, ctx.config.grpc.deadline_seconds)
+    summary = None
+    try:
+        exchange.send(wire.cardinality_request(header, **envelope),
+                      *map(wire.cardinality_request, rest))
+        for response in exchange.responses:
+            exchange.send(*map(wire.cardinality_request,
+                               session.handle(wire.parse_cardinality_response(response))))
+            if session.finished:
+                summary = response.summary
     except grpc.RpcError as exc:
-        err = rpc_error(partner, exc)
-        record.outcome = "refused" if err.code in REFUSALS else "failed"
-        record.reason = str(err)
-        raise err from None
-    except PartnerError as exc:
-        record.outcome = "refused" if exc.code in REFUSALS else "failed"
-        record.reason = str(exc)
-        raise
-    except BaseException as exc:
-        record.outcome, record.reason = "aborted", type(exc).__name__
-        raise
+        raise rpc_error(partner, exc) from None
+    except (cs.InvalidMessage, ProtocolStateError):
+        raise PartnerError(partner, "sent an invalid cardinality answer") from None
     finally:
-        outbox.put(None)
-        if call is not None:
-            call.cancel()
-        record.write(ctx)
+        exchange.cancel()
+    if summary is None:
+        raise PartnerError(partner, "the cardinality answer ended early or is malformed")
+    return summary

@@ -2,38 +2,38 @@
 
 An online query costs O(number asked): the dataset-sized part (the tag table) is
 fetched once per dataset version and key epoch, checked against its digest and cached.
-Blinding, the partner's evaluation and unblinding run as a pipeline of batches over a
-bidirectional stream, each side spreading its batches over every core.
+The query itself is the session in protocols/membership.py (rounds, checks, who learns
+what); this module moves its messages over the Evaluate stream, blinding batches on a
+sending thread while the answers are unblinded (each side spreads its batches over
+every core), and matches the outputs against the cached table.
 """
 from __future__ import annotations
 
-import logging
-import queue
-import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import grpc
 import numpy as np
 
 from protocols import labels, oprf
+from protocols import membership as ms
+from protocols.errors import ProtocolStateError
 
-from node.core.config import ConfigError
-from node.runtime.context import NodeContext
-from node.core.errors import REFUSALS, PartnerError, rpc_error
 from node.asker.peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
-from node.keys.pki import load_tls_identity, target_name
+from node.asker.streams import Exchange, accept_receipt, logged_query  # noqa: F401  (re-exported)
+from node.core.errors import PartnerError
+from node.core.progress import Progress, no_progress
+from node.datasets.tag_tables import label_context
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+from node.runtime.context import NodeContext
+from node.transport import membership_wire as wire
 from node.transport.channels import partner_channel
-from node.datasets.tag_tables import label_context
-from node.core.progress import Progress, no_progress
-
-log = logging.getLogger(__name__)
+from node.transport.status import rpc_error
 
 
 @dataclass
@@ -48,29 +48,6 @@ class MembershipResult:
     predicate: str = ""
     labels: list[dict | None] | None = None  # labeled queries: attributes of matched inputs
     receipt: object = None  # the answerer's verified receipt (None if missing or invalid)
-
-
-def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary) -> None:
-    """Verify the answerer's signed receipt and keep it for this node's ledger entry.
-
-    The partner's ledger key is pinned on first use. A missing or invalid receipt does
-    not lose the answer, but is recorded in the entry's reason (and found by
-    `shuqiao audit cross-check`), and the operator is warned.
-    """
-    from node.ledger import LedgerPublicKey, Receipt, pin_partner_key, verify_receipt
-    from node.ledger.receipts import ReceiptError
-    from node.ledger.signing import SignatureError
-    try:
-        if summary is None or not summary.receipt:
-            raise ReceiptError("the partner sent no receipt")
-        key = pin_partner_key(ctx.engine, partner, LedgerPublicKey.from_text(summary.ledger_public_key))
-        receipt = Receipt.from_bytes(summary.receipt)
-        verify_receipt(key, receipt, record.entry(ctx.ledger, "completed").metadata())
-        record.receipt = receipt
-    except (ReceiptError, SignatureError, ValueError) as exc:
-        record.receipt = None
-        record.reason = f"receipt missing or invalid: {exc}"
-        log.warning("query %s to %s: %s", record.query_id, partner, record.reason)
 
 
 _KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LABELED,
@@ -101,14 +78,8 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                          answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
                          elements=len(inputs),
                          authorisation_digest=consent_digest or "")  # node/policy/consent.py
-    try:
-        channel = partner_channel(ctx, partner)
-    except PartnerError as exc:
-        record.reason = str(exc)
-        record.write(ctx)
-        raise
-    try:
-        stub = pb_grpc.MembershipStub(channel)
+    with logged_query(ctx, record):
+        stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         deadline = cfg.grpc.deadline_seconds
         info = (prepare_table(stub, partner, dataset, predicate, deadline) if predicate
                 else dataset_info(stub, partner, dataset, deadline))
@@ -118,31 +89,28 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                                grpc.StatusCode.FAILED_PRECONDITION)
         table = sync_tag_table(ctx, stub, partner, info, progress)
         width = oprf.OUTPUT_LEN if kind == "labeled" else info.tag_length
-        outputs = _evaluate(ctx, stub, partner, record, info, inputs, progress, width)
-        held = load_arrays(ctx, table)
-        if kind == "labeled":
-            tags = np.frombuffer(b"".join(o[:info.tag_length] for o in
-                                          (outputs[i:i + width] for i in range(0, len(outputs), width))),
-                                 dtype=f"S{info.tag_length}")
-            matched, pos = match_tags(tags, held.tags)
-            opened = _open_labels(ctx, partner, info, outputs, width, matched, pos, held)
-        else:
-            matched, _ = match_tags(np.frombuffer(outputs, dtype=f"S{width}"), held.tags)
-            opened = None
+        session = ms.MembershipAsker(
+            inputs, width=width, max_batch=cfg.grpc.max_batch_elements, mode=info.oprf_mode,
+            public_key=info.public_key, submit=ctx.pool.submit, in_flight=ctx.pool.workers + 1,
+            proof_sample=None if cfg.query.verification == "full" else cfg.query.proof_sample,
+            progress=lambda done, total: progress("query", done, total))
+        outputs = _evaluate(ctx, stub, partner, record, session)
+        matched, opened = _match(ctx, partner, info, load_arrays(ctx, table), outputs, width, kind)
         record.outcome, record.matched = "answered", int(matched.sum())
         accept_receipt(ctx, partner, record, record.summary)
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
                                 matched, time.perf_counter() - started, info.predicate, opened,
                                 record.receipt)
-    except PartnerError as exc:
-        record.outcome = "refused" if exc.code in REFUSALS else "failed"
-        record.reason = str(exc)
-        raise
-    except BaseException as exc:
-        record.outcome, record.reason = "aborted", type(exc).__name__
-        raise
-    finally:
-        record.write(ctx)
+
+
+def _match(ctx, partner, info, held, outputs: bytes, width: int, kind: str):
+    """(matched per input, opened labels or None): the outputs against the cached table."""
+    if kind != "labeled":
+        return match_tags(np.frombuffer(outputs, dtype=f"S{width}"), held.tags)[0], None
+    tags = np.frombuffer(b"".join(outputs[i:i + info.tag_length] for i in range(0, len(outputs), width)),
+                         dtype=f"S{info.tag_length}")
+    matched, pos = match_tags(tags, held.tags)
+    return matched, _open_labels(ctx, partner, info, outputs, width, matched, pos, held)
 
 
 def _open_labels(ctx, partner, info, outputs: bytes, width: int, matched, pos, held) -> list[dict | None]:
@@ -160,113 +128,59 @@ def _open_labels(ctx, partner, info, outputs: bytes, width: int, matched, pos, h
     return opened
 
 
-def _evaluate(ctx, stub, partner, record: QueryRecord, info, inputs, progress, width: int) -> bytes:
-    """The Evaluate stream: blinded batches out, evaluations (and VOPRF proofs) back.
+def _evaluate(ctx, stub, partner: str, record: QueryRecord, session: ms.MembershipAsker) -> bytes:
+    """The Evaluate stream: the session's messages out, the partner's answers in.
 
-    Messages to the partner go through an outbox, because two parties write to it: the
-    blinding pipeline (header, batches) and the answer loop (proof requests, finish).
+    Two threads send: once Accepted arrives, a producer drains the session's blinded
+    batches (blinding overlaps the partner's evaluation), while this loop sends what the
+    session answers (proof requests, finish).
     """
-    pool, cfg = ctx.pool, ctx.config
-    n, mode = len(inputs), info.oprf_mode
-    verifiable = mode == oprf.MODE_VOPRF
-    outbox: queue.Queue = queue.Queue()
-    accepted, stop = threading.Event(), threading.Event()
-    batch_size = [cfg.grpc.max_batch_elements]
-    bounds: list[tuple[int, int]] = []
-    blinds: dict[int, bytes] = {}
-    rng = random.SystemRandom()
-
-    def requests():
-        while True:
-            msg = outbox.get()
-            if msg is None:
-                return
-            yield msg
-
-    def produce() -> None:
-        outbox.put(pb.EvaluateRequest(header=pb.QueryHeader(
-            query_id=record.query_id, dataset=info.name, version=info.version, epoch=info.epoch,
-            purpose=record.purpose, total_elements=n, kind=_KIND_PB[record.kind],
-            predicate=record.predicate, consent_digest=record.authorisation_digest)))
-        if not accepted.wait(cfg.grpc.deadline_seconds) or stop.is_set():
-            return
-        size = batch_size[0]
-        bounds.extend((a, min(n, a + size)) for a in range(0, n, size))
-        ahead: list = []
-        for seq, (a, b) in enumerate(bounds):
-            ahead.append((seq, pool.submit_blind(inputs[a:b], mode)))
-            while ahead and (len(ahead) > pool.workers + 1 or seq == len(bounds) - 1):
-                s, fut = ahead.pop(0)
-                blinds[s], blinded = fut.result()
-                if stop.is_set():
-                    return
-                outbox.put(pb.EvaluateRequest(batch=pb.ElementBatch(seq=s, elements=blinded)))
-
-    def sample(count: int) -> list[int]:
-        if cfg.query.verification == "full" or count <= cfg.query.proof_sample:
-            return list(range(count))
-        return sorted(rng.sample(range(count), cfg.query.proof_sample))
-
-    producer = threading.Thread(target=produce, name="blind", daemon=True)
-    producer.start()
-    finals: list = []
-    pending: dict[int, tuple] = {}  # VOPRF: seq -> (evaluated, sample) awaiting the proof
-    call = stub.Evaluate(requests(), timeout=cfg.grpc.deadline_seconds)
+    (header,) = session.start()
+    exchange = Exchange(stub.Evaluate, ctx.config.grpc.deadline_seconds)
+    exchange.send(wire.evaluate_request(
+        header, query_id=record.query_id, dataset=record.dataset, version=record.version,
+        epoch=record.epoch, purpose=record.purpose, kind=_KIND_PB[record.kind],
+        predicate=record.predicate, consent_digest=record.authorisation_digest))
+    stop, failed, producer = threading.Event(), [], None
     try:
-        for resp in call:
-            body = resp.WhichOneof("body")
-            if body == "accepted":
-                batch_size[0] = max(1, min(batch_size[0], resp.accepted.max_batch_elements))
-                accepted.set()
-            elif body == "batch":
-                seq = resp.batch.seq
-                if seq != len(finals) + len(pending) or seq >= len(bounds):
-                    raise PartnerError(partner, "answered batches out of order")
-                a, b = bounds[seq]
-                if len(resp.batch.elements) != (b - a) * 32:
-                    raise PartnerError(partner, f"answered batch {seq} with the wrong size")
-                if verifiable:
-                    picked = sample(b - a)
-                    pending[seq] = (resp.batch.elements, picked)
-                    outbox.put(pb.EvaluateRequest(proof_request=pb.ProofRequest(seq=seq, indices=picked)))
-                else:
-                    finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq),
-                                                       resp.batch.elements, width))
-                    progress("query", b, n)
-            elif body == "proof" and verifiable:
-                seq = resp.proof.seq
-                if seq not in pending or seq != len(finals):
-                    raise PartnerError(partner, "sent a proof for no pending batch")
-                evaluated, picked = pending.pop(seq)
-                a, b = bounds[seq]
-                finals.append(pool.submit_finalize(inputs[a:b], blinds.pop(seq), evaluated,
-                                                   width, mode, resp.proof.proof,
-                                                   info.public_key, picked))
-                progress("query", b, n)
-            elif body == "summary":
-                if resp.summary.elements_evaluated != n or len(finals) != len(bounds) or pending:
-                    raise PartnerError(partner, "summary does not match the query")
-                record.summary = resp.summary
-            else:
-                raise PartnerError(partner, f"sent an unexpected {body or 'empty'} message")
-            if bounds and len(finals) == len(bounds) and not pending and not stop.is_set():
-                stop.set()  # every batch answered (and proven): finish the stream
-                outbox.put(pb.EvaluateRequest(finish=pb.Finish()))
-                outbox.put(None)
-    except BaseException as exc:
-        stop.set()
-        accepted.set()   # release the producer if it still waits
-        outbox.put(None)
-        call.cancel()
-        if isinstance(exc, grpc.RpcError):
-            raise rpc_error(partner, exc) from None
-        raise
+        for response in exchange.responses:
+            message = wire.parse_evaluate_response(response)
+            replies = session.handle(message)
+            exchange.send(*map(wire.evaluate_request, replies))
+            if isinstance(message, ms.Summary):
+                record.summary = response.summary  # its receipt, checked once answered
+            elif isinstance(message, ms.Accepted):
+                producer = threading.Thread(target=_produce, name="blind", daemon=True,
+                                            args=(session.batches(), exchange, stop, failed))
+                producer.start()
+            if session.finished and replies:
+                exchange.done_sending()  # every batch answered (and proven): Finish went last
+    except grpc.RpcError as exc:
+        if failed:
+            raise failed[0]
+        raise rpc_error(partner, exc) from None
+    except (ms.InvalidMessage, ProtocolStateError) as exc:
+        raise PartnerError(partner, str(exc)) from None
     finally:
-        producer.join(timeout=5)
-    if len(finals) != len(bounds) or not bounds:
-        raise PartnerError(partner, "the answer ended early")
+        stop.set()
+        exchange.cancel()
+        if producer is not None:
+            producer.join(timeout=5)
     try:
-        return b"".join(f.result() for f in finals)
-    except ValueError as exc:  # protocols.oprf.InvalidElement is a ValueError
-        raise PartnerError(partner, "answered with an invalid group element or a proof that "
-                                    "does not verify against its published key") from exc
+        return session.result()
+    except ProtocolStateError:
+        raise PartnerError(partner, "the answer ended early") from None
+    except ms.InvalidMessage as exc:
+        raise PartnerError(partner, str(exc)) from exc
+
+
+def _produce(batches, exchange: Exchange, stop: threading.Event, failed: list) -> None:
+    """Send the session's batches as they are blinded; a failure ends the stream."""
+    try:
+        for batch in batches:
+            if stop.is_set():
+                return
+            exchange.send(wire.evaluate_request(batch))
+    except Exception as exc:  # the query fails with it, not with the stream's cancellation
+        failed.append(exc)
+        exchange.cancel()

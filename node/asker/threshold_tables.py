@@ -22,34 +22,30 @@ import grpc
 import numpy as np
 
 from protocols import threshold as th
+from protocols.threshold_table import (
+    InvalidTable, PublishedTable, check_header, table_digest,
+)
 
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import rpc_error
 from node.storage.private_files import open_private, private_dir
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
-from node.transport.chunks import RoundError, expect, income_label_length, threshold_table_digest
+from node.transport.chunks import RoundError, expect
 from node.datasets.tag_tables import Arrays, apply_delta
 
 _MAGIC = b"shuqiao-threshold-table/1\n"
-MAX_TABLE_ROWS = 2**27   # a header announcing more is refused before anything is written
 
 
 @dataclass
 class HeldTable:
     info: spb.ThresholdTableInfo
-    n: int
-    tags: np.ndarray        # S<tag_length>, sorted
-    order: np.ndarray       # sorted position -> table row
-    labels: memoryview      # table order, mapped from the cached file (not read into memory)
-
-    def label(self, row: int) -> bytes:
-        w = self.info.label_length
-        return bytes(self.labels[row * w:(row + 1) * w])
+    table: PublishedTable   # labels mapped from the cached file (not read into memory)
 
 
 def _held(info: spb.ThresholdTableInfo, tags: bytes, labels: memoryview) -> HeldTable:
-    arr = np.frombuffer(tags, dtype=f"S{info.tag_length}")
-    order = np.argsort(arr, kind="stable")
-    return HeldTable(info, int.from_bytes(info.modulus, "big"), arr[order], order, labels)
+    return HeldTable(info, PublishedTable.from_rows(
+        int.from_bytes(info.modulus, "big"), info.key_id, info.epoch, info.tag_length,
+        info.label_length, tags, labels))
 
 
 def _path(ctx, partner: str, dataset: str) -> Path:
@@ -74,7 +70,7 @@ def _load(path: Path) -> tuple[spb.ThresholdTableInfo, bytes, memoryview] | None
         split = off + info.rows * info.tag_length
         if split + info.rows * info.label_length != len(view):
             return None
-        digest = threshold_table_digest(info.key_id, view[off:split], view[split:])
+        digest = table_digest(info.key_id, view[off:split], view[split:])
     except Exception:  # missing, empty, unreadable or damaged (OSError, struct, protobuf): sync again
         return None
     if digest != info.digest:
@@ -118,15 +114,14 @@ def _receive(path: Path, info: spb.ThresholdTableInfo, responses, progress) -> N
 
 
 def _check_info(partner: str, info: spb.ThresholdTableInfo) -> None:
-    n = int.from_bytes(info.modulus, "big")
     try:
-        th.validate_public_key(n)
+        check_header(int.from_bytes(info.modulus, "big"), info.key_id, rows=info.rows,
+                     tag_length=info.tag_length, label_length=info.label_length,
+                     digest=info.digest)
     except th.InvalidPublicKey as exc:
         raise PartnerError(partner, f"sent a threshold key that is refused: {exc}") from None
-    if (info.key_id != th.key_id(n) or not 12 <= info.tag_length <= 64
-            or not 0 < info.rows <= MAX_TABLE_ROWS
-            or info.label_length != income_label_length(n) or len(info.digest) != 32):
-        raise PartnerError(partner, "sent a malformed threshold table header")
+    except InvalidTable:
+        raise PartnerError(partner, "sent a malformed threshold table header") from None
 
 
 def _patch(path: Path, info: spb.ThresholdTableInfo, held, responses, progress) -> None:

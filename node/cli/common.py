@@ -31,7 +31,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Node config (TO
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 

@@ -41,8 +41,17 @@ def certify(config: ConfigOpt,
 def rotate_key(config: ConfigOpt) -> None:
     """Replace the ledger key (node stopped): certified, handed over by the old key, ledgered."""
     from node.ledger.anchor import fingerprint
+    from node.runtime.data_lock import DataDirLock, DataDirLocked
     from node.runtime.ledger_key import rotate
-    old, new, _ = _run(config, rotate)
+
+    def locked_rotate(ctx):
+        # A running node would keep signing with the key it loaded: refuse beside it.
+        try:
+            with DataDirLock(ctx.config.data_dir, "shuqiao ledger rotate-key"):
+                return rotate(ctx)
+        except DataDirLocked as exc:
+            fail(f"{exc} (the ledger key is rotated with the node stopped)")
+    old, new, _ = _run(config, locked_rotate)
     console.print("restart the node so that it signs with the new key")
     out.print(f"ledger key rotated: {fingerprint(old)} -> {fingerprint(new)}\nnew key {new.text}")
 

@@ -19,10 +19,20 @@ from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app,
                              out, query_app, rule_app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from node.core.version import software_version
+        out.print(f"shuqiao {software_version()}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
           debug: Annotated[bool, typer.Option(
-              "--debug", help="Print an unexpected failure's details to stderr.")] = False) -> None:
+              "--debug", help="Print an unexpected failure's details to stderr.")] = False,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_print_version, is_eager=True,
+              help="Print the installed version and exit.")] = False) -> None:
     from node.storage.private_files import restrict_umask
     restrict_umask()  # databases, logs, keys and results: owner-only, whatever the shell's umask
     from node.cli.failures import state
@@ -66,6 +76,7 @@ def serve(config: ConfigOpt,
               help="Serve even if the ledger check fails (recorded in the ledger).")] = False,
           ) -> None:
     """Run the node: answer partners over gRPC with mutual TLS until SIGTERM."""
+    from node.runtime.data_lock import DataDirLocked
     from node.server.serve import LedgerDamaged, serve as run
     if check_ledger not in ("tail", "full"):
         fail("--check-ledger must be tail or full", 2)
@@ -73,7 +84,7 @@ def serve(config: ConfigOpt,
     with node_context(config) as ctx:
         try:
             run(ctx, port_file, check=check_ledger, accept_damaged_ledger=accept_damaged_ledger)
-        except (OSError, LedgerDamaged) as exc:
+        except (OSError, LedgerDamaged, DataDirLocked) as exc:
             fail(str(exc))
 
 
@@ -177,7 +188,7 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
 
 
 def main() -> None:
-    from node.cli import (audit, consent, dataset, ledger, query, statistics,  # noqa: F401
+    from node.cli import (audit, consent, dataset, ledger, ops, query, statistics,  # noqa: F401
                           witness)  # (register their commands)
     try:
         app()

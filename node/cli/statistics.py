@@ -11,7 +11,8 @@ from adapters import IdType, SourceError, read_applicants
 
 from node.asker import statistics as stats
 from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app
-from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input, report_rejects
+from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+                             report_rejects)
 from node.core.config import ConfigError
 from node.core.errors import PartnerError
 from node.jobs.files import ANSWER_COLUMN, write_rejects
@@ -23,7 +24,8 @@ def _read(input_path: Path, encoding: str, id_column: str, id_type: IdType,
     """Valid rows (line, values, encoded id, threshold) and rejected (line, reason)."""
     rows, bad = [], []
     with open_input(input_path, encoding) as source:
-        for a in read_applicants(source, id_column, id_type, columns=[threshold_column] if threshold_column else []):
+        extra = [threshold_column] if threshold_column else []
+        for a in read_applicants(source, id_column, id_type, columns=extra):
             if a.reason:
                 bad.append((a.line, a.reason))
                 continue

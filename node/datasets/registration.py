@@ -11,13 +11,13 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from adapters import IdType, InvalidRow, ValidRow, read_identifiers
 
+from node.core.errors import InvalidInput
 from node.runtime import admin_log
 from node.runtime.context import NodeContext
 from node.keys.oprf_keys import ensure_key
@@ -34,7 +34,7 @@ __all__ = ["ROW_BATCH", "Refresh", "Registration", "RegistrationError", "current
 ROW_BATCH = 8192
 
 
-class RegistrationError(Exception):
+class RegistrationError(InvalidInput):
     """The registration was refused or aborted; nothing was stored."""
 
 
@@ -57,10 +57,10 @@ def _declared(ctx: NodeContext, name: str):
     return declared
 
 
-def _insert_version(conn: Connection, **values) -> int:
+def _insert_version(ctx: NodeContext, conn: Connection, **values) -> int:
     """A new row of ``datasets``, counted and fingerprinted once its rows are in."""
     return conn.execute(insert(datasets).values(
-        row_count=0, source_fingerprint="", status="active", created_at=datetime.now(timezone.utc),
+        row_count=0, source_fingerprint="", status="active", created_at=ctx.clock.now(),
         **values)).inserted_primary_key[0]
 
 
@@ -126,10 +126,11 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
         version = (conn.execute(select(func.max(datasets.c.version))
                                 .where(datasets.c.name == name)).scalar() or 0) + 1
         dataset_id = _insert_version(
-            conn, name=name, version=version, id_type=id_type.value, id_column=id_column,
+            ctx, conn, name=name, version=version, id_type=id_type.value, id_column=id_column,
             attributes=list(attributes), invalid_count=0, source_kind=source_kind,
             source_label=source_label[:512])
-        keys = {g.partner: ensure_key(conn, ctx.kek, name, g.partner) for g in declared.grants}
+        keys = {g.partner: ensure_key(conn, ctx.kek, name, g.partner, now=ctx.clock.now())
+                for g in declared.grants}
         tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, id_type.value, keys)
         out = _VersionRows(ctx, conn, name, version, dataset_id, tagger)
         invalid = _store_source(source, id_column, id_type, attributes, out, progress)
@@ -173,7 +174,7 @@ def retire(ctx: NodeContext, name: str, version: int) -> "DatasetVersion | None"
     with ctx.engine.begin() as conn:
         res = conn.execute(update(datasets).where(
             datasets.c.name == name, datasets.c.version == version, datasets.c.status == "active")
-            .values(status="retired", retired_at=datetime.now(timezone.utc)))
+            .values(status="retired", retired_at=ctx.clock.now()))
         if res.rowcount != 1:
             raise RegistrationError(f"no active version {version} of dataset {name!r}")
         admin_log.record(ctx, conn, "dataset_retired", name, version=version)
@@ -253,7 +254,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
         keys = {p: (e, sealed_key(conn, name, p, e)) for p, e in keys.items() if e is not None}
         version = base.version + 1
         dataset_id = _insert_version(
-            conn, name=name, version=version, id_type=base.id_type, id_column=base.id_column,
+            ctx, conn, name=name, version=version, id_type=base.id_type, id_column=base.id_column,
             attributes=attrs, invalid_count=len(invalid), source_kind="refresh",
             source_label=f"v{base.version} + {len(new_rows)} - {len(gone)}",
             base_version=base.version)

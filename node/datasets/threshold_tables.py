@@ -24,7 +24,6 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Iterator
 
 import numpy as np
@@ -33,13 +32,13 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import IdType, encode
 from protocols.oprf import OUTPUT_LEN
+from protocols.threshold_table import income_label_context, income_label_length, table_digest
 
 from node.runtime import admin_log
 from node.datasets.stored_rows import iter_chunks
 from node.keys.oprf_keys import key_purpose as oprf_key_purpose
 from node.keys.oprf_keys import sealed_key as oprf_sealed_key
 from node.datasets.statistics_rows import usable_income
-from node.transport.chunks import income_label_context, income_label_length, threshold_table_digest
 from node.storage.schema import threshold_chunks, threshold_tables
 from node.datasets.tag_tables import Arrays, delta, iter_row_tags
 from node.keys.paillier_keys import KeyRow, PaillierSecret, ensure_key, find_key, unseal_key
@@ -250,11 +249,11 @@ class _InFlight:
 def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
           unusable: int) -> TableRow:
     """Store a built table and ledger it (key id, sizes and digest; never a row)."""
-    digest = threshold_table_digest(key.key_id, tags, labels)
+    digest = table_digest(key.key_id, tags, labels)
     table_id = conn.execute(insert(threshold_tables).values(
         dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
         label_length=income_label_length(key.n), row_count=len(tags), unusable_count=unusable,
-        digest=digest, created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+        digest=digest, created_at=ctx.clock.now())).inserted_primary_key[0]
     for seq, a in enumerate(range(0, len(tags), CHUNK_ROWS)):
         conn.execute(insert(threshold_chunks).values(
             table_id=table_id, seq=seq, tags=tags[a:a + CHUNK_ROWS].tobytes(),
@@ -274,7 +273,7 @@ def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = no_progres
     """Key and table for ``t`` inside the caller's transaction (registration, refresh,
     rotation). A version without a usable income gets an empty table (queries are then
     refused with that reason)."""
-    key = ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+    key = ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column, now=ctx.clock.now())
     found = find_table(conn, t.dataset_id, key)
     if found is not None:
         return found
@@ -291,7 +290,7 @@ def prepare(ctx, t: Target, progress: Progress = no_progress) -> TableRow:
     ctx.ledger  # loaded before the write transactions
     try:
         with ctx.engine.begin() as conn:
-            ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+            ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column, now=ctx.clock.now())
     except IntegrityError:  # another process drew it first
         pass
     with ctx.engine.connect() as conn:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
@@ -87,13 +88,17 @@ def admin_router(ctx: NodeContext) -> APIRouter:
     return router
 
 
-def create_app(ctx: NodeContext) -> FastAPI:
+def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI:
+    """The node's API; `grpc_serving` says whether the node's gRPC listener serves (/readyz)."""
+    from node.http.health import health_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
     app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
-    # The ledger app requires an auditor token on every route; admin routes get their own.
+    # The ledger app requires an auditor token on every route; admin routes get their own,
+    # and the health probes none (they are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
     guard(outer)
+    outer.include_router(health_router(ctx, grpc_serving))
     outer.include_router(admin_router(ctx))
     outer.mount("/", app)
     return outer
@@ -102,7 +107,7 @@ def create_app(ctx: NodeContext) -> FastAPI:
 class HttpServer:
     """uvicorn on a background thread; `start()` returns the bound port."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> None:
         import uvicorn
         cfg = ctx.config
         host, port = cfg.http.listen.rsplit(":", 1)
@@ -112,8 +117,10 @@ class HttpServer:
             if cfg.tls.key_sealed:
                 from node.keys.pki import tls_key_passphrase
                 tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
-        self.config = uvicorn.Config(create_app(ctx), host=host.strip("[]"), port=int(port),
-                                     log_level="warning", access_log=False, **tls)
+        # No Server header: unauthenticated callers (/healthz) learn nothing of the software.
+        self.config = uvicorn.Config(create_app(ctx, grpc_serving=grpc_serving), host=host.strip("[]"),
+                                     port=int(port), log_level="warning", access_log=False,
+                                     server_header=False, **tls)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import InvalidInput
 from node.keys.node_names import (NODE_ID_PATTERN, node_id_from_cert, node_id_from_san, node_uri,
                                   target_name, validate_node_id)
 from node.keys.secrets import KeyEncryptionKey, SecretBytes, read_private_file, write_new_file
@@ -62,7 +64,7 @@ CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca.key"
 
 
-class TlsIdentityError(Exception):
+class TlsIdentityError(InvalidInput):
     """A TLS certificate or key could not be loaded or does not fit; the message says why."""
 
 
@@ -86,11 +88,12 @@ def init_ca(
     name: str = "Shuqiao pilot federation CA",
     days: int = 3650,
     passphrase: bytes | None = None,
+    now: datetime.datetime | None = None,
 ) -> CaFiles:
     """Create a pilot federation CA: ``out_dir/ca.pem`` and ``out_dir/ca.key`` (0600, PKCS8).
 
     The CA can sign node certificates only (path length 0). Give ``passphrase``
-    to keep its key encrypted at rest.
+    to keep its key encrypted at rest. Validity starts at ``now`` (default: the system clock).
 
     Raises:
         FileExistsError: either file already exists.
@@ -102,7 +105,7 @@ def init_ca(
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _utcnow()
+    now = now or SYSTEM_CLOCK.now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -133,6 +136,7 @@ def issue_node_cert(
     days: int = 825,
     kek: KeyEncryptionKey | None = None,
     ca_passphrase: bytes | None = None,
+    now: datetime.datetime | None = None,
 ) -> NodeCertFiles:
     """Issue a node certificate and key, signed by the CA in ``ca_dir``.
 
@@ -164,7 +168,7 @@ def issue_node_cert(
     ca_key = _load_private_key(Path(ca_files.key_path), ca_passphrase)
     _check_key_matches(ca_cert, ca_key, ca_files.key_path)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _node_certificate(node_id, key, ca_cert, ca_key, hosts, days)
+    cert = _node_certificate(node_id, key, ca_cert, ca_key, hosts, days, now or SYSTEM_CLOCK.now())
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if kek is None:
         encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
@@ -179,9 +183,9 @@ def issue_node_cert(
 
 
 def _node_certificate(node_id: str, key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-                      ca_key, hosts: Sequence[str], days: int) -> x509.Certificate:
+                      ca_key, hosts: Sequence[str], days: int, now: datetime.datetime
+                      ) -> x509.Certificate:
     """A node's TLS certificate: its id in the SAN, server and client use, within the CA's life."""
-    now = _utcnow()
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, target_name(node_id))]))
@@ -335,6 +339,3 @@ def _refuse_existing(paths: Iterable[Path | None]) -> None:
         if path is not None and (path.exists() or path.is_symlink()):
             raise FileExistsError(f"{path} already exists; refusing to overwrite it")
 
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from protocols import labels, oprf
+from protocols.membership import blind_batch, finalize_batch
 
 from node.keys.secrets import KeyEncryptionKey, Sealer, SecretBytes
 
@@ -40,13 +41,17 @@ COSTLY_TASKS = frozenset({
 # Positions count the arguments a task is submitted with (the KEK that keyed tasks get
 # inside the worker is not one of them).
 SECRET_ARGUMENTS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("node.keys.workers", "threshold_rows_task"): (6, 7),       # p, q
-    ("node.keys.workers", "threshold_blobs_task"): (1, 2),      # p, q
-    ("node.keys.workers", "finalize_task"): (1,),               # the batch's blinding scalars
-    ("protocols.threshold", "sign_task"): (0, 1),               # p, hp
+    ("node.keys.workers", "threshold_rows_task"): (6, 7),         # p, q
+    ("node.keys.workers", "threshold_blobs_task"): (1, 2),        # p, q
+    ("protocols.threshold", "sign_task"): (0, 1),                 # p, hp
     ("protocols.paillier_fast", "encrypt_incomes_task"): (1, 2),  # p, q
-    ("protocols.psi_shuffle", "multiply_batch"): (0,),          # a party's scalar
-    ("protocols.cardinality", "multiply_batch"): (0,),          # a party's scalar
+    ("protocols.psi_shuffle", "multiply_batch"): (0,),            # a party's scalar
+    ("protocols.cardinality", "multiply_batch"): (0,),            # a party's scalar
+    # A batch's client blinding scalars: given (known-answer runs), and kept to finalize.
+    ("protocols.membership", "blind_batch"): (2,),
+    ("protocols.membership", "finalize_batch"): (1,),
+    ("protocols.threshold_session", "blind_task"): (2,),
+    ("protocols.threshold_session", "finalize_task"): (1,),
 }
 _TASK_KEY_INFO = b"shuqiao worker task arguments v1 "
 
@@ -80,14 +85,32 @@ def _purpose(fn, position: int) -> str:
     return f"worker-task/{fn.__module__}.{fn.__name__}/{position}"
 
 
+def _pack(value) -> bytes:
+    # A tag byte says how to rebuild the value: Paillier numbers are ints, scalars bytes,
+    # a batch's blinding scalars a list of 32-byte scalars.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"b" + bytes(value)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, bytes) and len(v) == 32 for v in value):
+            raise TypeError("a secret list argument holds 32-byte scalars")
+        return b"l" + b"".join(value)
+    return b"i" + int(value).to_bytes((int(value).bit_length() + 8) // 8, "big", signed=True)
+
+
+def _unpack(raw: bytes):
+    tag, body = raw[:1], raw[1:]
+    if tag == b"b":
+        return body
+    if tag == b"l":
+        return [body[i:i + 32] for i in range(0, len(body), 32)]
+    return int.from_bytes(body, "big", signed=True)
+
+
 def _seal_arguments(sealer: Sealer, fn, args: Sequence) -> tuple:
     args = list(args)
     for i in _secret_positions(fn):
-        value = args[i]
-        # A tag byte says how to rebuild the value: Paillier numbers are ints, scalars bytes.
-        raw = (b"b" + bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else
-               b"i" + int(value).to_bytes((int(value).bit_length() + 8) // 8, "big", signed=True))
-        args[i] = SealedArgument(sealer.seal(raw, purpose=_purpose(fn, i)))
+        if i < len(args) and args[i] is not None:  # None: an optional secret not given
+            args[i] = SealedArgument(sealer.seal(_pack(args[i]), purpose=_purpose(fn, i)))
     return tuple(args)
 
 
@@ -97,8 +120,7 @@ def _open_arguments(fn, args: Sequence) -> tuple:
         if isinstance(value, SealedArgument):
             if _worker_sealer is None:
                 raise RuntimeError("this worker was started without the pool's task key")
-            raw = _worker_sealer.unseal(value.blob, purpose=_purpose(fn, i))
-            opened[i] = raw[1:] if raw[:1] == b"b" else int.from_bytes(raw[1:], "big", signed=True)
+            opened[i] = _unpack(_worker_sealer.unseal(value.blob, purpose=_purpose(fn, i)))
     return tuple(opened)
 
 
@@ -153,31 +175,6 @@ def blind_evaluate_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: st
 def prove_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
     return oprf.prove(_unseal(kek, sealed, purpose), packed_blinded, packed_evaluated)
-
-
-def blind_task(inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> tuple[bytes, bytes]:
-    blinds, packed = oprf.blind(inputs, mode=mode)
-    return b"".join(blinds), packed
-
-
-def finalize_task(inputs: Sequence[bytes], packed_blinds: bytes, packed_evaluated: bytes,
-                  tag_length: int, mode: int = oprf.MODE_OPRF, proof: bytes = b"",
-                  public_key: bytes = b"", sample: Sequence[int] = ()) -> bytes:
-    """Unblind a batch into tags; in VOPRF mode check the proof over `sample` first."""
-    blinds = [packed_blinds[i:i + 32] for i in range(0, len(packed_blinds), 32)]
-    if mode == oprf.MODE_OPRF:
-        outs = oprf.finalize(inputs, blinds, packed_evaluated)
-    else:
-        # B_i of the sampled elements, recomputed from r_i (cheaper than keeping the batch).
-        _, sampled_blinded = oprf.blind([inputs[i] for i in sample], [blinds[i] for i in sample],
-                                        mode=mode)
-        oprf.verify_proof(public_key, sampled_blinded, _pick(packed_evaluated, sample), proof)
-        outs = oprf.finalize_sampled(inputs, blinds, packed_evaluated)
-    return b"".join(out[:tag_length] for out in outs)
-
-
-def _pick(packed: bytes, indices: Sequence[int]) -> bytes:
-    return b"".join(packed[i * 32:(i + 1) * 32] for i in indices)
 
 
 _KEYED = (rows_task, threshold_rows_task, blind_evaluate_task, prove_task)
@@ -276,14 +273,19 @@ class CryptoPool:
                             private_key.p, private_key.q, [int(v) for v in incomes], outputs,
                             label_context)
 
+    def submit(self, fn, *args) -> Future:
+        """``Executor.submit`` for a protocol's batch work (a picklable module function
+        whose first argument is the batch): small batches run in this process."""
+        return self._submit(len(args[0]), fn, *args)
+
     def submit_blind(self, inputs: Sequence[bytes], mode: int = oprf.MODE_OPRF) -> Future:
-        return self._submit(len(inputs), blind_task, list(inputs), mode)
+        return self._submit(len(inputs), blind_batch, list(inputs), mode)
 
     def submit_finalize(self, inputs: Sequence[bytes], packed_blinds: bytes,
                         packed_evaluated: bytes, tag_length: int, mode: int = oprf.MODE_OPRF,
                         proof: bytes = b"", public_key: bytes = b"",
                         sample: Sequence[int] = ()) -> Future:
-        return self._submit(len(inputs), finalize_task, list(inputs), packed_blinds,
+        return self._submit(len(inputs), finalize_batch, list(inputs), packed_blinds,
                             packed_evaluated, tag_length, mode, proof, public_key, list(sample))
 
     def prove(self, sealed: bytes, purpose: str, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
@@ -313,3 +315,17 @@ class CryptoPool:
         futures = [self._submit(b - a, blind_evaluate_task, sealed, purpose, packed[a * w:b * w])
                    for a, b in self._ranges(len(packed) // w)]
         return b"".join(f.result() for f in futures)
+
+
+class SealedKeyEvaluator:
+    """A protocols.membership.Evaluator over an OPRF key sealed under the node KEK: each
+    batch is spread over the workers, which unseal the key themselves."""
+
+    def __init__(self, pool: CryptoPool, sealed: bytes, purpose: str) -> None:
+        self._pool, self._sealed, self._purpose = pool, sealed, purpose
+
+    def evaluate(self, packed_blinded: bytes) -> bytes:
+        return self._pool.blind_evaluate(self._sealed, self._purpose, packed_blinded)
+
+    def prove(self, packed_blinded: bytes, packed_evaluated: bytes) -> bytes:
+        return self._pool.prove(self._sealed, self._purpose, packed_blinded, packed_evaluated)

@@ -11,11 +11,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from node.core.errors import StorageError
 from node.agency.statistics import StatisticsAnswerer
 from node.agency.membership import MembershipAnswerer
 from node.transport.identity import PartnerInterceptor, peer_node_id
 from node.runtime.context import NodeContext
 from node.core.incidents import IncidentInterceptor
+from node.runtime.data_lock import DataDirLock
 from node.transport.channels import grpc_options
 from node.keys.pki import load_tls_identity
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -57,6 +59,7 @@ class NodeServer:
         self.http = None
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port: int | None = None
+        self.serving = False  # the gRPC listener is bound and started, and not stopping
 
     def start(self) -> int:
         from node.runtime.admin_log import record_policy_if_changed
@@ -70,15 +73,17 @@ class NodeServer:
         if not self.port:
             raise OSError(f"cannot listen on {self.ctx.config.grpc.listen}")
         self.server.start()
+        self.serving = True
         for name in ("", "shuqiao.v1.Membership", "shuqiao.v1.Statistics", "shuqiao.v1.Ledger"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.ctx.config.http.listen:
             from node.http.app import HttpServer
-            self.http = HttpServer(self.ctx)
+            self.http = HttpServer(self.ctx, grpc_serving=lambda: self.serving)
             self.http_port = self.http.start()
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:
+        self.serving = False  # load balancers see /readyz fail while calls drain
         self.health.enter_graceful_shutdown()
         if self.http is not None:
             self.http.stop()
@@ -116,7 +121,7 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
             record("a maintenance round", exc, log)  # type and code locations, never a message
 
 
-class LedgerDamaged(Exception):
+class LedgerDamaged(StorageError):
     """The ledger check at start found an altered entry, node or head (one-line message)."""
 
 
@@ -152,14 +157,38 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None, *,
           check: str = "tail", accept_damaged_ledger: bool = False) -> None:
     """Run until SIGTERM/SIGINT. Writes the bound port to `port_file` once listening.
 
+    The data directory is locked for the whole run (node/runtime/data_lock.py), before the
+    database is opened, so a second `serve` of the same node stops without touching it.
+
     Raises:
+        DataDirLocked: another process holds the data directory.
         LedgerDamaged: before anything is served or appended (see `check_ledger`).
     """
+    with DataDirLock(ctx.config.data_dir, "shuqiao serve"):
+        _serve(ctx, port_file, on_ready, check, accept_damaged_ledger)
+
+
+def listener_lines(node: NodeServer) -> list[str]:
+    """One line per socket the node listens on, with the port actually bound."""
+    cfg = node.ctx.config
+    lines = [f"gRPC (mutual TLS: partners, auditors, health checking) on "
+             f"{cfg.grpc.listen.rsplit(':', 1)[0]}:{node.port}"]
+    if node.http is not None:
+        scheme = "HTTPS" if cfg.http.tls else "HTTP (plain, no TLS)"
+        lines.append(f"{scheme} API on {cfg.http.listen.rsplit(':', 1)[0]}:{node.http_port}: "
+                     "/v1/ledger and /metrics (auditor token), /v1/admin (admin token), "
+                     "/healthz and /readyz (no token)")
+    return lines
+
+
+def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
+           accept_damaged_ledger: bool) -> None:
     check_ledger(ctx, check, accept_damaged_ledger)
     node = NodeServer(ctx)
     port = node.start()
-    host = ctx.config.grpc.listen.rsplit(":", 1)[0]
-    log.info("node %s listening on %s:%d (mTLS)", ctx.config.node.id, host, port)
+    log.info("node %s serving", ctx.config.node.id)
+    for line in listener_lines(node):
+        log.info("listening: %s", line)
     from node.server.witnessing import coverage_warnings
     for warning in coverage_warnings([ctx.config]):
         log.warning("witnessing: %s", warning)

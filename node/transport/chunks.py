@@ -1,38 +1,67 @@
-"""Rounds of the statistics streams: a protocol message's bytes cut into chunks.
+"""The statistics streams' envelopes: protobuf messages to session messages and back.
 
-Every large round of proto/shuqiao/v1/statistics.proto carries one protocol message
-(its ``to_bytes()``) as ``StatisticsChunk`` pieces, the last one flagged. Both sides
-reassemble a round with :func:`collect`, which refuses a round that is out of turn, too
-large or cut short; the caller turns :class:`RoundError` into its own error (a gRPC
-refusal at the agency, a PartnerError at the asker).
+The aggregate and threshold sessions (protocols/aggregate.py,
+protocols/threshold_session.py) speak the plain messages of protocols/rounds.py, one
+type per body of proto/shuqiao/v1/statistics.proto with the same field names; a
+large round is a protocol message's bytes cut into ``StatisticsChunk`` pieces. This
+module converts between the two, adding only the node's own fields (query id,
+receipt), and reassembles a round for callers outside a session (:func:`collect`).
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, fields
 
-from protocols import labels
+from protocols.errors import ProtocolStateError
+from protocols.rounds import (
+    BODIES, AggregateSummary, ElementBatch, Evaluated, InvalidRound, Piece, Reassembly,
+    StatisticsAccepted, ThresholdSummary, Unexpected, chunk_size, split,
+)
 
+from node.core.errors import ProtocolViolation
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 
-#: Protocol bytes per chunk: half the default 8 MiB gRPC cap leaves room for framing.
-CHUNK_BYTES = 4 * 1024 * 1024
+__all__ = ["RoundError", "chunk_size", "wrap", "unwrap", "chunks", "collect", "expect"]
+
+_PROTO = {StatisticsAccepted: spb.StatisticsAccepted, ElementBatch: spb.StatisticsBatch,
+          Evaluated: spb.ThresholdEvaluated, AggregateSummary: spb.AggregateSummary,
+          ThresholdSummary: spb.ThresholdSummary}
+_SESSION = {proto: message for message, proto in _PROTO.items()}
 
 
-class RoundError(Exception):
+class RoundError(ProtocolViolation):
     """A round arrived out of turn, over its size limit, or not at all."""
 
 
-def chunk_size(max_message_bytes: int) -> int:
-    return max(64 * 1024, min(CHUNK_BYTES, max_message_bytes // 2))
+def wrap(envelope, message, **node_fields):
+    """``message`` in its body of ``envelope`` (AggregateRequest, ThresholdResponse, ...);
+    ``node_fields`` fill the body's fields that are the node's (query_id, receipt)."""
+    if isinstance(message, Piece):
+        chunk = spb.StatisticsChunk(data=message.data, last=message.last)
+        return envelope(**{message.round: chunk})
+    body = _PROTO[type(message)](**asdict(message), **node_fields)
+    return envelope(**{BODIES[type(message)]: body})
 
 
-def chunks(data: bytes, size: int, wrap: Callable[[spb.StatisticsChunk], object]) -> Iterator:
-    """``wrap(chunk)`` per piece of ``data``; at least one (an empty round is a round)."""
-    view = memoryview(data)
-    for start in range(0, max(len(data), 1), size):
-        piece = view[start:start + size]
-        yield wrap(spb.StatisticsChunk(data=bytes(piece), last=start + size >= len(data)))
+def unwrap(envelope_message):
+    """The session message an envelope carries; a header or an empty body becomes
+    :class:`Unexpected`, which every session refuses by name."""
+    name = envelope_message.WhichOneof("body")
+    if name is None:
+        return Unexpected("nothing")
+    body = getattr(envelope_message, name)
+    if isinstance(body, spb.StatisticsChunk):
+        return Piece(name, body.data, body.last)
+    kind = _SESSION.get(type(body))
+    if kind is None:
+        return Unexpected(name)
+    return kind(**{f.name: getattr(body, f.name) for f in fields(kind)})
+
+
+def chunks(data: bytes, size: int, wrap_chunk: Callable[[spb.StatisticsChunk], object]) -> Iterator:
+    """``wrap_chunk(chunk)`` per piece of ``data``; at least one (an empty round is a round)."""
+    for piece in split("", data, size):
+        yield wrap_chunk(spb.StatisticsChunk(data=piece.data, last=piece.last))
 
 
 def collect(messages: Iterator, body: str, limit: int) -> bytes:
@@ -42,18 +71,15 @@ def collect(messages: Iterator, body: str, limit: int) -> bytes:
         RoundError: another message came first, more than ``limit`` bytes, or the
             stream ended before the chunk flagged ``last``.
     """
-    parts, size = [], 0
+    round_ = Reassembly(body, limit)
     for message in messages:
-        if message.WhichOneof("body") != body:
-            raise RoundError(f"expected {body} chunks, got {message.WhichOneof('body') or 'nothing'}")
-        piece = getattr(message, body)
-        size += len(piece.data)
-        if size > limit:
-            raise RoundError(f"{body} exceeds {limit} bytes")
-        parts.append(piece.data)
-        if piece.last:
-            return b"".join(parts)
-    raise RoundError(f"the stream ended before the {body} round was complete")
+        try:
+            data = round_.add(unwrap(message))
+        except (ProtocolStateError, InvalidRound) as exc:
+            raise RoundError(str(exc)) from None
+        if data is not None:
+            return data
+    raise RoundError(str(round_.cut_short()))
 
 
 def expect(messages: Iterator, body: str):
@@ -64,32 +90,3 @@ def expect(messages: Iterator, body: str):
                else message.WhichOneof("body") or "nothing")
         raise RoundError(f"expected {body}, got {got}")
     return getattr(message, body)
-
-
-# -- the threshold table's sealed incomes (protocols/labels.py, seal_blobs) -------------
-
-
-def threshold_table_digest(key_id: bytes, tags, labels) -> bytes:
-    """SHA-256 over the key id, the tags and the sealed incomes, in table order (any
-    buffers: the asker hashes its memory-mapped copy in place)."""
-    h = hashlib.sha256(key_id)
-    h.update(tags)
-    h.update(labels)
-    return h.digest()
-
-
-def income_label_length(n: int) -> int:
-    """Bytes of one sealed Enc(income) under modulus ``n``: the fixed-width ciphertext
-    (2 * bytes(n), 768 for 3072 bits) plus nonce and GCM tag."""
-    return 2 * ((n.bit_length() + 7) // 8) + labels.OVERHEAD
-
-
-def income_label_context(*, owner: str, partner: str, dataset: str, epoch: int,
-                         key_id: bytes) -> bytes:
-    """Binds a sealed Enc(income) to its owner, partner, epoch and Paillier key (and apart
-    from the membership labels, which use the same OPRF outputs under another context).
-    Not to the version (0): a refreshed version keeps its kept rows' entries."""
-    return labels.label_context(owner=owner, partner=partner,
-                                dataset=f"{dataset}/threshold/{key_id.hex()}",
-                                version=0, epoch=epoch)
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -222,7 +221,6 @@ def test_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
         out.write("身份证号,姓名,缴存月数\n")
         out.writelines(f"{i:018d},职工{i % 1000},{i % 120}\n" for i in range(rows))
     size = path.stat().st_size
-    started = time.perf_counter()
     tracemalloc.start()
     try:
         with open_csv(path) as source:
@@ -233,10 +231,8 @@ def test_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    elapsed = time.perf_counter() - started
     assert count == rows
     assert last.line == rows + 1
     assert last.values["姓名"] == f"职工{(rows - 1) % 1000}"
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte file"
     assert size > 5 * peak
-    assert elapsed < 10, elapsed

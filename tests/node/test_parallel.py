@@ -17,6 +17,7 @@ from protocols import cardinality as card
 from protocols import group, oprf
 from protocols import psi_shuffle as ps
 from protocols import threshold as th
+from protocols import threshold_session as ts
 
 
 def test_costly_tasks_name_real_protocol_functions() -> None:
@@ -30,7 +31,8 @@ def test_secret_arguments_name_real_task_parameters() -> None:
         params = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
         if params[0] == "kek":  # keyed tasks get the KEK inside the worker
             params = params[1:]
-        assert all(params[i] in ("p", "q", "hp", "scalar", "packed_blinds") for i in positions), name
+        assert all(params[i] in ("p", "q", "hp", "scalar", "blinds", "packed_blinds")
+                   for i in positions), name
 
 
 class _Recording:
@@ -133,6 +135,14 @@ def test_no_secret_reaches_the_workers_unsealed(watched_pool) -> None:
     tags = pool.submit_finalize(inputs, blinds, oprf.blind_evaluate(key, blinded), 16).result()
     assert tags == b"".join(out[:16] for out in oprf.evaluate(key, inputs, oprf.MODE_OPRF))
 
+    # A threshold query's batches blinded with given scalars (known-answer runs).
+    batches = [[b"in%d" % i for i in range(16)], [b"on%d" % i for i in range(16)]]
+    given = [[group.random_scalar() for _ in batch] for batch in batches]
+    secrets += [r for batch in given for r in batch]
+    modes = [oprf.MODE_OPRF] * 2
+    assert pool.map(ts.blind_task, batches, modes, given) == [
+        ts.blind_task(b, oprf.MODE_OPRF, g) for b, g in zip(batches, given)]
+
     # The OPRF key itself travels sealed under the node KEK.
     if kek is not None:
         secrets.append(key.export_secret_bytes())
@@ -141,6 +151,8 @@ def test_no_secret_reaches_the_workers_unsealed(watched_pool) -> None:
         assert got == tags
 
     sent = b"".join(pool._executor.sent)
-    assert len(pool._executor.sent) >= 7
+    for task in (b"threshold_blobs_task", b"sign_task", b"multiply_batch", b"finalize_batch",
+                 b"blind_task"):
+        assert task in sent, task  # each reached a worker process
     leaked = [i for i, s in enumerate(secrets) for form in _encodings(s) if form in sent]
     assert leaked == [], "raw key material was submitted to a worker process"

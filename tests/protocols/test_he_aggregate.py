@@ -23,29 +23,10 @@ from protocols.he_aggregate import (
     FundCentreAggregator, InvalidCiphertext, InvalidContext, MaskedAggregates,
 )
 
+from .conftest import FixedNoise
+
 ROWS = 12_000  # two BFV blocks, the second one partial
 DISTRICTS = ("天宁区", "钟楼区", "新北区", "武进区")
-
-
-class FixedNoise:
-    """Test-only mechanism: a fixed released sample instead of OpenDP's draw."""
-
-    count, total = 0, 0
-
-    def __init__(self, sensitivity: int, epsilon: Fraction) -> None:
-        self.epsilon, self.scale = epsilon, 0.0
-        self._value = FixedNoise.count if sensitivity == 1 else FixedNoise.total
-
-    def sample(self) -> int:
-        return self._value
-
-    def tail_bound(self, log2_failure: int = 64) -> int:
-        return abs(self._value)
-
-
-@pytest.fixture(autouse=True)
-def _zero_noise():
-    FixedNoise.count = FixedNoise.total = 0
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from protocols.threshold import (
 
 
 @pytest.fixture(scope="module")
-def keys():
-    return phe.generate_paillier_keypair(n_length=3072)
+def keys(paillier_keys):
+    return paillier_keys
 
 
 @pytest.fixture(scope="module")

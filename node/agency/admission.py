@@ -1,0 +1,232 @@
+"""A query stream's life on the answering side, the same for every kind.
+
+`answer_stream` runs one stream: refusals become gRPC statuses (with a reason, never an
+element) and the query log gets exactly one record, whatever happens. `admit` checks the
+stream's first message, its header, against the grant and the policy, and claims the
+query id and reserves its elements (and epsilon) in one step (node/policy/admission.py);
+the caller then commits the admitted ledger entry before any answer leaves.
+`serve_session` moves messages between the asker's stream and a protocol session
+(protocols/session.py), and `answered` commits the record whose receipt the summary
+carries.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+
+from node.core.config import DATASET_NAME, PURPOSE
+from node.core import errors
+from node.datasets.registration import current_version
+from node.keys.oprf_keys import answerable_epochs
+from node.policy import checks as policy
+from node.policy.querylog import QueryRecord, seen
+from node.transport.identity import peer_node_id
+
+log = logging.getLogger(__name__)
+_DATASET = re.compile(DATASET_NAME)
+_PURPOSE = re.compile(PURPOSE)
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class Refused(errors.Refusal):
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def by_policy(cls, exc) -> "Refused":
+        """The gRPC status for a node.policy.checks.PolicyRefusal (quota, kind or size rule)."""
+        return cls(_POLICY_CODES[exc.rule], exc.reason)
+
+
+class StreamEnded(Refused, errors.StreamEnded):
+    """The asker's stream ended before the protocol did."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.CANCELLED, "the stream ended without finish")
+
+
+_POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "kind": grpc.StatusCode.PERMISSION_DENIED,
+                 "size": grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def check_names(h, record) -> None:
+    """A query header's id, dataset and purpose are well-formed codes; the record takes
+    them (only well-formed names are echoed or logged: free text could hold anything)."""
+    if not _QUERY_ID.match(h.query_id):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "query_id must be a lowercase UUID")
+    record.query_id = h.query_id
+    if not (_DATASET.match(h.dataset) and _PURPOSE.match(h.purpose)):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      "dataset and purpose must be codes ([a-z0-9._-], at most 63 characters)")
+    record.dataset, record.version, record.epoch = h.dataset, h.version, h.epoch
+    record.purpose, record.elements = h.purpose, 0
+
+
+def check_purpose(h, grant) -> None:
+    if h.purpose not in grant.purpose_codes:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      f"purpose {h.purpose!r} is not granted for dataset {h.dataset!r}; "
+                      f"granted: {', '.join(grant.purpose_codes)}")
+
+
+def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+    """Claim the header's query id and reserve its elements (and epsilon) atomically
+    (node/policy/admission.py); the record then carries the elements asked."""
+    from node.policy import admission
+    try:
+        admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
+                          elements=h.total_elements, epsilon_micro=epsilon_micro)
+    except admission.QueryIdTaken:
+        record.query_id = ""  # the earlier claim stands; do not log a duplicate id
+        raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
+    except policy.PolicyRefusal as exc:
+        raise Refused.by_policy(exc) from None
+    record.claimed, record.elements = True, h.total_elements
+    record.epsilon_micro = 0  # charged only once a noised answer is released
+
+
+def grant_for(cfg, dataset: str, peer: str):
+    """(declared dataset, the peer's grant on it), refused alike when either is missing."""
+    if not _DATASET.match(dataset):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "dataset must be a dataset code")
+    declared = cfg.dataset(dataset)
+    grant = declared and next((g for g in declared.grants if g.partner == peer), None)
+    if grant is None:  # the same answer whether the dataset is absent or merely not granted
+        raise Refused(grpc.StatusCode.NOT_FOUND,
+                      f"no dataset {dataset!r} is available to node {peer!r}")
+    return declared, grant
+
+
+def check_epoch(ctx, conn, dataset: str, peer: str, epoch: int) -> None:
+    grace = timedelta(days=ctx.config.dataset(dataset).grace_days)
+    if epoch not in answerable_epochs(conn, dataset, peer, grace):
+        raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
+                      "past its grace period, or unknown); list datasets and sync again")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    header: object
+    kind: str
+    declared: object
+    grant: object
+    version: object | None  # the current version, for the kinds that run on it
+    checked: object = None  # what the caller's check returned
+
+
+def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str],
+          current: bool = False, reserve_epsilon: bool = False, consent: bool = False,
+          check: Callable[[object, Admitted], object] | None = None) -> Admitted:
+    """Admit a query by its first message, which must be its header.
+
+    Args:
+        kinds: the header kinds this call answers (protobuf number -> policy kind).
+        current: the query runs on the dataset's current version (the header names it).
+        reserve_epsilon: reserve the grant's per-query epsilon (noised kinds).
+        consent: the header may carry a consent digest, kept in the record and receipt.
+        check: kind-specific checks, run in the admission's connection before the claim;
+            what it returns is kept in ``checked``.
+
+    Raises:
+        Refused: with the rule that was broken.
+    """
+    if first is None or first.WhichOneof("body") != "header":
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the first message of a query must be its header")
+    h = first.header
+    check_names(h, record)
+    if consent:
+        from node.policy.consent import DIGEST_PATTERN
+        if h.consent_digest and not DIGEST_PATTERN.fullmatch(h.consent_digest):
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "consent_digest is 64 lowercase hex digits")
+        record.authorisation_digest = h.consent_digest  # in our entry and our receipt
+    if h.kind not in kinds:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"unsupported query kind (this call answers {', '.join(kinds.values())})")
+    record.kind = kind = kinds[h.kind]
+    declared, grant = grant_for(ctx.config, h.dataset, peer)
+    check_purpose(h, grant)
+    limit = ctx.config.grpc.max_query_elements
+    if not 1 <= h.total_elements <= limit:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"a query must ask between 1 and {limit} elements")
+    try:
+        policy.check_request(grant, dataset=h.dataset, kind=kind, elements=h.total_elements)
+    except policy.PolicyRefusal as exc:
+        raise Refused.by_policy(exc) from None
+    with ctx.engine.connect() as conn:
+        if seen(conn, h.query_id, "answerer"):
+            record.query_id = ""  # the earlier entry stands; do not log a duplicate id
+            raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used")
+        version = current_version(conn, h.dataset) if current else None
+        if current and (version is None or version.version != h.version):
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{kind} queries run on the current version of {h.dataset!r}; "
+                          "list datasets again")
+        check_epoch(ctx, conn, h.dataset, peer, h.epoch)
+        admitted = Admitted(h, kind, declared, grant, version)
+        if check is not None:
+            admitted = Admitted(h, kind, declared, grant, version, check(conn, admitted))
+    noised = reserve_epsilon and grant.dp_epsilon is not None
+    claim(ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
+    return admitted
+
+
+def answer_stream(ctx, context, kind: str, body: Callable[[str, QueryRecord], Iterable],
+                  protocol_errors: tuple[type[Exception], ...] = ()) -> Iterator:
+    """Run ``body(peer, record)``, a generator of responses, as one query stream.
+
+    A Refused, or one of `protocol_errors` (a peer message the protocol refuses: its
+    text names the rule), aborts the call with its status; a stream that broke or was
+    cancelled is recorded as aborted. Exactly one record is written, whatever happens.
+    """
+    peer = peer_node_id(context)
+    record = QueryRecord(query_id="", role="answerer", asker=peer, answerer=ctx.config.node.id,
+                         kind=kind, dataset="")
+    try:
+        yield from body(peer, record)
+    except (Refused, *protocol_errors) as exc:
+        code = exc.code if isinstance(exc, Refused) else grpc.StatusCode.INVALID_ARGUMENT
+        if record.outcome != "aborted":  # an aborted query stays aborted
+            record.outcome = "refused"
+        record.reason = str(exc)
+        log.info("%s query %s from %s refused: %s", kind, record.query_id or "-", peer, exc)
+        context.abort(code, str(exc))
+    except grpc.RpcError:
+        record.outcome, record.reason = "aborted", "the asker's stream ended abnormally"
+        raise
+    except GeneratorExit:
+        record.outcome, record.reason = "aborted", "the asker cancelled or went away"
+        raise
+    finally:
+        if record.query_id and not record.written:
+            record.write(ctx)
+
+
+def serve_session(session, requests: Iterable, parse: Callable, emit: Callable) -> Iterator:
+    """The session's messages out (each through ``emit``, which converts it and may first
+    commit what must precede it), the asker's in (through ``parse``), until the session
+    is finished. Raises StreamEnded if the asker's stream ends first."""
+    for message in session.start():
+        yield emit(message)
+    for request in requests:
+        for message in session.handle(parse(request)):
+            yield emit(message)
+        if session.finished:
+            return
+    raise StreamEnded()
+
+
+def answered(ctx, record: QueryRecord) -> dict:
+    """Commit the answered record (log row and ledger entry) before the summary leaves;
+    returns the summary's receipt fields."""
+    record.outcome = "answered"
+    receipt = record.write(ctx)
+    return {"receipt": receipt.to_bytes(), "ledger_public_key": ctx.ledger.public_key.text}

@@ -63,7 +63,7 @@ def _prover(ctx: NodeContext, reachable: dict[str, grpc.Channel]):
 
 # A round runs in the background: a few attempts, so a partner that is restarting is
 # still witnessed this round, without holding up the other partners' for long.
-ROUND_BACKOFF = Backoff(attempts=3, first=1.0, cap=4.0)
+ROUND_BACKOFF = Backoff(attempts=4, first=1.0, cap=4.0)
 
 
 def _witness_one(ctx: NodeContext, witness, partner: str, reachable: dict[str, grpc.Channel]) -> str:

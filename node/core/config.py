@@ -165,6 +165,9 @@ class QueryKindName(str, enum.Enum):
     CARDINALITY = "cardinality"
     AGGREGATE = "aggregate"
     THRESHOLD = "threshold"
+    # Bulk PSI (protocols/bulk, KKRT16): a whole list at once, fast for large lists, but
+    # secure only against a fund centre that follows the protocol (SECURITY.md, "bulk").
+    BULK = "bulk"
 
 
 # Kinds whose answer is a count over the asked elements: without DP, one element asked

@@ -19,6 +19,7 @@ from adapters.reader import INEXACT_NUMBER_REASON
 
 from node.core.progress import no_progress
 from node.asker import membership as asker
+from node.asker.bulk import BULK_HINT_ELEMENTS, bulk as ask_bulk
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
 from node.storage.private_files import open_private
@@ -36,6 +37,7 @@ class MembershipJob:
     seconds: float
     version: int
     epoch: int
+    bulk_suggested: bool = False  # a long list, and the partner grants bulk: it would be faster
 
 
 def _atomic_csv(path: Path):
@@ -55,6 +57,8 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     """
     if select not in ("all", "intersection", "difference"):
         raise ValueError("select must be all, intersection or difference")
+    if kind == "bulk" and predicate:
+        raise ValueError("a bulk query runs over the whole dataset: it takes no predicate")
     for column in (id_column, auth_column):
         if column and column not in source.columns:
             raise SourceError(f"column {column!r} not found; available columns: "
@@ -88,10 +92,8 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
         rows.append((row.line, row.values, i))
         progress("reading", source.progress_position(), source.progress_total)
 
-    result = asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
-                              predicate=predicate,
-                              consent_digest=consent_digest(consented) if auth_column else None
-                              ) if asked else None
+    result = _ask(ctx, partner, dataset, purpose, asked, progress, kind=kind, predicate=predicate,
+                  consent=consent_digest(consented) if auth_column else None) if asked else None
     label_columns = list(dict.fromkeys(k for r in (result.labels or []) if r for k in r)) if result else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, f = _atomic_csv(out)
@@ -118,4 +120,15 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     return MembershipJob(
         query_id=result.query_id if result else "", asked=len(asked), rows=len(rows),
         invalid=len(bad), matched_rows=matched_rows, seconds=result.seconds if result else 0.0,
-        version=result.version if result else 0, epoch=result.epoch if result else 0)
+        version=result.version if result else 0, epoch=result.epoch if result else 0,
+        bulk_suggested=bool(result) and kind == "membership" and "bulk" in result.kinds
+        and len(asked) >= BULK_HINT_ELEMENTS)
+
+
+def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,
+         kind: str, predicate: str | None, consent: str | None):
+    """The query of `kind`: bulk PSI over the whole dataset, or a membership-kind query."""
+    if kind == "bulk":
+        return ask_bulk(ctx, partner, dataset, purpose, asked, progress, consent_digest=consent)
+    return asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
+                            predicate=predicate, consent_digest=consent)

@@ -159,6 +159,16 @@ def test_size_limits_refuse_on_both_sides() -> None:
         r.handle(setup)
 
 
+def test_a_hello_must_declare_the_size_announced_beforehand() -> None:
+    x, y = ids("a", range(300)), ids("a", range(100))
+    hello = hello_of(BulkReceiver(x))
+    for announced in (299, 301):
+        with pytest.raises(InvalidMessage):
+            BulkSender(y, receiver_size=announced).handle(hello)
+    setup = list(BulkSender(y, receiver_size=300).handle(hello))
+    assert len(setup) == 1 and setup[0][1] == messages.SETUP
+
+
 @pytest.mark.parametrize("rows", [100, 0, 1 << 19])
 def test_sender_refuses_unaligned_or_huge_chunks(rows: int) -> None:
     hello = messages.Hello.from_bytes(hello_of(BulkReceiver(ids("z", range(5)))))

@@ -1,0 +1,34 @@
+"""The agency's side of a bulk query: a dataset version's elements, as one array.
+
+The bulk PSI (protocols/bulk) runs over every row of the current version at once. Its
+elements are the rows' identifiers encoded exactly as a membership query encodes the
+fund centre's (adapters.encode: type-separated bytes), so the same person matches in
+both kinds. They are read from the sealed stored rows chunk by chunk
+(node/datasets/stored_rows.py) into one fixed-width bytes array: about 50 bytes per row,
+the only copy of the identifiers the query holds. Registration already refused repeated
+identifiers, so the elements are distinct.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from adapters import IdType, encode
+
+from node.datasets.stored_rows import iter_chunks
+
+
+def version_elements(ctx, version) -> np.ndarray:
+    """Every row's encoded identifier of a stored version (numpy ``S`` array, dataset order).
+
+    Raises:
+        StoredRowsError, SealError: the stored rows do not open (node/datasets/stored_rows.py).
+    """
+    kind = IdType(version.id_type)
+    parts: list[np.ndarray] = []
+    with ctx.engine.connect() as conn:
+        for _, rows in iter_chunks(conn, version.id, ctx.kek):
+            parts.append(np.array([encode(kind, subject) for subject, _ in rows], dtype=bytes))
+    if not parts:
+        return np.array([], dtype="S1")
+    width = max(p.dtype.itemsize for p in parts)
+    return np.concatenate([p.astype(f"S{width}", copy=False) for p in parts])

@@ -15,6 +15,7 @@ as they arrive, so memory stays bounded by a few chunks beyond the two sets.
 """
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Sequence
@@ -37,6 +38,8 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import bulk_wire as wire
 from node.transport.channels import partner_channel
+
+log = logging.getLogger(__name__)
 
 # From about this many distinct identifiers a bulk query answers sooner than a membership
 # query against a million-row dataset (bench/bulk_node_bench.py); the CLI suggests it.
@@ -73,6 +76,9 @@ def bulk(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Seq
                                max_sender_elements=max(1, info.row_count))
         found = _exchange(ctx, stub, partner, record, session, len(inputs), progress, stages)
         stages.mark(None)
+        log.info("bulk query %s to %s: %d asked, %d rows, stages %s", record.query_id, partner,
+                 len(inputs), session.sender_size, stages.rounded(),
+                 extra={"stages": stages.rounded()})
         matched = np.zeros(len(inputs), dtype=bool)
         matched[found] = True
         record.outcome, record.matched = "answered", int(found.size)

@@ -5,7 +5,7 @@ what are narrated in protocols/bulk/session.py): it learns which of its elements
 the partner's current version, and the version's size; the partner learns how many
 elements were asked. No tag table is synced: each query runs over the whole version, in
 time linear in both sets, which beats a membership query's per-element OPRF once the
-list is long (``BULK_HINT_ELEMENTS``). The charge is the cuckoo bins (about 1.5 per
+list is long (``bulk_is_faster``). The charge is the cuckoo bins (about 1.5 per
 element), recorded on both sides as the query's elements, so the receipt matches.
 
 This module moves the session's messages over the Bulk stream: header and Hello go out
@@ -41,10 +41,23 @@ from node.transport.channels import partner_channel
 
 log = logging.getLogger(__name__)
 
-# From about this many distinct identifiers a bulk query answers sooner than a membership
-# query against a million-row dataset (bench/bulk_node_bench.py); the CLI suggests it.
-BULK_HINT_ELEMENTS = 50_000
+# Seconds, measured between two nodes on 2 shared cores (bench/bulk_node_bench.py, the
+# README's table): a membership query per identifier asked, its partner's tag table
+# already synced; a bulk query per agency row (read from storage, hashed, three values
+# sent), per identifier asked, and once (base OTs, the stream). Against a million rows
+# bulk wins from about 35,000 identifiers; the CLI suggests it from there.
+MEMBERSHIP_SECONDS_PER_ASKED = 1.5e-4
+BULK_SECONDS_PER_ROW = 4.5e-6
+BULK_SECONDS_PER_ASKED = 1e-6
+BULK_SECONDS_ONCE = 0.5
 _OUTBOX = 4  # correction chunks queued for the stream at most (~2 MiB each)
+
+
+def bulk_is_faster(asked: int, rows: int) -> bool:
+    """Whether a bulk query of `asked` identifiers against `rows` answers sooner than a
+    membership query (whose one-off table sync is left out: the estimate favours it)."""
+    bulk_seconds = BULK_SECONDS_ONCE + BULK_SECONDS_PER_ROW * rows + BULK_SECONDS_PER_ASKED * asked
+    return MEMBERSHIP_SECONDS_PER_ASKED * asked > bulk_seconds
 
 
 def bulk(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Sequence[bytes],
@@ -85,7 +98,7 @@ def bulk(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Seq
         accept_receipt(ctx, partner, record, record.summary)
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
                                 matched, time.perf_counter() - started, receipt=record.receipt,
-                                kinds=tuple(info.kinds))
+                                kinds=tuple(info.kinds), rows=int(session.sender_size))
 
 
 def _header(record: QueryRecord, asked: int) -> pb.BulkRequest:

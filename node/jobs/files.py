@@ -19,7 +19,7 @@ from adapters.reader import INEXACT_NUMBER_REASON
 
 from node.core.progress import no_progress
 from node.asker import membership as asker
-from node.asker.bulk import BULK_HINT_ELEMENTS, bulk as ask_bulk
+from node.asker.bulk import bulk as ask_bulk, bulk_is_faster
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
 from node.storage.private_files import open_private
@@ -122,7 +122,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
         invalid=len(bad), matched_rows=matched_rows, seconds=result.seconds if result else 0.0,
         version=result.version if result else 0, epoch=result.epoch if result else 0,
         bulk_suggested=bool(result) and kind == "membership" and "bulk" in result.kinds
-        and len(asked) >= BULK_HINT_ELEMENTS)
+        and bulk_is_faster(len(asked), result.rows))
 
 
 def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,

@@ -19,7 +19,6 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from adapters import encode
 from node.devtools.synthetic import write_csv
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.e2e
 ASKED = 2000      # the fund centre's list: half registered
 SMALL = 600       # the raw-wire partners' sets
 GRANTS = {
-    "fund": {"kinds": ["membership", "bulk"], "max_elements": 3000},
+    "fund": {"kinds": ["membership", "bulk"], "max_elements": 5000},
     "nobulk": {"kinds": ["membership"]},
     "tight": {"kinds": ["bulk"], "daily_elements": bin_count(SMALL) + 10},
     "probe": {"kinds": ["bulk"], "max_elements": 1000},
@@ -145,6 +144,19 @@ def test_bulk_answers_the_plain_intersection_in_membership_result_files(agency, 
     assert f"{ASKED // 2} in hrss.{adv.DATASET} v1" in r.stdout and "hint" not in r.stdout
     ask(agency, tmp_path / "membership.csv", "membership")
     assert (tmp_path / "bulk.csv").read_bytes() == (tmp_path / "membership.csv").read_bytes()
+
+
+def test_a_long_membership_query_suggests_bulk_when_granted(agency, tmp_path):
+    """4,000 identifiers against 5,000 rows: bulk answers sooner (node/asker/bulk.py)."""
+    long_list = tmp_path / "long.csv"
+    people = agency.registry[:2000] + [p for p in fx.people(random.Random(5), 2100)
+                                       if p not in set(agency.registry)][:2000]
+    write_csv(long_list, ["申请编号", "身份证号"], ((f"L{i}", p) for i, p in enumerate(people)))
+    r = agency.fed.cli("query", "membership", "--config", agency.cfg("fund"), "--partner", "hrss",
+                       "--dataset", adv.DATASET, "--purpose", fx.PURPOSE, "--input", str(long_list),
+                       "--id-column", "身份证号", "--out", str(tmp_path / "long-result.csv"))
+    assert "2000 in hrss" in r.stdout
+    assert "hint: for 4000 identifiers `--kind bulk` answers sooner; hrss grants it" in r.stdout
 
 
 def test_both_ledgers_hold_the_bulk_query_charged_by_bins_with_a_verified_receipt(agency, tmp_path):

@@ -88,3 +88,12 @@ def test_the_stage_clock_counts_waiting_apart_from_work() -> None:
         now[0] += 1.0
     clock.mark(None)
     assert clock.rounded() == {"hashing": 2.0, "matching": 2.0, "protocol": 0.0, "wait": 6.0}
+
+
+def test_bulk_is_suggested_only_where_the_benchmark_found_it_faster() -> None:
+    from node.asker.bulk import bulk_is_faster
+    assert not bulk_is_faster(10_000, 1_000_000)      # membership: ~2 s against bulk's ~5 s
+    assert bulk_is_faster(50_000, 1_000_000)          # ~7.5 s against ~5 s
+    assert bulk_is_faster(1_000_000, 1_000_000)
+    assert not bulk_is_faster(100, 100) and not bulk_is_faster(2_000, 5_000)
+    assert bulk_is_faster(4_000, 5_000)

@@ -7,8 +7,10 @@ the fund centre asks the client CSV with ``query membership --kind bulk``'s code
 (``node/jobs/files.py``) in a spawned process, cold: no cache on either side.
 
   bulk_node          seconds from opening the applicant list to the written result
-                     file; per-side stage times (the fund centre's from its log record,
-                     the agency's from its serve.log line), CPU seconds and peak resident
+                     file (``read_input_seconds`` of it reading and normalising the list,
+                     ``query_seconds`` the query); per-side stage times (the fund centre's
+                     from its log record, the agency's from its serve.log line; ``wait``
+                     is time blocked on the peer), CPU seconds and peak resident
                      memory (VmHWM) of the fund centre's process and of the agency's
                      ``shuqiao serve`` process; the intersection's digest
   bulk_node_crossover  (the largest size only) membership and bulk queries of a few
@@ -42,6 +44,12 @@ def _peak_mb(pid: int | str = "self") -> float:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return -1.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (and its reaped children) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _federation(root: Path, n: int):
@@ -147,11 +155,13 @@ def node_run(n: int, work: Path, client_csv: Path, server_csv: Path, *, crossove
         fed.set_partner_address("fund", "agency", agency.address)
         note(f"bulk node: query {n} x {n}")
         out = work / f"bulk_node_out_{n}.csv"
+        cpu0 = _cpu_seconds(agency.process.pid)
         fc = ask_apart(fed.nodes["fund"].config_path, client_csv, out, "bulk")
+        agency_cpu = round(_cpu_seconds(agency.process.pid) - cpu0, 3)
         count, digest = result_digest(out)
         figures = {"system": "shuqiao-node-bulk", **fc, "intersection": count,
                    "intersection_sha256": digest, "registration_seconds": round(registration, 1),
-                   "agency_peak_rss_mb": _peak_mb(agency.process.pid),
+                   "agency_peak_rss_mb": _peak_mb(agency.process.pid), "agency_cpu_seconds": agency_cpu,
                    "agency_stages": agency_stages(agency.directory / "serve.log", fc["query_id"]),
                    "load_average": os.getloadavg()[0]}
         for size in crossover:

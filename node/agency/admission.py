@@ -20,6 +20,7 @@ from datetime import timedelta
 import grpc
 
 from node.core.config import DATASET_NAME, PURPOSE
+from node.core import errors
 from node.datasets.registration import current_version
 from node.keys.oprf_keys import answerable_epochs
 from node.policy import checks as policy
@@ -32,7 +33,7 @@ _PURPOSE = re.compile(PURPOSE)
 _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-class Refused(Exception):
+class Refused(errors.Refusal):
     def __init__(self, code: grpc.StatusCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -44,7 +45,7 @@ class Refused(Exception):
         return cls(_POLICY_CODES[exc.rule], exc.reason)
 
 
-class StreamEnded(Refused):
+class StreamEnded(Refused, errors.StreamEnded):
     """The asker's stream ended before the protocol did."""
 
     def __init__(self) -> None:

@@ -19,13 +19,14 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from node.core.errors import LimitReached
 from node.storage.schema import delete_tables, predicate_preparations, tag_chunks, tag_tables
 
 log = logging.getLogger(__name__)
 _PREDICATE_TEXT = 200  # characters of the redacted predicate kept in the ledger
 
 
-class PreparationLimit(Exception):
+class PreparationLimit(LimitReached):
     """The partner reached its daily number of predicate-table builds for a dataset."""
 
 

@@ -21,7 +21,7 @@ from protocols.errors import ProtocolStateError
 
 from node.asker.peer_tables import dataset_info
 from node.asker.streams import Exchange, accept_receipt, logged_query
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
@@ -29,6 +29,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 from node.transport.channels import partner_channel
+from node.transport.status import rpc_error
 
 
 @dataclass

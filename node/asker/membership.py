@@ -24,7 +24,7 @@ from protocols.errors import ProtocolStateError
 
 from node.asker.peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
 from node.asker.streams import Exchange, accept_receipt, logged_query  # noqa: F401  (re-exported)
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress
 from node.datasets.tag_tables import label_context
 from node.policy.querylog import QueryRecord
@@ -33,6 +33,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 from node.transport.channels import partner_channel
+from node.transport.status import rpc_error
 
 
 @dataclass

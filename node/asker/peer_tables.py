@@ -20,7 +20,8 @@ from protocols import oprf
 from protocols.group import is_valid_element
 
 from node.runtime.context import NodeContext
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import rpc_error
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.storage.schema import peer_tag_chunks, peer_tag_tables
 from node.datasets.tag_tables import CHUNK_TAGS, Arrays, apply_delta

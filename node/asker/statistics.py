@@ -23,7 +23,7 @@ from protocols.threshold_session import ThresholdAsker, check_applicants
 from node.asker import threshold_tables as threshold_table
 from node.asker.peer_tables import dataset_info
 from node.asker.streams import Exchange, accept_receipt, logged_query
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
@@ -32,6 +32,7 @@ from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
 from node.runtime.context import NodeContext
 from node.transport.channels import partner_channel
 from node.transport.chunks import chunk_size, unwrap, wrap
+from node.transport.status import rpc_error
 
 if TYPE_CHECKING:
     from protocols.he_aggregate import GroupAggregate

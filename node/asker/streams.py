@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from node.core.errors import REFUSALS, PartnerError
+from node.core.errors import PartnerError
 from node.policy.querylog import QueryRecord
+from node.transport.status import REFUSALS
 
 if TYPE_CHECKING:
     from node.runtime.context import NodeContext

@@ -26,7 +26,8 @@ from protocols.threshold_table import (
     InvalidTable, PublishedTable, check_header, table_digest,
 )
 
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
+from node.transport.status import rpc_error
 from node.storage.private_files import open_private, private_dir
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.transport.chunks import RoundError, expect

@@ -69,7 +69,7 @@ def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None
     """What a partner offers this node."""
     import grpc
 
-    from node.core.errors import rpc_error
+    from node.transport.status import rpc_error
     from node.rpc.shuqiao.v1 import membership_pb2 as pb
     from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
     with node_context(config) as ctx:

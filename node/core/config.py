@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from node.core.errors import ConfigError  # re-exported: the config's error, raised here
+
 NODE_ID = r"^[a-z][a-z0-9_-]{1,62}$"
 DATASET_NAME = r"^[a-z][a-z0-9_]{1,62}$"
 PURPOSE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
@@ -22,10 +24,6 @@ PURPOSE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
 NodeId = Annotated[str, Field(pattern=NODE_ID)]
 DatasetName = Annotated[str, Field(pattern=DATASET_NAME)]
 PurposeCode = Annotated[str, Field(pattern=PURPOSE)]
-
-
-class ConfigError(Exception):
-    """The config file is missing, not TOML, or does not match the schema."""
 
 
 class Mode(str, enum.Enum):

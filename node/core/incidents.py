@@ -11,9 +11,11 @@ quote the cell it choked on). So an incident is logged as the exception's type a
 code locations of its traceback (file, line, function) — for every exception in the
 chain — never its message or arguments.
 
-Deliberate refusals pass through untouched: a handler that called `context.abort(code,
-...)` has set a status, and that status is what the peer gets. So does a peer that went
-away (its cancelled stream raises inside the handler; there is no one left to tell).
+Deliberate refusals pass through untouched: a handler that raised a Refusal had it
+turned into its status (node/transport/status.py, which calls `context.abort`), or
+called `context.abort(code, ...)` itself; either way a status is set, and that status is
+what the peer gets. So does a peer that went away (its cancelled stream raises inside
+the handler; there is no one left to tell).
 """
 from __future__ import annotations
 

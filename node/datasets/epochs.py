@@ -11,10 +11,11 @@ by `shuqiao serve`), its tables are deleted and the deletion ledgered.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from node.core.errors import InvalidInput
 from node.runtime import admin_log
 from node.datasets import threshold_tables as threshold_store
 from node.runtime.context import NodeContext
@@ -32,8 +33,8 @@ class Rotation:
     rows: int
 
 
-class RotationError(Exception):
-    pass
+class RotationError(InvalidInput):
+    """A rotation or pruning asked of a dataset or partner the config does not declare."""
 
 
 def retag_version(ctx: NodeContext, conn: Connection, declared, version, keys,
@@ -98,7 +99,7 @@ def rotate(ctx: NodeContext, dataset: str, partner: str | None = None,
     for p in partners:
         with ctx.engine.begin() as conn:
             version = current_version(conn, dataset)
-            epoch, sealed = new_epoch(conn, ctx.kek, dataset, p)
+            epoch, sealed = new_epoch(conn, ctx.kek, dataset, p, now=ctx.clock.now())
             if version is not None:
                 retag_version(ctx, conn, declared, version, {p: (epoch, sealed)}, progress)
             done.append(Rotation(dataset, p, epoch, version.row_count if version else 0))
@@ -124,6 +125,7 @@ def prune_expired(ctx: NodeContext, dataset: str | None = None,
         threshold_keys,
         threshold_tables)
     pruned = []
+    now = now or ctx.clock.now()
     ctx.ledger  # loaded before the write transactions
     for declared in ctx.config.datasets:
         if dataset is not None and declared.name != dataset:
@@ -158,7 +160,7 @@ def prune_expired(ctx: NodeContext, dataset: str | None = None,
 
 def due(ctx: NodeContext, now: datetime | None = None) -> list[tuple[str, str]]:
     """(dataset, partner) pairs whose current epoch is older than the dataset's epoch length."""
-    now = now or datetime.now(timezone.utc)
+    now = now or ctx.clock.now()
     out = []
     with ctx.engine.connect() as conn:
         for d in ctx.config.datasets:

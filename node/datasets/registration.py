@@ -11,13 +11,13 @@ Tag tables are stored sorted, so their order says nothing about the source's ord
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from adapters import IdType, InvalidRow, ValidRow, read_identifiers
 
+from node.core.errors import InvalidInput
 from node.runtime import admin_log
 from node.runtime.context import NodeContext
 from node.keys.oprf_keys import ensure_key
@@ -31,7 +31,7 @@ ROW_BATCH = 8192
 
 
 
-class RegistrationError(Exception):
+class RegistrationError(InvalidInput):
     """The registration was refused or aborted; nothing was stored."""
 
 
@@ -73,8 +73,8 @@ def register(ctx: NodeContext, name: str, source, *, id_column: str, id_type: Id
             name=name, version=version, id_type=id_type.value, id_column=id_column,
             attributes=list(attributes), row_count=0, invalid_count=0, source_kind=source_kind,
             source_label=source_label[:512], source_fingerprint="", status="active",
-            created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
-        keys = {p: ensure_key(conn, ctx.kek, name, p) for p in grants}
+            created_at=ctx.clock.now())).inserted_primary_key[0]
+        keys = {p: ensure_key(conn, ctx.kek, name, p, now=ctx.clock.now()) for p in grants}
         tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, id_type.value, keys)
         rows = chunk_seq = 0
         batch_rows: list[list] = []
@@ -143,7 +143,7 @@ def retire(ctx: NodeContext, name: str, version: int) -> "DatasetVersion | None"
     with ctx.engine.begin() as conn:
         res = conn.execute(update(datasets).where(
             datasets.c.name == name, datasets.c.version == version, datasets.c.status == "active")
-            .values(status="retired", retired_at=datetime.now(timezone.utc)))
+            .values(status="retired", retired_at=ctx.clock.now()))
         if res.rowcount != 1:
             raise RegistrationError(f"no active version {version} of dataset {name!r}")
         admin_log.record(ctx, conn, "dataset_retired", name, version=version)
@@ -247,7 +247,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
             attributes=attrs, row_count=0, invalid_count=len(invalid), source_kind="refresh",
             source_label=f"v{base.version} + {len(new_rows)} - {len(gone)}", source_fingerprint="",
             base_version=base.version, status="active",
-            created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+            created_at=ctx.clock.now())).inserted_primary_key[0]
         tagger = RowTagger(ctx, conn, ctx.config.node.id, declared, dataset_id, base.id_type, keys)
         # Kept rows: copy rows and their row tags chunk by chunk, dropping removed ones.
         present: set[str] = set()

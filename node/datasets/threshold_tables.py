@@ -24,7 +24,6 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 import numpy as np
@@ -234,7 +233,7 @@ def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, label
     table_id = conn.execute(insert(threshold_tables).values(
         dataset_id=t.dataset_id, key_ref=key.id, tag_length=t.tag_length,
         label_length=income_label_length(key.n), row_count=len(tags), unusable_count=unusable,
-        digest=digest, created_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+        digest=digest, created_at=ctx.clock.now())).inserted_primary_key[0]
     for seq, a in enumerate(range(0, len(tags), CHUNK_ROWS)):
         conn.execute(insert(threshold_chunks).values(
             table_id=table_id, seq=seq, tags=tags[a:a + CHUNK_ROWS].tobytes(),
@@ -254,7 +253,7 @@ def prepare_in(ctx, conn: Connection, t: Target, progress: Progress = no_progres
     """Key and table for ``t`` inside the caller's transaction (registration, refresh,
     rotation). A version without a usable income gets an empty table (queries are then
     refused with that reason)."""
-    key = ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+    key = ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column, now=ctx.clock.now())
     found = find_table(conn, t.dataset_id, key)
     if found is not None:
         return found
@@ -271,7 +270,7 @@ def prepare(ctx, t: Target, progress: Progress = no_progress) -> TableRow:
     ctx.ledger  # loaded before the write transactions
     try:
         with ctx.engine.begin() as conn:
-            ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column)
+            ensure_key(conn, ctx.kek, t.dataset, t.partner, t.epoch, t.column, now=ctx.clock.now())
     except IntegrityError:  # another process drew it first
         pass
     with ctx.engine.connect() as conn:

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from protocols import oprf
 
+from node.core.clock import SYSTEM_CLOCK
 from node.keys.secrets import KeyEncryptionKey
 from node.storage.schema import oprf_keys
 
@@ -35,22 +36,25 @@ def sealed_key(conn: Connection, dataset: str, partner: str, epoch: int) -> byte
             oprf_keys.c.epoch == epoch)).scalar()
 
 
-def ensure_key(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str) -> tuple[int, bytes]:
+def ensure_key(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str, *,
+               now: datetime | None = None) -> tuple[int, bytes]:
     """The current (epoch, sealed key) for dataset x partner, creating epoch 1 if none."""
     epoch = current_epoch(conn, dataset, partner)
     if epoch is not None:
         return epoch, sealed_key(conn, dataset, partner, epoch)
-    return new_epoch(conn, kek, dataset, partner)
+    return new_epoch(conn, kek, dataset, partner, now=now)
 
 
-def new_epoch(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str) -> tuple[int, bytes]:
-    """Create the next epoch's key for dataset x partner; returns (epoch, sealed key)."""
+def new_epoch(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str, *,
+              now: datetime | None = None) -> tuple[int, bytes]:
+    """Create the next epoch's key for dataset x partner, started `now` (the caller's clock;
+    the system clock if not given); returns (epoch, sealed key)."""
     epoch = (current_epoch(conn, dataset, partner) or 0) + 1
     key = oprf.OprfSecretKey.generate()
     blob = kek.seal(key.export_secret_bytes(), purpose=key_purpose(dataset, partner, epoch))
     conn.execute(insert(oprf_keys).values(
         dataset=dataset, partner=partner, epoch=epoch, sealed_key=blob,
-        public_key=key.public_key(), created_at=datetime.now(timezone.utc)))
+        public_key=key.public_key(), created_at=now or SYSTEM_CLOCK.now()))
     return epoch, blob
 
 
@@ -71,7 +75,7 @@ def answerable_epochs(conn: Connection, dataset: str, partner: str, grace: timed
         return set()
     epochs = {current}
     started = epoch_started(conn, dataset, partner, current)
-    if current > 1 and started is not None and (now or datetime.now(timezone.utc)) < started + grace:
+    if current > 1 and started is not None and (now or SYSTEM_CLOCK.now()) < started + grace:
         epochs.add(current - 1)
     return epochs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import NoReturn
 
 import phe
@@ -18,6 +18,7 @@ from sqlalchemy import Connection, insert, select
 
 from protocols import threshold as th
 
+from node.core.clock import SYSTEM_CLOCK
 from node.storage.schema import threshold_keys
 
 _CACHED_SECRETS = 16
@@ -93,8 +94,9 @@ def find_key(conn: Connection, dataset: str, partner: str, epoch: int, column: s
     return _key_row(row) if row else None
 
 
-def ensure_key(conn: Connection, kek, dataset: str, partner: str, epoch: int, column: str) -> KeyRow:
-    """The key of (dataset, partner, epoch, column), drawn and sealed if there is none."""
+def ensure_key(conn: Connection, kek, dataset: str, partner: str, epoch: int, column: str, *,
+               now: datetime | None = None) -> KeyRow:
+    """The key of (dataset, partner, epoch, column), drawn and sealed (created `now`) if there is none."""
     found = find_key(conn, dataset, partner, epoch, column)
     if found is not None:
         return found
@@ -104,7 +106,7 @@ def ensure_key(conn: Connection, kek, dataset: str, partner: str, epoch: int, co
                       purpose=key_purpose(dataset, partner, epoch, column))
     conn.execute(insert(threshold_keys).values(
         dataset=dataset, partner=partner, epoch=epoch, income_column=column, modulus=modulus,
-        key_id=th.key_id(public.n), sealed_key=sealed, created_at=datetime.now(timezone.utc)))
+        key_id=th.key_id(public.n), sealed_key=sealed, created_at=now or SYSTEM_CLOCK.now()))
     return find_key(conn, dataset, partner, epoch, column)
 
 

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import InvalidInput
 from node.keys.secrets import KeyEncryptionKey, SecretBytes, read_private_file, write_new_file
 
 __all__ = [
@@ -62,7 +64,7 @@ CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca.key"
 
 
-class TlsIdentityError(Exception):
+class TlsIdentityError(InvalidInput):
     """A TLS certificate or key could not be loaded or does not fit; the message says why."""
 
 
@@ -162,11 +164,12 @@ def init_ca(
     name: str = "Shuqiao pilot federation CA",
     days: int = 3650,
     passphrase: bytes | None = None,
+    now: datetime.datetime | None = None,
 ) -> CaFiles:
     """Create a pilot federation CA: ``out_dir/ca.pem`` and ``out_dir/ca.key`` (0600, PKCS8).
 
     The CA can sign node certificates only (path length 0). Give ``passphrase``
-    to keep its key encrypted at rest.
+    to keep its key encrypted at rest. Validity starts at ``now`` (default: the system clock).
 
     Raises:
         FileExistsError: either file already exists.
@@ -178,7 +181,7 @@ def init_ca(
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _utcnow()
+    now = now or SYSTEM_CLOCK.now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -209,6 +212,7 @@ def issue_node_cert(
     days: int = 825,
     kek: KeyEncryptionKey | None = None,
     ca_passphrase: bytes | None = None,
+    now: datetime.datetime | None = None,
 ) -> NodeCertFiles:
     """Issue a node certificate and key, signed by the CA in ``ca_dir``.
 
@@ -242,7 +246,7 @@ def issue_node_cert(
     _check_key_matches(ca_cert, ca_key, ca_files.key_path)
 
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _utcnow()
+    now = now or SYSTEM_CLOCK.now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, target_name(node_id))]))
@@ -408,6 +412,3 @@ def _refuse_existing(paths: Iterable[Path | None]) -> None:
         if path is not None and (path.exists() or path.is_symlink()):
             raise FileExistsError(f"{path} already exists; refusing to overwrite it")
 
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)

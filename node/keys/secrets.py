@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from node.core.errors import StorageError
+
 __all__ = [
     "KEK_ENV_VAR",
     "KEK_SIZE",
@@ -60,11 +62,11 @@ _SEAL_INFO = b"shuqiao seal v1"
 _SEAL_AD_PREFIX = b"shuqiao sealed secret\x00"
 
 
-class SealError(Exception):
+class SealError(StorageError):
     """A sealed blob could not be opened (tampered, wrong purpose, wrong KEK, bad format)."""
 
 
-class KekError(Exception):
+class KekError(StorageError):
     """The key-encryption key could not be created or loaded; the message says how to fix it."""
 
 

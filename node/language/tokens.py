@@ -12,6 +12,8 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
+from node.core.errors import InvalidInput
+
 KEYWORDS = frozenset({"and", "or", "not", "in"})
 _MAX_NUMBER_CHARS = 64
 _DIGITS = frozenset("0123456789")
@@ -25,7 +27,7 @@ def _check_column(name: object) -> None:
                          "characters or surrounding spaces")
 
 
-class PredicateError(ValueError):
+class PredicateError(InvalidInput, ValueError):
     """Base class of this module's errors."""
 
 

@@ -13,7 +13,8 @@ exports), known (an auditor's state), trust (which key an auditor trusts), audit
 (verify), crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
 The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.
 
-May import: node.keys, node.storage, node.core (and protocols). Admin entries and the ledger key's
+May import: node.transport (the gRPC status of its refusals), node.keys, node.storage, node.core
+(and protocols). Admin entries and the ledger key's
 certification, which need a whole node, live in node.runtime.
 """
 from __future__ import annotations

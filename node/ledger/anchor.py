@@ -46,7 +46,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from sqlalchemy import Connection, Engine, insert, select
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import EvidenceError
 from node.keys.pki import node_id_from_cert
 from node.ledger import canonical
 from node.ledger.signing import (KeyRing,
@@ -78,7 +80,7 @@ ROTATED = "ledger_key_rotated"
 CERTIFIED = "ledger_key_certified"
 
 
-class CertificationError(ValueError):
+class CertificationError(EvidenceError, ValueError):
     """A key certification that is missing, malformed or does not hold; says which check."""
 
 
@@ -346,15 +348,16 @@ def follow_partner_rotation(conn: Connection, partner: str, key: LedgerPublicKey
                                  "successor of the pinned key; confirm it out of band")
     conn.execute(insert(ledger_partner_key_rotations).values(
         partner=partner, old_key=pinned.text, new_key=key.text,
-        certification=certification.to_json(), pinned_at=datetime.now(timezone.utc)))
+        certification=certification.to_json(), pinned_at=canonical.parse_time(now)))
     return pinned
 
 
-def store_certification(conn: Connection, certification: KeyCertification) -> None:
+def store_certification(conn: Connection, certification: KeyCertification, *,
+                        now: datetime | None = None) -> None:
     s = certification.statement
     conn.execute(insert(ledger_key_certifications).values(
         node=s.node, public_key=s.public_key.text, certification=certification.to_json(),
-        not_after=s.not_after, created_at=datetime.now(timezone.utc)))
+        not_after=s.not_after, created_at=now or SYSTEM_CLOCK.now()))
 
 
 def current_certification(engine: Engine | Connection, key: LedgerPublicKey) -> KeyCertification | None:

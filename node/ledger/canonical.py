@@ -24,6 +24,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from node.core.errors import EvidenceError, ShuqiaoError
+
 __all__ = ["CanonicalError", "IdentifierLeak", "dump", "parse", "rfc3339", "check_time",
            "check_hex", "clean_text", "MAX_INT"]
 
@@ -44,7 +46,7 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
                             allow_nan=False)
 
 
-class CanonicalError(ValueError):
+class CanonicalError(EvidenceError, ValueError):
     """Bytes or a value that are not in the ledger's canonical form."""
 
 
@@ -72,7 +74,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class _Refused(Exception):
+class _Refused(ShuqiaoError):
     """Internal: the fast walk found something; the slow walk names where."""
 
 

@@ -1,11 +1,12 @@
 """The Ledger gRPC service (proto/shuqiao/v1/ledger.proto): a thin adapter, and its LogSource.
 
-`LedgerService` maps each call onto `Ledger` / `Witness` and each failure onto a status:
-a size or index beyond the tree is OUT_OF_RANGE, a malformed request INVALID_ARGUMENT,
-a head this node refuses to witness FAILED_PRECONDITION (or PERMISSION_DENIED when the
-caller presents another node's head). Who may call is decided before any handler runs,
-by the node's mTLS interceptor; Cosign additionally uses the caller's authenticated node
-id, so a partner can only ask for its own head to be cosigned.
+`LedgerService` maps each call onto `Ledger` / `Witness`; what it refuses, it raises as
+the node's refusals, and node/transport/status.py gives each its status: a size or index
+beyond the tree is OUT_OF_RANGE (BeyondTree), a malformed request INVALID_ARGUMENT, a
+head this node refuses to witness FAILED_PRECONDITION (WitnessError), or
+PERMISSION_DENIED when the caller presents another node's head. Who may call is decided
+before any handler runs, by the node's mTLS interceptor; Cosign additionally uses the
+caller's authenticated node id, so a partner can only ask for its own head to be cosigned.
 
 `GrpcLogSource` is the auditor's side: a LogSource over a channel the caller opened
 (with the auditor's or the partner's mTLS credentials).
@@ -18,15 +19,17 @@ import grpc
 
 from protocols import merkle
 
+from node.core.errors import InvalidRequest, NotPermitted, ProtocolViolation
 from node.rpc.shuqiao.v1 import ledger_pb2 as pb
 from node.rpc.shuqiao.v1 import ledger_pb2_grpc as pb_grpc
 from node.ledger import canonical
 from node.ledger.anchor import KeyCertification, current_certification, current_head
 from node.ledger.canonical import CanonicalError
-from node.ledger.log import Ledger, LedgerError
+from node.ledger.log import BeyondTree, Ledger
 from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError, SignedTreeHead
 from node.ledger.sources import SourceError
-from node.ledger.witness import Witness, WitnessError
+from node.ledger.witness import Witness
+from node.transport.status import refusals
 
 __all__ = ["LedgerService", "GrpcLogSource", "head_to_pb", "head_from_pb", "ask_cosignature",
            "ask_certified_cosignature",
@@ -69,15 +72,16 @@ class LedgerService(pb_grpc.LedgerServicer):
         from node.ledger.witness_evidence import evidence
         return pb.WitnessDocument(document=canonical.dump(evidence(self.witness)))
 
+    @refusals
     def Exchange(self, request, context):
         from node.ledger.witness_gossip import exchange_document, take
         peer = self.peer_id(context)
         if peer is None:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no authenticated partner")
+            raise NotPermitted("no authenticated partner")
         try:
             take(self.witness, peer, canonical.parse(request.document))
         except (CanonicalError, SignatureError, KeyError, TypeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed exchange document: {exc}")
+            raise ProtocolViolation(f"malformed exchange document: {exc}") from None
         return pb.WitnessDocument(document=canonical.dump(exchange_document(self.witness, peer)))
 
     def GetPublicKey(self, request, context):
@@ -86,48 +90,44 @@ class LedgerService(pb_grpc.LedgerServicer):
         return pb.PublicKey(node=self.ledger.node_id, public_key=key.text,
                             certification=certification.to_json() if certification else "")
 
+    @refusals
     def GetEntries(self, request, context):
         size = self.ledger.size()
         if request.end > size or request.start > request.end:
-            context.abort(grpc.StatusCode.OUT_OF_RANGE,
-                          f"entries [{request.start}, {request.end}) are not within [0, {size})")
+            raise BeyondTree(f"entries [{request.start}, {request.end}) are not within [0, {size})")
         if request.end - request.start > MAX_ENTRIES_PER_CALL:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"at most {MAX_ENTRIES_PER_CALL} entries per call")
+            raise InvalidRequest(f"at most {MAX_ENTRIES_PER_CALL} entries per call")
         for index, data in self.ledger.entries(request.start, request.end):
             yield pb.LedgerEntry(index=index, entry=data)
 
-    def _proof(self, context, make: Callable[[], list[bytes]]) -> pb.Proof:
+    @staticmethod
+    def _proof(make: Callable[[], list[bytes]]) -> pb.Proof:
+        """A proof the caller asked for; beyond the tree is BeyondTree, raised by the ledger."""
         try:
             return pb.Proof(hashes=make())
-        except LedgerError as exc:
-            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        except merkle.ProofError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except merkle.ProofError as exc:  # an index or sizes no proof exists for
+            raise InvalidRequest(str(exc)) from None
 
+    @refusals
     def GetInclusionProof(self, request, context):
-        return self._proof(context, lambda: self.ledger.inclusion_proof(request.index, request.size))
+        return self._proof(lambda: self.ledger.inclusion_proof(request.index, request.size))
 
+    @refusals
     def GetConsistencyProof(self, request, context):
-        return self._proof(context, lambda: self.ledger.consistency_proof(request.first,
-                                                                          request.second))
+        return self._proof(lambda: self.ledger.consistency_proof(request.first, request.second))
 
+    @refusals
     def Cosign(self, request, context):
         peer = self.peer_id(context)
         try:
             head = head_from_pb(request.head)
             key = LedgerPublicKey.from_text(request.public_key)
         except (CanonicalError, SignatureError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed head or key: {exc}")
+            raise ProtocolViolation(f"malformed head or key: {exc}") from None
         if peer is None or head.node != peer:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          "a node may only ask for its own tree head to be cosigned")
+            raise NotPermitted("a node may only ask for its own tree head to be cosigned")
         proof_from = request.proof_from if request.HasField("proof_from") else None
-        try:
-            seen = self.witness.observe(peer, key, head, proof_from,
-                                        list(request.consistency_proof))
-        except WitnessError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        seen = self.witness.observe(peer, key, head, proof_from, list(request.consistency_proof))
         if seen.verdict == "cosigned":
             c = seen.cosignature
             mine = current_certification(self.ledger.engine, self.ledger.public_key)

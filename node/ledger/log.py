@@ -28,13 +28,15 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from protocols import merkle
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import OutOfRange, ShuqiaoError, StorageError
 from node.ledger import canonical
 from node.ledger._fastsql import AppendStatements
 from node.ledger.entries import AdminEntry, Entry, QueryEntry, WitnessEntry, encode, filter_columns
@@ -42,16 +44,21 @@ from node.ledger.receipts import Receipt, make_receipt
 from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignedTreeHead
 from node.ledger.tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 
-__all__ = ["HeadPolicy", "Ledger", "LedgerError", "LedgerCorrupt", "EntryFilter"]
+__all__ = ["BeyondTree", "HeadPolicy", "Ledger", "LedgerError", "LedgerCorrupt", "EntryFilter"]
 
-Clock = Callable[[], datetime]
-
-
-class LedgerError(Exception):
-    """A request the ledger cannot serve (a size beyond the tree, a bad range)."""
+# The time source: a node passes its Clock's `now` (node/core/clock.py); tests a fixed one.
+TimeSource = Callable[[], datetime]
 
 
-class LedgerCorrupt(LedgerError):
+class LedgerError(ShuqiaoError):
+    """A request the ledger cannot serve (a size beyond the tree, an entry not its own)."""
+
+
+class BeyondTree(LedgerError, OutOfRange):
+    """A size the ledger has not reached (a peer asking for it is refused OUT_OF_RANGE)."""
+
+
+class LedgerCorrupt(LedgerError, StorageError):
     """Stored state contradicts itself; run verify_all to see what was altered."""
 
 
@@ -158,11 +165,11 @@ class Ledger:
     """One node's ledger in `engine`, signing heads with `signer`."""
 
     def __init__(self, engine: Engine, signer: LedgerSigningKey, *,
-                 policy: HeadPolicy = HeadPolicy(), clock: Clock | None = None) -> None:
+                 policy: HeadPolicy = HeadPolicy(), clock: TimeSource | None = None) -> None:
         self.engine = engine
         self.signer = signer
         self.policy = policy
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or SYSTEM_CLOCK.now
         # (tip, border) as this process last left the tree; see _compact.
         self._border: tuple[int, merkle.CompactRange] | None = None
         self._sql = AppendStatements(engine.dialect, _LOCK, _SIGNED, ledger_entries,
@@ -179,6 +186,11 @@ class Ledger:
     def now(self) -> str:
         """The time to put in an entry: RFC 3339 UTC, seconds."""
         return canonical.rfc3339(self._clock())
+
+    @property
+    def clock(self) -> TimeSource:
+        """This ledger's time source, for what is stored alongside it (witness records)."""
+        return self._clock
 
     # -- appending ------------------------------------------------------------------
 
@@ -232,7 +244,7 @@ class Ledger:
         locked = self._lock(conn, len(encoded))
         size = locked.size
         compact = self._compact(conn, size, locked.prev_tip)
-        created = datetime.now(timezone.utc)
+        created = self._clock()
         rows, nodes = [], []
         for entry, data in zip(entries, encoded):
             leaf = merkle.hash_leaf(data)
@@ -275,8 +287,7 @@ class Ledger:
         head = self.signer.sign_head(size, root, canonical.rfc3339(moment))
         self._sql.record_head(conn, {"node": head.node, "size": head.size, "root": head.root,
                                      "time": head.time, "signature": head.signature,
-                                     "created_at": datetime.now(timezone.utc)},
-                              int(moment.timestamp()))
+                                     "created_at": moment}, int(moment.timestamp()))
         return head
 
     def sign_head(self, conn: Connection | None = None, *, force: bool = False) -> SignedTreeHead:
@@ -318,7 +329,7 @@ class Ledger:
     def _proof(self, conn: Connection | None, limit: int, build: Callable) -> list[bytes]:
         with self._reader(conn) as c:
             if limit > self.size(c):
-                raise LedgerError(f"tree size {limit} is beyond the ledger's size")
+                raise BeyondTree(f"tree size {limit} is beyond the ledger's size")
             wanted: list[tuple[int, int]] = []
             build(lambda lv, ix: wanted.append((lv, ix)) or b"\0" * 32)  # which nodes?
             nodes = read_nodes(c, sorted(set(wanted)))
@@ -337,7 +348,7 @@ class Ledger:
         """MTH of the first `size` entries, from stored nodes."""
         with self._reader(conn) as c:
             if size > self.size(c):
-                raise LedgerError(f"tree size {size} is beyond the ledger's size")
+                raise BeyondTree(f"tree size {size} is beyond the ledger's size")
             return _load_compact(c, size).root()
 
     def entries(self, start: int = 0, end: int | None = None, *,

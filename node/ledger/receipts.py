@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from node.core.errors import EvidenceError
 from node.ledger import canonical
 from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignatureError, check_node_id, check_size
 
@@ -36,7 +37,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class ReceiptError(ValueError):
+class ReceiptError(EvidenceError, ValueError):
     """A receipt that cannot be trusted for this query."""
 
 

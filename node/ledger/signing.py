@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import EvidenceError
 from node.keys.secrets import KeyEncryptionKey
 from node.ledger import canonical
 from node.ledger.tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
@@ -41,7 +43,7 @@ _NODE_ID = re.compile(r"[a-z][a-z0-9_-]{1,62}")
 _SIG_SIZE = 64
 
 
-class SignatureError(ValueError):
+class SignatureError(EvidenceError, ValueError):
     """A signature, or a signed structure, that does not verify or does not parse."""
 
 
@@ -266,7 +268,8 @@ class Cosignature:
                    canonical.check_hex(d["signature"], "cosignature", _SIG_SIZE))
 
 
-def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str) -> LedgerSigningKey:
+def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str, *,
+                          now: datetime | None = None) -> LedgerSigningKey:
     """The node's ledger key: its newest generation unsealed from the database, or the
     first generation created there on first use.
 
@@ -283,17 +286,18 @@ def load_or_create_signer(engine: Engine, kek: KeyEncryptionKey, node_id: str) -
         return LedgerSigningKey.unseal(kek, rows[0].sealed_key, node_id, earlier)
     signer = LedgerSigningKey.generate(node_id)
     try:
-        store_signer(engine, kek, signer, 1)
+        store_signer(engine, kek, signer, 1, now=now)
     except IntegrityError:
-        return load_or_create_signer(engine, kek, node_id)
+        return load_or_create_signer(engine, kek, node_id, now=now)
     return signer
 
 
 def store_signer(conn: Engine | Connection, kek: KeyEncryptionKey, signer: LedgerSigningKey,
-                 generation: int) -> None:
-    """Insert `signer` sealed under the KEK as `generation` (on `conn`'s transaction)."""
+                 generation: int, *, now: datetime | None = None) -> None:
+    """Insert `signer` sealed under the KEK as `generation` (on `conn`'s transaction),
+    created `now` (the caller's clock; the system clock if not given)."""
     values = dict(node=signer.node_id, generation=generation, public_key=signer.public_key.text,
-                  sealed_key=signer.seal(kek), created_at=datetime.now(timezone.utc))
+                  sealed_key=signer.seal(kek), created_at=now or SYSTEM_CLOCK.now())
     if isinstance(conn, Connection):
         conn.execute(insert(ledger_signing_keys).values(**values))
     else:
@@ -305,7 +309,8 @@ class KeyChanged(SignatureError):
     """A partner presents another ledger key than the one pinned for it."""
 
 
-def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> LedgerPublicKey:
+def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey, *,
+                    now: datetime | None = None) -> LedgerPublicKey:
     """Trust on first use: pin `key` for `partner`, or check it against the pinned one.
 
     Raises:
@@ -319,7 +324,7 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey) -> Ledge
         try:
             with engine.begin() as conn:
                 conn.execute(insert(ledger_partner_keys).values(
-                    partner=partner, public_key=key.text, pinned_at=datetime.now(timezone.utc)))
+                    partner=partner, public_key=key.text, pinned_at=now or SYSTEM_CLOCK.now()))
             return key
         except IntegrityError:
             pinned = partner_key(engine, partner)  # pinned concurrently

@@ -34,6 +34,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from protocols.merkle import hash_leaf
 
+from node.core.errors import EvidenceError
 from node.ledger.anchor import KeyCertification, current_certification, current_head
 from node.ledger.log import Ledger
 from node.ledger.signing import LedgerPublicKey, SignedTreeHead
@@ -44,7 +45,7 @@ __all__ = ["LogSource", "LedgerSource", "ExportSource", "SourceError", "export_l
 EXPORT_FORMAT = "shuqiao-ledger-export"
 
 
-class SourceError(Exception):
+class SourceError(EvidenceError):
     """The source could not be read, or sent something malformed."""
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from protocols import merkle
 
+from node.core.errors import Refusal
 from node.ledger import canonical
 from node.ledger.alarms import raise_alarm
 from node.ledger.entries import WitnessEntry
@@ -59,8 +60,11 @@ DETAILS = {"rollback": "the log shrank", "fork": "same size, different root",
            "inconsistent": "the new head does not extend the old one"}
 
 
-class WitnessError(Exception):
-    """A head that cannot be judged: bad signature, another node's head, a changed key."""
+class WitnessError(Refusal):
+    """A head this witness will not judge: bad signature, another node's head, a changed key.
+
+    A refusal: the message is written for the partner that presented the head.
+    """
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class Witness:
             raise WitnessError("the head names another node than the caller")
         try:
             head.verify(key)
-            pin_partner_key(self.ledger.engine, partner, key)
+            pin_partner_key(self.ledger.engine, partner, key, now=self.ledger.clock())
         except KeyChanged:
             raise WitnessError("the partner presents another ledger key than the one "
                                "pinned; a rotation must be confirmed out of band") from None
@@ -174,7 +178,7 @@ class Witness:
                 self.record_conflict(conn, partner, conflict, previous, head, "seen directly")
                 return Observation(conflict, conflicting_head=previous)
             cosignature = self.ledger.signer.cosign(head, now)
-            stamp = datetime.now(timezone.utc)
+            stamp = self.ledger.clock()
             conn.execute(insert(witness_heads).values(
                 partner=partner, public_key=key.text, size=head.size, root=head.root,
                 time=head.time, signature=head.signature, seen_at=stamp))
@@ -219,7 +223,7 @@ class Witness:
             return True
         if last.tzinfo is None:
             last = last.replace(tzinfo=timezone.utc)
-        return datetime.now(timezone.utc) - last >= timedelta(seconds=self.ledger_every)
+        return self.ledger.clock() - last >= timedelta(seconds=self.ledger_every)
 
     def record_conflict(self, conn: Connection, partner: str, kind: str, first: SignedTreeHead,
                         second: SignedTreeHead, source: str) -> bool:
@@ -233,7 +237,7 @@ class Witness:
             return False  # the same contradicted head, already on record and open
         conn.execute(insert(witness_conflicts).values(
             partner=partner, kind=kind, first_head=head_json(first), second_head=head_json(second),
-            detail=f"{DETAILS[kind]} ({source})", detected_at=datetime.now(timezone.utc)))
+            detail=f"{DETAILS[kind]} ({source})", detected_at=self.ledger.clock()))
         self._ledger_record(conn, partner, kind, second, first)
         raise_alarm(partner, kind, first.size, second.size, source)
         return True
@@ -276,12 +280,12 @@ class Witness:
             head.verify(key)
             row = conn.execute(insert(witness_heads).values(
                 partner=partner, public_key=key.text, size=head.size, root=head.root,
-                time=head.time, signature=head.signature, seen_at=datetime.now(timezone.utc)))
+                time=head.time, signature=head.signature, seen_at=self.ledger.clock()))
             through = conn.execute(select(func.max(witness_conflicts.c.id)).where(
                 witness_conflicts.c.partner == partner)).scalar() or 0
             conn.execute(insert(witness_resolutions).values(
                 partner=partner, head=head_json(head), head_row=row.inserted_primary_key[0],
-                resolved_through=through, actor=actor[:64], resolved_at=datetime.now(timezone.utc)))
+                resolved_through=through, actor=actor[:64], resolved_at=self.ledger.clock()))
             self._ledger_record(conn, partner, "resolved", head, None)
         return head
 
@@ -343,7 +347,7 @@ class Witness:
                 return False
             conn.execute(insert(witness_cosignatures).values(
                 log_node=cosignature.head.node, witness=cosignature.witness,
-                size=cosignature.head.size, cosignature=text, created_at=datetime.now(timezone.utc)))
+                size=cosignature.head.size, cosignature=text, created_at=self.ledger.clock()))
         return True
 
     def cosignatures(self, log_node: str | None = None) -> list[Cosignature]:

@@ -132,7 +132,8 @@ def _keep_reporter_certification(witness: Witness, reporter: str, key: LedgerPub
     if d is None or key is None:
         return
     try:
-        keep_certification(witness.ledger.engine, reporter, key, KeyCertification.from_dict(d))
+        keep_certification(witness.ledger.engine, reporter, key, KeyCertification.from_dict(d),
+                           now=witness.ledger.clock())
     except CertificationError:
         pass  # a malformed certification is not served; its cosignatures count only by --witness-key
 

@@ -23,12 +23,13 @@ node is never its own witness, and each witness node counts once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from sqlalchemy import Engine, insert, select
 
+from node.core.clock import SYSTEM_CLOCK
 from node.ledger.anchor import CertificationError, KeyCertification, verify_certification
 from node.ledger.signing import Cosignature, LedgerPublicKey, SignatureError
 from node.ledger.tables import witness_certifications
@@ -38,7 +39,8 @@ __all__ = ["keep_certification", "certifications_of", "certified_witness_key",
 
 
 def keep_certification(engine: Engine, witness: str, key: LedgerPublicKey,
-                       certification: KeyCertification | None) -> bool:
+                       certification: KeyCertification | None, *,
+                       now: datetime | None = None) -> bool:
     """Keep `witness`'s certification of `key` (the key its cosignatures verified with).
 
     A certification of another key, or one already on record, is not kept. Whether it
@@ -54,7 +56,7 @@ def keep_certification(engine: Engine, witness: str, key: LedgerPublicKey,
             return False
         conn.execute(insert(witness_certifications).values(
             witness=witness, public_key=key.text, certification=text,
-            created_at=datetime.now(timezone.utc)))
+            created_at=now or SYSTEM_CLOCK.now()))
     return True
 
 

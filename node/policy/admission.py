@@ -19,16 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, exc, insert, select, update
 
+from node.core.clock import SYSTEM_CLOCK
+from node.core.errors import AlreadyUsed
 from node.policy import checks as policy
 from node.core.config import DatasetGrant
 from node.storage.schema import admission_locks, query_claims, query_log
 
 
-class QueryIdTaken(Exception):
+class QueryIdTaken(AlreadyUsed):
     """The query id was already claimed or recorded by this node."""
 
 
@@ -73,7 +75,8 @@ def reserve(engine: Engine, grant: DatasetGrant, *, query_id: str, dataset: str,
         QueryIdTaken: the id was claimed or recorded before.
         policy.PolicyRefusal: a quota or the budget would be exceeded (nothing reserved).
     """
-    now = now or datetime.now(timezone.utc)
+    # The answering side passes no time yet (node/agency/tables.py claim): the system clock.
+    now = now or SYSTEM_CLOCK.now()
     try:
         with serialised(engine, grant.partner, dataset) as conn:
             if taken(conn, query_id):

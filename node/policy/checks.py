@@ -11,11 +11,13 @@ query log.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
+from node.core.clock import SYSTEM_CLOCK
 from node.core.config import COUNTING_KINDS, DatasetGrant
+from node.core.errors import InvalidRequest, LimitReached, NotPermitted, Refusal
 from node.storage.schema import query_claims, query_log
 
 # Outcomes whose query-log row charges its elements and epsilon (for an unanswered
@@ -23,13 +25,25 @@ from node.storage.schema import query_claims, query_log
 CHARGED = ("answered", "aborted", "broken_by_asker", "failed")
 
 
-class PolicyRefusal(Exception):
-    """The policy refuses the query; `kind` says which rule (size, quota, kind)."""
+class PolicyRefusal(Refusal):
+    """The policy refuses the query; `rule` names the rule (size, quota, kind) and stays
+    stable for logs, `reason` is the message for the partner."""
 
-    def __init__(self, rule: str, reason: str) -> None:
-        super().__init__(reason)
-        self.rule = rule
-        self.reason = reason
+    rule = ""
+
+
+class KindNotGranted(PolicyRefusal, NotPermitted):
+    rule = "kind"
+
+
+class SizeRefused(PolicyRefusal, InvalidRequest):
+    rule = "size"
+
+
+class QuotaExceeded(PolicyRefusal, LimitReached):
+    """A quota of elements, or the differential-privacy budget, would be exceeded."""
+
+    rule = "quota"
 
 
 def _charged(conn: Connection, column_log, column_claim, partner: str, dataset: str, *,
@@ -67,22 +81,22 @@ def check_request(grant: DatasetGrant, *, dataset: str, kind: str, elements: int
     """Raise PolicyRefusal unless the grant allows a query of this kind and size."""
     if kind not in {k.value for k in grant.kinds}:
         allowed = ", ".join(k.value for k in grant.kinds)
-        raise PolicyRefusal("kind", f"query kind {kind!r} is not granted for dataset {dataset!r}; "
-                                    f"granted kinds: {allowed}")
+        raise KindNotGranted(f"query kind {kind!r} is not granted for dataset {dataset!r}; "
+                             f"granted kinds: {allowed}")
     floor = min_elements(grant, kind)
     if elements < floor:
-        raise PolicyRefusal("size", f"a query must ask at least {floor} elements, all distinct "
-                                    f"(asked {elements})")
+        raise SizeRefused(f"a query must ask at least {floor} elements, all distinct "
+                          f"(asked {elements})")
     if elements > grant.max_elements:
-        raise PolicyRefusal("size", f"a query may ask at most {grant.max_elements} elements "
-                                    f"(asked {elements})")
+        raise SizeRefused(f"a query may ask at most {grant.max_elements} elements "
+                          f"(asked {elements})")
 
 
 def check_quotas(conn: Connection, grant: DatasetGrant, *, dataset: str, elements: int, epoch: int,
                  now: datetime | None = None) -> None:
     """Raise PolicyRefusal if `elements` more would exceed a quota. Race-free only inside
     node.policy.admission's serialised transaction."""
-    now = now or datetime.now(timezone.utc)
+    now = now or SYSTEM_CLOCK.now()
     windows = (("daily", grant.daily_elements, now - timedelta(days=1), None),
                ("monthly", grant.monthly_elements, now - timedelta(days=30), None),
                ("epoch", grant.epoch_elements, None, epoch))
@@ -91,8 +105,8 @@ def check_quotas(conn: Connection, grant: DatasetGrant, *, dataset: str, element
             continue
         used = answered_elements(conn, grant.partner, dataset, since=since, epoch=ep)
         if used + elements > limit:
-            raise PolicyRefusal("quota", f"{name} quota of {limit} elements for dataset {dataset!r} "
-                                         f"would be exceeded ({used} used, {elements} asked)")
+            raise QuotaExceeded(f"{name} quota of {limit} elements for dataset {dataset!r} "
+                                f"would be exceeded ({used} used, {elements} asked)")
 
 
 def check(conn: Connection, grant: DatasetGrant, *, dataset: str, kind: str, elements: int,
@@ -114,7 +128,7 @@ def check_dp(conn: Connection, grant: DatasetGrant, *, dataset: str, epoch: int)
         return
     spent = dp_spent(conn, grant.partner, dataset, epoch)
     if spent + grant.dp_epsilon > grant.dp_budget + 1e-9:
-        raise PolicyRefusal("quota", f"differential-privacy budget of {grant.dp_budget:g} for dataset "
-                                     f"{dataset!r} in key epoch {epoch} is spent ({spent:g} used, "
-                                     f"{grant.dp_epsilon:g} per query)")
+        raise QuotaExceeded(f"differential-privacy budget of {grant.dp_budget:g} for dataset "
+                            f"{dataset!r} in key epoch {epoch} is spent ({spent:g} used, "
+                            f"{grant.dp_epsilon:g} per query)")
 

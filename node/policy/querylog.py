@@ -18,10 +18,11 @@ Writing the row settles the query's admission claim (node/policy/admission.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Connection, insert, select
 
+from node.core.clock import SYSTEM_CLOCK
 from node.policy.admission import settle, taken
 from node.storage.schema import query_log
 
@@ -48,7 +49,9 @@ class QueryRecord:
     epsilon_micro: int = 0          # differential privacy spent by this query (millionths)
     evaluated: int = 0              # answerer: elements whose answer has left (or is leaving)
     claimed: bool = False           # answerer: this record holds the query id's admission claim
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # Callers holding a context pass started_at=ctx.clock.now(); the query kinds' records
+    # (node/agency, node/asker) do not yet, and take the system clock's time.
+    started_at: datetime = field(default_factory=SYSTEM_CLOCK.now)
     receipt: object = None          # asker: the answerer's verified receipt
     summary: object = None          # asker: the answerer's closing message
     written: bool = False
@@ -88,7 +91,7 @@ class QueryRecord:
         values = {k: v for k, v in self.__dict__.items()
                   if k not in ("receipt", "summary", "written", "evaluated", "claimed")}
         values.update(reason=redacted(self.reason, 500), predicate=redacted(self.predicate, 512),
-                      finished_at=datetime.now(timezone.utc))
+                      finished_at=ctx.clock.now())
         receipt = None
         ledger = ctx.ledger  # loaded (or its key created) before our write transaction opens
         entry = self.entry(ledger, "completed")

@@ -44,6 +44,7 @@ from decimal import Decimal
 from typing import Literal, Union
 
 from adapters.identifiers import IdType, InvalidIdentifier, normalise
+from node.core.errors import InvalidInput, ShuqiaoError
 from node.language import predicate as pred
 from node.language.predicate import And, Comparison, In, Not, Or, ParseError
 
@@ -59,7 +60,7 @@ _DATASET = re.compile(r"[a-z][a-z0-9_]{1,62}")
 _RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
-class RuleError(ValueError):
+class RuleError(InvalidInput, ValueError):
     """A rule file or rule text is invalid. ``position`` is set for syntax errors."""
 
     def __init__(self, message: str, *, rule: str | None = None,
@@ -264,7 +265,7 @@ def plan(rule: Rule) -> list[SourceQuery]:
 
 # --- evaluation ------------------------------------------------------------------------
 
-class _NoDecision(Exception):
+class _NoDecision(ShuqiaoError):
     def __init__(self, reason: str, reason_zh: str) -> None:
         self.reason, self.reason_zh = reason, reason_zh
 

@@ -55,7 +55,8 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
     """A source on this node: its own current dataset version, logged like a query."""
     record = QueryRecord(query_id=str(uuid.uuid4()), role="local", asker=ctx.config.node.id,
                          answerer=ctx.config.node.id, kind="predicate" if q.predicate else "membership",
-                         dataset=q.dataset, elements=len(ids), predicate=q.predicate or "")
+                         dataset=q.dataset, elements=len(ids), predicate=q.predicate or "",
+                         started_at=ctx.clock.now())
     with ctx.engine.connect() as conn:
         version = current_version(conn, q.dataset)
         if version is None:

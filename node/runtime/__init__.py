@@ -2,5 +2,5 @@
 does through it: admin entries in the ledger, the ledger key's certification; and the node's life on disk:
 the data directory lock, backups and their verified restore.
 
-May import: node.ledger, node.keys, node.storage, node.core.
+May import: node.ledger, node.transport, node.keys, node.storage, node.core.
 """

@@ -30,7 +30,6 @@ import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import create_engine, select
@@ -174,7 +173,7 @@ def _manifest(ctx: NodeContext, work: Path, ledger: dict, include_kek: bool) -> 
         size, digest = sha256_file(work / name)
         files[role] = {"size": size, "sha256": digest}
     body = {"format": FORMAT, "v": 1, "node": ctx.config.node.id,
-            "created": rfc3339(datetime.now(timezone.utc)), "software": software_version(),
+            "created": rfc3339(ctx.clock.now()), "software": software_version(),
             "storage": "sqlite", "config_sha256": files["config"]["sha256"],
             "kek_included": include_kek, "ledger": ledger, "files": files}
     return sign_manifest(body, ctx.ledger.signer)

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from node.core.errors import StorageError
 from node.ledger import canonical
 from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignatureError
 
@@ -49,7 +50,7 @@ _TOP_KEYS = {"format", "v", "node", "created", "software", "storage", "config_sh
 _LEDGER_KEYS = {"size", "root", "public_key", "certification"}
 
 
-class BackupError(Exception):
+class BackupError(StorageError):
     """A backup could not be taken; nothing was left behind. One line, says why."""
 
 

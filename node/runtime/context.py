@@ -1,4 +1,4 @@
-"""A node's runtime context: validated config, database, KEK and crypto pool."""
+"""A node's runtime context: validated config, clock, database, KEK, crypto pool and ledger."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,8 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
+from node.core.errors import NotInitialised
+from node.core.clock import SYSTEM_CLOCK, Clock
 from node.core.config import NodeConfig
 from node.keys.workers import CryptoPool
 from node.storage.private_files import private_dir, private_sqlite
@@ -13,7 +15,7 @@ from node.keys.secrets import KeyEncryptionKey
 from node.runtime.database import open_store
 
 
-class NodeNotInitialised(Exception):
+class NodeNotInitialised(NotInitialised):
     """`shuqiao init` has not been run for this config."""
 
 
@@ -21,6 +23,8 @@ class NodeNotInitialised(Exception):
 class NodeContext:
     config: NodeConfig
     _pool: CryptoPool | None = field(default=None, repr=False)
+    # Every wall-clock time the node stores, signs or compares comes from here.
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
     # Open gRPC channels to partners, reused across queries of this process.
     channels: dict = field(default_factory=dict, repr=False)
 
@@ -43,8 +47,9 @@ class NodeContext:
     def ledger(self):
         """This node's verifiable ledger (RFC 9162 tree, heads signed with its Ed25519 key)."""
         from node.ledger import HeadPolicy, Ledger, load_or_create_signer
-        return Ledger(self.engine, load_or_create_signer(self.engine, self.kek, self.config.node.id),
-                      policy=HeadPolicy(every_entries=100, every_seconds=60))
+        signer = load_or_create_signer(self.engine, self.kek, self.config.node.id, now=self.clock.now())
+        return Ledger(self.engine, signer,
+                      policy=HeadPolicy(every_entries=100, every_seconds=60), clock=self.clock.now)
 
     @property
     def pool(self) -> CryptoPool:

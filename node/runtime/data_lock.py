@@ -24,6 +24,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from node.core.errors import StorageError
 from node.storage.private_files import private_dir
 
 __all__ = ["LOCK_NAME", "DataDirLocked", "DataDirLock"]
@@ -32,7 +33,7 @@ LOCK_NAME = "shuqiao.lock"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class DataDirLocked(Exception):
+class DataDirLocked(StorageError):
     """Another process holds the data directory; the message names it and its pid."""
 
 

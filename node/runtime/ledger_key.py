@@ -56,7 +56,7 @@ def _created(ctx: NodeContext, key: LedgerPublicKey) -> datetime:
         created = conn.execute(select(func.min(ledger_signing_keys.c.created_at))
                                .where(ledger_signing_keys.c.public_key == key.text)).scalar()
     if created is None:
-        return datetime.now(timezone.utc)
+        return ctx.clock.now()
     return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
 
 
@@ -71,7 +71,7 @@ def ensure_certified(ctx: NodeContext, *, force: bool = False) -> tuple[KeyCerti
     ledger = ctx.ledger
     key = ledger.public_key
     cert_pem, key_pem, leaf = _identity(ctx)
-    now = datetime.now(timezone.utc)
+    now = ctx.clock.now()
     current = current_certification(ctx.engine, key)
     leaf_der = leaf.public_bytes(serialization.Encoding.DER)
     if (not force and current is not None and current.chain[0] == leaf_der
@@ -82,7 +82,7 @@ def ensure_certified(ctx: NodeContext, *, force: bool = False) -> tuple[KeyCerti
                              current.statement.previous_key if current else None)
     certification = certify(statement, cert_pem, key_pem)
     with ctx.engine.begin() as conn:
-        store_certification(conn, certification)
+        store_certification(conn, certification, now=now)
         admin_log.record(ctx, conn, CERTIFIED, "node", public_key=key.text,
                          fingerprint=fingerprint(key), certification=certification.digest(),
                          not_after=statement.not_after)
@@ -110,15 +110,15 @@ def rotate(ctx: NodeContext) -> tuple[LedgerPublicKey, LedgerPublicKey, KeyCerti
     old = ledger.signer
     new = LedgerSigningKey.generate(ledger.node_id)
     cert_pem, key_pem, leaf = _identity(ctx)
-    now = datetime.now(timezone.utc)
+    now = ctx.clock.now()
     statement = KeyStatement(ledger.node_id, new.public_key, rfc3339(now - _SKEW),
                              rfc3339(leaf.not_valid_after_utc), rfc3339(now), old.public_key)
     certification = certify(statement, cert_pem, key_pem)
     with ctx.engine.begin() as conn:
         generation = conn.execute(select(func.max(ledger_signing_keys.c.generation)).where(
             ledger_signing_keys.c.node == ledger.node_id)).scalar() or 0
-        store_signer(conn, ctx.kek, new, generation + 1)
-        store_certification(conn, certification)
+        store_signer(conn, ctx.kek, new, generation + 1, now=now)
+        store_certification(conn, certification, now=now)
         admin_log.record(ctx, conn, ROTATED, "node",
                          **rotation_details(old, new.public_key, certification))
         ledger.sign_head(conn, force=True)  # the old key's last word covers the handover

@@ -30,12 +30,13 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 from sqlalchemy import create_engine
 
+from node.core.clock import SYSTEM_CLOCK, Clock
 from node.core.config import NodeConfig
 from node.keys.secrets import KekError, KeyEncryptionKey, read_private_file, write_new_file
 from node.ledger import AdminEntry, Ledger, LedgerSigningKey
@@ -136,12 +137,13 @@ def _plan_fresh(config: NodeConfig, config_path: Path, db: Path, force: bool, pl
     plan.move_aside += [p for p in (db, *(db.with_name(db.name + j) for j in _JOURNALS)) if p.exists()]
 
 
-def _record(db: Path, signer: LedgerSigningKey, manifest: dict, manifest_sha256: str) -> None:
+def _record(db: Path, signer: LedgerSigningKey, manifest: dict, manifest_sha256: str,
+            clock: Clock) -> None:
     """Append `node_restored` (and a head over it) to the snapshot copy's ledger."""
     from node.runtime.admin_log import actor
     engine = create_engine(f"sqlite:///{db}")
     try:
-        ledger = Ledger(engine, signer)
+        ledger = Ledger(engine, signer, clock=clock.now)
         with engine.begin() as conn:
             ledger.append(conn, AdminEntry("node_restored", "node", actor(), ledger.now(), {
                 "manifest": "sha256:" + manifest_sha256, "backup_created": manifest["created"],
@@ -152,9 +154,9 @@ def _record(db: Path, signer: LedgerSigningKey, manifest: dict, manifest_sha256:
         engine.dispose()
 
 
-def _install(plan: _Plan, snapshot: Path, db: Path) -> list[Path]:
+def _install(plan: _Plan, snapshot: Path, db: Path, now: datetime) -> list[Path]:
     """Move aside, write, rename the database into place; undo all of it on failure."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
     moved: list[tuple[Path, Path]] = []
     written: list[Path] = []
     try:
@@ -187,8 +189,10 @@ def _roots(config: NodeConfig, backup: Path) -> list[x509.Certificate]:
         raise RestoreRefused(f"{exc}; not restoring") from None
 
 
-def restore(config: NodeConfig, config_path: Path, backup: Path, *, force: bool = False) -> RestoreResult:
-    """Prove the backup in `backup` and install it for the node `config` describes.
+def restore(config: NodeConfig, config_path: Path, backup: Path, *, force: bool = False,
+            clock: Clock = SYSTEM_CLOCK) -> RestoreResult:
+    """Prove the backup in `backup` and install it for the node `config` describes (there is
+    no node context yet: `clock` dates the restore's ledger entry and what it moves aside).
 
     Raises:
         DataDirLocked: a process (a running node) holds the data directory.
@@ -200,7 +204,7 @@ def restore(config: NodeConfig, config_path: Path, backup: Path, *, force: bool 
     lock_existed = (config.data_dir / LOCK_NAME).exists()
     lock = DataDirLock(config.data_dir, "shuqiao restore").acquire()
     try:
-        result = _restore_locked(config, config_path, backup, db, force)
+        result = _restore_locked(config, config_path, backup, db, force, clock)
     except BaseException:
         # Leave no trace of a refused restore: the lock file (removed while still held, so
         # no other process can be waiting on it) and the directory, if this run made them.
@@ -215,7 +219,7 @@ def restore(config: NodeConfig, config_path: Path, backup: Path, *, force: bool 
 
 
 def _restore_locked(config: NodeConfig, config_path: Path, backup: Path, db: Path,
-                    force: bool) -> RestoreResult:
+                    force: bool, clock: Clock) -> RestoreResult:
     manifest, key = read_manifest(backup)
     if manifest["node"] != config.node.id:
         raise RestoreRefused(f"the backup is of node {manifest['node']!r}, the config is "
@@ -232,8 +236,8 @@ def _restore_locked(config: NodeConfig, config_path: Path, backup: Path, db: Pat
         signer = verify_snapshot(snapshot, manifest, key, kek, kek_source, _roots(config, backup),
                                  backup)
         manifest_sha256 = hashlib.sha256((backup / MANIFEST).read_bytes()).hexdigest()
-        _record(snapshot, signer, manifest, manifest_sha256)
-        moved = _install(plan, snapshot, db)
+        _record(snapshot, signer, manifest, manifest_sha256, clock)
+        moved = _install(plan, snapshot, db, clock.now())
     finally:
         for p in (snapshot, *(snapshot.with_name(snapshot.name + j) for j in _JOURNALS)):
             p.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from node.core.errors import StorageError
 from node.agency.statistics import StatisticsAnswerer
 from node.agency.membership import MembershipAnswerer
 from node.transport.identity import PartnerInterceptor, peer_node_id
@@ -120,7 +121,7 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
             record("a maintenance round", exc, log)  # type and code locations, never a message
 
 
-class LedgerDamaged(Exception):
+class LedgerDamaged(StorageError):
     """The ledger check at start found an altered entry, node or head (one-line message)."""
 
 

@@ -74,7 +74,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             channel = partner_channel(ctx, partner.id)
             reachable[partner.id] = channel
             source = GrpcLogSource(channel, partner.id, timeout=30)
-            key = pin_partner_key(ctx.engine, partner.id, source.public_key())
+            key = pin_partner_key(ctx.engine, partner.id, source.public_key(), now=ctx.clock.now())
             answer, certification = ask_certified_cosignature(ctx.ledger, channel)
             if isinstance(answer, tuple) and answer[0] == "stale":
                 pushed = "stale"  # the partner had already seen a newer head of ours
@@ -85,7 +85,7 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
             else:
                 witness.store_cosignature(answer, key)
                 keep_certification(ctx.engine, partner.id, key,  # attached, else as published
-                                   certification or source.key_certification())
+                                   certification or source.key_certification(), now=ctx.clock.now())
                 pushed = "cosigned"
             results[partner.id] = f"{pushed}/{_pull(witness, partner.id, key, source)}"
         except Exception as exc:  # an unreachable partner must not stop the round

@@ -18,6 +18,7 @@ from protocols.rounds import (
     StatisticsAccepted, ThresholdSummary, Unexpected, chunk_size, split,
 )
 
+from node.core.errors import ProtocolViolation
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 
 __all__ = ["RoundError", "chunk_size", "wrap", "unwrap", "chunks", "collect", "expect"]
@@ -28,7 +29,7 @@ _PROTO = {StatisticsAccepted: spb.StatisticsAccepted, ElementBatch: spb.Statisti
 _SESSION = {proto: message for message, proto in _PROTO.items()}
 
 
-class RoundError(Exception):
+class RoundError(ProtocolViolation):
     """A round arrived out of turn, over its size limit, or not at all."""
 
 

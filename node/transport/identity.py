@@ -11,7 +11,9 @@ import logging
 
 import grpc
 
+from node.core.errors import NotPermitted, Unauthenticated
 from node.keys.pki import node_id_from_san
+from node.transport.status import abort_for
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,11 @@ def _wrap(behavior, allowed: frozenset[str], method: str):
         peer = peer_node_id(context)
         if peer is None:
             log.warning("refused call to %s: certificate names no Shuqiao node", method)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate names no Shuqiao node")
+            abort_for(context, Unauthenticated("client certificate names no Shuqiao node"))
         if peer not in allowed:
             log.warning("refused call to %s from node %s: not a configured partner", method, peer)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"node {peer!r} is not a partner of this node (or may not call {method})")
+            abort_for(context, NotPermitted(
+                f"node {peer!r} is not a partner of this node (or may not call {method})"))
         return behavior(request_or_iterator, context)
     return guarded
 

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from node.core.errors import LimitReached, ProtocolViolation
 from node.transport.identity import peer_node_id
+from node.transport.status import abort_for
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +193,7 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 self._by_peer[slot, peer] += 1
         if refusal:
             log.warning("refused call to %s from node %s: %s", method, peer or "-", refusal)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+            abort_for(context, LimitReached(refusal))
         now = self._clock()
         call = _Call(context, method, peer, slot, now + self.deadline_seconds, idle)
         with self._lock:
@@ -247,5 +249,5 @@ def _single(requests, context):
     """The one request of a unary call (read as a stream, so its wait is watched)."""
     first = next(requests, None)
     if first is None or next(requests, None) is not None:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call carries exactly one request")
+        abort_for(context, ProtocolViolation("a unary call carries exactly one request"))
     return first

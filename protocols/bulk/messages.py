@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ProtocolStateError  # the one wrong-round error, shared by every protocol
 from .params import WIDTH, WIDTH_BYTES
 
 __all__ = [
@@ -42,10 +43,6 @@ class InvalidMessage(ValueError):
 
     def __init__(self) -> None:
         super().__init__("invalid bulk PSI message from peer")
-
-
-class ProtocolStateError(RuntimeError):
-    """A message or call arrived in the wrong round, twice, or after the end."""
 
 
 def message_type(data: bytes) -> int:

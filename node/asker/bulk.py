@@ -30,7 +30,7 @@ from protocols.bulk.params import bin_count
 from node.asker.membership import MembershipResult
 from node.asker.peer_tables import dataset_info
 from node.asker.streams import Exchange, accept_receipt, logged_query
-from node.core.errors import PartnerError, rpc_error
+from node.core.errors import PartnerError
 from node.core.progress import Progress, StageClock, no_progress
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
@@ -38,6 +38,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import bulk_wire as wire
 from node.transport.channels import partner_channel
+from node.transport.status import rpc_error
 
 log = logging.getLogger(__name__)
 

@@ -97,3 +97,11 @@ def test_bulk_is_suggested_only_where_the_benchmark_found_it_faster() -> None:
     assert bulk_is_faster(1_000_000, 1_000_000)
     assert not bulk_is_faster(100, 100) and not bulk_is_faster(2_000, 5_000)
     assert bulk_is_faster(4_000, 5_000)
+
+
+@pytest.mark.parametrize("id_type", ["cn_resident_id", "cn_uscc", "phone_cn", "custom"])
+def test_the_agencys_elements_are_encoded_as_membership_encodes_identifiers(id_type) -> None:
+    from adapters import encode
+    from node.datasets.bulk_rows import encoder
+    for subject in ("11010519491231002X", "13800138000", "张三/001", "", "a\u00e9b"):
+        assert encoder(id_type)(subject) == encode(id_type, subject)

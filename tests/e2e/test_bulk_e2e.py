@@ -17,7 +17,6 @@ import uuid
 
 import grpc
 import pytest
-import sqlalchemy as sa
 
 from node.devtools.synthetic import write_csv
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
@@ -64,14 +63,6 @@ def ask(s, out, kind: str):
 def read_rows(path) -> list[dict]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
-
-
-def fund_log(s) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes['fund'].directory / 'node.db'}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log ORDER BY seq"))]
-    engine.dispose()
-    return rows
 
 
 # -- a raw-wire fund centre ---------------------------------------------------------------
@@ -161,7 +152,7 @@ def test_a_long_membership_query_suggests_bulk_when_granted(agency, tmp_path):
 
 def test_both_ledgers_hold_the_bulk_query_charged_by_bins_with_a_verified_receipt(agency, tmp_path):
     ask(agency, tmp_path / "r.csv", "bulk")
-    asked = [r for r in fund_log(agency) if r["kind"] == "bulk"][-1]
+    asked = [r for r in fx.query_log(agency, "fund") if r["kind"] == "bulk"][-1]
     answered = row_of(agency, asked["query_id"])
     for row in (asked, answered):
         assert row["outcome"] == "answered" and row["elements"] == bin_count(ASKED)

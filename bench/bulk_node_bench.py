@@ -58,6 +58,7 @@ def _federation(root: Path, n: int):
     grpc = {"deadline_seconds": 3600, "max_query_elements": max(n, 1_000_000), "idle_seconds": 600}
     fed.add_node("agency", partners=[{"id": "fund"}], grpc=grpc, datasets=[{"name": DATASET, "grants": [{
         "partner": "fund", "purposes": [PURPOSE], "kinds": ["membership", "bulk"],
+        "bulk_trusts_partner_software": True,
         "max_elements": max(n, 1_000_000)}]}])
     fed.add_node("fund", partners=[{"id": "agency"}], grpc=grpc)
     return fed

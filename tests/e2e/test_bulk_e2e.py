@@ -32,10 +32,11 @@ pytestmark = pytest.mark.e2e
 ASKED = 2000      # the fund centre's list: half registered
 SMALL = 600       # the raw-wire partners' sets
 GRANTS = {
-    "fund": {"kinds": ["membership", "bulk"], "max_elements": 5000},
+    "fund": {"kinds": ["membership", "bulk"], "max_elements": 5000, "bulk_trusts_partner_software": True},
     "nobulk": {"kinds": ["membership"]},
-    "tight": {"kinds": ["bulk"], "daily_elements": bin_count(SMALL) + 10},
-    "probe": {"kinds": ["bulk"], "max_elements": 1000},
+    "tight": {"kinds": ["bulk"], "daily_elements": bin_count(SMALL) + 10,
+              "bulk_trusts_partner_software": True},
+    "probe": {"kinds": ["bulk"], "max_elements": 1000, "bulk_trusts_partner_software": True},
 }
 
 

@@ -8,7 +8,6 @@ A ledger source is one of:
 """
 from __future__ import annotations
 
-import enum
 import os
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import typer
 
+from node.cli.choices import TokenRole
 from node.cli.common import ConfigOpt, app, console, fail, node_context, out
 
 audit_app = typer.Typer(no_args_is_help=True, help="Verify ledgers (auditor) and export them (operator).")
@@ -189,13 +189,6 @@ def check(config: ConfigOpt) -> None:
 
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP API.")
 app.add_typer(token_app, name="token")
-
-
-class TokenRole(str, enum.Enum):
-    """Who holds a token: what it opens on the HTTP listener."""
-    AUDITOR = "auditor"  # /v1/ledger and /metrics
-    ADMIN = "admin"      # /v1/admin
-    METRICS = "metrics"  # /metrics only (a monitoring system's scraper)
 
 
 @token_app.command("new")

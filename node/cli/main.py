@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from rich.table import Table
 from node.core.config import ConfigError, load_config
 from node.runtime.context import NodeContext, NodeNotInitialised
 
+from node.cli.choices import LedgerCheck, LogFormat
 from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, fail, node_context,  # noqa: F401
                              out, query_app, rule_app)
 
@@ -65,16 +65,6 @@ def init(config: ConfigOpt) -> None:
             with ctx.engine.begin() as conn:
                 admin_log.record(ctx, conn, "node_initialised", "node")
         console.print(f"ledger key {ledger.public_key.text}")
-
-
-class LogFormat(str, enum.Enum):
-    TEXT = "text"  # for a terminal or journald
-    JSON = "json"  # one JSON object a line, for a log shipper (node/core/logs.py)
-
-
-class LedgerCheck(str, enum.Enum):
-    TAIL = "tail"  # the latest head and the last 4,096 entries
-    FULL = "full"  # every entry recomputed, as `audit check` does
 
 
 @app.command()
@@ -200,9 +190,14 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
     raise typer.Exit(0 if ok else 1)
 
 
-def main() -> None:
+def register_commands() -> None:
+    """Import every command group's module: importing one registers its commands on `app`."""
     from node.cli import (audit, consent, dataset, ledger, ops, query, statistics,  # noqa: F401
-                          witness)  # (register their commands)
+                          witness)
+
+
+def main() -> None:
+    register_commands()
     try:
         app()
     except KeyboardInterrupt:

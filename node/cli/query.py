@@ -11,6 +11,7 @@ from adapters import IdType, SourceError, read_applicants
 
 from node.asker import membership as asker
 from node.asker.cardinality import cardinality as ask_cardinality
+from node.cli.choices import MembershipKind, RowSelection
 from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
 from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
                              report_rejects)
@@ -26,12 +27,12 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
                id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
                rejects: Annotated[Optional[Path], typer.Option(
                    help="Invalid rows report (default: <out>.rejected.csv).")] = None,
-               select: Annotated[str, typer.Option(
-                   help="Rows to write: all, intersection or difference.")] = "all",
-               kind: Annotated[str, typer.Option(
+               select: Annotated[RowSelection, typer.Option(
+                   help="Rows to write: all, intersection or difference.")] = RowSelection.ALL,
+               kind: Annotated[MembershipKind, typer.Option(
                    help="membership, labeled (adds allow-listed attributes of matched rows), "
                         "predicate, or bulk (the whole list at once by bulk PSI: faster for long "
-                        "lists, if the partner grants it).")] = "membership",
+                        "lists, if the partner grants it).")] = MembershipKind.MEMBERSHIP,
                predicate: Annotated[Optional[str], typer.Option(
                    help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
                auth_column: Annotated[Optional[str], typer.Option(
@@ -45,7 +46,7 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
             with source, Bars() as bars:
                 job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
                                      source=source, id_column=id_column, id_type=id_type,
-                                     out=out_path, rejects=rejects, select=select, kind=kind,
+                                     out=out_path, rejects=rejects, select=select.value, kind=kind.value,
                                      predicate=predicate, auth_column=auth_column, progress=bars)
         except (SourceError, ConfigError, ValueError) as exc:
             fail(str(exc), 2)

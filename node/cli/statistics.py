@@ -10,6 +10,7 @@ from rich.table import Table
 from adapters import IdType, SourceError, read_applicants
 
 from node.asker import statistics as stats
+from node.cli.choices import AggregateOp
 from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app
 from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
                              report_rejects)
@@ -46,7 +47,8 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               input_path: InputOpt, id_column: IdColumn,
               value: Annotated[Optional[str], typer.Option(
                   help="The partner's attribute to sum, e.g. contribution_base.")] = None,
-              op: Annotated[str, typer.Option(help="Comma-separated: count, sum, mean.")] = "count",
+              op: Annotated[list[AggregateOp], typer.Option(
+                  help="count, sum or mean; repeat for several: --op sum --op mean.")] = [AggregateOp.COUNT],
               group_by: Annotated[Optional[str], typer.Option(
                   help="The partner's attribute to group by, e.g. district.")] = None,
               out_path: Annotated[Optional[Path], typer.Option(
@@ -56,7 +58,7 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
               encoding: str = "auto") -> None:
     """Count, sum, mean of a partner's attribute over your list ∩ its dataset: group figures only."""
-    ops = [o.strip() for o in op.split(",") if o.strip()]
+    ops = list(dict.fromkeys(o.value for o in op))
     rejects = rejects or (out_path.with_suffix(".rejected.csv") if out_path else None)
     with node_context(config) as ctx:
         try:

@@ -180,7 +180,8 @@ def ca_issue(ca_dir: Annotated[Path, typer.Option("--ca", help="Directory holdin
 
 
 @app.command()
-def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's files here.")] = None,
+def demo(workdir: Annotated[Optional[Path], typer.Option(
+             help="Keep the run's files here (default: demo-run, or demo-run-2, ... if taken).")] = None,
          hrss_rows: int = 200_000, graduates: int = 60_000, applicants: int = 20_000,
          seed: int = 20260101) -> None:
     """Three real nodes on localhost; the seed's two identification jobs, checked."""

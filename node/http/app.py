@@ -7,7 +7,6 @@ thread of `shuqiao serve`; nothing is built at import time.
 """
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import Callable
 from typing import Annotated
@@ -57,13 +56,8 @@ def admin_router(ctx: NodeContext) -> APIRouter:
     digests = [d.encode() for d in ctx.config.http.admin_tokens]
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        from node.ledger.http import bearer_token, hash_token
-        token = bearer_token(authorization)
-        presented = hash_token(token).encode() if token else b""
-        matched = False
-        for digest in digests:  # no early exit: constant time per token
-            matched |= hmac.compare_digest(presented, digest)
-        if not token or not matched:
+        from node.ledger.http import token_matches
+        if not token_matches(authorization, digests):
             raise HTTPException(status_code=401,
                                 detail="an admin token is required (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})

@@ -25,7 +25,6 @@ indexed reads per partner or grant, so a scrape stays cheap whatever the log's l
 """
 from __future__ import annotations
 
-import hmac
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -139,13 +138,8 @@ class _Process:
 
 def _token_check(digests: list[bytes]):
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        from node.ledger.http import bearer_token, hash_token
-        token = bearer_token(authorization)
-        presented = hash_token(token).encode() if token else b""
-        matched = False
-        for digest in digests:  # no early exit: constant time per token
-            matched |= hmac.compare_digest(presented, digest)
-        if not token or not matched:
+        from node.ledger.http import token_matches
+        if not token_matches(authorization, digests):
             raise HTTPException(401, "a metrics or auditor token is required "
                                 "(Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
     return check

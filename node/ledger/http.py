@@ -65,6 +65,16 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
+def token_matches(authorization: str | None, digests: Iterable[bytes]) -> bool:
+    """Whether the header's bearer token is one of `digests` (every role checks this way)."""
+    token = bearer_token(authorization)
+    presented = hash_token(token).encode() if token else b""
+    matched = False
+    for digest in digests:  # no early exit: constant time per token
+        matched |= hmac.compare_digest(presented, digest)
+    return token is not None and matched
+
+
 def new_token() -> tuple[str, str]:
     """A fresh auditor token and its digest; hand out the token, keep only the digest."""
     token = secrets.token_urlsafe(32)
@@ -131,11 +141,7 @@ def _auditor(request: Request, authorization: Annotated[str | None, Header()] = 
     if token is None:
         raise HTTPException(401, "an auditor token is required (Authorization: Bearer <token>)",
                             headers={"WWW-Authenticate": "Bearer"})
-    presented = hash_token(token).encode()
-    matched = False
-    for digest in request.app.state.token_digests:  # no early exit: constant time per token
-        matched |= hmac.compare_digest(presented, digest)
-    if not matched:
+    if not token_matches(authorization, request.app.state.token_digests):
         raise HTTPException(401, "unknown auditor token", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -16,7 +16,6 @@ from collections import Counter
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.core.config import QueryKindName
@@ -86,14 +85,6 @@ def scrape(s, node: str, role: str = "metrics") -> dict[str, list]:
     return families
 
 
-def query_log(s, node: str) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes[node].directory / 'node.db'}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log"))]
-    engine.dispose()
-    return rows
-
-
 def configured_names(s) -> set[str]:
     names = {"other", "asker", "answerer", "local", "daily", "monthly", "epoch", "ok", "failed",
              *OUTCOMES, *(k.value for k in QueryKindName)}
@@ -116,7 +107,7 @@ def test_the_queries_ran_as_intended(fed):
 @pytest.mark.parametrize("node", ["hrss", "fund"])
 def test_query_counters_match_the_query_log(fed, node):
     families = scrape(fed, node)
-    rows = query_log(fed, node)
+    rows = fx.query_log(fed, node)
     assert rows, "no query recorded"
     by = lambda r: (r["role"], r["kind"], r["outcome"])  # noqa: E731
     logged, logged_elements = Counter(), Counter()
@@ -164,7 +155,7 @@ def test_labels_hold_configured_names_only(fed):
 
 def test_quota_and_budget_left_are_read_from_the_database(fed):
     families = scrape(fed, "hrss")
-    rows = query_log(fed, "hrss")
+    rows = fx.query_log(fed, "hrss")
     charged = sum(r["elements"] for r in rows if r["role"] == "answerer" and
                   r["dataset"] == "flexible_workers" and r["outcome"] in CHARGED)
     left = {x.labels["window"]: x.value for x in families["shuqiao_quota_remaining_elements"]}
@@ -211,7 +202,7 @@ def test_json_logs_parse_line_by_line_and_hold_no_identifier(fed):
         assert events and all({"time", "level", "logger", "message"} <= set(e) for e in events)
         queries = [e for e in events if e["logger"] == "shuqiao.queries"]
         if node == "hrss":
-            assert len(queries) == len(query_log(fed, "hrss"))
+            assert len(queries) == len(fx.query_log(fed, "hrss"))
             assert all(e["query_id"] and e["partner"] == "fund" for e in queries)
         assert not any(p in text for p in people)
         assert not re.search(r"\d{17}[\dXx]", text)

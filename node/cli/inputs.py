@@ -1,5 +1,5 @@
-"""The operator's input lists on the command line: the options that name them, opening
-one, and reporting the rows that were not asked.
+"""The operator's input lists on the command line: the options that name them, and
+opening one (the rows not asked: node/cli/outputs.py).
 
 Every command that reads an applicant list (queries of every kind, rules, the consent
 audit) opens it with :func:`open_input` and reads it with ``adapters.read_applicants``,
@@ -15,8 +15,6 @@ import typer
 
 from adapters import IdType, open_csv, open_xlsx
 
-from node.cli.common import console
-
 Partner = Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")]
 Dataset = Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")]
 Purpose = Annotated[str, typer.Option(help="Purpose code granted by the partner.")]
@@ -30,14 +28,3 @@ def open_input(path: Path, encoding: str = "auto"):
     if path.suffix.lower() == ".xlsx":
         return open_xlsx(path)
     return open_csv(path, encoding=encoding)
-
-
-def report_rejects(bad: list[tuple[int, str]], rejects: Path | None) -> str:
-    """Write the rows not asked to ``rejects``, or show the first few; a summary line."""
-    if rejects:
-        from node.jobs.files import write_rejects
-        write_rejects(rejects, bad)
-        return f"{len(bad)} invalid rows not asked → {rejects}"
-    for line, reason in bad[:5]:
-        console.print(f"  line {line}: {reason}", highlight=False)
-    return f"{len(bad)} invalid rows not asked (first lines above; --rejects FILE lists all)"

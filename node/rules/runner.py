@@ -19,7 +19,6 @@ from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
 from node.runtime.context import NodeContext
-from node.storage.private_files import result_csv
 from node.datasets.registration import current_version, iter_rows
 from node.policy.querylog import QueryRecord
 from node.rules.language import (Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan,
@@ -61,8 +60,30 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
     return Answer(record.query_id, answer)
 
 
+@dataclass
+class RuleRun:
+    """A rule over an input list: the counts, the queries that decided it, and each row's
+    decision (line, values, eligible: True / False / None undetermined, explanation,
+    query ids) in file order, for the result file."""
+    rule: str
+    text: str
+    rows: int
+    asked: int
+    queries: dict[str, str]          # source query text -> query id
+    decisions: list[tuple[int, dict[str, str], bool | None, str, list[str]]]
+    columns: list[str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        words = {True: "eligible", False: "not_eligible", None: "undetermined"}
+        counts = dict.fromkeys(words.values(), 0)
+        for d in self.decisions:
+            counts[words[d[2]]] += 1
+        return counts
+
+
 def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_column: str,
-             id_type: IdType, out: Path, progress=no_progress) -> dict:
+             id_type: IdType, progress=no_progress) -> RuleRun:
     if name not in rule_file.rules:
         raise RuleError(f"no rule {name!r} in the rule file (rules: {', '.join(rule_file.rules)})")
     rule = rule_file.rules[name]
@@ -81,16 +102,11 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
                                   kind="predicate" if q.predicate else "membership",
                                   predicate=q.predicate)
         answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
-    counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
-    with result_csv(out) as w:  # names applicants
-        w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
-        for row in rows:
-            d = (refused(rule, row.reason) if row.reason else
-                 evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
-            label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
-            counts[label] += 1
-            qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
-            w.writerow([row.line, *(row.values.get(c, "") for c in source.columns), label,
-                        explain(d), qids])
-    return {"rule": name, "rows": len(rows), "asked": len(ids),
-            "queries": {q.text: a.query_id for q, a in answers.items()}, **counts}
+    decisions = []
+    for row in rows:
+        d = (refused(rule, row.reason) if row.reason else
+             evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
+        qids = list(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
+        decisions.append((row.line, row.values, d.eligible, explain(d), qids))
+    return RuleRun(name, rule.text, len(rows), len(ids),
+                   {q.text: a.query_id for q, a in answers.items()}, decisions, list(source.columns))

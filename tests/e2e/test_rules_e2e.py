@@ -40,7 +40,7 @@ def test_rule_decisions_equal_the_plain_computation(tmp_path):
                   "--csv", str(tmp_path / "depositors.csv"), "--id-column", "sfzh")
         r = s.fed.cli("rule", "run", "--config", s.cfg("fund"), "flexible_worker_subsidy",
                       "--rules", str(tmp_path / "rules.toml"), "--input", str(tmp_path / "applicants.csv"),
-                      "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"))
+                      "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"), "--lang", "en")
     with open(tmp_path / "decisions.csv", newline="", encoding="utf-8-sig") as f:
         decisions = list(csv.DictReader(f))
     assert len(decisions) == len(s.applicants)

@@ -31,14 +31,15 @@ def _ledger(r: dict) -> str:
 def log_table(rows: list[dict], wide: bool = False) -> Table:
     if wide:
         return _wide(rows)
-    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    for name, whole in (("seq", True), ("query", True), ("ledger", True), ("kind", False),
-                        ("with", False), ("dataset", False), ("matched/n", True),
-                        ("outcome", True), ("finished", True)):
-        t.add_column(name, no_wrap=whole, overflow="fold")
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))  # one space between
+    for name in ("query", "ledger"):
+        t.add_column(name, no_wrap=True)
+    t.add_column("what", min_width=12, overflow="fold")  # the one column that gives way
+    for name in ("matched/n", "outcome", "finished"):
+        t.add_column(name, no_wrap=True)
     for r in rows:
-        t.add_row(str(r["seq"]), r["query_id"][:8], _ledger(r), r["kind"], _other_party(r),
-                  f"{r['dataset']} v{r['version']}", _count(r), r["outcome"],
+        what = f"{r['kind']} {_other_party(r)}\n{r['dataset']} v{r['version']}"
+        t.add_row(r["query_id"][:8], _ledger(r), what, _count(r), r["outcome"],
                   r["finished_at"].strftime("%m-%d %H:%M"))
     return t
 

@@ -26,8 +26,9 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
                select: Annotated[str, typer.Option(
                    help="Rows to write: all (invalid rows too), intersection or difference.")] = "all",
                kind: Annotated[str, typer.Option(
-                   help="membership, labeled (adds allow-listed attributes of matched rows) "
-                        "or predicate.")] = "membership",
+                   help="membership, labeled (adds allow-listed attributes of matched rows), "
+                        "predicate, or bulk (the whole list at once by bulk PSI: faster for long "
+                        "lists, if the partner grants it).")] = "membership",
                predicate: Annotated[Optional[str], typer.Option(
                    help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
                auth_column: Annotated[Optional[str], typer.Option(
@@ -56,6 +57,9 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
               f"({job.asked} distinct asked), {job.matched_rows} in {partner}.{dataset} "
               f"v{job.version}, {job.invalid} invalid → {out_path}, invalid rows → {rejects} "
               f"({job.seconds:.2f} s)", highlight=False, soft_wrap=True)
+    if job.bulk_suggested:
+        out.print(f"hint: for {job.asked} identifiers `--kind bulk` answers sooner; "
+                  f"{partner} grants it on {dataset}", highlight=False)
 
 
 @query_app.command("datasets")

@@ -17,6 +17,7 @@ from adapters import Applicant, IdType, read_applicants
 
 from node.core.progress import no_progress
 from node.asker import membership as asker
+from node.asker.bulk import bulk as ask_bulk, bulk_is_faster
 from node.jobs.results import Lang, Rejected, Words, query_facts, write_rejects
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
@@ -37,6 +38,7 @@ class MembershipJob:
     epoch: int
     ledger_index: int | None = None  # the query's place in this node's ledger
     predicate: str = ""
+    bulk_suggested: bool = False  # a long list, and the partner grants bulk: it would be faster
 
 
 @dataclass
@@ -108,22 +110,26 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     """
     if select not in SELECTIONS:
         raise ValueError("select must be all, intersection or difference")
+    if kind == "bulk" and predicate:
+        raise ValueError("a bulk query runs over the whole dataset: it takes no predicate")
     result_format(out), result_format(rejects)  # a wrong extension fails before anything is asked
     applicants = read_applicants(source, id_column, id_type, auth_column=auth_column)
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
                          "give --auth-column (the consent or application number column)")
     batch = _gather(applicants, source, progress)
-    result = asker.membership(ctx, partner, dataset, purpose, batch.asked, progress, kind=kind,
-                              predicate=predicate,
-                              consent_digest=consent_digest(batch.consented) if auth_column else None
-                              ) if batch.asked else None
+    result = _ask(ctx, partner, dataset, purpose, batch.asked, progress, kind=kind,
+                  predicate=predicate,
+                  consent=consent_digest(batch.consented) if auth_column else None
+                  ) if batch.asked else None
     job = MembershipJob(
         query_id=result.query_id if result else "", asked=len(batch.asked), rows=len(batch.rows),
         invalid=len(batch.bad), matched_rows=sum(bool(result.matched[i]) for _, _, i in batch.rows)
         if result else 0, seconds=result.seconds if result else 0.0,
         version=result.version if result else 0, epoch=result.epoch if result else 0,
-        predicate=(result.predicate if result else "") or predicate or "")
+        predicate=(result.predicate if result else "") or predicate or "",
+        bulk_suggested=bool(result) and kind == "membership" and "bulk" in result.kinds
+        and bulk_is_faster(len(batch.asked), result.rows))
     facts = query_facts(ctx, job.query_id, kind=kind, partner=partner, dataset=dataset,
                         version=job.version, epoch=job.epoch, purpose=purpose,
                         predicate=job.predicate or None, select=select,
@@ -134,3 +140,12 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     _write_answers(out, words, list(source.columns), batch, result, select, facts)
     write_rejects(rejects, words, list(source.columns), id_column, batch.bad, facts)
     return job
+
+
+def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,
+         kind: str, predicate: str | None, consent: str | None):
+    """The query of `kind`: bulk PSI over the whole dataset, or a membership-kind query."""
+    if kind == "bulk":
+        return ask_bulk(ctx, partner, dataset, purpose, asked, progress, consent_digest=consent)
+    return asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
+                            predicate=predicate, consent_digest=consent)

@@ -14,18 +14,20 @@ class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUERY_KIND_LABELED: _ClassVar[QueryKind]
     QUERY_KIND_PREDICATE: _ClassVar[QueryKind]
     QUERY_KIND_CARDINALITY: _ClassVar[QueryKind]
+    QUERY_KIND_BULK: _ClassVar[QueryKind]
 QUERY_KIND_UNSPECIFIED: QueryKind
 QUERY_KIND_MEMBERSHIP: QueryKind
 QUERY_KIND_LABELED: QueryKind
 QUERY_KIND_PREDICATE: QueryKind
 QUERY_KIND_CARDINALITY: QueryKind
+QUERY_KIND_BULK: QueryKind
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes")
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes", "kinds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,7 @@ class DatasetInfo(_message.Message):
     LABEL_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
     LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     epoch: int
@@ -52,7 +55,8 @@ class DatasetInfo(_message.Message):
     label_length: int
     predicate: str
     label_attributes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PrepareTableRequest(_message.Message):
     __slots__ = ("dataset", "predicate")
@@ -253,3 +257,33 @@ class CardinalityResponse(_message.Message):
     rows: bytes
     summary: CardinalitySummary
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., key: _Optional[_Union[CardinalityKey, _Mapping]] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...
+
+class BulkRequest(_message.Message):
+    __slots__ = ("header", "message")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    header: QueryHeader
+    message: bytes
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class BulkSummary(_message.Message):
+    __slots__ = ("query_id", "oprf_evaluations", "receipt", "ledger_public_key")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    OPRF_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    oprf_evaluations: int
+    receipt: bytes
+    ledger_public_key: str
+    def __init__(self, query_id: _Optional[str] = ..., oprf_evaluations: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
+
+class BulkResponse(_message.Message):
+    __slots__ = ("accepted", "message", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    message: bytes
+    summary: BulkSummary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., message: _Optional[bytes] = ..., summary: _Optional[_Union[BulkSummary, _Mapping]] = ...) -> None: ...

@@ -28,3 +28,21 @@ def open_input(path: Path, encoding: str = "auto"):
     if path.suffix.lower() == ".xlsx":
         return open_xlsx(path)
     return open_csv(path, encoding=encoding)
+
+
+def run_over_input(config: Path, input_path: Path, encoding: str, job, *,
+                   say_nothing_written: bool = True):
+    """Open the node and the input list and return ``job(ctx, source, progress)``; a bad
+    input or a refusal is the command's error (exit 2 for the operator's own mistakes)."""
+    from adapters import SourceError
+    from node.cli.common import Bars, fail, node_context
+    from node.core.config import ConfigError
+    from node.core.errors import PartnerError
+    with node_context(config) as ctx:
+        try:
+            with open_input(input_path, encoding) as source, Bars() as bars:
+                return job(ctx, source, bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except PartnerError as exc:
+            fail(f"{exc}; nothing was written" if say_nothing_written else str(exc))

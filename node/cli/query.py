@@ -11,7 +11,8 @@ from adapters import IdType, SourceError
 
 from node.asker import membership as asker
 from node.cli.common import Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app, rule_app
-from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input
+from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+                             run_over_input)
 from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
 from node.core.config import ConfigError
 from node.jobs.results import Lang
@@ -37,19 +38,10 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
     """Which applicants are in a partner's dataset; the partner learns only how many were asked."""
     from node.jobs.files import run_membership
     rejects = rejects or default_rejects(out_path)
-    with node_context(config) as ctx:
-        try:
-            source = open_input(input_path, encoding)
-            with source, Bars() as bars:
-                job = run_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
-                                     source=source, id_column=id_column, id_type=id_type,
-                                     out=out_path, rejects=rejects, select=select, kind=kind,
-                                     predicate=predicate, auth_column=auth_column, lang=lang,
-                                     progress=bars)
-        except (SourceError, ConfigError, ValueError) as exc:
-            fail(str(exc), 2)
-        except asker.PartnerError as exc:
-            fail(f"{exc}; nothing was written")
+    job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_membership(
+        ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,
+        id_type=id_type, out=out_path, rejects=rejects, select=select, kind=kind,
+        predicate=predicate, auth_column=auth_column, lang=lang, progress=bars))
     if as_json:
         return emit_json({**vars(job), "partner": partner, "dataset": dataset,
                           "out": str(out_path), "rejects": str(rejects)})
@@ -160,16 +152,10 @@ def cardinality(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: 
     """How many of the input are in a partner's dataset: the count only (maybe noised)."""
     from node.jobs.statistics import run_cardinality
     rejects = rejects or default_rejects(out_path)
-    with node_context(config) as ctx:
-        try:
-            with open_input(input_path, encoding) as source, Bars() as bars:
-                job = run_cardinality(ctx, partner=partner, dataset=dataset, purpose=purpose,
-                                      source=source, id_column=id_column, id_type=id_type,
-                                      out=out_path, rejects=rejects, lang=lang, progress=bars)
-        except (SourceError, ConfigError, ValueError) as exc:
-            fail(str(exc), 2)
-        except asker.PartnerError as exc:
-            fail(str(exc))
+    job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_cardinality(
+        ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,
+        id_type=id_type, out=out_path, rejects=rejects, lang=lang, progress=bars),
+        say_nothing_written=False)
     r, facts = job.result, job.facts
     if as_json:
         return emit_json({**facts, "count": r.count, "noise_bound": r.noise_bound,

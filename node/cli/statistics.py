@@ -7,13 +7,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from adapters import IdType, SourceError
+from adapters import IdType
 
-from node.cli.common import Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app
-from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input
+from node.cli.common import ConfigOpt, JsonOpt, emit_json, out, query_app
+from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, run_over_input
 from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
-from node.core.config import ConfigError
-from node.core.errors import PartnerError
 from node.jobs.results import Lang, mean_noise_bound
 from node.jobs.statistics import run_aggregate, run_threshold
 
@@ -33,17 +31,10 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
     """Count, sum, mean of a partner's attribute over your list ∩ its dataset: group figures only."""
     ops = [o.strip() for o in op.split(",") if o.strip()]
     rejects = rejects or default_rejects(out_path)
-    with node_context(config) as ctx:
-        try:
-            with open_input(input_path, encoding) as source, Bars() as bars:
-                job = run_aggregate(ctx, partner=partner, dataset=dataset, purpose=purpose,
-                                    source=source, id_column=id_column, id_type=id_type,
-                                    value=value or "", ops=ops, group_by=group_by or "",
-                                    out=out_path, rejects=rejects, lang=lang, progress=bars)
-        except (SourceError, ConfigError, ValueError) as exc:
-            fail(str(exc), 2)
-        except PartnerError as exc:
-            fail(str(exc))
+    job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_aggregate(
+        ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,
+        id_type=id_type, value=value or "", ops=ops, group_by=group_by or "", out=out_path,
+        rejects=rejects, lang=lang, progress=bars), say_nothing_written=False)
     r = job.result
     if as_json:
         return emit_json({**job.facts, "groups": [_group_json(r, g) for g in r.groups.values()],
@@ -103,17 +94,10 @@ def threshold(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               lang: LangOpt = Lang.zh, as_json: JsonOpt = False, encoding: str = "auto") -> None:
     """Per applicant: is the partner's registered income at least the required amount?"""
     rejects = rejects or default_rejects(out_path)
-    with node_context(config) as ctx:
-        try:
-            with open_input(input_path, encoding) as source, Bars() as bars:
-                job = run_threshold(ctx, partner=partner, dataset=dataset, purpose=purpose,
-                                    source=source, id_column=id_column, id_type=id_type,
-                                    threshold_column=threshold_column, out=out_path,
-                                    rejects=rejects, lang=lang, progress=bars)
-        except (SourceError, ConfigError, ValueError) as exc:
-            fail(str(exc), 2)
-        except PartnerError as exc:
-            fail(f"{exc}; nothing was written")
+    job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_threshold(
+        ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,
+        id_type=id_type, threshold_column=threshold_column, out=out_path, rejects=rejects,
+        lang=lang, progress=bars))
     r, counts = job.result, job.counts
     if as_json:
         return emit_json({**job.facts, "yes": counts["yes"], "no": counts["no"],

@@ -194,3 +194,11 @@ def test_init_says_what_it_did_on_stdout(s):
     r = s.fed.cli("init", "--config", s.cfg("fund"))
     assert "node key already exists" in r.stdout and "database ready" in r.stdout
     assert "ledger key" in r.stdout and r.stderr == ""
+
+
+def test_dataset_list_and_show_as_json(s):
+    (v,) = json.loads(s.fed.cli("dataset", "list", "--config", s.cfg("hrss"), "--json").stdout)
+    assert (v["dataset"], v["version"], v["rows"], v["status"]) == ("flexible_workers", 1, 400, "active")
+    shown = json.loads(s.fed.cli("dataset", "show", "--config", s.cfg("hrss"), "flexible_workers",
+                                 "--json").stdout)
+    assert shown["versions"] == [v] and shown["declared"]["grants"][0]["partner"] == "fund"

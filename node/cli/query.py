@@ -45,10 +45,10 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
     if as_json:
         return emit_json({**vars(job), "partner": partner, "dataset": dataset,
                           "out": str(out_path), "rejects": str(rejects)})
-    out.print(f"query {job.query_id} (ledger #{job.ledger_index}): {job.rows} rows "
+    out.print(f"query {job.query_id}: {job.rows} rows "
               f"({job.asked} distinct asked), {job.matched_rows} in {partner}.{dataset} "
               f"v{job.version}, {job.invalid} invalid → {out_path}, invalid rows → {rejects} "
-              f"({job.seconds:.2f} s)", highlight=False, soft_wrap=True)
+              f"(ledger #{job.ledger_index}, {job.seconds:.2f} s)", highlight=False, soft_wrap=True)
     if job.bulk_suggested:
         out.print(f"hint: for {job.asked} identifiers `--kind bulk` answers sooner; "
                   f"{partner} grants it on {dataset}", highlight=False)
@@ -162,7 +162,8 @@ def cardinality(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: 
                           "out": out_path and str(out_path), "rejects": rejects and str(rejects)})
     noise = (f" (differentially private, epsilon {r.epsilon:g}; noise within ±{r.noise_bound})"
              if r.epsilon else " (exact)")
-    out.print(f"query {r.query_id} (ledger #{facts['ledger_index']}): {r.count} of "
+    out.print(f"query {r.query_id}: {r.count} of "
               f"{facts['asked']} distinct identifiers are in {partner}.{dataset}{noise}; "
-              f"{rejects_line(job.listing.rejected, rejects)} ({r.seconds:.2f} s)"
+              f"{rejects_line(job.listing.rejected, rejects)} (ledger #{facts['ledger_index']}, "
+              f"{r.seconds:.2f} s)"
               + (f"; → {out_path}" if out_path else ""), highlight=False, soft_wrap=True)

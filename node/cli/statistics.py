@@ -40,9 +40,9 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
         return emit_json({**job.facts, "groups": [_group_json(r, g) for g in r.groups.values()],
                           "out": out_path and str(out_path), "rejects": rejects and str(rejects)})
     out.print(_groups_table(r, group_by))
-    lines = [f"query {r.query_id} (ledger #{job.facts['ledger_index']}): {r.asked} distinct "
-             f"identifiers asked of {partner}.{dataset} v{r.version}; {r.rows} of its rows take "
-             f"part, {r.unusable_rows} without a usable value ({r.seconds:.2f} s)", _noise(r)]
+    lines = [f"query {r.query_id}: {r.asked} distinct identifiers asked of {partner}.{dataset} "
+             f"v{r.version}; {r.rows} of its rows take part, {r.unusable_rows} without a usable "
+             f"value (ledger #{job.facts['ledger_index']}, {r.seconds:.2f} s)", _noise(r)]
     if r.suppressed:
         lines.append(f"groups under {r.min_group_size} suppressed: {', '.join(r.suppressed)}")
     lines.append(rejects_line(job.listing.rejected, rejects))
@@ -103,9 +103,10 @@ def threshold(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
         return emit_json({**job.facts, "yes": counts["yes"], "no": counts["no"],
                           "no_income_registered": counts["no_income"], "out": str(out_path),
                           "rejects": str(rejects)})
-    out.print(f"query {r.query_id} (ledger #{job.facts['ledger_index']}): "
+    out.print(f"query {r.query_id}: "
               f"{job.facts['asked']} applicants asked of {partner}.{dataset} "
               f"v{r.version}: {counts['yes']} yes, {counts['no']} no, "
               f"{counts['no_income']} without a usable income; "
               f"{len(job.listing.rejected)} invalid → {out_path}, invalid rows → {rejects} "
-              f"({r.seconds:.2f} s)", highlight=False, soft_wrap=True)
+              f"(ledger #{job.facts['ledger_index']}, {r.seconds:.2f} s)", highlight=False,
+              soft_wrap=True)

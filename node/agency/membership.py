@@ -41,7 +41,11 @@ PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.cfg = ctx.config
+
+    @property
+    def cfg(self):
+        """The config in force now: a reload replaces ctx.config (node/runtime/live_config.py)."""
+        return self.ctx.config
 
     def Evaluate(self, request_iterator, context):
         return answer_stream(self.ctx, context, "membership",

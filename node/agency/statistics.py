@@ -94,7 +94,11 @@ def _refusal(exc: SessionRefusal | ProtocolStateError) -> Refused:
 class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.cfg = ctx.config
+
+    @property
+    def cfg(self):
+        """The config in force now: a reload replaces ctx.config (node/runtime/live_config.py)."""
+        return self.ctx.config
 
     def _stream(self, requests, context, kind: str, body):
         """One query stream (node/agency/admission.py): refusals become gRPC statuses, and

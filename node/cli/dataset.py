@@ -103,11 +103,19 @@ def list_(config: ConfigOpt) -> None:
 @dataset_app.command("show")
 def show(config: ConfigOpt, name: str) -> None:
     """Versions, grants and source details of one dataset."""
+    from node.runtime.live_config import enforced_view
     with node_context(config) as ctx, ctx.engine.connect() as conn:
         versions = list_versions(conn, name)
-        declared = ctx.config.dataset(name)
+        view = enforced_view(ctx, conn)  # the running node's policy, not merely the file's
+    declared = next((d for d in view.datasets if d.name == name), None)
+    if view.warning:
+        console.print(f"[bold yellow]warning:[/] {view.warning}", highlight=False, soft_wrap=True)
     if not versions and declared is None:
-        fail(f"no dataset {name!r}")
+        fail(f"no dataset {name!r}" + (" in the enforced policy" if view.running else ""))
+    out.print(f"policy {view.digest[:12]}: "
+              + ("enforced by the running node" if view.running else
+                 "from the config file (no node is running; it applies when one starts)"),
+              highlight=False)
     if declared:
         out.print(f"[bold]{name}[/] {declared.description}")
         out.print(f"  key epochs of {declared.epoch_days} days, previous epoch answers "

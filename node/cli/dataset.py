@@ -46,13 +46,6 @@ def _report_invalid(invalid, target: Path) -> None:
         console.print(f"  line {r.line}: {r.reason}")
 
 
-def open_input(path: Path, encoding: str = "auto"):
-    """An operator's input list: .xlsx by its suffix, anything else as CSV."""
-    if path.suffix.lower() == ".xlsx":
-        return open_xlsx(path)
-    return open_csv(path, encoding=encoding)
-
-
 @dataset_app.command("add")
 def add(config: ConfigOpt,
         name: Annotated[str, typer.Option(help="Dataset name declared in the config.")],
@@ -140,15 +133,20 @@ def show(config: ConfigOpt, name: str) -> None:
                   f"registered {v.created_at:%Y-%m-%d %H:%M:%S}")
 
 
+def _on_version(config: Path, action, name: str, version: int):
+    """``action(ctx, name, version)`` on this node; a refusal is the command's error."""
+    with node_context(config) as ctx:
+        try:
+            return action(ctx, name, version)
+        except RegistrationError as exc:
+            fail(str(exc))
+
+
 @dataset_app.command("retire")
 def retire_(config: ConfigOpt, name: str,
             version: Annotated[int, typer.Option(help="Version to retire.")]) -> None:
     """Stop serving a version to partners (its record stays)."""
-    with node_context(config) as ctx:
-        try:
-            current = retire(ctx, name, version)
-        except RegistrationError as exc:
-            fail(str(exc))
+    current = _on_version(config, retire, name, version)
     out.print(f"retired {name} version {version}; "
               + (f"partners are served version {current.version}" if current else
                  "no active version is left: partners are served none"))
@@ -159,11 +157,7 @@ def purge_(config: ConfigOpt, name: str,
            version: Annotated[int, typer.Option(help="Retired version to purge.")]) -> None:
     """Delete a retired version's personal data: its rows and every table built from them."""
     from node.datasets.registration import purge
-    with node_context(config) as ctx:
-        try:
-            rows = purge(ctx, name, version)
-        except RegistrationError as exc:
-            fail(str(exc))
+    rows = _on_version(config, purge, name, version)
     out.print(f"purged {name} version {version}: {rows} rows and their tag and threshold "
               "tables deleted; the version's record and ledger entries stay")
 

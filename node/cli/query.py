@@ -7,27 +7,23 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from adapters import IdType, SourceError
-from adapters.headers import show_columns
+from adapters import IdType, SourceError, read_applicants
 
 from node.asker import membership as asker
 from node.asker.cardinality import cardinality as ask_cardinality
 from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
-from node.cli.dataset import open_input
+from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+                             report_rejects)
 from node.core.config import ConfigError
 from node.jobs.files import run_membership
 from node.policy.querylog import entries
 
 
 @query_app.command("membership")
-def membership(config: ConfigOpt,
-               partner: Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")],
-               dataset: Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")],
-               purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
-               input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-               id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Purpose,
+               input_path: InputOpt, id_column: IdColumn,
                out_path: Annotated[Path, typer.Option("--out", help="Result CSV.")],
-               id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+               id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
                rejects: Annotated[Optional[Path], typer.Option(
                    help="Invalid rows report (default: <out>.rejected.csv).")] = None,
                select: Annotated[str, typer.Option(
@@ -102,10 +98,9 @@ def log(config: ConfigOpt, limit: int = 50) -> None:
 @rule_app.command("run")
 def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
              rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
-             input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-             id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+             input_path: InputOpt, id_column: IdColumn,
              out_path: Annotated[Path, typer.Option("--out", help="Decisions CSV.")],
-             id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+             id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
              encoding: str = "auto") -> None:
     """One decision per applicant, with the query ids that decided it (for appeals)."""
     from node.rules.runner import load_rule_file, run_rule
@@ -129,36 +124,28 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
 
 
 @query_app.command("cardinality")
-def cardinality(config: ConfigOpt,
-                partner: Annotated[str, typer.Option(help="Partner node id.")],
-                dataset: Annotated[str, typer.Option(help="The partner's dataset.")],
-                purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
-                input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-                id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
-                id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
-                encoding: str = "auto") -> None:
+def cardinality(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Purpose,
+                input_path: InputOpt, id_column: IdColumn,
+                id_type: IdTypeOpt = IdType.CN_RESIDENT_ID, encoding: str = "auto") -> None:
     """How many of the input are in a partner's dataset: the count only (maybe noised)."""
-    from adapters import InvalidIdentifier, encode, normalise
     with node_context(config) as ctx:
         try:
-            source = open_input(input_path, encoding)
-            with source:
-                if id_column not in source.columns:
-                    raise SourceError(f"column {id_column!r} not found; available columns: "
-                                      f"{show_columns(source.columns)}")
-                ids, invalid = set(), 0
-                for row in source:
-                    try:
-                        ids.add(encode(id_type, normalise(id_type, row.values.get(id_column, ""))))
-                    except InvalidIdentifier:
-                        invalid += 1
+            ids, bad = set(), []
+            with open_input(input_path, encoding) as source:
+                for a in read_applicants(source, id_column, id_type):
+                    if a.reason:
+                        bad.append((a.line, a.reason))
+                    else:
+                        ids.add(a.identifier)
             with Bars() as bars:
                 r = ask_cardinality(ctx, partner, dataset, purpose, sorted(ids), bars)
         except (SourceError, ConfigError, ValueError) as exc:
             fail(str(exc), 2)
         except asker.PartnerError as exc:
             fail(str(exc))
+    if bad:
+        report_rejects(bad, None)
     noise = (f" (differentially private, epsilon {r.epsilon:g}; noise within ±{r.noise_bound})"
              if r.epsilon else " (exact)")
     out.print(f"query {r.query_id}: {r.count} of {len(ids)} distinct identifiers are in "
-              f"{partner}.{dataset}{noise}; {invalid} invalid rows not asked ({r.seconds:.2f} s)")
+              f"{partner}.{dataset}{noise}; {len(bad)} invalid rows not asked ({r.seconds:.2f} s)")

@@ -357,6 +357,16 @@ def _loopback(listen: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+def read_toml(path: Path, what: str, error: type[Exception]) -> dict:
+    """The TOML document at ``path``; a missing or malformed file raises ``error``."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config.
 
@@ -364,12 +374,7 @@ def load_config(path: str | Path) -> NodeConfig:
         ConfigError: with every schema violation listed by its TOML location.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "config file", ConfigError)
     if "base_dir" in raw:
         raise ConfigError(f"{path}: 'base_dir' is not a config key")
     try:

@@ -44,13 +44,14 @@ from decimal import Decimal
 from typing import Literal, Union
 
 from adapters.identifiers import IdType, InvalidIdentifier, normalise
+from adapters.reader import INEXACT_NUMBER_REASON
 from node.core.errors import InvalidInput, ShuqiaoError
 from node.language import predicate as pred
 from node.language.predicate import And, Comparison, In, Not, Or, ParseError
 
 __all__ = [
     "MAX_RULE_LENGTH", "RuleError", "SourceQuery", "Source", "Rule", "Answer", "Evidence",
-    "Decision", "parse_rule", "load_rules", "plan", "evaluate", "explain",
+    "Decision", "parse_rule", "load_rules", "plan", "evaluate", "explain", "refused",
 ]
 
 MAX_RULE_LENGTH = 4000
@@ -310,7 +311,14 @@ _REASONS_ZH = {
     "wrong length": "长度错误", "invalid character": "含有无效字符", "empty": "为空",
     "invalid region code": "地区码无效", "too long": "过长",
     "not a mainland China mobile number": "不是中国大陆手机号码",
+    INEXACT_NUMBER_REASON: "表格把证件号码存成了数字，位数已丢失；请将该列设为文本格式后重新录入",
 }
+
+
+def refused(rule: Rule, reason: str) -> Decision:
+    """No decision for an applicant whose identifier was refused (the reason never quotes it)."""
+    return Decision(rule.name, None, reason=f"invalid identifier: {reason}",
+                    reason_zh=f"证件号码无效：{_REASONS_ZH.get(reason, reason)}")
 
 
 def evaluate(rule: Rule, answers: Mapping[SourceQuery, Answer],
@@ -335,8 +343,7 @@ def evaluate(rule: Rule, answers: Mapping[SourceQuery, Answer],
     try:
         applicant = normalise(id_type, raw, today=today)
     except InvalidIdentifier as exc:
-        return Decision(rule.name, None, reason=f"invalid identifier: {exc.reason}",
-                        reason_zh=f"证件号码无效：{_REASONS_ZH.get(exc.reason, exc.reason)}")
+        return refused(rule, exc.reason)
     try:
         value, evidence = _evaluate(rule, rule.expr, answers, applicant, applicant_row)
     except _NoDecision as nd:

@@ -8,26 +8,22 @@ decides each applicant with the provenance an appeal needs: the query ids that d
 """
 from __future__ import annotations
 
-import csv
-import os
-import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from adapters import IdType, encode, read_applicants
 
-from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
-from adapters.headers import show_columns
-
+from node.core.config import read_toml
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
 from node.runtime.context import NodeContext
-from node.storage.private_files import open_private
+from node.storage.private_files import result_csv
 from node.datasets.registration import current_version, iter_rows
 from node.policy.querylog import QueryRecord
-from node.rules.language import Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan
+from node.rules.language import (Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan,
+                                 refused)
 
 
 @dataclass
@@ -37,12 +33,7 @@ class RuleFile:
 
 
 def load_rule_file(path: Path) -> RuleFile:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RuleError(f"rule file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "rule file", RuleError)
     unknown = set(raw) - {"rules", "purposes"}
     if unknown:
         raise RuleError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
@@ -76,17 +67,8 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
         raise RuleError(f"no rule {name!r} in the rule file (rules: {', '.join(rule_file.rules)})")
     rule = rule_file.rules[name]
     purpose = rule_file.purposes.get(name)
-    for column in (id_column, *sorted(rule.local_columns)):
-        if column not in source.columns:
-            raise SourceError(f"column {column!r} not found; available columns: {show_columns(source.columns)}")
-    rows = list(source)
-    ids: list[str] = []
-    for row in rows:
-        try:
-            ids.append(normalise(id_type, row.values.get(id_column, "")))
-        except InvalidIdentifier:
-            pass
-    ids = list(dict.fromkeys(ids))
+    rows = list(read_applicants(source, id_column, id_type, columns=sorted(rule.local_columns)))
+    ids = list(dict.fromkeys(a.normalised_id for a in rows if not a.reason))
     answers: dict[SourceQuery, Answer] = {}
     for q in plan(rule):
         if q.is_local(ctx.config.node.id):
@@ -100,17 +82,15 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
                                   predicate=q.predicate)
         answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
     counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
-    tmp = out.with_name(f".{out.name}.partial")
-    with open_private(tmp, "w", newline="", encoding="utf-8-sig") as f:  # names applicants
-        w = csv.writer(f)
+    with result_csv(out) as w:  # names applicants
         w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
         for row in rows:
-            d = evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type)
+            d = (refused(rule, row.reason) if row.reason else
+                 evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
             label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
             counts[label] += 1
             qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
             w.writerow([row.line, *(row.values.get(c, "") for c in source.columns), label,
                         explain(d), qids])
-    os.replace(tmp, out)
     return {"rule": name, "rows": len(rows), "asked": len(ids),
             "queries": {q.text: a.query_id for q, a in answers.items()}, **counts}

@@ -1,4 +1,4 @@
-"""A node at run time: its context (config, database, KEK, worker pool, ledger) and what every upper layer
+"""A node at run time: its context (config, database, KEK, worker pool, ledger, caches) and what every upper layer
 does through it: admin entries in the ledger, the ledger key's certification; and the node's life on disk:
 the data directory lock, backups and their verified restore.
 

@@ -1,4 +1,4 @@
-"""A node's runtime context: validated config, clock, database, KEK, crypto pool and ledger."""
+"""A node's runtime context: validated config, clock, database, KEK, crypto pool, ledger and caches."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +13,7 @@ from node.core.config import NodeConfig
 from node.keys.workers import CryptoPool
 from node.storage.private_files import private_dir, private_sqlite
 from node.keys.secrets import KeyEncryptionKey
+from node.runtime.caches import NodeCaches
 from node.runtime.database import open_store
 
 
@@ -33,6 +34,8 @@ class NodeContext:
     channels: dict = field(default_factory=dict, repr=False)
     # The file the config was read from: what a reload reads again (None: not from a file).
     config_path: Path | None = None
+    # What this node keeps in memory between queries: never shared with another context.
+    caches: NodeCaches = field(default_factory=NodeCaches, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -71,6 +74,7 @@ class NodeContext:
         for channel in self.channels.values():
             channel.close()
         self.channels.clear()
+        self.caches.clear()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -11,7 +11,8 @@ from adapters import IdType, SourceError, read_applicants
 
 from node.asker import membership as asker
 from node.asker.cardinality import cardinality as ask_cardinality
-from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
+from node.cli.common import Bars, ConfigOpt, console, fail, node_context, out, query_app, rule_app
+from node.cli.offers import print_offers
 from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
                              report_rejects)
 from node.core.config import ConfigError
@@ -57,27 +58,36 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
 
 
 @query_app.command("datasets")
-def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None:
-    """What a partner offers this node."""
-    import grpc
+def datasets(config: ConfigOpt,
+             partner: Annotated[Optional[str], typer.Option(
+                 help="Only this partner (default: every partner with an address).")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What partners offer this node, and what it may ask: its own grant on each dataset
+    (purposes, kinds, columns, sizes), quotas used and left, and the DP budget left."""
+    import json
 
-    from node.transport.status import rpc_error
-    from node.rpc.shuqiao.v1 import membership_pb2 as pb
-    from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    from node.asker.offers import askable_partners, list_offers, offer
     with node_context(config) as ctx:
-        try:
-            channel = asker.partner_channel(ctx, partner)
-            listing = pb_grpc.MembershipStub(channel).ListDatasets(pb.ListDatasetsRequest(), timeout=30)
-        except (asker.PartnerError, ConfigError) as exc:
-            fail(str(exc))
-        except grpc.RpcError as exc:
-            fail(str(rpc_error(partner, exc)))
-    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes", "labels", "mode")
-    for d in listing.datasets:
-        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type,
-                  ", ".join(d.purposes), ", ".join(d.label_attributes) or "-",
-                  "VOPRF" if d.oprf_mode == 1 else "OPRF")
-    out.print(t)
+        partners = [partner] if partner else askable_partners(ctx)
+        if not partners:
+            fail("no partner in this config has an address to ask", 2)
+        offers, failed = {}, []
+        for p in partners:
+            try:
+                offers[p] = [offer(i) for i in list_offers(ctx, p)]
+            except (asker.PartnerError, ConfigError) as exc:
+                if partner:
+                    fail(str(exc))
+                failed.append(str(exc))
+    if as_json:
+        out.print_json(json.dumps(offers, ensure_ascii=False))
+    else:
+        for p, listed in offers.items():
+            print_offers(p, listed)
+    for problem in failed:
+        console.print(f"[bold yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @query_app.command("log")

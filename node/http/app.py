@@ -78,6 +78,18 @@ def admin_router(ctx: NodeContext) -> APIRouter:
 
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
 
+    @router.get("/partners/{partner}/datasets")
+    def offers(partner: str) -> list[dict]:
+        """What `partner` offers this node and this node's own grant there (node/asker/offers.py)."""
+        from node.asker.offers import list_offers, offer
+        from node.core.errors import ConfigError, PartnerError
+        try:
+            return [offer(info) for info in list_offers(ctx, partner)]
+        except ConfigError as exc:  # not a configured partner, or no address to reach it
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except PartnerError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+
     @router.get("/config", response_model=ConfigStatusOut)
     def config_status() -> ConfigStatusOut:
         return _config_status(ctx)

@@ -109,6 +109,10 @@ def apply(ctx: NodeContext, new: NodeConfig, trigger: str) -> ReloadResult:
         record_policy_if_changed(ctx, new, always=True, trigger=trigger,
                                  config_digest=config_digest(new), changed=",".join(sections)[:256])
         ctx.config = new  # one assignment: readers see the old config or the new one, whole
+        addresses = {p.id: p.address for p in new.partners}
+        for p in old.partners:  # a channel to a moved or removed partner is not reused
+            if addresses.get(p.id) != p.address:
+                ctx.channels.pop(p.id, None)
         return ReloadResult("applied", f"applied ({', '.join(sections)} changed)",
                             policy_digest(new), config_digest(new))
 

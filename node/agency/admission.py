@@ -57,6 +57,18 @@ _POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
                  "size": grpc.StatusCode.INVALID_ARGUMENT}
 
 
+class Servicer:
+    """What every servicer holds: the node's context, and through it the config in force
+    (`cfg`, read at each use: a reload replaces ctx.config, node/runtime/live_config.py)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    @property
+    def cfg(self):
+        return self.ctx.config
+
+
 def check_names(h, record) -> None:
     """A query header's id, dataset and purpose are well-formed codes; the record takes
     them (only well-formed names are echoed or logged: free text could hold anything)."""

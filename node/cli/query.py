@@ -107,14 +107,16 @@ def log(config: ConfigOpt, limit: int = 50) -> None:
 
 @rule_app.command("run")
 def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
-             rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
+             rules: Annotated[Path, typer.Option(
+                 help="Rule file (TOML: [rules], [purposes]; node/rules/rulefile.py).")],
              input_path: InputOpt, id_column: IdColumn,
              out_path: Annotated[Path, typer.Option("--out", help="Decisions CSV.")],
              id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
              encoding: str = "auto") -> None:
     """One decision per applicant, with the query ids that decided it (for appeals)."""
-    from node.rules.runner import load_rule_file, run_rule
     from node.rules.language import RuleError
+    from node.rules.rulefile import load_rule_file
+    from node.rules.runner import run_rule
     with node_context(config) as ctx:
         try:
             rule_file = load_rule_file(rules)
@@ -130,7 +132,12 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
               f"{summary['not_eligible']} not eligible, {summary['undetermined']} undetermined "
               f"→ {out_path}")
     for text, qid in summary["queries"].items():
-        out.print(f"  {text}: query {qid}")
+        asked = summary["asked_per_source"].get(text)
+        out.print(f"  {text}: query {qid}" + (f" ({asked} asked)" if asked is not None else
+                                                " (this node's own dataset)"), highlight=False)
+    for text, asked in summary["asked_per_source"].items():
+        if not asked:
+            out.print(f"  {text}: not asked (the local terms decided every applicant)", highlight=False)
 
 
 @query_app.command("cardinality")

@@ -89,19 +89,21 @@ def check_purpose(h, grant) -> None:
                       f"granted: {', '.join(grant.purpose_codes)}")
 
 
-def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+def claim(ctx, grant, h, record, epsilon_micro: int = 0, elements: int | None = None) -> None:
     """Claim the header's query id and reserve its elements (and epsilon) atomically
-    (node/policy/admission.py); the record then carries the elements asked."""
+    (node/policy/admission.py); the record then carries the elements reserved: the
+    header's, unless the kind charges another unit (``elements``)."""
     from node.policy import admission
+    elements = h.total_elements if elements is None else elements
     try:
         admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
-                          elements=h.total_elements, epsilon_micro=epsilon_micro)
+                          elements=elements, epsilon_micro=epsilon_micro)
     except admission.QueryIdTaken:
         record.query_id = ""  # the earlier claim stands; do not log a duplicate id
         raise Refused(grpc.StatusCode.ALREADY_EXISTS, "query_id was already used") from None
     except policy.PolicyRefusal as exc:
         raise Refused.by_policy(exc) from None
-    record.claimed, record.elements = True, h.total_elements
+    record.claimed, record.elements = True, elements
     record.epsilon_micro = 0  # charged only once a noised answer is released
 
 
@@ -140,7 +142,8 @@ class Admitted:
 
 def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str],
           current: bool = False, reserve_epsilon: bool = False, consent: bool = False,
-          check: Callable[[object, Admitted], object] | None = None) -> Admitted:
+          check: Callable[[object, Admitted], object] | None = None,
+          charge: Callable[[object], int] | None = None) -> Admitted:
     """Admit a query by its first message, which must be its header.
 
     Args:
@@ -150,6 +153,8 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
         consent: the header may carry a consent digest, kept in the record and receipt.
         check: kind-specific checks, run in the admission's connection before the claim;
             what it returns is kept in ``checked``.
+        charge: what the quotas reserve for the header, when the kind charges another unit
+            than the elements asked (bulk: the OPRF evaluations its size implies).
 
     Raises:
         Refused: with the rule that was broken.
@@ -191,7 +196,8 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
         if check is not None:
             admitted = Admitted(h, kind, declared, grant, version, check(conn, admitted))
     noised = reserve_epsilon and grant.dp_epsilon is not None
-    claim(ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
+    claim(ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0,
+          elements=charge(h) if charge is not None else None)
     return admitted
 
 

@@ -7,6 +7,8 @@ Rounds (see proto/shuqiao/v1/membership.proto):
   Evaluate      header (purpose, dataset, version, epoch, element count) -> Accepted;
                 then per batch of blinded elements B_i -> k*B_i (and VOPRF proofs of the
                 elements the asker picks); Finish -> Summary with the signed receipt.
+  Cardinality and Bulk  their own kinds on the same service (node/agency/cardinality.py,
+                node/agency/bulk.py).
 This module applies the policy around the session: admission (grant, purpose, quotas,
 the served table and key epoch), the ledger's admitted entry before any answer leaves,
 charging every evaluated element however the query ends, and the completed entry whose
@@ -23,6 +25,7 @@ from protocols.errors import ProtocolStateError
 
 from node.agency.admission import (Admitted, Refused, Servicer, StreamEnded, admit, answer_stream, answered,
                                    serve_session)
+from node.agency.bulk import BulkRpc
 from node.agency.cardinality import CardinalityRpc
 from node.agency.tables import TableRpcs
 from node.keys.oprf_keys import key_purpose, sealed_key
@@ -38,7 +41,7 @@ _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labele
 PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 
 
-class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
+class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
     def Evaluate(self, request_iterator, context):
         return answer_stream(self.ctx, context, "membership",
                              lambda peer, record: self._evaluate(request_iterator, peer, record),

@@ -73,7 +73,8 @@ class TableRpcs:
             tag_length=table.tag_length, public_key=public_key(conn, dataset, peer, epoch),
             oprf_mode=declared.mode_number,
             label_length=table.label_length, predicate=table.predicate,
-            label_attributes=grant.label_attributes if table.label_length else [])
+            label_attributes=grant.label_attributes if table.label_length else [],
+            kinds=[k.value for k in grant.kinds])
 
     def _current(self, conn, dataset: str, peer: str):
         current = current_version(conn, dataset)

@@ -30,8 +30,9 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
                select: Annotated[str, typer.Option(
                    help="Rows to write: all, intersection or difference.")] = "all",
                kind: Annotated[str, typer.Option(
-                   help="membership, labeled (adds allow-listed attributes of matched rows) "
-                        "or predicate.")] = "membership",
+                   help="membership, labeled (adds allow-listed attributes of matched rows), "
+                        "predicate, or bulk (the whole list at once by bulk PSI: faster for long "
+                        "lists, if the partner grants it).")] = "membership",
                predicate: Annotated[Optional[str], typer.Option(
                    help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
                auth_column: Annotated[Optional[str], typer.Option(
@@ -55,6 +56,9 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
               f"{job.matched_rows} in {partner}.{dataset} v{job.version}, {job.invalid} invalid "
               f"→ {out_path}" + (f", invalid rows → {rejects}" if job.invalid else "")
               + f" ({job.seconds:.2f} s)")
+    if job.bulk_suggested:
+        out.print(f"hint: for {job.asked} identifiers `--kind bulk` answers sooner; "
+                  f"{partner} grants it on {dataset}")
 
 
 @query_app.command("datasets")

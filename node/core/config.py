@@ -163,6 +163,9 @@ class QueryKindName(str, enum.Enum):
     CARDINALITY = "cardinality"
     AGGREGATE = "aggregate"
     THRESHOLD = "threshold"
+    # Bulk PSI (protocols/bulk, KKRT16): a whole list at once, fast for large lists, but
+    # secure only against a fund centre that follows the protocol (SECURITY.md, "bulk").
+    BULK = "bulk"
 
 
 # Kinds whose answer is a count over the asked elements: without DP, one element asked
@@ -208,6 +211,10 @@ class DatasetGrant(_Strict):
     min_group_size: int = Field(default=10, ge=1)
     aggregate_value_bound: int | None = Field(default=None, ge=1, lt=2**62)
     threshold_column: str | None = None
+    # Bulk (KKRT16) is secure only against a partner running honest software: a modified
+    # fund-centre node can read the agency's per-query secret off people it knows and then
+    # test any identifier offline (SECURITY.md, "bulk"). A grant of bulk says so explicitly.
+    bulk_trusts_partner_software: bool = False
 
     @field_validator("purposes", mode="before")
     @classmethod
@@ -230,6 +237,11 @@ class DatasetGrant(_Strict):
                     f"a grant of {', '.join(sorted(counting))} without dp_epsilon needs a floor above "
                     "one element (min_counting_elements), or exact_small_counts = true to "
                     "release exact counts of single elements deliberately")
+        if QueryKindName.BULK in self.kinds and not self.bulk_trusts_partner_software:
+            raise ValueError(
+                "bulk is secure only while the partner's node software is honest (a modified "
+                "one can recover every row of the dataset; SECURITY.md, \"bulk\"): grant it with "
+                "bulk_trusts_partner_software = true, or use membership")
         return self
 
     @field_validator("label_pad_to")

@@ -15,6 +15,7 @@ from adapters import Applicant, IdType, read_applicants
 
 from node.core.progress import no_progress
 from node.asker import membership as asker
+from node.asker.bulk import bulk as ask_bulk, bulk_is_faster
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
 from node.storage.private_files import result_csv
@@ -32,6 +33,7 @@ class MembershipJob:
     seconds: float
     version: int
     epoch: int
+    bulk_suggested: bool = False  # a long list, and the partner grants bulk: it would be faster
 
 
 @dataclass
@@ -96,18 +98,31 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     """
     if select not in ("all", "intersection", "difference"):
         raise ValueError("select must be all, intersection or difference")
+    if kind == "bulk" and predicate:
+        raise ValueError("a bulk query runs over the whole dataset: it takes no predicate")
     applicants = read_applicants(source, id_column, id_type, auth_column=auth_column)
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
                          "give --auth-column (the consent or application number column)")
     batch = _gather(applicants, source, progress)
-    result = asker.membership(ctx, partner, dataset, purpose, batch.asked, progress, kind=kind,
-                              predicate=predicate,
-                              consent_digest=consent_digest(batch.consented) if auth_column else None
-                              ) if batch.asked else None
+    result = _ask(ctx, partner, dataset, purpose, batch.asked, progress, kind=kind,
+                  predicate=predicate,
+                  consent=consent_digest(batch.consented) if auth_column else None
+                  ) if batch.asked else None
     matched_rows = _write_answers(out, list(source.columns), batch, result, select)
     write_rejects(rejects, batch.bad)
     return MembershipJob(
         query_id=result.query_id if result else "", asked=len(batch.asked), rows=len(batch.rows),
         invalid=len(batch.bad), matched_rows=matched_rows, seconds=result.seconds if result else 0.0,
-        version=result.version if result else 0, epoch=result.epoch if result else 0)
+        version=result.version if result else 0, epoch=result.epoch if result else 0,
+        bulk_suggested=bool(result) and kind == "membership" and "bulk" in result.kinds
+        and bulk_is_faster(len(batch.asked), result.rows))
+
+
+def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,
+         kind: str, predicate: str | None, consent: str | None):
+    """The query of `kind`: bulk PSI over the whole dataset, or a membership-kind query."""
+    if kind == "bulk":
+        return ask_bulk(ctx, partner, dataset, purpose, asked, progress, consent_digest=consent)
+    return asker.membership(ctx, partner, dataset, purpose, asked, progress, kind=kind,
+                            predicate=predicate, consent_digest=consent)

@@ -100,6 +100,8 @@ class NodeCaches:
     shuffle_hashes: BoundedCache = _cache("shuffle-match row hashes", 4)
     # Cardinality: H(y) of every row of the version last asked about.
     cardinality_hashes: BoundedCache = _cache("cardinality row hashes", 1)
+    # Bulk: the encoded identifiers of the version last asked about (~50 bytes a row).
+    bulk_elements: BoundedCache = _cache("bulk elements", 1)
     # The asking side: partners' tag tables read from the database.
     peer_tables: BoundedCache = _cache("partners' tag tables", 4)
     # Threshold keys' private halves, unsealed once per context (like the KEK).

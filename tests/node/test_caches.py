@@ -74,6 +74,17 @@ def test_cardinality_row_hashes_are_per_node(two_nodes):
     assert cardinality_hashes(a, va) == first == card.hash_batch(a_ids)
 
 
+def test_bulk_elements_are_per_node_and_read_once(two_nodes):
+    from node.datasets.bulk_rows import version_elements
+    (a, a_people), (b, b_people) = two_nodes
+    va, vb = _version(a), _version(b)
+    first = version_elements(a, va)
+    assert sorted(version_elements(b, vb).tolist()) == sorted(
+        encode(IdType.CN_RESIDENT_ID, p) for p in b_people)
+    assert sorted(first.tolist()) == sorted(encode(IdType.CN_RESIDENT_ID, p) for p in a_people)
+    assert version_elements(a, va) is first  # the next query on the version reads nothing
+
+
 def test_closing_a_context_drops_what_it_kept(two_nodes):
     (a, _), _ = two_nodes
     version_columns(a, _version(a))

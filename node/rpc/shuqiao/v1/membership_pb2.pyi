@@ -14,11 +14,13 @@ class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUERY_KIND_LABELED: _ClassVar[QueryKind]
     QUERY_KIND_PREDICATE: _ClassVar[QueryKind]
     QUERY_KIND_CARDINALITY: _ClassVar[QueryKind]
+    QUERY_KIND_BULK: _ClassVar[QueryKind]
 QUERY_KIND_UNSPECIFIED: QueryKind
 QUERY_KIND_MEMBERSHIP: QueryKind
 QUERY_KIND_LABELED: QueryKind
 QUERY_KIND_PREDICATE: QueryKind
 QUERY_KIND_CARDINALITY: QueryKind
+QUERY_KIND_BULK: QueryKind
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
@@ -315,3 +317,33 @@ class CardinalityResponse(_message.Message):
     rows: bytes
     summary: CardinalitySummary
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., key: _Optional[_Union[CardinalityKey, _Mapping]] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...
+
+class BulkRequest(_message.Message):
+    __slots__ = ("header", "message")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    header: QueryHeader
+    message: bytes
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class BulkSummary(_message.Message):
+    __slots__ = ("query_id", "oprf_evaluations", "receipt", "ledger_public_key")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    OPRF_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    oprf_evaluations: int
+    receipt: bytes
+    ledger_public_key: str
+    def __init__(self, query_id: _Optional[str] = ..., oprf_evaluations: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
+
+class BulkResponse(_message.Message):
+    __slots__ = ("accepted", "message", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    message: bytes
+    summary: BulkSummary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., message: _Optional[bytes] = ..., summary: _Optional[_Union[BulkSummary, _Mapping]] = ...) -> None: ...

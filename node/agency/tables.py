@@ -104,7 +104,6 @@ class TableRpcs:
                     log.info("not listed to %s: %s", peer, exc.reason)
                     continue
                 info = self._describe(conn, d.name, current.version, epoch, peer, table, grant, d)
-                info.kinds.extend(k.value for k in grant.kinds)
                 # The caller's own grant only: `grant` is the one naming `peer`.
                 info.grant.CopyFrom(caller_grant(conn, grant, d.name, epoch, now))
                 out.datasets.append(info)

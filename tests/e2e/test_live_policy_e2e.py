@@ -220,6 +220,9 @@ def test_a_restart_only_change_is_refused_by_name(live):
     edit_hrss(live, back)
     assert live.fed.cli("reload", "--config", live.cfg("hrss"), check=False).returncode == 0
     assert raw_cardinality_header(live) is not None
+    ledgered = len(policy_entries(live))
+    again = live.fed.cli("reload", "--config", live.cfg("hrss"))
+    assert "holds the config in force" in again.stdout and len(policy_entries(live)) == ledgered
 
 
 def test_reload_without_a_running_node_says_so(tmp_path):

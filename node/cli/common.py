@@ -77,7 +77,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 @contextlib.contextmanager
 def node_context(config: Path):
     try:
-        ctx = NodeContext(load_config(config))
+        ctx = NodeContext(load_config(config), config_path=config.resolve())
     except ConfigError as exc:
         fail(str(exc), 2)
     from node.cli.failures import state

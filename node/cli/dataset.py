@@ -11,7 +11,7 @@ from rich.text import Text
 from adapters import IdType, SourceError, open_csv, open_sql, open_xlsx
 
 from node.cli.common import (Bars, ConfigOpt, JsonOpt, console, dataset_app, emit_json, fail,
-                             node_context, out)
+                             node_context, out, warn)
 from node.datasets.registration import RegistrationError, list_versions, register, retire
 
 
@@ -107,14 +107,23 @@ def list_(config: ConfigOpt, as_json: JsonOpt = False) -> None:
 @dataset_app.command("show")
 def show(config: ConfigOpt, name: str, as_json: JsonOpt = False) -> None:
     """Versions, grants and source details of one dataset."""
+    from node.runtime.live_config import enforced_view
     with node_context(config) as ctx, ctx.engine.connect() as conn:
         versions = list_versions(conn, name)
-        declared = ctx.config.dataset(name)
+        view = enforced_view(ctx, conn)  # the running node's policy, not merely the file's
+    declared = next((d for d in view.datasets if d.name == name), None)
+    if view.warning:
+        warn(view.warning)
     if not versions and declared is None:
-        fail(f"no dataset {name!r}")
+        fail(f"no dataset {name!r}" + (" in the enforced policy" if view.running else ""))
     if as_json:
-        return emit_json({"dataset": name, "declared": declared.model_dump(mode="json")
-                          if declared else None, "versions": [_version(v) for v in versions]})
+        return emit_json({"dataset": name, "policy": view.digest, "enforced": view.running,
+                          "declared": declared.model_dump(mode="json") if declared else None,
+                          "versions": [_version(v) for v in versions]})
+    out.print(f"policy {view.digest[:12]}: "
+              + ("enforced by the running node" if view.running else
+                 "from the config file (no node is running; it applies when one starts)"),
+              highlight=False)
     if declared:
         out.print(Text(name, "bold"), declared.description)
         out.print(f"  key epochs of {declared.epoch_days} days, previous epoch answers "

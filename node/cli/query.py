@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from adapters import IdType, SourceError
 
 from node.asker import membership as asker
-from node.cli.common import Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app, rule_app
+from node.cli.common import (Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app,
+                             rule_app, warn)
+from node.cli.offers import print_offers
 from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
                              run_over_input)
 from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
@@ -55,33 +56,35 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
 
 
 @query_app.command("datasets")
-def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()],
-             as_json: JsonOpt = False) -> None:
-    """What a partner offers this node."""
-    import grpc
+def datasets(config: ConfigOpt,
+             partner: Annotated[Optional[str], typer.Option(
+                 help="Only this partner (default: every partner with an address).")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What partners offer this node, and what it may ask: its own grant on each dataset
+    (purposes, kinds, columns, sizes), quotas used and left, and the DP budget left."""
 
-    from node.transport.status import rpc_error
-    from node.rpc.shuqiao.v1 import membership_pb2 as pb
-    from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    from node.asker.offers import askable_partners, list_offers, offer
     with node_context(config) as ctx:
-        try:
-            channel = asker.partner_channel(ctx, partner)
-            listing = pb_grpc.MembershipStub(channel).ListDatasets(pb.ListDatasetsRequest(), timeout=30)
-        except (asker.PartnerError, ConfigError) as exc:
-            fail(str(exc))
-        except grpc.RpcError as exc:
-            fail(str(rpc_error(partner, exc)))
-    offered = [{"dataset": d.name, "version": d.version, "epoch": d.epoch, "rows": d.row_count,
-                "id_type": d.id_type, "purposes": list(d.purposes),
-                "labels": list(d.label_attributes), "mode": "VOPRF" if d.oprf_mode == 1 else "OPRF"}
-               for d in listing.datasets]
+        partners = [partner] if partner else askable_partners(ctx)
+        if not partners:
+            fail("no partner in this config has an address to ask", 2)
+        offers, failed = {}, []
+        for p in partners:
+            try:
+                offers[p] = [offer(i) for i in list_offers(ctx, p)]
+            except (asker.PartnerError, ConfigError) as exc:
+                if partner:
+                    fail(str(exc))
+                failed.append(str(exc))
     if as_json:
-        return emit_json(offered)
-    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes", "labels", "mode")
-    for d in offered:
-        t.add_row(d["dataset"], str(d["version"]), str(d["epoch"]), str(d["rows"]), d["id_type"],
-                  ", ".join(d["purposes"]), ", ".join(d["labels"]) or "-", d["mode"])
-    out.print(t)
+        emit_json(offers)
+    else:
+        for p, listed in offers.items():
+            print_offers(p, listed)
+    for problem in failed:
+        warn(problem)
+    if failed:
+        raise typer.Exit(1)
 
 
 @query_app.command("log")
@@ -104,14 +107,16 @@ def log(config: ConfigOpt, limit: int = 50,
 
 @rule_app.command("run")
 def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
-             rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
+             rules: Annotated[Path, typer.Option(
+                 help="Rule file (TOML: [rules], [purposes]; node/rules/rulefile.py).")],
              input_path: InputOpt, id_column: IdColumn, out_path: OutOpt,
              id_type: IdTypeOpt = IdType.CN_RESIDENT_ID, lang: LangOpt = Lang.zh,
              as_json: JsonOpt = False, encoding: str = "auto") -> None:
     """One decision per applicant, with the query ids that decided it (for appeals)."""
     from node.jobs.results import Words, decisions_table, rule_facts
     from node.rules.language import RuleError
-    from node.rules.runner import load_rule_file, run_rule
+    from node.rules.rulefile import load_rule_file
+    from node.rules.runner import run_rule
     from node.storage.result_files import result_format, write_result
     with node_context(config) as ctx:
         try:
@@ -133,13 +138,20 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
     counts = run.counts
     if as_json:
         return emit_json({"rule": name, "rows": run.rows, "asked": run.asked, **counts,
-                          "queries": facts["queries"], "out": str(out_path)})
+                          "queries": facts["queries"], "asked_per_source": run.asked_per_source,
+                          "out": str(out_path)})
     out.print(f"rule {name}: {run.rows} applicants: {counts['eligible']} eligible, "
               f"{counts['not_eligible']} not eligible, {counts['undetermined']} undetermined "
               f"→ {out_path}", highlight=False, soft_wrap=True)
     for q in facts["queries"]:
-        out.print(f"  {q['source']}: query {q['query_id']} (ledger #{q['ledger_index']})",
-                  highlight=False, soft_wrap=True)
+        asked = run.asked_per_source.get(q["source"])
+        out.print(f"  {q['source']}: query {q['query_id']} "
+                  + (f"({asked} asked)" if asked is not None else "(this node's own dataset)")
+                  + f", ledger #{q['ledger_index']}", highlight=False, soft_wrap=True)
+    for text, asked in run.asked_per_source.items():
+        if not asked:
+            out.print(f"  {text}: not asked (the local terms decided every applicant)",
+                      highlight=False)
 
 
 @query_app.command("cardinality")

@@ -19,7 +19,8 @@ from node.datasets.registration import register
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
 from node.policy.consent import applicant_pairs
-from node.rules.runner import load_rule_file, run_rule
+from node.rules.rulefile import load_rule_file
+from node.rules.runner import run_rule
 from node.runtime.context import NodeContext
 
 

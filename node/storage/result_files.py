@@ -85,6 +85,7 @@ def write_result(path: str | os.PathLike[str], table: ResultTable, info: ResultI
     path = Path(path)
     fmt = result_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    table = ResultTable(unique_columns(table.columns), table.rows, table.sheet)
     writer = {".csv": _write_csv, ".jsonl": _write_jsonl, ".json": _write_json,
               ".xlsx": _write_xlsx}[fmt]
     with _replacing(path, "w" if fmt != ".xlsx" else "wb") as f:
@@ -95,6 +96,21 @@ def write_result(path: str | os.PathLike[str], table: ResultTable, info: ResultI
                       default=str)
             f.write("\n")
     return rows
+
+
+def unique_columns(columns: Sequence[str]) -> list[str]:
+    """The header with a repeated name numbered ("结果", "结果_2"): an operator's own column
+    may bear the name of an answer column, and a JSON row cannot hold one key twice."""
+    seen: set[str] = set()
+    out = []
+    for name in columns:
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}_{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out
 
 
 class _replacing:

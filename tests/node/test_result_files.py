@@ -131,3 +131,11 @@ def test_the_mean_noise_bound_covers_every_true_mean_in_the_figures_bounds():
     assert mean_noise_bound(10, 100, 0, 0) == 0.0
     assert mean_noise_bound(3, 30, 3, 10) is None  # the count may be zero: no bound
     assert mean_noise_bound(None, None, 3, 10) is None
+
+
+def test_a_header_name_used_twice_is_numbered_in_every_format(tmp_path):
+    table = lambda: ResultTable(["行号", "结果", "结果"], [[2, "mine", "是"]])  # noqa: E731
+    write_result(tmp_path / "d.csv", table(), INFO)
+    write_result(tmp_path / "d.json", table(), INFO)
+    assert _csv(tmp_path / "d.csv")[0] == ["行号", "结果", "结果_2"]
+    assert json.loads((tmp_path / "d.json").read_text())["rows"] == [{"行号": 2, "结果": "mine", "结果_2": "是"}]

@@ -57,6 +57,18 @@ _POLICY_CODES = {"quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
                  "size": grpc.StatusCode.INVALID_ARGUMENT}
 
 
+class Servicer:
+    """What every servicer holds: the node's context, and through it the config in force
+    (`cfg`, read at each use: a reload replaces ctx.config, node/runtime/live_config.py)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    @property
+    def cfg(self):
+        return self.ctx.config
+
+
 def check_names(h, record) -> None:
     """A query header's id, dataset and purpose are well-formed codes; the record takes
     them (only well-formed names are echoed or logged: free text could hold anything)."""
@@ -107,8 +119,11 @@ def grant_for(cfg, dataset: str, peer: str):
     return declared, grant
 
 
-def check_epoch(ctx, conn, dataset: str, peer: str, epoch: int) -> None:
-    grace = timedelta(days=ctx.config.dataset(dataset).grace_days)
+def check_epoch(ctx, conn, dataset: str, peer: str, epoch: int, declared=None) -> None:
+    declared = declared or ctx.config.dataset(dataset)
+    if declared is None:  # dropped from the config by a reload since the grant was read
+        raise Refused(grpc.StatusCode.NOT_FOUND, f"no dataset {dataset!r} is available to node {peer!r}")
+    grace = timedelta(days=declared.grace_days)
     if epoch not in answerable_epochs(conn, dataset, peer, grace):
         raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                       f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
@@ -157,9 +172,10 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                       f"unsupported query kind (this call answers {', '.join(kinds.values())})")
     record.kind = kind = kinds[h.kind]
-    declared, grant = grant_for(ctx.config, h.dataset, peer)
+    cfg = ctx.config  # one config for the whole admission, whatever a reload does meanwhile
+    declared, grant = grant_for(cfg, h.dataset, peer)
     check_purpose(h, grant)
-    limit = ctx.config.grpc.max_query_elements
+    limit = cfg.grpc.max_query_elements
     if not 1 <= h.total_elements <= limit:
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"a query must ask between 1 and {limit} elements")
     try:
@@ -175,7 +191,7 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{kind} queries run on the current version of {h.dataset!r}; "
                           "list datasets again")
-        check_epoch(ctx, conn, h.dataset, peer, h.epoch)
+        check_epoch(ctx, conn, h.dataset, peer, h.epoch, declared)
         admitted = Admitted(h, kind, declared, grant, version)
         if check is not None:
             admitted = Admitted(h, kind, declared, grant, version, check(conn, admitted))

@@ -23,7 +23,8 @@ from protocols import membership as ms
 from protocols import oprf
 from protocols.errors import ProtocolStateError
 
-from node.agency.admission import Admitted, Refused, StreamEnded, admit, answer_stream, answered, serve_session
+from node.agency.admission import (Admitted, Refused, Servicer, StreamEnded, admit, answer_stream, answered,
+                                   serve_session)
 from node.agency.bulk import BulkRpc
 from node.agency.cardinality import CardinalityRpc
 from node.agency.tables import TableRpcs
@@ -33,7 +34,6 @@ from node.policy import checks as policy
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
-from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 
 _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labeled",
@@ -41,11 +41,7 @@ _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labele
 PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 
 
-class MembershipAnswerer(TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.cfg = ctx.config
-
+class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
     def Evaluate(self, request_iterator, context):
         return answer_stream(self.ctx, context, "membership",
                              lambda peer, record: self._evaluate(request_iterator, peer, record),

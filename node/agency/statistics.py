@@ -72,12 +72,11 @@ from protocols.rounds import (
 )
 
 from node.agency import admission
-from node.agency.admission import Refused
+from node.agency.admission import Refused, Servicer
 from node.agency.aggregate import AggregateRpc
 from node.agency.threshold import ThresholdRpc
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.runtime.context import NodeContext
 from node.transport.chunks import unwrap, wrap
 
 
@@ -91,11 +90,7 @@ def _refusal(exc: SessionRefusal | ProtocolStateError) -> Refused:
     return Refused(code, str(exc))
 
 
-class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.cfg = ctx.config
-
+class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
     def _stream(self, requests, context, kind: str, body):
         """One query stream (node/agency/admission.py): refusals become gRPC statuses, and
         the query log gets exactly one record, whatever happens."""

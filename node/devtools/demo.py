@@ -21,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from rich.cells import cell_len
 from rich.console import Console
+from rich.text import Text
 
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import generate
@@ -55,14 +56,17 @@ def _check(result_csv: Path, truth: set[int], invalid: set[int]) -> tuple[int, i
     """(rows, matched, problems) of a result file against the ground truth."""
     problems, rows, matched = [], 0, 0
     with open(result_csv, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
+        for row in csv.DictReader(f):  # written with --lang en
             line = int(row["line"])
-            hit = row["shuqiao_answer"] == "in_dataset"
+            if (row["answer"] == "invalid") != (line in invalid):
+                problems.append(f"line {line}: answered {row['answer']}, invalid {line in invalid}")
+                continue
+            if line in invalid:
+                continue
+            hit = row["answer"] == "yes"
             rows += 1
             matched += hit
-            if line in invalid:
-                problems.append(f"line {line} is invalid but was answered")
-            elif hit != (line in truth):
+            if hit != (line in truth):
                 problems.append(f"line {line}: answered {hit}, truth {line in truth}")
     return rows, matched, problems
 
@@ -128,7 +132,8 @@ def run_demo(*, workdir: Path | None, hrss_rows: int, graduates: int, applicants
     _say(out, f"Everything this run made is kept in {root}: the data, the three nodes' "
               "configs, logs and databases, the result files and HRSS's ledger export.")
     total = time.perf_counter() - started
-    out.print(("[green]demo passed[/]" if ok else "[red]demo FAILED[/]") + f" in {total:.0f} s")
+    out.print(Text.assemble(("demo passed", "green") if ok else ("demo FAILED", "red"),
+                            f" in {total:.0f} s"))
     return ok
 
 
@@ -191,7 +196,7 @@ def _ask(fed: Federation, data, root: Path, console: Console, out: Console) -> b
             r = fed.cli("query", "membership", "--config", str(fed.nodes["fund"].config_path),
                         "--partner", q.partner, "--dataset", q.dataset, "--purpose", q.purpose,
                         "--input", str(data.applicants_csv), "--id-column", "身份证号",
-                        "--out", str(result), check=False)
+                        "--out", str(result), "--lang", "en", check=False)
         seconds = time.perf_counter() - t0
         out.print()
         _say(out, q.text)

@@ -136,24 +136,24 @@ class _Process:
         yield from REGISTRY.collect()
 
 
-def _token_check(digests: list[bytes]):
+def _token_check(ctx: NodeContext):
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
         from node.ledger.http import token_matches
-        if not token_matches(authorization, digests):
+        http = ctx.config.http  # the tokens in force: a reload may add or revoke one
+        if not token_matches(authorization, [d.encode() for d in [*http.metrics_tokens,
+                                                                  *http.auditor_tokens]]):
             raise HTTPException(401, "a metrics or auditor token is required "
                                 "(Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
     return check
 
 
 def metrics_router(ctx: NodeContext) -> APIRouter:
-    http = ctx.config.http
-    digests = [d.encode() for d in [*http.metrics_tokens, *http.auditor_tokens]]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(ctx))
     registry.register(_Process())
     router = APIRouter()
 
-    @router.get("/metrics", dependencies=[Depends(_token_check(digests))], include_in_schema=False)
+    @router.get("/metrics", dependencies=[Depends(_token_check(ctx))], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -1,45 +1,30 @@
 """`shuqiao rule run`: multi-agency eligibility rules over an applicant list.
 
-A rule file holds `[rules]` (name = 'rule text', see node/rules/language.py) and `[purposes]`
-(name = purpose code stated to the partners). Running a rule asks each partner source
-once, about every valid applicant (asking fewer, based on other sources' answers, would
-tell a partner those answers), looks local sources up in this node's own datasets, and
-decides each applicant with the provenance an appeal needs: the query ids that decided.
+A rule file (node/rules/rulefile.py) holds `[rules]` (name = 'rule text', see
+node/rules/language.py) and `[purposes]` (the purpose code stated to each partner).
+Running a rule starts with what this node knows itself: its own datasets (looked up
+about every valid applicant, logged like queries) and the applicant file's columns.
+Then each partner source is asked once, about exactly the applicants whose decision
+still depends on it (`language.pending`): nobody the local terms already decided is
+sent to a partner, and which applicants are asked never depends on another partner's
+answer. Each applicant is decided with the provenance an appeal needs: the query ids
+that decided.
 """
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from adapters import IdType, encode, read_applicants
 
-from node.core.config import read_toml
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
 from node.runtime.context import NodeContext
-from node.storage.private_files import result_csv
 from node.datasets.registration import current_version, iter_rows
 from node.policy.querylog import QueryRecord
-from node.rules.language import (Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan,
-                                 refused)
-
-
-@dataclass
-class RuleFile:
-    rules: dict
-    purposes: dict[str, str]
-
-
-def load_rule_file(path: Path) -> RuleFile:
-    raw = read_toml(path, "rule file", RuleError)
-    unknown = set(raw) - {"rules", "purposes"}
-    if unknown:
-        raise RuleError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
-                        "a rule file has [rules] and [purposes]")
-    rules = {name: parse_rule(name, text) for name, text in raw.get("rules", {}).items()}
-    return RuleFile(rules, dict(raw.get("purposes", {})))
+from node.rules.language import Answer, RuleError, SourceQuery, evaluate, explain, pending, plan, refused
+from node.rules.rulefile import RuleFile
 
 
 def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
@@ -61,36 +46,82 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
     return Answer(record.query_id, answer)
 
 
+def _purposes(rule_file: RuleFile, name: str, sources: list[SourceQuery]) -> dict[str, str]:
+    """The purpose stated to each partner the rule asks; all checked before anyone is asked."""
+    purposes = {}
+    for q in sources:
+        purpose = rule_file.purpose(name, q.partner)
+        if not purpose:
+            raise RuleError(f"rule {name!r} asks {q.partner}; give the purpose it states there in "
+                            f'[purposes]: {name} = "<code>" (for every partner) or '
+                            f'{name} = {{ {q.partner} = "<code>" }}')
+        purposes[q.partner] = purpose
+    return purposes
+
+
+def _who_to_ask(rule, local: dict[SourceQuery, Answer], applicants) -> dict[SourceQuery, list[str]]:
+    """Per partner source, the applicants (in file order, once each) whose decision needs it."""
+    needed: dict[SourceQuery, dict[str, None]] = {q: {} for q in plan(rule) if q not in local}
+    for a in applicants:
+        for q in pending(rule, local, a.values, a.normalised_id):
+            needed[q].setdefault(a.normalised_id)
+    return {q: list(ids) for q, ids in needed.items()}
+
+
+@dataclass
+class RuleRun:
+    """A rule over an input list: the counts, the queries that decided it, and each row's
+    decision (line, values, eligible: True / False / None undetermined, explanation,
+    query ids) in file order, for the result file."""
+    rule: str
+    text: str
+    rows: int
+    asked: int
+    queries: dict[str, str]           # source query text -> query id
+    asked_per_source: dict[str, int]  # partner source text -> applicants asked (0: not asked)
+    decisions: list[tuple[int, dict[str, str], bool | None, str, list[str]]]
+    columns: list[str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        words = {True: "eligible", False: "not_eligible", None: "undetermined"}
+        counts = dict.fromkeys(words.values(), 0)
+        for d in self.decisions:
+            counts[words[d[2]]] += 1
+        return counts
+
+
+def _decide(rule, answers, rows, *, id_column: str, id_type) -> list:
+    decisions = []
+    for row in rows:
+        d = (refused(rule, row.reason) if row.reason else
+             evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
+        qids = list(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
+        decisions.append((row.line, row.values, d.eligible, explain(d), qids))
+    return decisions
+
+
 def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_column: str,
-             id_type: IdType, out: Path, progress=no_progress) -> dict:
+             id_type: IdType, progress=no_progress) -> RuleRun:
     if name not in rule_file.rules:
         raise RuleError(f"no rule {name!r} in the rule file (rules: {', '.join(rule_file.rules)})")
-    rule = rule_file.rules[name]
-    purpose = rule_file.purposes.get(name)
+    rule, node_id = rule_file.rules[name], ctx.config.node.id
+    remote = [q for q in plan(rule) if not q.is_local(node_id)]
+    purposes = _purposes(rule_file, name, remote)
     rows = list(read_applicants(source, id_column, id_type, columns=sorted(rule.local_columns)))
-    ids = list(dict.fromkeys(a.normalised_id for a in rows if not a.reason))
-    answers: dict[SourceQuery, Answer] = {}
-    for q in plan(rule):
-        if q.is_local(ctx.config.node.id):
-            answers[q] = _local_answer(ctx, q, ids)
-            continue
-        if not purpose:
-            raise RuleError(f"rule {name!r} asks {q.partner}; give its purpose in [purposes]")
-        result = asker.membership(ctx, q.partner, q.dataset, purpose,
-                                  [encode(id_type, x) for x in ids], progress,
+    valid = [a for a in rows if not a.reason]
+    ids = list(dict.fromkeys(a.normalised_id for a in valid))
+    answers = {q: _local_answer(ctx, q, ids) for q in plan(rule) if q.is_local(node_id)}
+    asked = _who_to_ask(rule, answers, valid)
+    for q in remote:
+        if not asked[q]:
+            continue  # every applicant was decided without this partner: it is not asked at all
+        result = asker.membership(ctx, q.partner, q.dataset, purposes[q.partner],
+                                  [encode(id_type, x) for x in asked[q]], progress,
                                   kind="predicate" if q.predicate else "membership",
                                   predicate=q.predicate)
-        answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
-    counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
-    with result_csv(out) as w:  # names applicants
-        w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
-        for row in rows:
-            d = (refused(rule, row.reason) if row.reason else
-                 evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
-            label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
-            counts[label] += 1
-            qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
-            w.writerow([row.line, *(row.values.get(c, "") for c in source.columns), label,
-                        explain(d), qids])
-    return {"rule": name, "rows": len(rows), "asked": len(ids),
-            "queries": {q.text: a.query_id for q, a in answers.items()}, **counts}
+        answers[q] = Answer(result.query_id, dict(zip(asked[q], map(bool, result.matched))))
+    decisions = _decide(rule, answers, rows, id_column=id_column, id_type=id_type)
+    return RuleRun(name, rule.text, len(rows), len(ids),
+                   {q.text: a.query_id for q, a in answers.items()},
+                   {q.text: len(asked[q]) for q in remote}, decisions, list(source.columns))

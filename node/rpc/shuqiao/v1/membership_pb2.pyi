@@ -27,7 +27,7 @@ class ListDatasetsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes", "kinds")
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes", "kinds", "grant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class DatasetInfo(_message.Message):
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
     LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     epoch: int
@@ -56,7 +57,66 @@ class DatasetInfo(_message.Message):
     predicate: str
     label_attributes: _containers.RepeatedScalarFieldContainer[str]
     kinds: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+    grant: CallerGrant
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., grant: _Optional[_Union[CallerGrant, _Mapping]] = ...) -> None: ...
+
+class CallerGrant(_message.Message):
+    __slots__ = ("purposes", "predicate_columns", "label_attributes", "min_elements", "max_elements", "min_counting_elements", "quotas", "privacy", "aggregate_columns", "threshold_column", "min_group_size")
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNTING_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    purposes: _containers.RepeatedCompositeFieldContainer[GrantedPurpose]
+    predicate_columns: _containers.RepeatedScalarFieldContainer[str]
+    label_attributes: _containers.RepeatedScalarFieldContainer[str]
+    min_elements: int
+    max_elements: int
+    min_counting_elements: int
+    quotas: _containers.RepeatedCompositeFieldContainer[QuotaUse]
+    privacy: PrivacyBudget
+    aggregate_columns: _containers.RepeatedScalarFieldContainer[str]
+    threshold_column: str
+    min_group_size: int
+    def __init__(self, purposes: _Optional[_Iterable[_Union[GrantedPurpose, _Mapping]]] = ..., predicate_columns: _Optional[_Iterable[str]] = ..., label_attributes: _Optional[_Iterable[str]] = ..., min_elements: _Optional[int] = ..., max_elements: _Optional[int] = ..., min_counting_elements: _Optional[int] = ..., quotas: _Optional[_Iterable[_Union[QuotaUse, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacyBudget, _Mapping]] = ..., aggregate_columns: _Optional[_Iterable[str]] = ..., threshold_column: _Optional[str] = ..., min_group_size: _Optional[int] = ...) -> None: ...
+
+class GrantedPurpose(_message.Message):
+    __slots__ = ("code", "legal_basis")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    legal_basis: str
+    def __init__(self, code: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
+
+class QuotaUse(_message.Message):
+    __slots__ = ("window", "used", "limit", "left")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    window: str
+    used: int
+    limit: int
+    left: int
+    def __init__(self, window: _Optional[str] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., left: _Optional[int] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("epsilon_per_query", "spent", "budget", "left")
+    EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    epsilon_per_query: float
+    spent: float
+    budget: float
+    left: float
+    def __init__(self, epsilon_per_query: _Optional[float] = ..., spent: _Optional[float] = ..., budget: _Optional[float] = ..., left: _Optional[float] = ...) -> None: ...
 
 class PrepareTableRequest(_message.Message):
     __slots__ = ("dataset", "predicate")

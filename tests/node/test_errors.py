@@ -14,12 +14,6 @@ import node
 from node.core import errors
 from node.transport import status
 
-# Refusals whose raise sites still name their status (`Refused(code, reason)`); the
-# answering side is being rewritten to raise the typed refusals. Remove an entry when
-# its class is gone: test_only_the_listed_refusals_carry_their_own_status says so.
-CARRY_THEIR_OWN_STATUS = {"node.agency.admission.Refused"}
-
-
 def _node_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(node.__path__, "node."):
@@ -62,8 +56,7 @@ def test_every_exception_class_under_node_derives_from_the_node_base():
 
 
 def test_no_error_is_defined_twice():
-    """One name, one error; a class may only share its name with one it refines (the
-    answering side's StreamEnded is the hierarchy's, carrying its status)."""
+    """One name, one error; a class may only share its name with one it refines."""
     twice = [name for name, n in Counter(c.__name__ for c in CLASSES).items() if n > 1]
     for name in twice:
         same = [c for c in CLASSES if c.__name__ == name]
@@ -110,22 +103,21 @@ def test_a_branch_at_the_same_distance_is_caught():
     assert len({status.CODES[k] for k in _nearest_listed(Ambiguous)}) == 2
 
 
-def test_only_the_listed_refusals_carry_their_own_status():
+def test_no_refusal_carries_its_own_status():
+    """A raise site names the refusal, never a status: node/transport/status.py alone does."""
     carriers = {_qualname(c) for c in CLASSES if issubclass(c, errors.Refusal)
                 and "code" in inspect.signature(c.__init__).parameters}
-    assert carriers == CARRY_THEIR_OWN_STATUS
+    assert carriers == set()
 
 
 def test_policy_refusals_keep_the_statuses_the_answering_side_gives_them():
-    from node.agency.admission import _POLICY_CODES, Refused
     from node.policy.checks import KindNotGranted, QuotaExceeded, SizeRefused
     assert {c.rule: status.code_for(c) for c in (KindNotGranted, SizeRefused, QuotaExceeded)} == {
         "kind": grpc.StatusCode.PERMISSION_DENIED, "size": grpc.StatusCode.INVALID_ARGUMENT,
         "quota": grpc.StatusCode.RESOURCE_EXHAUSTED}
     for cls in (KindNotGranted, SizeRefused, QuotaExceeded):
-        refused = Refused.by_policy(cls("over the limit"))
-        assert refused.code == _POLICY_CODES[cls.rule] == status.code_for(cls)
-        assert status.status_for(refused) == refused.code and refused.reason == "over the limit"
+        refused = cls("over the limit")  # reaches the peer as itself
+        assert status.status_for(refused) == status.code_for(cls) and refused.reason == "over the limit"
 
 
 # -- ending a call ---------------------------------------------------------------------------

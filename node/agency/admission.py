@@ -24,8 +24,8 @@ from protocols import rounds
 
 from node.core.config import DATASET_NAME, PURPOSE
 from node.core import errors
-from node.core.errors import (AlreadyUsed, InvalidRequest, NotFound, NotPermitted, NotServed,
-                              ProtocolViolation, StreamEnded)
+from node.core.errors import (AlreadyUsed, InvalidRequest, LimitReached, NotFound, NotPermitted,
+                              NotServed, ProtocolViolation, StreamEnded)
 from node.datasets.registration import current_version
 from node.keys.oprf_keys import answerable_epochs
 from node.policy import checks as policy
@@ -40,7 +40,7 @@ _QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 # A session's refusals that are not the asker breaking the protocol (protocols/ knows
 # nothing of the node's errors): the node's refusal each one is.
-_SESSION_REFUSALS = ((rounds.StreamEnded, StreamEnded), (rounds.BudgetRefused, errors.LimitReached),
+_SESSION_REFUSALS = ((rounds.StreamEnded, StreamEnded), (rounds.BudgetRefused, LimitReached),
                      (rounds.Unanswerable, NotServed))
 
 

@@ -179,3 +179,46 @@ def test_anything_else_goes_to_the_incident_handler_untouched(exc):
     with pytest.raises(type(exc)):
         list(_Servicer(exc).Streaming(None, context))
     assert context.status is None
+
+
+@pytest.mark.parametrize("refused, code", [
+    ("StreamEnded", grpc.StatusCode.CANCELLED),
+    ("BudgetRefused", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("Unanswerable", grpc.StatusCode.FAILED_PRECONDITION),
+    ("InvalidRound", grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
+    """protocols/ knows nothing of the node's errors: the answering side reads each of a
+    session's refusals as one of the hierarchy's, which the table gives its status."""
+    from protocols import rounds
+    from node.agency.admission import as_refusal
+    refusal = as_refusal(getattr(rounds, refused)("the aggregate round was cut short"))
+    assert isinstance(refusal, errors.Refusal) and refusal.reason == "the aggregate round was cut short"
+    assert status.status_for(refusal) == code
+
+
+def test_a_message_out_of_turn_is_a_protocol_violation():
+    from protocols.errors import ProtocolStateError
+    from node.agency.admission import as_refusal
+    refusal = as_refusal(ProtocolStateError("expected a batch, got the header"))
+    assert isinstance(refusal, errors.ProtocolViolation)
+    assert status.status_for(refusal) == grpc.StatusCode.INVALID_ARGUMENT
+    assert as_refusal(refusal) is refusal  # the node's own refusals pass as they are
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "no such tree"
+
+
+def test_the_asking_side_reads_a_partners_status_through_the_table():
+    assert status.refused_as(_Failed(grpc.StatusCode.OUT_OF_RANGE), errors.OutOfRange, errors.InvalidRequest)
+    assert not status.refused_as(_Failed(grpc.StatusCode.UNAVAILABLE), errors.OutOfRange)
+    refused = status.partner_refusal("hrss", "offers no dataset 'roll'", errors.NotFound)
+    assert refused.code == grpc.StatusCode.NOT_FOUND and refused.code in status.REFUSALS

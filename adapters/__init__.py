@@ -4,7 +4,8 @@ An agency's dataset (a graduate roll, a flexible-worker register, an enterprise 
 read through a :class:`Source` — one streaming pass, bounded memory, line numbers a
 person can look up, a SHA-256 fingerprint of what was read — and its identifier column is
 validated and normalised by :func:`read_identifiers`, which accounts for every row as
-valid or rejected-with-a-reason.
+valid or rejected-with-a-reason. An operator's input list (the applicants a query, a rule
+or a consent audit asks about) is read by :func:`read_applicants`, with the same checks.
 
 This package never imports ``node`` or ``protocols``: it only turns data into
 normalised identifiers and the domain-separated bytes (:func:`encode`) the OPRF consumes.
@@ -25,11 +26,12 @@ from adapters.identifiers import (
     synthetic_resident_id,
     synthetic_uscc,
 )
-from adapters.reader import InvalidRow, ValidRow, read_identifiers
+from adapters.reader import Applicant, InvalidRow, ValidRow, read_applicants, read_identifiers
 from adapters.sql_source import SqlSource, open_sql
 from adapters.xlsx_source import XlsxSource, open_xlsx
 
 __all__ = [
+    "Applicant",
     "CsvSource",
     "IdType",
     "InvalidIdentifier",
@@ -46,6 +48,7 @@ __all__ = [
     "open_source",
     "open_sql",
     "open_xlsx",
+    "read_applicants",
     "read_identifiers",
     "synthetic_resident_id",
     "synthetic_uscc",

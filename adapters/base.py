@@ -13,11 +13,15 @@ cell values.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-__all__ = ["Row", "Source", "SourceError", "check_header"]
+T = TypeVar("T")
+
+__all__ = ["Row", "Source", "SourceError", "check_header", "open_file"]
 
 
 class SourceError(Exception):
@@ -50,6 +54,22 @@ class Row:
     line: int
     values: dict[str, str]
     inexact: frozenset[str] = field(default=frozenset())
+
+
+def open_file(path: Path, where: str, kind: str, opener: Callable[[Path], T]) -> T:
+    """``opener(path)``, with a missing file, a directory or no permission as a SourceError.
+
+    Args:
+        where: the source as messages name it; ``kind`` what the file should be ("a CSV file").
+    """
+    try:
+        return opener(path)
+    except FileNotFoundError:
+        raise SourceError(f"{where} not found (looked for {path})") from None
+    except IsADirectoryError:
+        raise SourceError(f"{path} is a directory, not {kind}") from None
+    except PermissionError:
+        raise SourceError(f"no permission to read {path}") from None
 
 
 def check_header(names: list[str], where: str, *, line: int = 1) -> list[str]:

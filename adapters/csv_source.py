@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from adapters.base import Row, Source, SourceError, check_header
+from adapters.base import Row, Source, SourceError, check_header, open_file
 from adapters.headers import show_column
 from adapters.limits import DEFAULT_LIMITS, ReadLimits
 
@@ -101,14 +101,7 @@ class CsvSource(Source):
         where = f"CSV file '{path.name}'"
         self._max_line = limits.max_line_chars
         encoding = _canonical_encoding(encoding)
-        try:
-            raw = io.FileIO(path, "r")
-        except FileNotFoundError:
-            raise SourceError(f"{where} not found (looked for {path})") from None
-        except IsADirectoryError:
-            raise SourceError(f"{path} is a directory, not a CSV file") from None
-        except PermissionError:
-            raise SourceError(f"no permission to read {path}") from None
+        raw = open_file(path, where, "a CSV file", lambda p: io.FileIO(p, "r"))
         try:
             size = os.fstat(raw.fileno()).st_size
             if encoding == "auto":

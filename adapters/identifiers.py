@@ -90,6 +90,14 @@ def _nfkc_strip(raw: str) -> str:
     return unicodedata.normalize("NFKC", raw).strip()
 
 
+def _present(raw: str, kind: IdType) -> str:
+    """``raw`` without presentation differences (NFKC, surrounding space); never empty."""
+    value = _nfkc_strip(raw)
+    if not value:
+        raise InvalidIdentifier("empty", kind)
+    return value
+
+
 def _resident_check_char(first17: str) -> str:
     return _RID_CHECK[sum(map(int.__mul__, map(int, first17), _RID_WEIGHTS)) % 11]
 
@@ -106,9 +114,7 @@ def _birth_date(yyyymmdd: str, today: date) -> date:
 
 def _normalise_resident_id(raw: str, today: date | None) -> str:
     kind = IdType.CN_RESIDENT_ID
-    value = _nfkc_strip(raw).upper()
-    if not value:
-        raise InvalidIdentifier("empty", kind)
+    value = _present(raw, kind).upper()
     body, last = value[:-1], value[-1]
     if not ((not body or (body.isascii() and body.isdigit())) and (last in _DIGITS or last == "X")):
         raise InvalidIdentifier("invalid character", kind)
@@ -139,9 +145,7 @@ def _uscc_check_char(first17: str) -> str:
 
 def _normalise_uscc(raw: str) -> str:
     kind = IdType.CN_USCC
-    value = _nfkc_strip(raw).upper()
-    if not value:
-        raise InvalidIdentifier("empty", kind)
+    value = _present(raw, kind).upper()
     if any(c not in _USCC_VALUE for c in value):
         raise InvalidIdentifier("invalid character", kind)
     if len(value) != 18:
@@ -153,10 +157,7 @@ def _normalise_uscc(raw: str) -> str:
 
 def _normalise_phone(raw: str) -> str:
     kind = IdType.PHONE_CN
-    value = _nfkc_strip(raw)
-    if not value:
-        raise InvalidIdentifier("empty", kind)
-    value = value.replace(" ", "").replace("-", "")
+    value = _present(raw, kind).replace(" ", "").replace("-", "")
     if value.startswith("+86"):
         value = value[3:]
     elif value.startswith("0086"):
@@ -178,9 +179,7 @@ def _normalise_phone(raw: str) -> str:
 
 def _normalise_custom(raw: str) -> str:
     kind = IdType.CUSTOM
-    value = _nfkc_strip(raw)
-    if not value:
-        raise InvalidIdentifier("empty", kind)
+    value = _present(raw, kind)
     if len(value) > _CUSTOM_MAX_LEN:
         raise InvalidIdentifier("too long", kind)
     # Cc: control characters; Cf: invisible format characters (zero-width space, BOM)

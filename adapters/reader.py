@@ -1,9 +1,16 @@
 """From source rows to normalised identifiers, accounting for every row.
 
-Each data row comes out either as a :class:`ValidRow` (normalised id plus the requested
-attributes) or as an :class:`InvalidRow` (line number and a reason that never contains
-the value). Nothing is silently dropped or fixed: an id that fails validation, an empty
-id cell, an id that Excel stored as a lossy number and a repeated id are all reported.
+Two readers, one identifier check (:func:`row_identifier`), so an id that Excel stored
+as a lossy number is refused wherever a file is read:
+
+* :func:`read_identifiers`, for a dataset being registered: each data row comes out
+  either as a :class:`ValidRow` (normalised id plus the requested attributes) or as an
+  :class:`InvalidRow` (line number and a reason that never contains the value). Nothing
+  is silently dropped or fixed: an id that fails validation, an empty id cell, a lossy
+  number and a repeated id are all reported.
+* :func:`read_applicants`, for an operator's input list (a query, a rule, a consent
+  audit): every row comes out as an :class:`Applicant`, asked about or refused with a
+  reason. A repeated id is not refused there: each row gets its answer.
 
 Duplicates are tracked through a 16-byte BLAKE2b digest of each normalised id (roughly
 120 bytes of memory per distinct id, ~0.6 GB for a 5-million-row dataset); the chance
@@ -17,11 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from adapters.base import Source, SourceError
+from adapters.base import Row, Source, SourceError
 from adapters.headers import show_column, show_columns
-from adapters.identifiers import IdType, InvalidIdentifier, normalise
+from adapters.identifiers import IdType, InvalidIdentifier, encode, normalise
 
-__all__ = ["ValidRow", "InvalidRow", "read_identifiers"]
+__all__ = ["Applicant", "ValidRow", "InvalidRow", "read_applicants", "read_identifiers",
+           "row_identifier"]
 
 INEXACT_NUMBER_REASON = ("identifier cell holds a number too large for the spreadsheet "
                          "to store exactly (digits lost); format the column as text "
@@ -45,7 +53,13 @@ class ValidRow:
 
 @dataclass(frozen=True, slots=True)
 class InvalidRow:
-    """A rejected row: where it is and why, never what it held."""
+    """A rejected row: where it is and why, never what it held.
+
+    Attributes:
+        line: the row's line (see :class:`adapters.base.Row`).
+        reason: a short fixed phrase ("wrong length", "duplicate identifier (first seen
+            on line 7)", ...); never the value or any part of it.
+    """
 
     line: int
     reason: str
@@ -102,11 +116,8 @@ def _generate(source: Source, id_column: str, id_type: IdType,
               ) -> Iterator[ValidRow | InvalidRow]:
     first_seen: dict[bytes, int] = {}
     for row in source:
-        if id_column in row.inexact:
-            yield InvalidRow(row.line, INEXACT_NUMBER_REASON)
-            continue
         try:
-            normalised = normalise(id_type, row.values[id_column], today=today)
+            normalised = row_identifier(row, id_column, id_type, today)
         except InvalidIdentifier as exc:
             yield InvalidRow(row.line, exc.reason)
             continue
@@ -122,3 +133,81 @@ def _generate(source: Source, id_column: str, id_type: IdType,
                                        "holds a NUL character")
             continue
         yield ValidRow(row.line, normalised, attrs)
+
+
+def row_identifier(row: Row, id_column: str, id_type: IdType, today: date | None = None) -> str:
+    """The normalised identifier of ``row``.
+
+    Raises:
+        InvalidIdentifier: the cell is a spreadsheet number that lost digits (reason
+            :data:`INEXACT_NUMBER_REASON`; its digits are never "repaired"), or the value
+            does not validate.
+    """
+    if id_column in row.inexact:
+        raise InvalidIdentifier(INEXACT_NUMBER_REASON, id_type)
+    return normalise(id_type, row.values.get(id_column, ""), today=today)
+
+
+@dataclass(frozen=True, slots=True)
+class Applicant:
+    """One row of an operator's input list.
+
+    Attributes:
+        line: the row's line in the file.
+        values: its cells (the operator's own file: written back next to the answers).
+        normalised_id: the canonical identifier; "" when the row is refused.
+        identifier: the typed OPRF input (``identifiers.encode``); b"" when refused.
+        reference: the authorisation reference, stripped ("" without a reference column).
+        reason: why the row is not asked ("" when it is); never holds the value.
+        inexact: the columns whose cell was a spreadsheet number that lost digits.
+    """
+
+    line: int
+    values: dict[str, str]
+    normalised_id: str = ""
+    identifier: bytes = b""
+    reference: str = ""
+    reason: str = ""
+    inexact: frozenset[str] = frozenset()
+
+
+def read_applicants(source: Source, id_column: str, id_type: IdType | str, *,
+                    auth_column: str | None = None, columns: Sequence[str] = (),
+                    today: date | None = None) -> Iterator[Applicant]:
+    """Every row of an operator's input list, asked about or refused with a reason.
+
+    Args:
+        source: an open, unread source (it is consumed).
+        id_column: the identifier column; ``id_type`` its declared type.
+        auth_column: the authorisation reference column, if rows need one; a row without
+            a reference is refused ("missing authorisation reference").
+        columns: further columns the caller reads (they must exist).
+
+    Raises:
+        SourceError: immediately, if a column is missing (by position if the header is
+            data); later, whatever the source raises while being read.
+    """
+    id_type = IdType(id_type)
+    for column in (id_column, auth_column, *columns):
+        if column and column not in source.columns:
+            raise SourceError(f"column {column!r} not found; available columns: "
+                              f"{show_columns(source.columns)}")
+    return _applicants(source, id_column, id_type, auth_column, today)
+
+
+def _applicants(source: Source, id_column: str, id_type: IdType, auth_column: str | None,
+                today: date | None) -> Iterator[Applicant]:
+    for row in source:
+        reference = row.values.get(auth_column, "").strip() if auth_column else ""
+        if auth_column and not reference:
+            yield Applicant(row.line, row.values, reason="missing authorisation reference",
+                            inexact=row.inexact)
+            continue
+        try:
+            normalised = row_identifier(row, id_column, id_type, today)
+        except InvalidIdentifier as exc:
+            yield Applicant(row.line, row.values, reference=reference, reason=exc.reason,
+                            inexact=row.inexact)
+            continue
+        yield Applicant(row.line, row.values, normalised, encode(id_type, normalised), reference,
+                        inexact=row.inexact)

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 
-from adapters.base import Row, Source, SourceError, check_header
+from adapters.base import Row, Source, SourceError, check_header, open_file
 from adapters.limits import DEFAULT_LIMITS, ReadLimits
 from adapters.xlsx_guard import check_workbook
 
@@ -91,14 +91,7 @@ class XlsxSource(Source):
         if path.suffix.lower() == ".xls":
             raise SourceError(f"{where} is in the old .xls format, which is not supported; "
                               "save it as .xlsx or as 'CSV UTF-8'")
-        try:
-            self._file: BinaryIO = open(path, "rb")
-        except FileNotFoundError:
-            raise SourceError(f"{where} not found (looked for {path})") from None
-        except IsADirectoryError:
-            raise SourceError(f"{path} is a directory, not a workbook") from None
-        except PermissionError:
-            raise SourceError(f"no permission to read {path}") from None
+        self._file: BinaryIO = open_file(path, where, "a workbook", lambda p: open(p, "rb"))
         self._workbook = None
         try:
             self._sha256 = _sha256_file(self._file)

@@ -14,7 +14,8 @@ def main() -> None:
     ap.add_argument("--only", default="membership,kinds,ledger,he,stats,bulk",
                     help="comma-separated: membership, kinds, ledger, he (protocol only), "
                          "stats (aggregate and threshold between nodes), bulk (OT-extension "
-                         "PSI against SecretFlow ECDH/KKRT/RR22)")
+                         "PSI, the engine alone and the bulk kind between two nodes, against "
+                         "SecretFlow ECDH/KKRT/RR22)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
     ap.add_argument("--work", type=Path, help="keep generated files here")
     args = ap.parse_args()

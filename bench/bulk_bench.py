@@ -8,10 +8,15 @@ Measurements (JSON lines), at 100k x 100k and 1M x 1M (``--quick``: 5k and 20k):
                 ``seconds`` is the fund centre's time from opening its CSV to the
                 written result (as SecretFlow's is its ``psi_execute``); per-side stage
                 times, bytes each way, peak resident memory of each process
+  bulk_node     the bulk query kind between two real nodes (``bench/bulk_node_bench.py``):
+                registration apart, then ``query membership --kind bulk``'s job, cold,
+                with both node processes' peak memory; at the largest size also
+                ``bulk_node_crossover`` (membership against bulk by list size)
   bulk_peer     SecretFlow (``spu``) on the same CSVs in the same run, via the party
                 code of ../shared/bench/peers.py (``bench/bulk_peers.py``)
-  bulk_compare  ours against SecretFlow ECDH (target <= 1.0x) and KKRT, and whether all
-                systems output the same intersection (SHA-256 of the sorted identifiers)
+  bulk_compare  the engine and the node against SecretFlow ECDH (target <= 1.0x) and KKRT,
+                and whether all systems output the same intersection (SHA-256 of the
+                sorted identifiers)
 
 Stages: ``read_csv`` (read and encode identifiers), ``hashing`` (digests, cuckoo
 table, the agency's shuffle), ``base_ot``, ``extension`` (PRG, transposes, code,
@@ -27,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import subprocess
 import time
@@ -205,27 +211,42 @@ def _csvs(work: Path, n: int) -> tuple[Path, Path, int, str]:
     return client, server, len(common), hashlib.sha256("\n".join(common).encode()).hexdigest()
 
 
-def compare(n: int, work: Path, peer_systems: str = PEER_SYSTEMS) -> None:
+def compare(n: int, work: Path, peer_systems: str = PEER_SYSTEMS, *, node: bool = True,
+            crossover: tuple[int, ...] = ()) -> None:
     note(f"bulk: generating {n} x {n}")
     client, server, expected, expected_digest = _csvs(work, n)
     note(f"bulk: ours {n} x {n}")
     mine = ours(client, server, work / f"bulk_out_{n}.csv")
     mine["correct"] = mine["intersection_sha256"] == expected_digest
     emit(bench="bulk", client=n, server=n, expected_intersection=expected, **mine)
+    nodes = None
+    if node:
+        from .bulk_node_bench import node_run
+        nodes = node_run(n, work, client, server, crossover=crossover)
+        nodes["correct"] = nodes["intersection_sha256"] == expected_digest
+        emit(bench="bulk_node", client=n, server=n, expected_intersection=expected, **nodes)
     others = peers(client, server, peer_systems)
     for line in others:
         emit(bench="bulk_peer", client=n, server=n, **line)
     seconds = {o["system"]: o["seconds"] for o in others if "seconds" in o}
     digests = {o["system"]: o.get("intersection_sha256") for o in others if "seconds" in o}
+    if nodes:
+        digests["shuqiao-node-bulk"] = nodes["intersection_sha256"]
+    ecdh = seconds.get("sf-ecdh")
     emit(bench="bulk_compare", client=n, server=n, ours_seconds=mine["seconds"],
+         node_seconds=nodes and nodes["seconds"],
          **{f"{k}_seconds": v for k, v in seconds.items()},
-         ratio_to_sf_ecdh=round(mine["seconds"] / seconds["sf-ecdh"], 3) if "sf-ecdh" in seconds else None,
+         ratio_to_sf_ecdh=round(mine["seconds"] / ecdh, 3) if ecdh else None,
+         node_ratio_to_sf_ecdh=round(nodes["seconds"] / ecdh, 3) if ecdh and nodes else None,
          ratio_to_sf_kkrt=round(mine["seconds"] / seconds["sf-kkrt"], 3) if "sf-kkrt" in seconds else None,
          same_intersection=bool(digests) and all(d == expected_digest for d in digests.values())
-         and mine["correct"], systems_compared=sorted(["shuqiao-bulk-kkrt", *digests]))
+         and mine["correct"], systems_compared=sorted(["shuqiao-bulk-kkrt", *digests]),
+         load_average=os.getloadavg()[0])
 
 
-def run(work: Path, *, quick: bool = False, peer_systems: str = PEER_SYSTEMS) -> None:
+def run(work: Path, *, quick: bool = False, peer_systems: str = PEER_SYSTEMS, node: bool = True) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    for n in ((5_000, 20_000) if quick else (100_000, 1_000_000)):
-        compare(n, work, peer_systems)
+    sizes = (5_000, 20_000) if quick else (100_000, 1_000_000)
+    crossover = (1_000, 5_000) if quick else (10_000, 50_000, 100_000)
+    for n in sizes:
+        compare(n, work, peer_systems, node=node, crossover=crossover if n == sizes[-1] else ())

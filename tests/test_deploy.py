@@ -60,14 +60,14 @@ def test_hardening_baseline(service):
     assert one(service, "ProtectSystem") == "strict" and one(service, "PrivateTmp") == "yes"
     assert one(service, "ProtectHome") == "yes" and one(service, "CapabilityBoundingSet") == ""
     assert one(service, "UMask") == "0077"
-    assert "ExecReload" not in service  # `shuqiao serve` has no reload
 
 
-def test_exec_start_runs_an_existing_subcommand_with_its_options(service):
-    argv = shlex.split(one(service, "ExecStart"))
+@pytest.mark.parametrize("key, command", [("ExecStart", "serve"), ("ExecReload", "reload")])
+def test_exec_lines_run_an_existing_subcommand_with_its_options(service, key, command):
+    argv = shlex.split(one(service, key))
     assert PurePosixPath(argv[0]).name == "shuqiao" and PurePosixPath(argv[0]).is_absolute()
     commands = registered_commands()
-    assert argv[1] in commands, f"`shuqiao {argv[1]}` is not a command"
+    assert argv[1] == command and argv[1] in commands, f"`shuqiao {argv[1]}` is not a command"
     options = {o for p in commands[argv[1]].params for o in p.opts}
     assert {a for a in argv[2:] if a.startswith("-")} <= options
     assert argv[argv.index("--config") + 1] == "/etc/shuqiao/%i.toml"

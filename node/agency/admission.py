@@ -61,6 +61,18 @@ def _used_before(record) -> AlreadyUsed:
     return AlreadyUsed("query_id was already used")
 
 
+class Servicer:
+    """What every servicer holds: the node's context, and through it the config in force
+    (`cfg`, read at each use: a reload replaces ctx.config, node/runtime/live_config.py)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    @property
+    def cfg(self):
+        return self.ctx.config
+
+
 def check_names(h, record) -> None:
     """A query header's id, dataset and purpose are well-formed codes; the record takes
     them (only well-formed names are echoed or logged: free text could hold anything)."""
@@ -79,17 +91,18 @@ def check_purpose(h, grant) -> None:
                            f"granted: {', '.join(grant.purpose_codes)}")
 
 
-def claim(ctx, grant, h, record, epsilon_micro: int = 0) -> None:
+def claim(ctx, grant, h, record, epsilon_micro: int = 0, elements: int | None = None) -> None:
     """Claim the header's query id and reserve its elements (and epsilon) atomically
-    (node/policy/admission.py); the record then carries the elements asked."""
+    (node/policy/admission.py); the record then carries the elements reserved: the
+    header's, unless the kind charges another unit (``elements``)."""
     from node.policy import admission
+    elements = h.total_elements if elements is None else elements
     try:  # a quota or the budget refuses as itself (node/policy/checks.py)
         admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,
-                          elements=h.total_elements, epsilon_micro=epsilon_micro,
-                          now=ctx.clock.now())
+                          elements=elements, epsilon_micro=epsilon_micro, now=ctx.clock.now())
     except admission.QueryIdTaken:
         raise _used_before(record) from None
-    record.claimed, record.elements = True, h.total_elements
+    record.claimed, record.elements = True, elements
     record.epsilon_micro = 0  # charged only once a noised answer is released
 
 
@@ -104,8 +117,11 @@ def grant_for(cfg, dataset: str, peer: str):
     return declared, grant
 
 
-def check_epoch(ctx, conn, dataset: str, peer: str, epoch: int) -> None:
-    grace = timedelta(days=ctx.config.dataset(dataset).grace_days)
+def check_epoch(ctx, conn, dataset: str, peer: str, epoch: int, declared=None) -> None:
+    declared = declared or ctx.config.dataset(dataset)
+    if declared is None:  # dropped from the config by a reload since the grant was read
+        raise NotFound(f"no dataset {dataset!r} is available to node {peer!r}")
+    grace = timedelta(days=declared.grace_days)
     if epoch not in answerable_epochs(conn, dataset, peer, grace, now=ctx.clock.now()):
         raise NotServed(f"key epoch {epoch} of dataset {dataset!r} is not answered (rotated and "
                         "past its grace period, or unknown); list datasets and sync again")
@@ -123,7 +139,8 @@ class Admitted:
 
 def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str],
           current: bool = False, reserve_epsilon: bool = False, consent: bool = False,
-          check: Callable[[object, Admitted], object] | None = None) -> Admitted:
+          check: Callable[[object, Admitted], object] | None = None,
+          charge: Callable[[object], int] | None = None) -> Admitted:
     """Admit a query by its first message, which must be its header.
 
     Args:
@@ -133,6 +150,8 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
         consent: the header may carry a consent digest, kept in the record and receipt.
         check: kind-specific checks, run in the admission's connection before the claim;
             what it returns is kept in ``checked``.
+        charge: what the quotas reserve for the header, when the kind charges another unit
+            than the elements asked (bulk: the OPRF evaluations its size implies).
 
     Raises:
         Refusal: the typed refusal of the rule that was broken.
@@ -149,9 +168,10 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
     if h.kind not in kinds:
         raise InvalidRequest(f"unsupported query kind (this call answers {', '.join(kinds.values())})")
     record.kind = kind = kinds[h.kind]
-    declared, grant = grant_for(ctx.config, h.dataset, peer)
+    cfg = ctx.config  # one config for the whole admission, whatever a reload does meanwhile
+    declared, grant = grant_for(cfg, h.dataset, peer)
     check_purpose(h, grant)
-    limit = ctx.config.grpc.max_query_elements
+    limit = cfg.grpc.max_query_elements
     if not 1 <= h.total_elements <= limit:
         raise InvalidRequest(f"a query must ask between 1 and {limit} elements")
     policy.check_request(grant, dataset=h.dataset, kind=kind, elements=h.total_elements)
@@ -162,12 +182,13 @@ def admit(ctx, first, peer: str, record: QueryRecord, *, kinds: Mapping[int, str
         if current and (version is None or version.version != h.version):
             raise NotServed(f"{kind} queries run on the current version of {h.dataset!r}; "
                             "list datasets again")
-        check_epoch(ctx, conn, h.dataset, peer, h.epoch)
+        check_epoch(ctx, conn, h.dataset, peer, h.epoch, declared)
         admitted = Admitted(h, kind, declared, grant, version)
         if check is not None:
             admitted = Admitted(h, kind, declared, grant, version, check(conn, admitted))
     noised = reserve_epsilon and grant.dp_epsilon is not None
-    claim(ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0)
+    claim(ctx, grant, h, record, epsilon_micro=round(grant.dp_epsilon * 1e6) if noised else 0,
+          elements=charge(h) if charge is not None else None)
     return admitted
 
 

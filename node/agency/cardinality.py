@@ -18,8 +18,6 @@ small query with people it knows are absent.
 """
 from __future__ import annotations
 
-import threading
-
 from adapters import IdType, encode
 from protocols import cardinality as card
 from protocols import cardinality_session as cs
@@ -32,19 +30,16 @@ from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.transport import membership_wire as wire
 
-_hashed: dict[int, bytes] = {}   # dataset version id -> H(y) of every row (process cache)
-_hash_lock = threading.Lock()
-
-
 def hashed_rows(ctx, version) -> bytes:
-    with _hash_lock:
-        if version.id not in _hashed:
-            with ctx.engine.connect() as conn:
-                ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id, ctx.kek)]
-            parts = [ids[i:i + 4096] for i in range(0, len(ids), 4096)]
-            _hashed.clear()
-            _hashed[version.id] = b"".join(ctx.pool.map(card.hash_batch, parts))
-        return _hashed[version.id]
+    """H(y) of every row of ``version``, kept in the context for the next query."""
+    return ctx.caches.cardinality_hashes.get_or_build(version.id, lambda: _hash_rows(ctx, version))
+
+
+def _hash_rows(ctx, version) -> bytes:
+    with ctx.engine.connect() as conn:
+        ids = [encode(IdType(version.id_type), s) for s, _ in iter_rows(conn, version.id, ctx.kek)]
+    parts = [ids[i:i + 4096] for i in range(0, len(ids), 4096)]
+    return b"".join(ctx.pool.map(card.hash_batch, parts))
 
 
 class CardinalityRpc:

@@ -7,6 +7,8 @@ Rounds (see proto/shuqiao/v1/membership.proto):
   Evaluate      header (purpose, dataset, version, epoch, element count) -> Accepted;
                 then per batch of blinded elements B_i -> k*B_i (and VOPRF proofs of the
                 elements the asker picks); Finish -> Summary with the signed receipt.
+  Cardinality and Bulk  their own kinds on the same service (node/agency/cardinality.py,
+                node/agency/bulk.py).
 This module applies the policy around the session: admission (grant, purpose, quotas,
 the served table and key epoch), the ledger's admitted entry before any answer leaves,
 charging every evaluated element however the query ends, and the completed entry whose
@@ -19,7 +21,8 @@ from protocols import membership as ms
 from protocols import oprf
 from protocols.errors import ProtocolStateError
 
-from node.agency.admission import Admitted, StreamEnded, admit, answer_stream, answered, serve_session
+from node.agency.admission import Admitted, Servicer, StreamEnded, admit, answer_stream, answered, serve_session
+from node.agency.bulk import BulkRpc
 from node.agency.cardinality import CardinalityRpc
 from node.agency.tables import TableRpcs
 from node.core.errors import InvalidRequest, NotServed
@@ -29,7 +32,6 @@ from node.policy import checks as policy
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
-from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 
 _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labeled",
@@ -37,11 +39,7 @@ _KINDS = {pb.QUERY_KIND_MEMBERSHIP: "membership", pb.QUERY_KIND_LABELED: "labele
 PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 
 
-class MembershipAnswerer(TableRpcs, CardinalityRpc, pb_grpc.MembershipServicer):
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.cfg = ctx.config
-
+class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
     def Evaluate(self, request_iterator, context):
         return answer_stream(self.ctx, context, "membership",
                              lambda peer, record: self._evaluate(request_iterator, peer, record),

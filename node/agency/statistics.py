@@ -67,23 +67,19 @@ from protocols.errors import ProtocolStateError
 from protocols.rounds import AggregateSummary, SessionRefusal, StatisticsAccepted, ThresholdSummary
 
 from node.agency import admission
+from node.agency.admission import Servicer
 from node.agency.aggregate import AggregateRpc
 from node.agency.threshold import ThresholdRpc
 from node.core.errors import NotPermitted, NotServed, StreamEnded
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
-from node.runtime.context import NodeContext
 from node.transport.chunks import unwrap, wrap
 
 # What the sessions refuse (node/agency/admission.py's as_refusal says which refusal each is).
 SESSION_ERRORS = (SessionRefusal, ProtocolStateError)
 
 
-class StatisticsAnswerer(AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.cfg = ctx.config
-
+class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
     def _stream(self, requests, context, kind: str, body):
         """One query stream (node/agency/admission.py): refusals become gRPC statuses, and
         the query log gets exactly one record, whatever happens."""

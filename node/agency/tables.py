@@ -15,7 +15,8 @@ from sqlalchemy import select
 from node.language import predicate as pred
 from node.agency.admission import check_epoch, grant_for
 from node.agency import predicate_tables as predicate_cache
-from node.core.errors import InvalidRequest, NotPermitted, NotServed
+from node.agency.grant_view import caller_grant
+from node.core.errors import InvalidRequest, NotFound, NotPermitted, NotServed
 from node.transport.identity import peer_node_id
 from node.transport.status import refusals
 from node.runtime.context import NodeContext
@@ -61,14 +62,18 @@ class TableRpcs:
                    tag_tables.c.partner == peer, tag_tables.c.epoch == epoch,
                    tag_tables.c.predicate == "")).first()
 
-    def _describe(self, conn, dataset, version, epoch, peer, table, grant) -> pb.DatasetInfo:
+    def _describe(self, conn, dataset, version, epoch, peer, table, grant, declared=None) -> pb.DatasetInfo:
+        declared = declared or self.ctx.config.dataset(dataset)
+        if declared is None:  # dropped by a reload since the grant was read
+            raise NotFound(f"no dataset {dataset!r} is available to node {peer!r}")
         return pb.DatasetInfo(
             name=dataset, version=version, epoch=epoch, row_count=table.row_count,
             id_type=table.id_type, purposes=grant.purpose_codes, tag_table_digest=table.digest,
             tag_length=table.tag_length, public_key=public_key(conn, dataset, peer, epoch),
-            oprf_mode=self.ctx.config.dataset(dataset).mode_number,
+            oprf_mode=declared.mode_number,
             label_length=table.label_length, predicate=table.predicate,
-            label_attributes=grant.label_attributes if table.label_length else [])
+            label_attributes=grant.label_attributes if table.label_length else [],
+            kinds=[k.value for k in grant.kinds])
 
     def _current(self, conn, dataset: str, peer: str):
         current = current_version(conn, dataset)
@@ -84,8 +89,9 @@ class TableRpcs:
     def ListDatasets(self, request, context):
         peer = peer_node_id(context)
         out = pb.ListDatasetsResponse()
+        cfg, now = self.ctx.config, self.ctx.clock.now()  # one config for the whole listing
         with self.ctx.engine.connect() as conn:
-            for d in self.ctx.config.datasets:
+            for d in cfg.datasets:
                 grant = next((g for g in d.grants if g.partner == peer), None)
                 if grant is None:
                     continue
@@ -95,8 +101,10 @@ class TableRpcs:
                 except NotServed as exc:
                     log.info("not listed to %s: %s", peer, exc.reason)
                     continue
-                out.datasets.append(self._describe(conn, d.name, current.version, epoch, peer,
-                                                   table, grant))
+                info = self._describe(conn, d.name, current.version, epoch, peer, table, grant, d)
+                # The caller's own grant only: `grant` is the one naming `peer`.
+                info.grant.CopyFrom(caller_grant(conn, grant, d.name, epoch, now))
+                out.datasets.append(info)
         return out
 
     @refusals
@@ -127,7 +135,8 @@ class TableRpcs:
                 predicate_cache.record_build(self.ctx, conn, dataset=request.dataset,
                                              version=current.version, peer=peer, epoch=epoch,
                                              canonical=canonical, table_id=table.id, rows=table.row_count)
-            return self._describe(conn, request.dataset, current.version, epoch, peer, table, grant)
+            return self._describe(conn, request.dataset, current.version, epoch, peer, table, grant,
+                                  declared)
 
     def _build_predicate_table(self, conn, declared, grant, version, peer, epoch, ast, canonical) -> None:
         """Filter the version's rows; their tags were computed at registration."""
@@ -169,13 +178,13 @@ class TableRpcs:
     def _sync_plan(self, request, peer: str):
         """(header, table, None) to send the table whole, or (header, table, (added,
         removed)) to send the difference from the version the caller holds."""
-        _, grant = grant_for(self.ctx.config, request.dataset, peer)
+        declared, grant = grant_for(self.ctx.config, request.dataset, peer)
         with self.ctx.engine.connect() as conn:
-            check_epoch(self.ctx, conn, request.dataset, peer, request.epoch)
+            check_epoch(self.ctx, conn, request.dataset, peer, request.epoch, declared)
             table = self._table(conn, request.dataset, request.version, peer, request.epoch,
                                 request.predicate)
             header = self._describe(conn, request.dataset, request.version, request.epoch,
-                                    peer, table, grant)
+                                    peer, table, grant, declared)
             if not request.base_version or request.predicate \
                     or table.base_version != request.base_version:
                 return header, table, None

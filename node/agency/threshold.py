@@ -108,7 +108,7 @@ class ThresholdRpc:
         purpose, pool = key_purpose(h.dataset, peer, h.epoch), self.ctx.pool
         verifiable = declared.mode_number == oprf.MODE_VOPRF
         session = ThresholdAnswerer(
-            ts.unseal_key(self.ctx.kek, table.key).expose(), elements=h.total_elements,
+            ts.private_key(self.ctx, table.key).expose(), elements=h.total_elements,
             rows=table.rows, unusable_rows=table.unusable,
             evaluate=partial(pool.blind_evaluate, sealed, purpose),
             prove=partial(pool.prove, sealed, purpose) if verifiable else None,

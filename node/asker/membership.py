@@ -46,6 +46,8 @@ class MembershipResult:
     predicate: str = ""
     labels: list[dict | None] | None = None  # labeled queries: attributes of matched inputs
     receipt: object = None  # the answerer's verified receipt (None if missing or invalid)
+    kinds: tuple[str, ...] = ()  # the query kinds the partner grants this node on the dataset
+    rows: int = 0  # the partner's rows asked against (the size of its tag table)
 
 
 PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)  # what the session refuses of an answer
@@ -96,7 +98,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         accept_receipt(ctx, partner, record, record.summary)
         return MembershipResult(record.query_id, partner, dataset, info.version, info.epoch,
                                 matched, time.perf_counter() - started, info.predicate, opened,
-                                record.receipt)
+                                record.receipt, tuple(info.kinds), info.row_count)
 
 
 def _match(ctx, partner, info, held, outputs: bytes, width: int, kind: str):

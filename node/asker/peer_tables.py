@@ -141,21 +141,17 @@ def _store(ctx: NodeContext, partner: str, info: pb.DatasetInfo, table: Arrays) 
                        tlen, llen, len(table.tags))
 
 
-_loaded: dict[tuple[str, int], Arrays] = {}  # tables this process has read, newest last
-
-
 def load_arrays(ctx: NodeContext, table: CachedTable) -> Arrays:
-    """A cached table in memory (kept for the next query of this process)."""
-    key = (ctx.config.storage_url, table.id)
-    if key not in _loaded:
-        with ctx.engine.connect() as conn:
-            rows = conn.execute(select(peer_tag_chunks.c.tags, peer_tag_chunks.c.labels).where(
-                peer_tag_chunks.c.table_id == table.id).order_by(peer_tag_chunks.c.seq)).all()
-        while len(_loaded) >= 4:
-            _loaded.pop(next(iter(_loaded)))
-        _loaded[key] = Arrays.from_bytes(b"".join(r.tags for r in rows), table.tag_length,
-                                         b"".join(r.labels or b"" for r in rows), table.label_length)
-    return _loaded[key]
+    """A cached table in memory (kept in the context for its next query)."""
+    return ctx.caches.peer_tables.get_or_build(table.id, lambda: _read_arrays(ctx, table))
+
+
+def _read_arrays(ctx: NodeContext, table: CachedTable) -> Arrays:
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(peer_tag_chunks.c.tags, peer_tag_chunks.c.labels).where(
+            peer_tag_chunks.c.table_id == table.id).order_by(peer_tag_chunks.c.seq)).all()
+    return Arrays.from_bytes(b"".join(r.tags for r in rows), table.tag_length,
+                             b"".join(r.labels or b"" for r in rows), table.label_length)
 
 
 def match_tags(asked: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -134,10 +134,14 @@ def converse(exchange: Exchange, session, first: Iterable, parse: Callable, to_w
 
 
 class Exchange:
-    """One bidirectional stream: messages go out through an outbox, answers come in."""
+    """One bidirectional stream: messages go out through an outbox, answers come in.
 
-    def __init__(self, method, deadline: float) -> None:
-        self._outbox: queue.Queue = queue.Queue()
+    ``limit`` bounds the outbox (0: unbounded): a sender producing faster than the
+    network takes then waits, so a large round is held a few messages at a time.
+    """
+
+    def __init__(self, method, deadline: float, limit: int = 0) -> None:
+        self._outbox: queue.Queue = queue.Queue(limit)
         self._call = method(self._requests(), timeout=deadline)
         self.responses = iter(self._call)
 
@@ -146,13 +150,31 @@ class Exchange:
             yield message
 
     def send(self, *messages) -> None:
+        """Queue messages; raises the call's RpcError if it ended while the outbox was full."""
         for message in messages:
-            self._outbox.put(message)
+            self._put(message)
+
+    def _put(self, message) -> None:
+        while True:
+            try:
+                self._outbox.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                if self._call.done():  # nobody takes from the outbox any more
+                    raise self._call from None  # the call is the RpcError with its status
 
     def done_sending(self) -> None:
-        self._outbox.put(None)
+        self._put(None)
 
     def cancel(self) -> None:
         """End the stream from this side (a no-op once it has ended)."""
-        self._outbox.put(None)
         self._call.cancel()
+        while True:  # wake the request iterator, even if the outbox is full
+            try:
+                self._outbox.put_nowait(None)
+                return
+            except queue.Full:
+                try:
+                    self._outbox.get_nowait()
+                except queue.Empty:
+                    pass

@@ -38,7 +38,7 @@ def fail(message: str, code: int = 1) -> None:
 @contextlib.contextmanager
 def node_context(config: Path):
     try:
-        ctx = NodeContext(load_config(config))
+        ctx = NodeContext(load_config(config), config_path=config.resolve())
     except ConfigError as exc:
         fail(str(exc), 2)
     from node.cli.failures import state

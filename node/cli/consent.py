@@ -24,15 +24,12 @@ def consent(input_path: Annotated[Path, typer.Option("--input", help="The applic
             query_id: Annotated[Optional[str], typer.Option(help="The query to check in --ledger.")] = None,
             cert: CertOpt = None, key: KeyOpt = None, ca: CaOpt = None, token_file: TokenOpt = None) -> None:
     """Print the consent digest (node/policy/consent.py) of the rows a query would ask; exit 1 on a mismatch."""
-    from node.cli.dataset import open_input
+    from node.cli.inputs import open_input
     from node.policy.consent import applicant_pairs, consent_digest
     if ledger and not query_id:
         fail("--ledger needs --query-id", 2)
     try:
         with open_input(input_path, encoding) as source:
-            for column in (id_column, auth_column):
-                if column not in source.columns:
-                    fail(f"column {column!r} not found; available columns: {', '.join(source.columns)}", 2)
             pairs = applicant_pairs(source, id_column, auth_column, id_type)
     except SourceError as exc:
         fail(str(exc), 2)

@@ -46,13 +46,6 @@ def _report_invalid(invalid, target: Path) -> None:
         console.print(f"  line {r.line}: {r.reason}")
 
 
-def open_input(path: Path, encoding: str = "auto"):
-    """An operator's input list: .xlsx by its suffix, anything else as CSV."""
-    if path.suffix.lower() == ".xlsx":
-        return open_xlsx(path)
-    return open_csv(path, encoding=encoding)
-
-
 @dataset_app.command("add")
 def add(config: ConfigOpt,
         name: Annotated[str, typer.Option(help="Dataset name declared in the config.")],
@@ -103,11 +96,19 @@ def list_(config: ConfigOpt) -> None:
 @dataset_app.command("show")
 def show(config: ConfigOpt, name: str) -> None:
     """Versions, grants and source details of one dataset."""
+    from node.runtime.live_config import enforced_view
     with node_context(config) as ctx, ctx.engine.connect() as conn:
         versions = list_versions(conn, name)
-        declared = ctx.config.dataset(name)
+        view = enforced_view(ctx, conn)  # the running node's policy, not merely the file's
+    declared = next((d for d in view.datasets if d.name == name), None)
+    if view.warning:
+        console.print(f"[bold yellow]warning:[/] {view.warning}", highlight=False, soft_wrap=True)
     if not versions and declared is None:
-        fail(f"no dataset {name!r}")
+        fail(f"no dataset {name!r}" + (" in the enforced policy" if view.running else ""))
+    out.print(f"policy {view.digest[:12]}: "
+              + ("enforced by the running node" if view.running else
+                 "from the config file (no node is running; it applies when one starts)"),
+              highlight=False)
     if declared:
         out.print(f"[bold]{name}[/] {declared.description}")
         out.print(f"  key epochs of {declared.epoch_days} days, previous epoch answers "
@@ -132,15 +133,20 @@ def show(config: ConfigOpt, name: str) -> None:
                   f"registered {v.created_at:%Y-%m-%d %H:%M:%S}")
 
 
+def _on_version(config: Path, action, name: str, version: int):
+    """``action(ctx, name, version)`` on this node; a refusal is the command's error."""
+    with node_context(config) as ctx:
+        try:
+            return action(ctx, name, version)
+        except RegistrationError as exc:
+            fail(str(exc))
+
+
 @dataset_app.command("retire")
 def retire_(config: ConfigOpt, name: str,
             version: Annotated[int, typer.Option(help="Version to retire.")]) -> None:
     """Stop serving a version to partners (its record stays)."""
-    with node_context(config) as ctx:
-        try:
-            current = retire(ctx, name, version)
-        except RegistrationError as exc:
-            fail(str(exc))
+    current = _on_version(config, retire, name, version)
     out.print(f"retired {name} version {version}; "
               + (f"partners are served version {current.version}" if current else
                  "no active version is left: partners are served none"))
@@ -151,11 +157,7 @@ def purge_(config: ConfigOpt, name: str,
            version: Annotated[int, typer.Option(help="Retired version to purge.")]) -> None:
     """Delete a retired version's personal data: its rows and every table built from them."""
     from node.datasets.registration import purge
-    with node_context(config) as ctx:
-        try:
-            rows = purge(ctx, name, version)
-        except RegistrationError as exc:
-            fail(str(exc))
+    rows = _on_version(config, purge, name, version)
     out.print(f"purged {name} version {version}: {rows} rows and their tag and threshold "
               "tables deleted; the version's record and ledger entries stay")
 

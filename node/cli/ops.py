@@ -80,3 +80,28 @@ def restore(config: ConfigOpt,
     console.print("entries the node appended after the backup are not restored: its witnesses "
                   "will report a rollback until resolved (`shuqiao witness resolve`)",
                   highlight=False, soft_wrap=True)
+
+
+@app.command()
+def reload(config: ConfigOpt,
+           timeout: Annotated[float, typer.Option(help="Seconds to wait for the node's answer.")] = 60.0,
+           ) -> None:
+    """Apply the edited config to the running node without a restart (node/runtime/live_config.py).
+
+    The node reads its config file again, validates it and applies it (ledgered as
+    policy_changed), or keeps the config in force and says why; exit code 1 then."""
+    from node.core.config import ConfigError, load_config
+    from node.runtime.live_config import ReloadError, request_reload
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:  # the node would refuse it alike; it keeps its config
+        fail(f"{exc}\nnothing was reloaded: the running node keeps the config in force", 2)
+    try:
+        status = request_reload(cfg, config, timeout)
+    except ReloadError as exc:
+        fail(str(exc))
+    if not status.get("ok"):
+        fail(f"the node refused the reload: {status.get('message', '')}")
+    out.print(f"node {cfg.node.id} (pid {status.get('pid')}): {status.get('message', '')}; "
+              f"policy {str(status.get('policy_digest', ''))[:12]} is enforced", highlight=False,
+              soft_wrap=True)

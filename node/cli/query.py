@@ -7,34 +7,32 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from adapters import IdType, SourceError
-from adapters.headers import show_columns
+from adapters import IdType, SourceError, read_applicants
 
 from node.asker import membership as asker
 from node.asker.cardinality import cardinality as ask_cardinality
-from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app, rule_app
-from node.cli.dataset import open_input
+from node.cli.common import Bars, ConfigOpt, console, fail, node_context, out, query_app, rule_app
+from node.cli.offers import print_offers
+from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+                             report_rejects)
 from node.core.config import ConfigError
 from node.jobs.files import run_membership
 from node.policy.querylog import entries
 
 
 @query_app.command("membership")
-def membership(config: ConfigOpt,
-               partner: Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")],
-               dataset: Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")],
-               purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
-               input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-               id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Purpose,
+               input_path: InputOpt, id_column: IdColumn,
                out_path: Annotated[Path, typer.Option("--out", help="Result CSV.")],
-               id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+               id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
                rejects: Annotated[Optional[Path], typer.Option(
                    help="Invalid rows report (default: <out>.rejected.csv).")] = None,
                select: Annotated[str, typer.Option(
                    help="Rows to write: all, intersection or difference.")] = "all",
                kind: Annotated[str, typer.Option(
-                   help="membership, labeled (adds allow-listed attributes of matched rows) "
-                        "or predicate.")] = "membership",
+                   help="membership, labeled (adds allow-listed attributes of matched rows), "
+                        "predicate, or bulk (the whole list at once by bulk PSI: faster for long "
+                        "lists, if the partner grants it).")] = "membership",
                predicate: Annotated[Optional[str], typer.Option(
                    help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
                auth_column: Annotated[Optional[str], typer.Option(
@@ -58,30 +56,42 @@ def membership(config: ConfigOpt,
               f"{job.matched_rows} in {partner}.{dataset} v{job.version}, {job.invalid} invalid "
               f"→ {out_path}" + (f", invalid rows → {rejects}" if job.invalid else "")
               + f" ({job.seconds:.2f} s)")
+    if job.bulk_suggested:
+        out.print(f"hint: for {job.asked} identifiers `--kind bulk` answers sooner; "
+                  f"{partner} grants it on {dataset}")
 
 
 @query_app.command("datasets")
-def datasets(config: ConfigOpt, partner: Annotated[str, typer.Option()]) -> None:
-    """What a partner offers this node."""
-    import grpc
+def datasets(config: ConfigOpt,
+             partner: Annotated[Optional[str], typer.Option(
+                 help="Only this partner (default: every partner with an address).")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What partners offer this node, and what it may ask: its own grant on each dataset
+    (purposes, kinds, columns, sizes), quotas used and left, and the DP budget left."""
+    import json
 
-    from node.transport.status import rpc_error
-    from node.rpc.shuqiao.v1 import membership_pb2 as pb
-    from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
+    from node.asker.offers import askable_partners, list_offers, offer
     with node_context(config) as ctx:
-        try:
-            channel = asker.partner_channel(ctx, partner)
-            listing = pb_grpc.MembershipStub(channel).ListDatasets(pb.ListDatasetsRequest(), timeout=30)
-        except (asker.PartnerError, ConfigError) as exc:
-            fail(str(exc))
-        except grpc.RpcError as exc:
-            fail(str(rpc_error(partner, exc)))
-    t = Table("dataset", "version", "epoch", "rows", "id type", "purposes", "labels", "mode")
-    for d in listing.datasets:
-        t.add_row(d.name, str(d.version), str(d.epoch), str(d.row_count), d.id_type,
-                  ", ".join(d.purposes), ", ".join(d.label_attributes) or "-",
-                  "VOPRF" if d.oprf_mode == 1 else "OPRF")
-    out.print(t)
+        partners = [partner] if partner else askable_partners(ctx)
+        if not partners:
+            fail("no partner in this config has an address to ask", 2)
+        offers, failed = {}, []
+        for p in partners:
+            try:
+                offers[p] = [offer(i) for i in list_offers(ctx, p)]
+            except (asker.PartnerError, ConfigError) as exc:
+                if partner:
+                    fail(str(exc))
+                failed.append(str(exc))
+    if as_json:
+        out.print_json(json.dumps(offers, ensure_ascii=False))
+    else:
+        for p, listed in offers.items():
+            print_offers(p, listed)
+    for problem in failed:
+        console.print(f"[bold yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @query_app.command("log")
@@ -101,15 +111,16 @@ def log(config: ConfigOpt, limit: int = 50) -> None:
 
 @rule_app.command("run")
 def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule name.")],
-             rules: Annotated[Path, typer.Option(help="Rule file (TOML: [rules], [purposes]).")],
-             input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-             id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
+             rules: Annotated[Path, typer.Option(
+                 help="Rule file (TOML: [rules], [purposes]; node/rules/rulefile.py).")],
+             input_path: InputOpt, id_column: IdColumn,
              out_path: Annotated[Path, typer.Option("--out", help="Decisions CSV.")],
-             id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+             id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
              encoding: str = "auto") -> None:
     """One decision per applicant, with the query ids that decided it (for appeals)."""
-    from node.rules.runner import load_rule_file, run_rule
     from node.rules.language import RuleError
+    from node.rules.rulefile import load_rule_file
+    from node.rules.runner import run_rule
     with node_context(config) as ctx:
         try:
             rule_file = load_rule_file(rules)
@@ -125,40 +136,37 @@ def rule_run(config: ConfigOpt, name: Annotated[str, typer.Argument(help="Rule n
               f"{summary['not_eligible']} not eligible, {summary['undetermined']} undetermined "
               f"→ {out_path}")
     for text, qid in summary["queries"].items():
-        out.print(f"  {text}: query {qid}")
+        asked = summary["asked_per_source"].get(text)
+        out.print(f"  {text}: query {qid}" + (f" ({asked} asked)" if asked is not None else
+                                                " (this node's own dataset)"), highlight=False)
+    for text, asked in summary["asked_per_source"].items():
+        if not asked:
+            out.print(f"  {text}: not asked (the local terms decided every applicant)", highlight=False)
 
 
 @query_app.command("cardinality")
-def cardinality(config: ConfigOpt,
-                partner: Annotated[str, typer.Option(help="Partner node id.")],
-                dataset: Annotated[str, typer.Option(help="The partner's dataset.")],
-                purpose: Annotated[str, typer.Option(help="Purpose code granted by the partner.")],
-                input_path: Annotated[Path, typer.Option("--input", help="Applicant list (CSV or .xlsx).")],
-                id_column: Annotated[str, typer.Option(help="Identifier column of the input.")],
-                id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
-                encoding: str = "auto") -> None:
+def cardinality(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Purpose,
+                input_path: InputOpt, id_column: IdColumn,
+                id_type: IdTypeOpt = IdType.CN_RESIDENT_ID, encoding: str = "auto") -> None:
     """How many of the input are in a partner's dataset: the count only (maybe noised)."""
-    from adapters import InvalidIdentifier, encode, normalise
     with node_context(config) as ctx:
         try:
-            source = open_input(input_path, encoding)
-            with source:
-                if id_column not in source.columns:
-                    raise SourceError(f"column {id_column!r} not found; available columns: "
-                                      f"{show_columns(source.columns)}")
-                ids, invalid = set(), 0
-                for row in source:
-                    try:
-                        ids.add(encode(id_type, normalise(id_type, row.values.get(id_column, ""))))
-                    except InvalidIdentifier:
-                        invalid += 1
+            ids, bad = set(), []
+            with open_input(input_path, encoding) as source:
+                for a in read_applicants(source, id_column, id_type):
+                    if a.reason:
+                        bad.append((a.line, a.reason))
+                    else:
+                        ids.add(a.identifier)
             with Bars() as bars:
                 r = ask_cardinality(ctx, partner, dataset, purpose, sorted(ids), bars)
         except (SourceError, ConfigError, ValueError) as exc:
             fail(str(exc), 2)
         except asker.PartnerError as exc:
             fail(str(exc))
+    if bad:
+        report_rejects(bad, None)
     noise = (f" (differentially private, epsilon {r.epsilon:g}; noise within ±{r.noise_bound})"
              if r.epsilon else " (exact)")
     out.print(f"query {r.query_id}: {r.count} of {len(ids)} distinct identifiers are in "
-              f"{partner}.{dataset}{noise}; {invalid} invalid rows not asked ({r.seconds:.2f} s)")
+              f"{partner}.{dataset}{noise}; {len(bad)} invalid rows not asked ({r.seconds:.2f} s)")

@@ -1,80 +1,44 @@
 """`shuqiao query aggregate` and `shuqiao query threshold`: the statistics kinds."""
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
-from adapters.headers import show_columns
-from adapters.reader import INEXACT_NUMBER_REASON
+from adapters import IdType, SourceError, read_applicants
 
 from node.asker import statistics as stats
-from node.cli.common import Bars, ConfigOpt, console, fail, node_context, out, query_app
-from node.cli.dataset import open_input
+from node.cli.common import Bars, ConfigOpt, fail, node_context, out, query_app
+from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+                             report_rejects)
 from node.core.config import ConfigError
 from node.core.errors import PartnerError
-from node.jobs.files import ANSWER_COLUMN, _atomic_csv
+from node.jobs.files import ANSWER_COLUMN, write_rejects
+from node.storage.private_files import result_csv
 from node.datasets.statistics_rows import parse_int
-
-Partner = Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")]
-Dataset = Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")]
-Purpose = Annotated[str, typer.Option(help="Purpose code granted by the partner.")]
-InputOpt = Annotated[Path, typer.Option("--input", help="Input list (CSV or .xlsx).")]
-IdColumn = Annotated[str, typer.Option(help="Identifier column of the input.")]
-
 
 def _read(input_path: Path, encoding: str, id_column: str, id_type: IdType,
           threshold_column: str | None = None):
     """Valid rows (line, values, encoded id, threshold) and rejected (line, reason)."""
-    source = open_input(input_path, encoding)
     rows, bad = [], []
-    with source:
-        for column in (id_column, threshold_column):
-            if column and column not in source.columns:
-                raise SourceError(f"column {column!r} not found; available columns: "
-                                  f"{show_columns(source.columns)}")
-        for row in source:
-            if id_column in row.inexact:
-                bad.append((row.line, INEXACT_NUMBER_REASON))
-                continue
-            try:
-                value = encode(id_type, normalise(id_type, row.values.get(id_column, "")))
-            except InvalidIdentifier as exc:
-                bad.append((row.line, exc.reason))
+    with open_input(input_path, encoding) as source:
+        extra = [threshold_column] if threshold_column else []
+        for a in read_applicants(source, id_column, id_type, columns=extra):
+            if a.reason:
+                bad.append((a.line, a.reason))
                 continue
             limit = None
             if threshold_column:
-                limit = parse_int(row.values.get(threshold_column, ""))
-                if limit is None or abs(limit) >= 2**62 or threshold_column in row.inexact:
-                    bad.append((row.line, f"{threshold_column} is not a whole number "
-                                          "(digits only, no separators or decimals)"))
+                limit = parse_int(a.values.get(threshold_column, ""))
+                if limit is None or abs(limit) >= 2**62 or threshold_column in a.inexact:
+                    bad.append((a.line, f"{threshold_column} is not a whole number "
+                                        "(digits only, no separators or decimals)"))
                     continue
-            rows.append((row.line, row.values, value, limit))
+            rows.append((a.line, a.values, a.identifier, limit))
         columns = list(source.columns)
     return rows, bad, columns
-
-
-def _write_rejects(path: Path, bad) -> None:
-    tmp, f = _atomic_csv(path)
-    with f:
-        w = csv.writer(f)
-        w.writerow(["line", "reason"])
-        w.writerows(bad)
-    os.replace(tmp, path)
-
-
-def _report_rejects(bad, rejects: Path | None) -> str:
-    if rejects:
-        _write_rejects(rejects, bad)
-        return f"{len(bad)} invalid rows not asked → {rejects}"
-    for line, reason in bad[:5]:
-        console.print(f"  line {line}: {reason}", highlight=False)
-    return f"{len(bad)} invalid rows not asked (first lines above; --rejects FILE lists all)"
 
 
 @query_app.command("aggregate")
@@ -89,7 +53,7 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
                   "--out", help="Also write the figures to this CSV.")] = None,
               rejects: Annotated[Optional[Path], typer.Option(
                   help="Invalid rows report (default with --out: <out>.rejected.csv).")] = None,
-              id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+              id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
               encoding: str = "auto") -> None:
     """Count, sum, mean of a partner's attribute over your list ∩ its dataset: group figures only."""
     ops = [o.strip() for o in op.split(",") if o.strip()]
@@ -105,6 +69,22 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
             fail(str(exc), 2)
         except PartnerError as exc:
             fail(str(exc))
+    _show_groups(r, group_by, out_path)
+    lines = [f"query {r.query_id}: {r.asked} distinct identifiers asked of {partner}.{dataset} "
+             f"v{r.version}; {r.rows} of its rows take part, {r.unusable_rows} without a usable "
+             f"value ({r.seconds:.2f} s)", _noise(r)]
+    if r.suppressed:
+        lines.append(f"groups under {r.min_group_size} suppressed: {', '.join(r.suppressed)}")
+    if bad:
+        lines.append(report_rejects(bad, rejects))
+    if out_path:
+        lines.append(f"figures → {out_path}")
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _show_groups(r, group_by: str | None, out_path: Path | None) -> None:
+    """The group figures as a table, and in ``out_path`` if given (suppressed groups blank)."""
     shown = [o for o in ("count", "sum", "mean") if o in r.ops]
     t = Table(group_by or "group", *shown)
     for name, g in r.groups.items():
@@ -113,32 +93,23 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
         t.add_row(name or "(all)", *("suppressed" if g.suppressed else str(figures[o])
                                      for o in shown))
     out.print(t)
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp, f = _atomic_csv(out_path)
-        with f:
-            w = csv.writer(f)
-            w.writerow([group_by or "group", *shown, "suppressed"])
-            for name, g in r.groups.items():
-                figures = {"count": g.count, "sum": g.total, "mean": g.mean}
-                w.writerow([name, *("" if g.suppressed else figures[o] for o in shown),
-                            "yes" if g.suppressed else "no"])
-        os.replace(tmp, out_path)
-    noise = (f"differentially private, epsilon {r.epsilon:g}: count noise within "
-             f"±{r.count_noise_bound}" + (f", sum noise within ±{r.sum_noise_bound}"
-                                          if r.sum_noise_bound else "")
-             if r.epsilon else "exact figures")
-    lines = [f"query {r.query_id}: {r.asked} distinct identifiers asked of {partner}.{dataset} "
-             f"v{r.version}; {r.rows} of its rows take part, {r.unusable_rows} without a usable "
-             f"value ({r.seconds:.2f} s)", noise]
-    if r.suppressed:
-        lines.append(f"groups under {r.min_group_size} suppressed: {', '.join(r.suppressed)}")
-    if bad:
-        lines.append(_report_rejects(bad, rejects))
-    if out_path:
-        lines.append(f"figures → {out_path}")
-    for line in lines:
-        out.print(line, highlight=False, soft_wrap=True)
+    if not out_path:
+        return
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with result_csv(out_path) as w:
+        w.writerow([group_by or "group", *shown, "suppressed"])
+        for name, g in r.groups.items():
+            figures = {"count": g.count, "sum": g.total, "mean": g.mean}
+            w.writerow([name, *("" if g.suppressed else figures[o] for o in shown),
+                        "yes" if g.suppressed else "no"])
+
+
+def _noise(r) -> str:
+    if not r.epsilon:
+        return "exact figures"
+    return (f"differentially private, epsilon {r.epsilon:g}: count noise within "
+            f"±{r.count_noise_bound}" + (f", sum noise within ±{r.sum_noise_bound}"
+                                         if r.sum_noise_bound else ""))
 
 
 @query_app.command("threshold")
@@ -150,7 +121,7 @@ def threshold(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               out_path: Annotated[Path, typer.Option("--out", help="Result CSV.")],
               rejects: Annotated[Optional[Path], typer.Option(
                   help="Invalid rows report (default: <out>.rejected.csv).")] = None,
-              id_type: Annotated[IdType, typer.Option()] = IdType.CN_RESIDENT_ID,
+              id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
               encoding: str = "auto") -> None:
     """Per applicant: is the partner's registered income at least the required amount?"""
     rejects = rejects or out_path.with_suffix(".rejected.csv")
@@ -167,17 +138,14 @@ def threshold(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
         except PartnerError as exc:
             fail(f"{exc}; nothing was written")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, f = _atomic_csv(out_path)
     counts = {"yes": 0, "no": 0, "no_income_registered": 0}
-    with f:
-        w = csv.writer(f)
+    with result_csv(out_path) as w:
         w.writerow(["line", *columns, ANSWER_COLUMN])
         for (line, values, _, _), answer in zip(rows, r.answers):
             word = "no_income_registered" if answer is None else "yes" if answer else "no"
             counts[word] += 1
             w.writerow([line, *(values.get(c, "") for c in columns), word])
-    os.replace(tmp, out_path)
-    _write_rejects(rejects, bad)
+    write_rejects(rejects, bad)
     out.print(f"query {r.query_id}: {len(rows)} applicants asked of {partner}.{dataset} "
               f"v{r.version}: {counts['yes']} yes, {counts['no']} no, "
               f"{counts['no_income_registered']} without a usable income; {len(bad)} invalid "

@@ -163,6 +163,9 @@ class QueryKindName(str, enum.Enum):
     CARDINALITY = "cardinality"
     AGGREGATE = "aggregate"
     THRESHOLD = "threshold"
+    # Bulk PSI (protocols/bulk, KKRT16): a whole list at once, fast for large lists, but
+    # secure only against a fund centre that follows the protocol (SECURITY.md, "bulk").
+    BULK = "bulk"
 
 
 # Kinds whose answer is a count over the asked elements: without DP, one element asked
@@ -208,6 +211,10 @@ class DatasetGrant(_Strict):
     min_group_size: int = Field(default=10, ge=1)
     aggregate_value_bound: int | None = Field(default=None, ge=1, lt=2**62)
     threshold_column: str | None = None
+    # Bulk (KKRT16) is secure only against a partner running honest software: a modified
+    # fund-centre node can read the agency's per-query secret off people it knows and then
+    # test any identifier offline (SECURITY.md, "bulk"). A grant of bulk says so explicitly.
+    bulk_trusts_partner_software: bool = False
 
     @field_validator("purposes", mode="before")
     @classmethod
@@ -230,6 +237,11 @@ class DatasetGrant(_Strict):
                     f"a grant of {', '.join(sorted(counting))} without dp_epsilon needs a floor above "
                     "one element (min_counting_elements), or exact_small_counts = true to "
                     "release exact counts of single elements deliberately")
+        if QueryKindName.BULK in self.kinds and not self.bulk_trusts_partner_software:
+            raise ValueError(
+                "bulk is secure only while the partner's node software is honest (a modified "
+                "one can recover every row of the dataset; SECURITY.md, \"bulk\"): grant it with "
+                "bulk_trusts_partner_software = true, or use membership")
         return self
 
     @field_validator("label_pad_to")
@@ -357,6 +369,16 @@ def _loopback(listen: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+def read_toml(path: Path, what: str, error: type[Exception]) -> dict:
+    """The TOML document at ``path``; a missing or malformed file raises ``error``."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config.
 
@@ -364,12 +386,7 @@ def load_config(path: str | Path) -> NodeConfig:
         ConfigError: with every schema violation listed by its TOML location.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "config file", ConfigError)
     if "base_dir" in raw:
         raise ConfigError(f"{path}: 'base_dir' is not a config key")
     try:

@@ -1,7 +1,7 @@
 """The agency's rows for the statistics kinds, read once per dataset version.
 
-A version's identifiers and attribute columns are kept per process (the latest few
-versions), as is H(y) of every row for the shuffled match. Values are parsed strictly:
+A version's identifiers and attribute columns are kept in the node context's caches (the
+latest few versions), as is H(y) of every row for the shuffled match. Values are parsed strictly:
 an attribute cell counts only if it is a plain ASCII integer (optional sign, no
 separators or decimals) within the protocol's range; any other row is left out of the
 query and only *counted* as unusable, so a typo in one row never stops a release and
@@ -10,7 +10,6 @@ never shows up as a value.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,12 +22,7 @@ from node.datasets.stored_rows import iter_rows
 MAX_GROUPS = 64          # each group costs (1 + limbs) x blocks BFV ciphertexts
 MAX_INCOME = 2**62       # |income - threshold| must stay below 2^64 (threshold.py)
 MAX_VALUE = 2**62 - 1    # he_aggregate's largest per-row bound
-_KEEP_VERSIONS = 4
 _INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
-
-_lock = threading.Lock()
-_columns: dict[int, "VersionColumns"] = {}
-_hashed: dict[int, bytes] = {}
 
 
 @dataclass(frozen=True)
@@ -43,30 +37,25 @@ def parse_int(text: str) -> int | None:
 
 
 def version_columns(ctx, version) -> VersionColumns:
-    """Identifiers and attributes of a stored version (read once per process)."""
-    with _lock:
-        cols = _columns.get(version.id)
-        if cols is None:
-            kind = IdType(version.id_type)
-            ids, attrs = [], {a: [] for a in version.attributes}
-            with ctx.engine.connect() as conn:
-                for subject, values in iter_rows(conn, version.id, ctx.kek):
-                    ids.append(encode(kind, subject))
-                    for a, column in attrs.items():
-                        column.append(values.get(a, ""))
-            cols = _columns[version.id] = VersionColumns(ids, attrs)
-            for old in sorted(_columns)[:-_KEEP_VERSIONS]:
-                _columns.pop(old, None)
-                _hashed.pop(old, None)
-        return cols
+    """Identifiers and attributes of a stored version (read once per node context)."""
+    return ctx.caches.version_columns.get_or_build(version.id, lambda: _read_columns(ctx, version))
+
+
+def _read_columns(ctx, version) -> VersionColumns:
+    kind = IdType(version.id_type)
+    ids, attrs = [], {a: [] for a in version.attributes}
+    with ctx.engine.connect() as conn:
+        for subject, values in iter_rows(conn, version.id, ctx.kek):
+            ids.append(encode(kind, subject))
+            for a, column in attrs.items():
+                column.append(values.get(a, ""))
+    return VersionColumns(ids, attrs)
 
 
 def hashed_rows(ctx, version, cols: VersionColumns) -> bytes:
     """Packed H(y) of every row of a version (psi_shuffle's hash), cached per version."""
-    with _lock:
-        if version.id not in _hashed:
-            _hashed[version.id] = ps.hash_identifiers(cols.ids, ctx.pool.map)
-        return _hashed[version.id]
+    return ctx.caches.shuffle_hashes.get_or_build(
+        version.id, lambda: ps.hash_identifiers(cols.ids, ctx.pool.map))
 
 
 def select_packed(packed: bytes, positions: np.ndarray, width: int) -> bytes:

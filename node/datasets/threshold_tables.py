@@ -24,7 +24,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from sqlalchemy import Connection, insert, select
@@ -41,7 +41,8 @@ from node.keys.oprf_keys import sealed_key as oprf_sealed_key
 from node.datasets.statistics_rows import usable_income
 from node.storage.schema import threshold_chunks, threshold_tables
 from node.datasets.tag_tables import Arrays, delta, iter_row_tags
-from node.keys.paillier_keys import KeyRow, PaillierSecret, ensure_key, find_key, key_purpose, unseal_key
+from node.keys.paillier_keys import KeyRow, PaillierSecret, ensure_key, find_key, unseal_key
+from node.keys.paillier_keys import key_purpose  # noqa: F401  (callers find it here)
 from node.core.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ ROWS_PER_TASK = 4096      # rows per worker task (OPRF, Paillier encryption, sea
 CHUNK_ROWS = 4096         # rows per stored chunk (~4 MiB of sealed ciphertexts)
 
 
-
+def private_key(ctx, key: KeyRow) -> PaillierSecret:
+    """The private half of a threshold key, unsealed once per node context and kept."""
+    return ctx.caches.paillier_secrets.get_or_build((key.id, key.key_id),
+                                                    lambda: unseal_key(ctx.kek, key))
 
 
 # -- tables -----------------------------------------------------------------------------
@@ -165,44 +169,16 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = no
     row) are sealed under it; the others are evaluated again.
     """
     ids, incomes, tags, where, unusable = _version_incomes(conn, t, ctx.kek)
+    labels, todo = _reused_labels(conn, t, key, tags)
+    positions = np.flatnonzero(todo)
+    flight = _InFlight(t, tags, labels, len(positions), progress)
     outputs = outputs or {}
-    L = income_label_length(key.n)
-    labels = np.zeros(len(ids), dtype=f"V{L}")
-    todo = np.ones(len(ids), dtype=bool)
-    base = find_table(conn, t.base_dataset_id, key) if t.base_dataset_id is not None else None
-    if base is not None:
-        old = load_arrays(conn, base)
-        old_tags, old_labels = old.tags, old.labels
-        pos = np.minimum(np.searchsorted(old_tags, tags), max(len(old_tags) - 1, 0))
-        hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
-        labels[hit] = old_labels[pos[hit]]
-        todo = ~hit
-    secret = unseal_key(ctx.kek, key).expose()
+    secret = private_key(ctx, key).expose()
     oprf_sealed = oprf_sealed_key(conn, t.dataset, t.partner, t.epoch)
     purpose = oprf_key_purpose(t.dataset, t.partner, t.epoch)
     context = income_label_context(owner=ctx.config.node.id, partner=t.partner, dataset=t.dataset,
                                    epoch=t.epoch, key_id=key.key_id)
-    positions = np.flatnonzero(todo)
-    stage, total = f"threshold table for {t.partner}", len(positions)
-    progress(stage, 0, total)
-    in_flight: deque = deque()
-    done = 0
-
-    def drain(limit: int) -> None:
-        nonlocal done
-        while len(in_flight) > limit:
-            part, future, evaluated = in_flight.popleft()
-            if evaluated:  # sealed under kept outputs (their tags were checked on submission)
-                got_labels = future.result()
-            else:
-                got_tags, got_labels = future.result()
-                if not np.array_equal(np.frombuffer(got_tags, dtype=f"S{t.tag_length}"), tags[part]):
-                    raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
-            labels[part] = np.frombuffer(got_labels, dtype=f"V{L}")
-            done += len(part)
-            progress(stage, done, total)
-
-    known = np.fromiter((where[i][0] in outputs for i in positions), bool, count=total)
+    known = np.fromiter((where[i][0] in outputs for i in positions), bool, count=len(positions))
     w = OUTPUT_LEN
     for subset, evaluated in ((positions[known], True), (positions[~known], False)):
         for a in range(0, len(subset), ROWS_PER_TASK):
@@ -219,11 +195,55 @@ def build(ctx, conn: Connection, t: Target, key: KeyRow, progress: Progress = no
                 future = ctx.pool.submit_threshold_rows(
                     oprf_sealed, purpose, [ids[i] for i in part], t.tag_length, t.mode_number,
                     secret, [incomes[i] for i in part], context)
-            in_flight.append((part, future, evaluated))
-            drain(2 * ctx.pool.workers)
-    drain(0)
+            flight.add(part, future, evaluated)
+            flight.drain(2 * ctx.pool.workers)
+    flight.drain(0)
     order = np.argsort(tags, kind="stable")
     return tags[order], labels[order], unusable, len(ids) - len(positions)
+
+
+def _reused_labels(conn: Connection, t: Target, key: KeyRow, tags: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, still to encrypt): entries of the base version's table under the same key
+    are reused by tag; with no base, every row is still to encrypt."""
+    labels = np.zeros(len(tags), dtype=f"V{income_label_length(key.n)}")
+    todo = np.ones(len(tags), dtype=bool)
+    base = find_table(conn, t.base_dataset_id, key) if t.base_dataset_id is not None else None
+    if base is not None:
+        old = load_arrays(conn, base)
+        old_tags, old_labels = old.tags, old.labels
+        pos = np.minimum(np.searchsorted(old_tags, tags), max(len(old_tags) - 1, 0))
+        hit = old_tags[pos] == tags if len(old_tags) else np.zeros(len(tags), bool)
+        labels[hit] = old_labels[pos[hit]]
+        todo = ~hit
+    return labels, todo
+
+
+class _InFlight:
+    """Worker batches under way, drained in order into ``labels`` with their progress."""
+
+    def __init__(self, t: Target, tags: np.ndarray, labels: np.ndarray, total: int,
+                 progress: Progress) -> None:
+        self.t, self.tags, self.labels, self.total, self.progress = t, tags, labels, total, progress
+        self.stage, self.done, self.queue = f"threshold table for {t.partner}", 0, deque()
+        progress(self.stage, 0, total)
+
+    def add(self, part: np.ndarray, future, evaluated: bool) -> None:
+        self.queue.append((part, future, evaluated))
+
+    def drain(self, limit: int) -> None:
+        while len(self.queue) > limit:
+            part, future, evaluated = self.queue.popleft()
+            if evaluated:  # sealed under kept outputs (their tags were checked on submission)
+                got_labels = future.result()
+            else:
+                got_tags, got_labels = future.result()
+                if not np.array_equal(np.frombuffer(got_tags, dtype=f"S{self.t.tag_length}"),
+                                      self.tags[part]):
+                    raise RuntimeError("row tags and fresh evaluations disagree; rotate the key")
+            self.labels[part] = np.frombuffer(got_labels, dtype=self.labels.dtype)
+            self.done += len(part)
+            self.progress(self.stage, self.done, self.total)
 
 
 def store(ctx, conn: Connection, t: Target, key: KeyRow, tags: np.ndarray, labels: np.ndarray,
@@ -287,17 +307,11 @@ def prepare(ctx, t: Target, progress: Progress = no_progress) -> TableRow:
             return find_table(conn, t.dataset_id, key)
 
 
-_pending_lock = threading.Lock()
-_pending: set[tuple[int, str, int, str]] = set()
-
-
 def prepare_in_background(ctx, t: Target) -> bool:
     """Start preparing ``t`` in a thread unless that is already under way; True if started."""
     job = (t.dataset_id, t.partner, t.epoch, t.column)
-    with _pending_lock:
-        if job in _pending:
-            return False
-        _pending.add(job)
+    if not ctx.caches.preparing.claim(job):
+        return False
 
     def run() -> None:
         try:
@@ -306,8 +320,7 @@ def prepare_in_background(ctx, t: Target) -> bool:
             from node.core.incidents import record
             record(f"preparing the threshold table of {t.dataset} for {t.partner}", exc, log)
         finally:
-            with _pending_lock:
-                _pending.discard(job)
+            ctx.caches.preparing.release(job)
 
     threading.Thread(target=run, name=f"threshold-{t.dataset}-{t.partner}", daemon=True).start()
     return True

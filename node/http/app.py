@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Response
 from pydantic import BaseModel
 
 from node.runtime.context import NodeContext
@@ -52,15 +52,24 @@ class VersionOut(BaseModel):
     source_sha256: str
 
 
-def admin_router(ctx: NodeContext) -> APIRouter:
-    digests = [d.encode() for d in ctx.config.http.admin_tokens]
+class ConfigStatusOut(BaseModel):
+    """The policy in force against the config file on disk."""
+    enforced_policy_digest: str
+    enforced_config_digest: str
+    config_file: str | None
+    file_differs: bool
+    warning: str | None
+    last_reload: dict | None
 
+
+def admin_router(ctx: NodeContext) -> APIRouter:
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         from node.ledger.http import bearer_token, hash_token
         token = bearer_token(authorization)
         presented = hash_token(token).encode() if token else b""
         matched = False
-        for digest in digests:  # no early exit: constant time per token
+        # The tokens in force: a reload may add or revoke one.
+        for digest in [d.encode() for d in ctx.config.http.admin_tokens]:  # constant time per token
             matched |= hmac.compare_digest(presented, digest)
         if not token or not matched:
             raise HTTPException(status_code=401,
@@ -69,13 +78,36 @@ def admin_router(ctx: NodeContext) -> APIRouter:
 
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
 
+    @router.get("/partners/{partner}/datasets")
+    def offers(partner: str) -> list[dict]:
+        """What `partner` offers this node and this node's own grant there (node/asker/offers.py)."""
+        from node.asker.offers import list_offers, offer
+        from node.core.errors import ConfigError, PartnerError
+        try:
+            return [offer(info) for info in list_offers(ctx, partner)]
+        except ConfigError as exc:  # not a configured partner, or no address to reach it
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except PartnerError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+
+    @router.get("/config", response_model=ConfigStatusOut)
+    def config_status() -> ConfigStatusOut:
+        return _config_status(ctx)
+
     @router.get("/policy", response_model=list[DatasetPolicyOut])
-    def policy() -> list[DatasetPolicyOut]:
+    def policy(response: Response) -> list[DatasetPolicyOut]:
+        """The policy this node enforces now (a reload changes it; the file alone does not)."""
+        from node.runtime.admin_log import policy_digest
+        from node.runtime.live_config import file_warning
+        cfg = ctx.config  # one snapshot for the whole answer
+        warning = file_warning(policy_digest(cfg), ctx.config_path)
+        if warning:
+            response.headers["Warning"] = '199 shuqiao "the config file differs from the enforced policy"'
         return [DatasetPolicyOut(
             name=d.name, description=d.description, oprf_mode=d.oprf_mode, epoch_days=d.epoch_days,
             grace_days=d.grace_days,
             grants=[GrantOut(**g.model_dump(mode="json", include=set(GrantOut.model_fields)))
-                    for g in d.grants]) for d in ctx.config.datasets]
+                    for g in d.grants]) for d in cfg.datasets]
 
     @router.get("/datasets", response_model=list[VersionOut])
     def datasets() -> list[VersionOut]:
@@ -86,6 +118,18 @@ def admin_router(ctx: NodeContext) -> APIRouter:
                                source_sha256=v.source_fingerprint) for v in list_versions(conn)]
 
     return router
+
+
+def _config_status(ctx: NodeContext) -> ConfigStatusOut:
+    from node.runtime.admin_log import config_digest, policy_digest
+    from node.runtime.live_config import file_warning, read_status
+    cfg = ctx.config
+    warning = file_warning(policy_digest(cfg), ctx.config_path)
+    return ConfigStatusOut(enforced_policy_digest=policy_digest(cfg),
+                           enforced_config_digest=config_digest(cfg),
+                           config_file=str(ctx.config_path) if ctx.config_path else None,
+                           file_differs=warning is not None, warning=warning,
+                           last_reload=read_status(cfg.data_dir))
 
 
 def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI:
@@ -101,6 +145,7 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI
     outer.include_router(health_router(ctx, grpc_serving))
     outer.include_router(admin_router(ctx))
     outer.mount("/", app)
+    outer.state.auditor_app = app  # its tokens change on a reload (HttpServer.apply_config)
     return outer
 
 
@@ -118,11 +163,16 @@ class HttpServer:
                 from node.keys.pki import tls_key_passphrase
                 tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
         # No Server header: unauthenticated callers (/healthz) learn nothing of the software.
-        self.config = uvicorn.Config(create_app(ctx, grpc_serving=grpc_serving), host=host.strip("[]"),
+        self.app = create_app(ctx, grpc_serving=grpc_serving)
+        self.config = uvicorn.Config(self.app, host=host.strip("[]"),
                                      port=int(port), log_level="warning", access_log=False,
                                      server_header=False, **tls)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def apply_config(self, cfg) -> None:
+        """A reload's auditor tokens (admin tokens are read per request from the context)."""
+        self.app.state.auditor_app.state.token_digests = [t.encode() for t in cfg.http.auditor_tokens]
 
     def start(self, timeout: float = 20.0) -> int:
         import time

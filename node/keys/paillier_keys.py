@@ -2,13 +2,13 @@
 
 One key per dataset x partner x key epoch x income column. The factors p, q are sealed
 with the purpose ``paillier-key/v1/<dataset>/<partner>/<epoch>/<column>``, so a blob
-copied to another row does not open; they are unsealed once per process into a
-:class:`PaillierSecret`, which does not print, pickle or copy.
+copied to another row does not open; they are unsealed into a :class:`PaillierSecret`,
+which does not print, pickle or copy (node/datasets/threshold_tables.py keeps it in the
+node context's caches).
 """
 from __future__ import annotations
 
 import struct
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn
@@ -20,9 +20,6 @@ from protocols import threshold as th
 
 from node.core.clock import SYSTEM_CLOCK
 from node.storage.schema import threshold_keys
-
-_CACHED_SECRETS = 16
-
 
 def key_purpose(dataset: str, partner: str, epoch: int, column: str) -> str:
     return f"paillier-key/v1/{dataset}/{partner}/{epoch}/{column}"
@@ -110,23 +107,10 @@ def ensure_key(conn: Connection, kek, dataset: str, partner: str, epoch: int, co
     return find_key(conn, dataset, partner, epoch, column)
 
 
-_secrets_lock = threading.Lock()
-_secrets: dict[tuple[int, bytes], PaillierSecret] = {}
-
-
 def unseal_key(kek, key: KeyRow) -> PaillierSecret:
-    """The private key of ``key`` (unsealed once per process and kept, like the KEK)."""
-    with _secrets_lock:
-        cached = _secrets.get((key.id, key.key_id))
-        if cached is not None:
-            return cached
+    """The private key of ``key``, unsealed and checked against the stored modulus."""
     p, q = _unpack_factors(kek.unseal(key.sealed, purpose=key_purpose(
         key.dataset, key.partner, key.epoch, key.column)))
     if p * q != key.n:
         raise ValueError("sealed Paillier factors do not match the stored modulus")
-    secret = PaillierSecret(phe.PaillierPrivateKey(phe.PaillierPublicKey(key.n), p, q))
-    with _secrets_lock:
-        while len(_secrets) >= _CACHED_SECRETS:
-            _secrets.pop(next(iter(_secrets)))
-        _secrets[(key.id, key.key_id)] = secret
-    return secret
+    return PaillierSecret(phe.PaillierPrivateKey(phe.PaillierPublicKey(key.n), p, q))

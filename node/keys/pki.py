@@ -9,6 +9,8 @@ certificate's subjectAltName twice:
   passed to gRPC as ``grpc.ssl_target_name_override`` (:func:`target_name`),
   so nodes can be reached at any address without that address being the identity.
 
+(Those names are made and read in node/keys/node_names.py; import them from here.)
+
 :func:`init_ca` and :func:`issue_node_cert` stand up a pilot federation. In
 production the certificates come from the government PKI instead; the rest of
 this module (:func:`load_tls_identity`, :func:`node_id_from_cert`,
@@ -24,7 +26,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +38,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import InvalidInput
+from node.keys.node_names import (NODE_ID_PATTERN, node_id_from_cert, node_id_from_san, node_uri,
+                                  target_name, validate_node_id)
 from node.keys.secrets import KeyEncryptionKey, SecretBytes, read_private_file, write_new_file
 
 __all__ = [
@@ -54,9 +57,6 @@ __all__ = [
     "validate_node_id",
 ]
 
-NODE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
-_URI_PREFIX = "urn:shuqiao:node:"
-_DNS_SUFFIX = ".node.shuqiao"
 _TLS_KEY_INFO = b"shuqiao tls key"
 _CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -77,82 +77,6 @@ class NodeCertFiles(NamedTuple):
     cert_path: Path
     key_path: Path
     chain_path: Path | None  # leaf then issuing CA, for peers that want the full chain
-
-
-# -- names -----------------------------------------------------------------------
-
-
-def validate_node_id(node_id: str) -> str:
-    """Return ``node_id`` if well formed, else raise ``ValueError`` saying what is allowed."""
-    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
-        raise ValueError(
-            f"invalid node id {node_id!r}: use 2-63 characters, lowercase letters, digits, '_' or '-', "
-            "starting with a letter (for example 'hrss')"
-        )
-    return node_id
-
-
-def target_name(node_id: str) -> str:
-    """The DNS name a client verifies the server against: ``<node_id>.node.shuqiao``."""
-    return validate_node_id(node_id) + _DNS_SUFFIX
-
-
-def node_uri(node_id: str) -> str:
-    """The SAN URI that names a node: ``urn:shuqiao:node:<node_id>``."""
-    return _URI_PREFIX + validate_node_id(node_id)
-
-
-def node_id_from_san(values: Iterable[str | bytes]) -> str | None:
-    """The node id named by a certificate's subjectAltName entries, or None.
-
-    Args:
-        values: SAN values as strings or bytes, e.g. what gRPC gives under
-            ``context.auth_context()["x509_subject_alternative_name"]``:
-            ``[b'urn:shuqiao:node:hrss', b'hrss.node.shuqiao', b'localhost', b'127.0.0.1']``.
-
-    Returns:
-        The id from the ``urn:shuqiao:node:`` URI, or, when there is none, from
-        the ``*.node.shuqiao`` DNS name. None when neither is present, or when
-        the certificate names more than one node (ambiguous identities are refused).
-    """
-    uri_ids: set[str] = set()
-    dns_ids: set[str] = set()
-    for value in values:
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("ascii")
-            except UnicodeDecodeError:
-                continue
-        if value.startswith(_URI_PREFIX):
-            candidate = value[len(_URI_PREFIX) :]
-            if NODE_ID_PATTERN.fullmatch(candidate):
-                uri_ids.add(candidate)
-        elif value.lower().endswith(_DNS_SUFFIX):
-            candidate = value[: -len(_DNS_SUFFIX)].lower()
-            if NODE_ID_PATTERN.fullmatch(candidate):
-                dns_ids.add(candidate)
-    if len(uri_ids) > 1 or len(dns_ids) > 1:
-        return None
-    if uri_ids:
-        (node_id,) = uri_ids
-        return node_id if not dns_ids or dns_ids == uri_ids else None
-    if dns_ids:
-        (node_id,) = dns_ids
-        return node_id
-    return None
-
-
-def node_id_from_cert(cert: bytes | x509.Certificate) -> str | None:
-    """The node id in a certificate (PEM bytes: the first certificate is used), or None."""
-    if not isinstance(cert, x509.Certificate):
-        cert = x509.load_pem_x509_certificate(cert)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    return node_id_from_san(
-        [*san.get_values_for_type(x509.UniformResourceIdentifier), *san.get_values_for_type(x509.DNSName)]
-    )
 
 
 # -- issuing ---------------------------------------------------------------------
@@ -240,14 +164,29 @@ def issue_node_cert(
     )
     _refuse_existing(files)
 
-    ca_cert_pem = Path(ca_files.cert_path).read_bytes()
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_cert = x509.load_pem_x509_certificate(Path(ca_files.cert_path).read_bytes())
     ca_key = _load_private_key(Path(ca_files.key_path), ca_passphrase)
     _check_key_matches(ca_cert, ca_key, ca_files.key_path)
-
     key = ec.generate_private_key(ec.SECP256R1())
-    now = now or SYSTEM_CLOCK.now()
-    cert = (
+    cert = _node_certificate(node_id, key, ca_cert, ca_key, hosts, days, now or SYSTEM_CLOCK.now())
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if kek is None:
+        encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    else:
+        encryption = serialization.BestAvailableEncryption(tls_key_passphrase(kek).expose())
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    write_new_file(files.key_path, _pkcs8(key, encryption), mode=0o600)
+    # Public, but they sit in the node's data directory, where every file is owner-only.
+    write_new_file(files.cert_path, cert_pem, mode=0o600)
+    write_new_file(files.chain_path, cert_pem + ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o600)
+    return files
+
+
+def _node_certificate(node_id: str, key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                      ca_key, hosts: Sequence[str], days: int, now: datetime.datetime
+                      ) -> x509.Certificate:
+    """A node's TLS certificate: its id in the SAN, server and client use, within the CA's life."""
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, target_name(node_id))]))
         .issuer_name(ca_cert.subject)
@@ -266,18 +205,6 @@ def issue_node_cert(
         .add_extension(_authority_key_identifier(ca_cert), critical=False)
         .sign(ca_key, _signature_hash(ca_key))  # type: ignore[arg-type]
     )
-
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if kek is None:
-        encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
-    else:
-        encryption = serialization.BestAvailableEncryption(tls_key_passphrase(kek).expose())
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    write_new_file(files.key_path, _pkcs8(key, encryption), mode=0o600)
-    # Public, but they sit in the node's data directory, where every file is owner-only.
-    write_new_file(files.cert_path, cert_pem, mode=0o600)
-    write_new_file(files.chain_path, cert_pem + ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o600)
-    return files
 
 
 def _san_entries(node_id: str, hosts: Sequence[str]) -> list[x509.GeneralName]:

@@ -48,6 +48,7 @@ __all__ = [
     "SealError",
     "Sealer",
     "SecretBytes",
+    "Unpicklable",
     "read_private_file",
     "write_new_file",
 ]
@@ -74,7 +75,7 @@ def _refuse_pickle(obj: object) -> NoReturn:
     raise TypeError(f"{type(obj).__name__} holds secret material and cannot be pickled")
 
 
-class _Unpicklable:
+class Unpicklable:
     """Refuses every pickling path (``__reduce__``, ``__reduce_ex__``, ``__getstate__``)."""
 
     __slots__ = ()
@@ -89,7 +90,36 @@ class _Unpicklable:
         _refuse_pickle(self)
 
 
-class SecretBytes(_Unpicklable):
+class _Secret(Unpicklable):
+    """An immutable secret: redacted when printed, never hashed, compared in constant time,
+    copied by sharing the object (copy() would otherwise hit ``__reduce_ex__``)."""
+
+    __slots__ = ()
+
+    def _material(self) -> bytes:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return hmac.compare_digest(self._material(), other._material())
+
+    # A hash of the secret would be a stable fingerprint of it.
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: redacted>"
+
+    __str__ = __repr__
+
+    def __copy__(self) -> _Secret:
+        return self
+
+    def __deepcopy__(self, memo: object) -> _Secret:
+        return self
+
+
+class SecretBytes(_Secret):
     """Secret bytes that do not print, pickle or compare in variable time.
 
     Getting the bytes out is an explicit, greppable call: :meth:`expose`.
@@ -109,28 +139,11 @@ class SecretBytes(_Unpicklable):
     def __len__(self) -> int:
         return len(self._value)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SecretBytes):
-            return NotImplemented
-        return hmac.compare_digest(self._value, other._value)
-
-    # A hash of the secret would be a stable fingerprint of it.
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return "<SecretBytes: redacted>"
-
-    __str__ = __repr__
-
-    # Immutable, so copies may share the object; without these, copy() would hit __reduce_ex__.
-    def __copy__(self) -> SecretBytes:
-        return self
-
-    def __deepcopy__(self, memo: object) -> SecretBytes:
-        return self
+    def _material(self) -> bytes:
+        return self._value
 
 
-class KeyEncryptionKey(_Unpicklable):
+class KeyEncryptionKey(_Secret):
     """The node's key-encryption key. Create with :meth:`create`, load with :meth:`load_from`."""
 
     __slots__ = ("_key",)
@@ -272,28 +285,13 @@ class KeyEncryptionKey(_Unpicklable):
     def _aead(self) -> AESGCM:
         return AESGCM(_hkdf(self._key, _SEAL_INFO, 32))
 
-    # -- no printing, no pickling -------------------------------------------
+    # No printing, no pickling, no hashing: _Secret.
 
-    def __repr__(self) -> str:
-        return "<KeyEncryptionKey: redacted>"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KeyEncryptionKey):
-            return NotImplemented
-        return hmac.compare_digest(self._key, other._key)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __copy__(self) -> KeyEncryptionKey:
-        return self
-
-    def __deepcopy__(self, memo: object) -> KeyEncryptionKey:
-        return self
+    def _material(self) -> bytes:
+        return self._key
 
 
-class Sealer(_Unpicklable):
+class Sealer(Unpicklable):
     """Seals and opens blobs in the format above, under a key derived from the KEK.
 
     Made by :meth:`KeyEncryptionKey.sealer`; the AEAD is set up once, so sealing many

@@ -2,10 +2,15 @@
 
 ristretto255 scalar multiplication is the cost of every query and of every tag table,
 so batches go to a pool of worker processes (threads would serialise on the GIL).
-Secrets never cross the process boundary in the clear: a task carries the OPRF key
+Secrets never cross the process boundary in the clear. A task carries the OPRF key
 *sealed* under the node KEK, and each worker loads the KEK itself from the node's key
-file when it starts. Client blinding scalars are ephemeral per query and travel only
-over the pipe to the node's own workers.
+file when it starts. Every other secret a task needs -- Paillier factors, the protocol
+scalars of the shuffled match and of cardinality, a batch's client blinding scalars
+(:data:`SECRET_ARGUMENTS` names them) -- is sealed for the trip under a key of this pool
+alone: HKDF of the KEK with a random per-pool salt when the node has a KEK (the worker
+derives it from the key file, so no key crosses the pipe), otherwise a random key
+handed to each worker once, as it starts. What workers return (tags, evaluations, the
+blinding scalars a batch was blinded with) comes back to the node's own process.
 
 Small batches run in the calling process: a worker round trip costs more than a few
 scalar multiplications, and a one-identifier query must stay fast.
@@ -16,12 +21,12 @@ import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from protocols import labels, oprf
 from protocols.membership import blind_batch, finalize_batch
 
-from node.keys.secrets import KeyEncryptionKey
+from node.keys.secrets import KeyEncryptionKey, Sealer, SecretBytes
 
 INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
 # Protocol tasks whose every item costs milliseconds (named, not imported: TenSEAL loads
@@ -32,12 +37,91 @@ COSTLY_TASKS = frozenset({
     ("protocols.he_bfv", "select_and_sum_task"),
 })
 
+# The secret arguments of every task that takes one: (module, function) -> positions.
+# Positions count the arguments a task is submitted with (the KEK that keyed tasks get
+# inside the worker is not one of them).
+SECRET_ARGUMENTS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("node.keys.workers", "threshold_rows_task"): (6, 7),         # p, q
+    ("node.keys.workers", "threshold_blobs_task"): (1, 2),        # p, q
+    ("protocols.threshold", "sign_task"): (0, 1),                 # p, hp
+    ("protocols.paillier_fast", "encrypt_incomes_task"): (1, 2),  # p, q
+    ("protocols.psi_shuffle", "multiply_batch"): (0,),            # a party's scalar
+    ("protocols.cardinality", "multiply_batch"): (0,),            # a party's scalar
+    # A batch's client blinding scalars: given (known-answer runs), and kept to finalize.
+    ("protocols.membership", "blind_batch"): (2,),
+    ("protocols.membership", "finalize_batch"): (1,),
+    ("protocols.threshold_session", "blind_task"): (2,),
+    ("protocols.threshold_session", "finalize_task"): (1,),
+}
+_TASK_KEY_INFO = b"shuqiao worker task arguments v1 "
+
 _worker_kek: KeyEncryptionKey | None = None
+_worker_sealer: Sealer | None = None
 
 
-def _init_worker(kek_path: str | None) -> None:
-    global _worker_kek
+def _task_sealer(kek: KeyEncryptionKey | None, salt: bytes, key: bytes | None) -> Sealer:
+    if kek is not None:
+        return kek.sealer(info=_TASK_KEY_INFO + salt)
+    return Sealer(SecretBytes(key))
+
+
+def _init_worker(kek_path: str | None, salt: bytes = b"", key: bytes | None = None) -> None:
+    global _worker_kek, _worker_sealer
     _worker_kek = KeyEncryptionKey.load(Path(kek_path)) if kek_path else None
+    if salt:
+        _worker_sealer = _task_sealer(_worker_kek if key is None else None, salt, key)
+
+
+class SealedArgument(NamedTuple):
+    """A task's secret argument on its way to a worker: sealed under the pool's key."""
+    blob: bytes
+
+
+def _secret_positions(fn) -> tuple[int, ...]:
+    return SECRET_ARGUMENTS.get((getattr(fn, "__module__", ""), getattr(fn, "__name__", "")), ())
+
+
+def _purpose(fn, position: int) -> str:
+    return f"worker-task/{fn.__module__}.{fn.__name__}/{position}"
+
+
+def _pack(value) -> bytes:
+    # A tag byte says how to rebuild the value: Paillier numbers are ints, scalars bytes,
+    # a batch's blinding scalars a list of 32-byte scalars.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"b" + bytes(value)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, bytes) and len(v) == 32 for v in value):
+            raise TypeError("a secret list argument holds 32-byte scalars")
+        return b"l" + b"".join(value)
+    return b"i" + int(value).to_bytes((int(value).bit_length() + 8) // 8, "big", signed=True)
+
+
+def _unpack(raw: bytes):
+    tag, body = raw[:1], raw[1:]
+    if tag == b"b":
+        return body
+    if tag == b"l":
+        return [body[i:i + 32] for i in range(0, len(body), 32)]
+    return int.from_bytes(body, "big", signed=True)
+
+
+def _seal_arguments(sealer: Sealer, fn, args: Sequence) -> tuple:
+    args = list(args)
+    for i in _secret_positions(fn):
+        if i < len(args) and args[i] is not None:  # None: an optional secret not given
+            args[i] = SealedArgument(sealer.seal(_pack(args[i]), purpose=_purpose(fn, i)))
+    return tuple(args)
+
+
+def _open_arguments(fn, args: Sequence) -> tuple:
+    opened = list(args)
+    for i, value in enumerate(opened):
+        if isinstance(value, SealedArgument):
+            if _worker_sealer is None:
+                raise RuntimeError("this worker was started without the pool's task key")
+            opened[i] = _unpack(_worker_sealer.unseal(value.blob, purpose=_purpose(fn, i)))
+    return tuple(opened)
 
 
 def _unseal(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str) -> oprf.OprfSecretKey:
@@ -101,7 +185,7 @@ def _call(kek: KeyEncryptionKey | None, fn, *args):
 
 
 def _in_worker(fn, *args):
-    return _call(_worker_kek, fn, *args)
+    return _call(_worker_kek, fn, *_open_arguments(fn, args))
 
 
 def _run_now(kek: KeyEncryptionKey | None, fn, *args) -> Future:
@@ -123,13 +207,19 @@ class CryptoPool:
         self._kek_path = str(kek_path) if kek_path else None
         self.workers = workers or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
+        # The key secret task arguments travel under (see the module doc).
+        salt = os.urandom(16)
+        derived = kek is not None and self._kek_path is not None
+        key = None if derived else os.urandom(32)
+        self._sealer = _task_sealer(kek if derived else None, salt, key)
+        self._init_args = (self._kek_path, salt, key)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: the gRPC runtime's threads must not be forked.
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self._kek_path,))
+                initializer=_init_worker, initargs=self._init_args)
         return self._executor
 
     def warm(self) -> None:
@@ -152,7 +242,7 @@ class CryptoPool:
     def _submit(self, n: int, fn, *args) -> Future:
         if n < INLINE_BELOW:
             return _run_now(self._kek, fn, *args)
-        return self._pool().submit(_in_worker, fn, *args)
+        return self._pool().submit(_in_worker, fn, *_seal_arguments(self._sealer, fn, args))
 
     def _ranges(self, n: int) -> list[tuple[int, int]]:
         parts = max(1, min(self.workers, n // INLINE_BELOW))
@@ -170,8 +260,8 @@ class CryptoPool:
     def submit_threshold_rows(self, sealed: bytes, purpose: str, inputs: Sequence[bytes],
                               tag_length: int, mode: int, private_key, incomes: Sequence[int],
                               label_context: bytes) -> Future:
-        """Tags and sealed Enc(income) of a batch; ``private_key``'s factors go to the
-        node's own workers only."""
+        """Tags and sealed Enc(income) of a batch; ``private_key``'s factors reach the
+        node's own workers only, sealed."""
         return self._submit(len(inputs), threshold_rows_task, sealed, purpose, list(inputs),
                             tag_length, mode, private_key.public_key.n, private_key.p,
                             private_key.q, [int(v) for v in incomes], label_context)
@@ -214,7 +304,10 @@ class CryptoPool:
         costly = (getattr(fn, "__module__", ""), getattr(fn, "__name__", "")) in COSTLY_TASKS
         if len(args) < 2 or (work < 32 * INLINE_BELOW and not costly):
             return [fn(*a) for a in args]
-        return list(self._pool().map(fn, *zip(*args)))
+        if not _secret_positions(fn):
+            return list(self._pool().map(fn, *zip(*args)))
+        sealed = [_seal_arguments(self._sealer, fn, a) for a in args]
+        return list(self._pool().map(_in_worker, [fn] * len(sealed), *zip(*sealed)))
 
     # -- one batch spread over every worker ----------------------------------------
     def blind_evaluate(self, sealed: bytes, purpose: str, packed: bytes) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Union
+from typing import ClassVar, Union
 
 from node.language.tokens import PredicateError, _check_column
 
@@ -90,23 +90,26 @@ class Not:
 
 
 @dataclass(frozen=True, slots=True)
-class And:
+class _Connective:
+    """Two or more operands joined by ``word`` (and, or)."""
+
     operands: tuple["Predicate", ...]
+    word: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operands", tuple(self.operands))
         if len(self.operands) < 2:
-            raise ValueError("'and' needs at least two operands")
+            raise ValueError(f"'{self.word}' needs at least two operands")
 
 
 @dataclass(frozen=True, slots=True)
-class Or:
-    operands: tuple["Predicate", ...]
+class And(_Connective):
+    word: ClassVar[str] = "and"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "operands", tuple(self.operands))
-        if len(self.operands) < 2:
-            raise ValueError("'or' needs at least two operands")
+
+@dataclass(frozen=True, slots=True)
+class Or(_Connective):
+    word: ClassVar[str] = "or"
 
 
 Predicate = Union[Comparison, In, Not, And, Or]

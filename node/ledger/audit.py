@@ -36,6 +36,7 @@ from protocols import merkle
 
 from node.ledger import canonical
 from node.ledger.anchor import CertificationError
+from node.ledger.integrity import Problem
 from node.ledger.known import KnownHeads
 from node.ledger.signing import SignatureError, SignedTreeHead
 from node.ledger.sources import LogSource, SourceError
@@ -50,15 +51,12 @@ from node.ledger.trust import (ROTATION_MARK,
 
 __all__ = ["Finding", "Verdict", "KnownHeads", "Trust", "verify", "locate_divergence"]
 
-@dataclass(frozen=True)
-class Finding:
-    kind: str  # wrong_node | key_not_certified | key_unexpected | key_changed | head_signature | rollback |
-    #            fork | unchecked | entries | inclusion | source
-    where: str  # "entry 17", "tree size 100", "public key"
-    detail: str
 
-    def __str__(self) -> str:
-        return f"{self.where}: {self.detail}"
+@dataclass(frozen=True)
+class Finding(Problem):
+    """What an auditor found, where: ``kind`` is one of wrong_node, key_not_certified,
+    key_unexpected, key_changed, head_signature, rollback, fork, unchecked, entries,
+    inclusion, source; ``where`` reads "entry 17", "tree size 100", "public key"."""
 
 
 @dataclass

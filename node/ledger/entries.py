@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Mapping, Union
 
 from node.ledger import canonical
 from node.ledger.canonical import CanonicalError
-from node.ledger.receipts import QueryMetadata, Receipt, check_text, check_token
+from node.ledger.receipts import QueryFacts, QueryMetadata, Receipt, check_text, check_token
 from node.ledger.signing import SignedTreeHead, check_node_id, check_size
 
 __all__ = ["EntryError", "QueryEntry", "AdminEntry", "WitnessEntry", "Entry", "encode", "decode",
@@ -57,20 +57,10 @@ def _exact_keys(d: Any, required: set[str], optional: set[str], what: str) -> No
 
 
 @dataclass(frozen=True)
-class QueryEntry:
+class QueryEntry(QueryFacts):
     type: ClassVar[str] = "query"
-    query_id: str
     phase: str  # admitted | completed
     role: str  # asker | answerer
-    asker: str
-    answerer: str
-    kind: str
-    dataset: str
-    version: int
-    epoch: int
-    purpose: str
-    elements: int
-    outcome: str
     reason: str
     time: str
     matched: int | None = None  # asker only

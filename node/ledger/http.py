@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
@@ -172,88 +172,101 @@ def create_app(engine: Any, ledger: Ledger, tokens: Iterable[str]) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ledger, app.state.engine, app.state.token_digests = ledger, engine, digests
     guard(app)
-
-    @app.get("/v1/ledger/key", response_model=KeyOut)
-    def key(ledger: LedgerDep) -> KeyOut:
-        return KeyOut(node=ledger.node_id, public_key=ledger.public_key.text,
-                      certification=_certification(ledger))
-
-    @app.get("/v1/ledger/head", response_model=HeadOut)
-    def head(ledger: LedgerDep) -> HeadOut:
-        # Signs a fresh head only if entries were appended since the last one.
-        return HeadOut(**current_head(ledger).to_dict(), public_key=ledger.public_key.text,
-                       key_certification=_certification(ledger))
-
-    @app.get("/v1/ledger/entries", response_model=EntriesOut)
-    def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
-                end: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-                type: _Filter = None, partner: _Filter = None, dataset: _Filter = None,
-                purpose: _Filter = None, outcome: _Filter = None,
-                since: _Filter = None, until: _Filter = None) -> EntriesOut:
-        try:
-            where = EntryFilter(type, partner, dataset, purpose, outcome, since, until)
-            rows = list(ledger.entries(start, end, where=where, limit=limit + 1))
-        except ValueError as exc:
-            raise _proof_error(exc) from None
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return EntriesOut(
-            entries=[EntryOut(index=i, entry_b64=base64.b64encode(b).decode(),
-                              entry=json.loads(b)) for i, b in rows],
-            next=rows[-1][0] + 1 if more else None)
-
-    @app.get("/v1/ledger/proof/inclusion", response_model=ProofOut)
-    def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0, le=INT64_MAX)],
-                  size: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
-        try:
-            proof = ledger.inclusion_proof(index, size)
-        except (LedgerError, merkle.ProofError) as exc:
-            raise _proof_error(exc) from None
-        return ProofOut(first=index, second=size, proof=[p.hex() for p in proof])
-
-    @app.get("/v1/ledger/proof/consistency", response_model=ProofOut)
-    def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1, le=INT64_MAX)],
-                    second: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
-        try:
-            proof = ledger.consistency_proof(first, second)
-        except (LedgerError, merkle.ProofError) as exc:
-            raise _proof_error(exc) from None
-        return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from node.ledger.alarms import REGISTRY
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/ledger/cosigned-head")
-    def cosigned_head(ledger: LedgerDep) -> dict:
-        """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
-        from node.ledger.witness import Witness
-        from node.ledger.witness_pki import certifications_of
-        head = ledger.sign_head()
-        cosignatures = Witness(ledger).cosignatures_of(head)
-        return {"head": head.to_dict(), "cosignatures": [c.to_dict() for c in cosignatures],
-                "witness_certifications": certifications_of(ledger.engine, {c.witness for c in cosignatures})}
-
-    @app.get("/v1/ledger/witnessing")
-    def witnessing(ledger: LedgerDep) -> dict:
-        """The node's witness record: cosignatures, pinned keys, conflicts with both heads."""
-        from node.ledger.witness import Witness
-        from node.ledger.witness_evidence import evidence
-        return evidence(Witness(ledger))
-
-    @app.get("/v1/ledger/export")
-    def export(ledger: LedgerDep) -> StreamingResponse:
-        head = current_head(ledger)
-        return StreamingResponse(export_lines(ledger, head), media_type="application/x-ndjson",
-                                 headers={"Content-Disposition":
-                                          f'attachment; filename="{head.node}-{head.size}.jsonl"'})
-
+    app.include_router(routes)  # every route behind the app's auditor dependency
     return app
+
+
+def _proof(make, first: int, second: int) -> ProofOut:
+    try:
+        proof = make(first, second)
+    except (LedgerError, merkle.ProofError) as exc:
+        raise _proof_error(exc) from None
+    return ProofOut(first=first, second=second, proof=[p.hex() for p in proof])
+
+
+# The routes: thin, reading the ledger through the app's state (LedgerDep).
+routes = APIRouter()
+
+
+@routes.get("/v1/ledger/key", response_model=KeyOut)
+def key(ledger: LedgerDep) -> KeyOut:
+    return KeyOut(node=ledger.node_id, public_key=ledger.public_key.text,
+                  certification=_certification(ledger))
+
+
+@routes.get("/v1/ledger/head", response_model=HeadOut)
+def head(ledger: LedgerDep) -> HeadOut:
+    # Signs a fresh head only if entries were appended since the last one.
+    return HeadOut(**current_head(ledger).to_dict(), public_key=ledger.public_key.text,
+                   key_certification=_certification(ledger))
+
+
+@routes.get("/v1/ledger/entries", response_model=EntriesOut)
+def entries(ledger: LedgerDep, start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+            end: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+            limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+            type: _Filter = None, partner: _Filter = None, dataset: _Filter = None,
+            purpose: _Filter = None, outcome: _Filter = None,
+            since: _Filter = None, until: _Filter = None) -> EntriesOut:
+    try:
+        where = EntryFilter(type, partner, dataset, purpose, outcome, since, until)
+        rows = list(ledger.entries(start, end, where=where, limit=limit + 1))
+    except ValueError as exc:
+        raise _proof_error(exc) from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EntriesOut(
+        entries=[EntryOut(index=i, entry_b64=base64.b64encode(b).decode(),
+                          entry=json.loads(b)) for i, b in rows],
+        next=rows[-1][0] + 1 if more else None)
+
+
+@routes.get("/v1/ledger/proof/inclusion", response_model=ProofOut)
+def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0, le=INT64_MAX)],
+              size: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
+    return _proof(ledger.inclusion_proof, index, size)
+
+
+@routes.get("/v1/ledger/proof/consistency", response_model=ProofOut)
+def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1, le=INT64_MAX)],
+                second: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
+    return _proof(ledger.consistency_proof, first, second)
+
+
+@routes.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from node.ledger.alarms import REGISTRY
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@routes.get("/v1/ledger/cosigned-head")
+def cosigned_head(ledger: LedgerDep) -> dict:
+    """The head with every cosignature gathered for it (C2SP cosigned checkpoint, in JSON)."""
+    from node.ledger.witness import Witness
+    from node.ledger.witness_pki import certifications_of
+    head = ledger.sign_head()
+    cosignatures = Witness(ledger).cosignatures_of(head)
+    return {"head": head.to_dict(), "cosignatures": [c.to_dict() for c in cosignatures],
+            "witness_certifications": certifications_of(ledger.engine, {c.witness for c in cosignatures})}
+
+
+@routes.get("/v1/ledger/witnessing")
+def witnessing(ledger: LedgerDep) -> dict:
+    """The node's witness record: cosignatures, pinned keys, conflicts with both heads."""
+    from node.ledger.witness import Witness
+    from node.ledger.witness_evidence import evidence
+    return evidence(Witness(ledger))
+
+
+@routes.get("/v1/ledger/export")
+def export(ledger: LedgerDep) -> StreamingResponse:
+    head = current_head(ledger)
+    return StreamingResponse(export_lines(ledger, head), media_type="application/x-ndjson",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{head.node}-{head.size}.jsonl"'})
 
 
 class HttpLogSource:

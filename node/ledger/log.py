@@ -106,6 +106,8 @@ _READ_LEAVES = select(ledger_entries.c.idx, ledger_entries.c.leaf_hash).where(
     ledger_entries.c.idx.in_(bindparam("ids", expanding=True)))
 
 
+# Per process, not per node context: the cache holds SQL statements keyed by a count,
+# never a row, so nodes sharing a process cannot see each other's data through it.
 @functools.lru_cache(maxsize=128)
 def _read_nodes(count: int) -> Any:
     # OR of (level, index) pairs: both SQLite and PostgreSQL answer it from the primary

@@ -26,9 +26,10 @@ from typing import Any
 
 from node.core.errors import EvidenceError
 from node.ledger import canonical
-from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignatureError, check_node_id, check_size
+from node.ledger.signing import (LedgerPublicKey, LedgerSigningKey, SignatureError, check_bytes,
+                                 check_node_id, check_size)
 
-__all__ = ["OUTCOMES", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSignatureError",
+__all__ = ["OUTCOMES", "QueryFacts", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSignatureError",
            "ReceiptMismatch", "make_receipt", "verify_receipt"]
 
 _CONTEXT = b"shuqiao/ledger/receipt/v1\n"
@@ -66,8 +67,8 @@ def check_text(value: Any, field: str, limit: int) -> str:
 
 
 @dataclass(frozen=True)
-class QueryMetadata:
-    """What both sides of one query agree on; no identifier, no element."""
+class QueryFacts:
+    """The facts of one query that its receipt and every ledger entry about it state."""
 
     query_id: str
     asker: str
@@ -79,6 +80,12 @@ class QueryMetadata:
     purpose: str
     elements: int
     outcome: str
+
+
+@dataclass(frozen=True)
+class QueryMetadata(QueryFacts):
+    """What both sides of one query agree on; no identifier, no element."""
+
     predicate: str = ""  # canonical predicate text of predicate queries; "" for all rows
     # The consent digest (node/policy/consent.py) both sides recorded; "" (and then absent from
     # the canonical form, as in receipts made before it existed) when none was given.
@@ -126,10 +133,8 @@ class Receipt:
         check_size(self.tree_size, "receipt tree_size")
         if self.tree_size <= self.index:
             raise canonical.CanonicalError("receipt tree_size must exceed its index")
-        if not isinstance(self.root, bytes) or len(self.root) != 32:
-            raise canonical.CanonicalError("receipt root must be 32 bytes")
-        if not isinstance(self.signature, bytes) or len(self.signature) != 64:
-            raise canonical.CanonicalError("receipt signature must be 64 bytes")
+        check_bytes(self.root, 32, "receipt root")
+        check_bytes(self.signature, 64, "receipt signature")
 
     def payload(self) -> bytes:
         return canonical.dump({"v": 1, "query": self.query.to_dict(), "index": self.index,

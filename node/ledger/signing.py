@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import EvidenceError
-from node.keys.secrets import KeyEncryptionKey
+from node.keys.secrets import KeyEncryptionKey, Unpicklable
 from node.ledger import canonical
 from node.ledger.tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
 
@@ -59,8 +59,10 @@ def check_size(value: Any, field: str) -> int:
     return value
 
 
-def _refuse_pickle(obj: object) -> NoReturn:
-    raise TypeError(f"{type(obj).__name__} holds secret material and cannot be pickled")
+def check_bytes(value: Any, size: int, field: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise canonical.CanonicalError(f"{field} must be {size} bytes")
+    return value
 
 
 class LedgerPublicKey:
@@ -105,8 +107,8 @@ class LedgerPublicKey:
         return f"LedgerPublicKey({self.text!r})"
 
 
-class LedgerSigningKey:
-    """The secret half. Create with `generate` or `load_or_create_signer`."""
+class LedgerSigningKey(Unpicklable):
+    """The secret half. Create with `generate` or `load_or_create_signer`; it does not pickle."""
 
     __slots__ = ("_key", "node_id", "earlier")
 
@@ -159,15 +161,6 @@ class LedgerSigningKey:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
-
 
 class KeyRing:
     """Verifies like a LedgerPublicKey, accepting a signature by any of `keys`."""
@@ -197,11 +190,9 @@ class SignedTreeHead:
     def __post_init__(self) -> None:
         check_node_id(self.node, "head node")
         check_size(self.size, "head size")
-        if not isinstance(self.root, bytes) or len(self.root) != 32:
-            raise canonical.CanonicalError("head root must be 32 bytes")
+        check_bytes(self.root, 32, "head root")
         canonical.check_time(self.time, "head time")
-        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG_SIZE:
-            raise canonical.CanonicalError("head signature must be 64 bytes")
+        check_bytes(self.signature, _SIG_SIZE, "head signature")
 
     def _replace_signature(self, signature: bytes) -> SignedTreeHead:
         return SignedTreeHead(self.node, self.size, self.root, self.time, signature)
@@ -244,8 +235,7 @@ class Cosignature:
     def __post_init__(self) -> None:
         check_node_id(self.witness, "witness")
         canonical.check_time(self.time, "cosignature time")
-        if not isinstance(self.signature, bytes) or len(self.signature) != _SIG_SIZE:
-            raise canonical.CanonicalError("cosignature must be 64 bytes")
+        check_bytes(self.signature, _SIG_SIZE, "cosignature")
 
     def payload(self) -> bytes:
         return canonical.dump({"v": 1, "witness": self.witness, "time": self.time,

@@ -29,12 +29,12 @@ rewrite history; direct tampering that bypasses the triggers is caught by verify
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, DateTime, Engine, Index, Integer, LargeBinary, SmallInteger, String,
-    Table, Text, UniqueConstraint, insert, select, text,
+    BigInteger, Column, Engine, Index, Integer, LargeBinary, SmallInteger, String, Table, Text,
+    UniqueConstraint, insert, select, text,
 )
 from sqlalchemy.exc import IntegrityError
 
-from node.storage.schema import _append_only_ddl, metadata
+from node.storage.schema import _append_only_ddl, metadata, moment, names, required, serial
 
 __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
@@ -42,22 +42,27 @@ __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "witness_resolutions", "witness_certifications",
            "APPEND_ONLY", "install_ledger_triggers"]
 
+# An Ed25519 public key as text ("ed25519:" and hex), and the fields of a signed head.
+def _key(name: str = "public_key") -> Column:
+    return Column(name, String(80), nullable=False)
+
+
+def _signed_head() -> list[Column]:
+    return required(size=BigInteger, root=LargeBinary(32), time=String(20), signature=LargeBinary(64))
+
+
 ledger_entries = Table(
     "ledger_entries", metadata,
     # INTEGER on SQLite makes idx the rowid: one b-tree instead of a table and an index.
     Column("idx", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=False),
-    Column("entry", LargeBinary, nullable=False),
-    Column("leaf_hash", LargeBinary(32), nullable=False),
+    *required(entry=LargeBinary, leaf_hash=LargeBinary(32)),
     # Copied from the entry for filtering; never trusted for anything signed.
     Column("type", String(16), nullable=False),
-    Column("query_id", String(64)),
-    Column("partner", String(64)),
-    Column("dataset", String(64)),
-    Column("purpose", String(64)),
+    *(Column(name, String(64)) for name in ("query_id", "partner", "dataset", "purpose")),
     Column("outcome", String(16)),
     Column("time", String(20), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    moment(),
     # Only query_id is indexed: every index is another page written by each durable
     # append; time filters scan (entries are in roughly time order anyway).
     Index("ix_ledger_entries_query", "query_id"),
@@ -71,133 +76,91 @@ ledger_nodes = Table(
 )
 
 ledger_heads = Table(
-    "ledger_heads", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("node", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("root", LargeBinary(32), nullable=False),
-    Column("time", String(20), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "ledger_heads", metadata, serial(), *names("node"), *_signed_head(), moment(),
     Index("ix_ledger_heads_size", "size"),
 )
 
 ledger_state = Table(
     "ledger_state", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
-    Column("size", BigInteger, nullable=False),
-    Column("signed_size", BigInteger, nullable=False),
-    Column("signed_at", BigInteger, nullable=False),  # unix seconds of the last head
+    *required(size=BigInteger, signed_size=BigInteger,
+              signed_at=BigInteger),  # unix seconds of the last head
     # A fresh random token per append (and the one before it): lets a process reuse its
     # in-memory tree border only if no other append, and no rollback, happened since.
-    Column("tip", BigInteger, nullable=False),
-    Column("prev_tip", BigInteger, nullable=False),
+    *required(tip=BigInteger, prev_tip=BigInteger),
 )
 
 ledger_signing_keys = Table(
-    "ledger_signing_keys", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("node", String(64), nullable=False),
-    Column("generation", Integer, nullable=False),
-    Column("public_key", String(80), nullable=False),
-    Column("sealed_key", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "ledger_signing_keys", metadata, serial(),
+    *names("node"), Column("generation", Integer, nullable=False), _key(),
+    Column("sealed_key", LargeBinary, nullable=False), moment(),
     UniqueConstraint("node", "generation", name="uq_ledger_signing_key"),
 )
 
 # Partners' ledger public keys, pinned on first use (receipts, witnessing).
 ledger_partner_keys = Table(
-    "ledger_partner_keys", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("public_key", String(80), nullable=False),
-    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    "ledger_partner_keys", metadata, serial(), *names("partner"), _key(), moment("pinned_at"),
     UniqueConstraint("partner", name="uq_ledger_partner_key"),
 )
 
 # Heads of partners' ledgers this node fetched and checked (as a witness).
 witness_heads = Table(
-    "witness_heads", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("public_key", String(80), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("root", LargeBinary(32), nullable=False),
-    Column("time", String(20), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),
-    Column("seen_at", DateTime(timezone=True), nullable=False),
+    "witness_heads", metadata, serial(), *names("partner"), _key(), *_signed_head(),
+    moment("seen_at"),
     Index("ix_witness_heads_partner", "partner", "size"),
 )
 
 # Cosignatures: issued by this node over partners' heads, and received over its own.
 witness_cosignatures = Table(
-    "witness_cosignatures", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("log_node", String(64), nullable=False),
-    Column("witness", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("cosignature", Text, nullable=False),  # canonical JSON of signing.Cosignature
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "witness_cosignatures", metadata, serial(), *names("log_node", "witness"),
+    *required(size=BigInteger,
+              cosignature=Text),  # canonical JSON of signing.Cosignature
+    moment(),
     Index("ix_witness_cosignatures_log", "log_node", "size"),
 )
 
 # Two signed heads of one partner that cannot both be honest: the evidence of a fork.
 witness_conflicts = Table(
-    "witness_conflicts", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
+    "witness_conflicts", metadata, serial(), *names("partner"),
     Column("kind", String(16), nullable=False),  # fork | rollback | inconsistent
-    Column("first_head", Text, nullable=False),   # canonical JSON of the earlier head
-    Column("second_head", Text, nullable=False),
-    Column("detail", Text, nullable=False),
-    Column("detected_at", DateTime(timezone=True), nullable=False),
+    *required(first_head=Text,  # canonical JSON of the earlier head
+              second_head=Text, detail=Text),
+    moment("detected_at"),
 )
 
 # An operator's ruling on a partner's conflicts: the true head, from which witnessing
 # resumes; every conflict up to `resolved_through` is closed (the evidence stays).
 witness_resolutions = Table(
-    "witness_resolutions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("head", Text, nullable=False),          # canonical JSON of the true head
-    Column("head_row", Integer, nullable=False),   # its witness_heads id: the new baseline
-    Column("resolved_through", Integer, nullable=False),  # last witness_conflicts id closed
-    Column("actor", String(64), nullable=False),
-    Column("resolved_at", DateTime(timezone=True), nullable=False),
+    "witness_resolutions", metadata, serial(), *names("partner"),
+    *required(head=Text,  # canonical JSON of the true head
+              head_row=Integer,  # its witness_heads id: the new baseline
+              resolved_through=Integer),  # last witness_conflicts id closed
+    *names("actor"), moment("resolved_at"),
 )
 
 # Certifications of this node's ledger keys in the federation PKI (anchor.py).
 ledger_key_certifications = Table(
-    "ledger_key_certifications", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("node", String(64), nullable=False),
-    Column("public_key", String(80), nullable=False),
-    Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
-    Column("not_after", String(20), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "ledger_key_certifications", metadata, serial(), *names("node"), _key(),
+    *required(certification=Text,  # JSON of anchor.KeyCertification
+              not_after=String(20)),
+    moment(),
     Index("ix_ledger_key_certifications_key", "public_key"),
 )
 
 # A partner's pin moved to a new key: the partner's certified rotation, followed (anchor.py).
 ledger_partner_key_rotations = Table(
-    "ledger_partner_key_rotations", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("old_key", String(80), nullable=False),
-    Column("new_key", String(80), nullable=False),
+    "ledger_partner_key_rotations", metadata, serial(), *names("partner"),
+    _key("old_key"), _key("new_key"),
     Column("certification", Text, nullable=False),  # the new key's, naming old_key as previous
-    Column("pinned_at", DateTime(timezone=True), nullable=False),
+    moment("pinned_at"),
     Index("ix_ledger_partner_key_rotations_partner", "partner"),
 )
 
 # Witnesses' ledger-key certifications, received with their cosignatures (witness_pki.py).
 witness_certifications = Table(
-    "witness_certifications", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("witness", String(64), nullable=False),
-    Column("public_key", String(80), nullable=False),
+    "witness_certifications", metadata, serial(), *names("witness"), _key(),
     Column("certification", Text, nullable=False),  # JSON of anchor.KeyCertification
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    moment(),
     Index("ix_witness_certifications_witness", "witness"),
 )
 

@@ -28,7 +28,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from adapters import IdType, InvalidIdentifier, encode, normalise
+from adapters import IdType, read_applicants
 
 __all__ = ["CONTEXT", "consent_digest", "applicant_pairs", "DIGEST_PATTERN"]
 
@@ -57,16 +57,13 @@ def applicant_pairs(source, id_column: str, auth_column: str,
                     id_type: IdType) -> list[tuple[bytes, str]]:
     """The (identifier, reference) rows of an applicant file a query would ask about.
 
-    The same rule as the asking job (jobs.run_membership): a row without a reference, or
-    with an identifier that does not validate, is not asked.
+    The asking job's reader (adapters.read_applicants), so the same rows: a row without a
+    reference, or with an identifier that does not validate or lost digits in a
+    spreadsheet, is not asked.
+
+    Raises:
+        SourceError: a column is missing, or the file cannot be read.
     """
-    pairs = []
-    for row in source:
-        ref = row.values.get(auth_column, "").strip()
-        if not ref or id_column in row.inexact:
-            continue
-        try:
-            pairs.append((encode(id_type, normalise(id_type, row.values.get(id_column, ""))), ref))
-        except InvalidIdentifier:
-            continue
-    return pairs
+    return [(a.identifier, a.reference)
+            for a in read_applicants(source, id_column, id_type, auth_column=auth_column)
+            if not a.reason]

@@ -1,6 +1,6 @@
 """Multi-agency eligibility rules for the fund centre, with provenance for appeals.
 
-A rule file is TOML with one rule per key under ``[rules]``::
+A rule file (read by node/rules/rulefile.py) names rules under ``[rules]``::
 
     [rules]
     flexible_worker_subsidy = 'hrss.flexible_workers[contribution_months >= 6] and not fund.depositors'
@@ -18,25 +18,33 @@ A rule combines terms with ``and``/``or``/``not`` and parentheses (as in
 * a local comparison over the applicant input file, ``age < 35``, evaluated here.
 
 Running a rule: ``plan(rule)`` lists the distinct membership questions
-(:class:`SourceQuery`). The runner asks each of them about *every* applicant whose
-identifier is valid (asking only what short-circuiting needs would tell a partner the
-outcome of other sources), collects one :class:`Answer` per question, then calls
-``evaluate`` per applicant. Terms are evaluated left to right with short-circuiting, and
-a :class:`Decision` records as provenance exactly the terms that decided it: for an
-``and`` that is false, the first false operand; for an ``and`` that is true, every
-operand; dually for ``or``; ``not`` passes its operand's provenance through. For
-``a and not b`` with ``a`` false the provenance is ``[a]``.
+(:class:`SourceQuery`). What the asking node knows itself comes first: its own datasets
+and the applicant file's columns. ``pending(rule, answers, row, applicant)`` says, per
+applicant, which partner sources could still change the decision once those are known
+(none, when the local terms decide alone), and the runner asks each partner about
+exactly the applicants whose decision needs it: nobody already excluded here is sent to
+a partner. Which of them were asked never depends on another *partner's* answer (that
+would tell a partner the outcome of other sources); a partner learns how many passed
+the local terms, as it learns the size of any query.
+
+``evaluate`` then decides each applicant in three-valued (Kleene) logic over the terms
+whose values are known: an ``and`` with a false operand is false, one whose operands
+are all true is true, otherwise it is undecided; dually for ``or``; ``not`` flips. A
+:class:`Decision` records as provenance exactly the terms that decided it: for an
+``and`` that is false, its first false operand in written order; for an ``and`` that
+is true, every operand; dually for ``or``; ``not`` passes its operand's provenance
+through. For ``a and not b`` with ``a`` false the provenance is ``[a]``; whatever the
+uncited terms were, the decision would be the same.
 
 No decision is made on unusable input: an applicant whose identifier does not validate,
-or whose local column is missing or not a number where a number is compared (and the
-comparison was needed), gets ``Decision(eligible=None, reason=...)``. Reasons never
-contain identifiers or cell values.
+or whose decision needs a local column that is missing or not a number where a number
+is compared, gets ``Decision(eligible=None, reason=...)``. Reasons never contain
+identifiers or cell values.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -44,13 +52,14 @@ from decimal import Decimal
 from typing import Literal, Union
 
 from adapters.identifiers import IdType, InvalidIdentifier, normalise
-from node.core.errors import InvalidInput, ShuqiaoError
+from adapters.reader import INEXACT_NUMBER_REASON
+from node.core.errors import InvalidInput
 from node.language import predicate as pred
 from node.language.predicate import And, Comparison, In, Not, Or, ParseError
 
 __all__ = [
     "MAX_RULE_LENGTH", "RuleError", "SourceQuery", "Source", "Rule", "Answer", "Evidence",
-    "Decision", "parse_rule", "load_rules", "plan", "evaluate", "explain",
+    "Decision", "parse_rule", "plan", "pending", "evaluate", "explain", "refused",
 ]
 
 MAX_RULE_LENGTH = 4000
@@ -230,30 +239,6 @@ def parse_rule(name: str, text: str) -> Rule:
                 _conditions={leaf: pred.compile_condition(leaf) for leaf in local})
 
 
-def load_rules(toml_text: str) -> dict[str, Rule]:
-    """Read a rule file: a ``[rules]`` table of name = 'rule text', nothing else.
-
-    Raises:
-        RuleError: the file is not TOML, has other keys, or a rule is invalid.
-    """
-    try:
-        doc = tomllib.loads(toml_text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"not valid TOML: {exc}") from None
-    extra = sorted(set(doc) - {"rules"})
-    if extra:
-        raise RuleError(f"unknown top-level keys {extra}; only [rules] is allowed")
-    table = doc.get("rules")
-    if not isinstance(table, dict) or not table:
-        raise RuleError("the file needs a non-empty [rules] table")
-    rules = {}
-    for name, text in table.items():
-        if not isinstance(text, str):
-            raise RuleError("the rule must be a string", rule=name)
-        rules[name] = parse_rule(name, text)
-    return rules
-
-
 def plan(rule: Rule) -> list[SourceQuery]:
     """The distinct membership questions the rule needs, in order of first appearance."""
     seen: dict[SourceQuery, None] = {}
@@ -265,44 +250,66 @@ def plan(rule: Rule) -> list[SourceQuery]:
 
 # --- evaluation ------------------------------------------------------------------------
 
-class _NoDecision(ShuqiaoError):
-    def __init__(self, reason: str, reason_zh: str) -> None:
-        self.reason, self.reason_zh = reason, reason_zh
+# A term's value: True, False, or None when unknown; the evidence that decided it; and
+# the leaves that left it unknown (a source not answered for the applicant, or a local
+# comparison whose column is missing or not a number).
+_Value = tuple["bool | None", tuple[Evidence, ...], tuple[object, ...]]
 
 
-def _evaluate(rule: Rule, node: RuleNode, answers: Mapping[SourceQuery, Answer],
-              applicant: str, row: Mapping[str, str]) -> tuple[bool, tuple[Evidence, ...]]:
+def _kleene(rule: Rule, node: RuleNode, known: "_Known", row: Mapping[str, str]) -> _Value:
     if isinstance(node, Source):
-        q = node.query
-        answer = answers.get(q)
-        if answer is None:
-            raise KeyError(f"no answer for {q.text} (plan() lists every source a rule needs)")
-        value = answer.membership.get(applicant)
-        if not isinstance(value, bool):
-            raise KeyError(f"the answer to {q.text} (query {answer.query_id}) does not cover "
-                           "this applicant; ask every source about every valid applicant")
-        return value, (Evidence(q.text, value, q, answer.query_id),)
+        value = known(node.query)
+        if value is None:
+            return None, (), (node.query,)
+        return value, (Evidence(node.query.text, value, node.query, known.query_ids.get(node.query)),), ()
     if isinstance(node, Not):
-        value, evidence = _evaluate(rule, node.operand, answers, applicant, row)
-        return not value, evidence
+        value, evidence, unknown = _kleene(rule, node.operand, known, row)
+        return (None if value is None else not value), evidence, unknown
     if isinstance(node, (And, Or)):
-        decisive = isinstance(node, Or)
-        collected: list[Evidence] = []
-        for child in node.operands:
-            value, evidence = _evaluate(rule, child, answers, applicant, row)
+        decisive = isinstance(node, Or)  # the value that decides the whole: True for or
+        values = [_kleene(rule, child, known, row) for child in node.operands]
+        for value, evidence, _ in values:
             if value is decisive:
-                return decisive, evidence
-            collected.extend(evidence)
-        return not decisive, tuple(collected)
+                return decisive, evidence, ()  # the first decisive operand, as written
+        if all(value is not None for value, _, _ in values):
+            return not decisive, tuple(e for _, evidence, _ in values for e in evidence), ()
+        return None, (), tuple(u for value, _, unknown in values if value is None for u in unknown)
     value = rule._conditions[node](row)
     if value is None:
-        numeric = any(isinstance(v, Decimal) for v in (
-            node.values if isinstance(node, In) else (node.value,)))
-        raise _NoDecision(
-            f"applicant column {node.column!r} is missing" + (" or not a number" if numeric
-                                                             else ""),
+        return None, (), (node,)
+    return value, (Evidence(pred.render(node), value),), ()
+
+
+class _Known:
+    """The answers' values for one applicant (None: not asked, or no answer)."""
+
+    def __init__(self, answers: Mapping[SourceQuery, Answer], applicant: str) -> None:
+        self.answers, self.applicant = answers, applicant
+        self.query_ids = {q: a.query_id for q, a in answers.items()}
+
+    def __call__(self, query: SourceQuery) -> bool | None:
+        answer = self.answers.get(query)
+        value = None if answer is None else answer.membership.get(self.applicant)
+        return value if isinstance(value, bool) else None
+
+
+def _missing(node) -> tuple[str, str]:
+    """Why a local comparison has no value (en, zh), naming the column, never the cell."""
+    numeric = any(isinstance(v, Decimal) for v in (
+        node.values if isinstance(node, In) else (node.value,)))
+    return (f"applicant column {node.column!r} is missing" + (" or not a number" if numeric else ""),
             f"申请人数据列 {node.column!r} 缺失" + ("或不是数字" if numeric else ""))
-    return value, (Evidence(pred.render(node), value),)
+
+
+def pending(rule: Rule, answers: Mapping[SourceQuery, Answer], applicant_row: Mapping[str, str],
+            applicant: str) -> frozenset[SourceQuery]:
+    """The sources whose answer about `applicant` could still decide the rule, given the
+    answers already held (the node's own datasets) and the applicant's row. Empty when
+    the rule is decided without them, or cannot be decided by any of them."""
+    value, _, unknown = _kleene(rule, rule.expr, _Known(answers, applicant), applicant_row)
+    if value is not None:
+        return frozenset()
+    return frozenset(u for u in unknown if isinstance(u, SourceQuery))
 
 
 _REASONS_ZH = {
@@ -310,7 +317,14 @@ _REASONS_ZH = {
     "wrong length": "长度错误", "invalid character": "含有无效字符", "empty": "为空",
     "invalid region code": "地区码无效", "too long": "过长",
     "not a mainland China mobile number": "不是中国大陆手机号码",
+    INEXACT_NUMBER_REASON: "表格把证件号码存成了数字，位数已丢失；请将该列设为文本格式后重新录入",
 }
+
+
+def refused(rule: Rule, reason: str) -> Decision:
+    """No decision for an applicant whose identifier was refused (the reason never quotes it)."""
+    return Decision(rule.name, None, reason=f"invalid identifier: {reason}",
+                    reason_zh=f"证件号码无效：{_REASONS_ZH.get(reason, reason)}")
 
 
 def evaluate(rule: Rule, answers: Mapping[SourceQuery, Answer],
@@ -320,13 +334,15 @@ def evaluate(rule: Rule, answers: Mapping[SourceQuery, Answer],
     """Decide one applicant.
 
     Args:
-        answers: one Answer per SourceQuery in ``plan(rule)``, keyed by normalised id.
+        answers: per SourceQuery of ``plan(rule)``, membership keyed by normalised id; a
+            source need not cover an applicant whose decision does not need it.
         applicant_row: the applicant's input row (column → text).
         id_column, id_type: where the applicant's identifier is and how to normalise it.
 
     Raises:
-        KeyError: an answer is missing, or does not cover a valid applicant (a wiring
-            error in the runner, not a property of the applicant).
+        KeyError: an answer is missing, or does not cover a valid applicant whose
+            decision needs it (a wiring error in the runner, not a property of the
+            applicant).
     """
     raw = applicant_row.get(id_column)
     if not isinstance(raw, str):
@@ -335,13 +351,19 @@ def evaluate(rule: Rule, answers: Mapping[SourceQuery, Answer],
     try:
         applicant = normalise(id_type, raw, today=today)
     except InvalidIdentifier as exc:
-        return Decision(rule.name, None, reason=f"invalid identifier: {exc.reason}",
-                        reason_zh=f"证件号码无效：{_REASONS_ZH.get(exc.reason, exc.reason)}")
-    try:
-        value, evidence = _evaluate(rule, rule.expr, answers, applicant, applicant_row)
-    except _NoDecision as nd:
-        return Decision(rule.name, None, reason=nd.reason, reason_zh=nd.reason_zh)
-    return Decision(rule.name, value, tuple(dict.fromkeys(evidence)))  # a term may recur
+        return refused(rule, exc.reason)
+    value, evidence, unknown = _kleene(rule, rule.expr, _Known(answers, applicant), applicant_row)
+    if value is not None:
+        return Decision(rule.name, value, tuple(dict.fromkeys(evidence)))  # a term may recur
+    missing = [u for u in unknown if not isinstance(u, SourceQuery)]
+    if missing:
+        reason, reason_zh = _missing(missing[0])
+        return Decision(rule.name, None, reason=reason, reason_zh=reason_zh)
+    q = unknown[0]  # a source the runner should have asked about this applicant
+    if q not in answers:
+        raise KeyError(f"no answer for {q.text} (plan() lists every source a rule needs)")
+    raise KeyError(f"the answer to {q.text} (query {answers[q].query_id}) does not cover this "
+                   "applicant, whose decision needs it (see pending())")
 
 
 # --- explanations ----------------------------------------------------------------------

@@ -1,54 +1,31 @@
 """`shuqiao rule run`: multi-agency eligibility rules over an applicant list.
 
-A rule file holds `[rules]` (name = 'rule text', see node/rules/language.py) and `[purposes]`
-(name = purpose code stated to the partners). Running a rule asks each partner source
-once, about every valid applicant (asking fewer, based on other sources' answers, would
-tell a partner those answers), looks local sources up in this node's own datasets, and
-decides each applicant with the provenance an appeal needs: the query ids that decided.
+A rule file (node/rules/rulefile.py) holds `[rules]` (name = 'rule text', see
+node/rules/language.py) and `[purposes]` (the purpose code stated to each partner).
+Running a rule starts with what this node knows itself: its own datasets (looked up
+about every valid applicant, logged like queries) and the applicant file's columns.
+Then each partner source is asked once, about exactly the applicants whose decision
+still depends on it (`language.pending`): nobody the local terms already decided is
+sent to a partner, and which applicants are asked never depends on another partner's
+answer. Each applicant is decided with the provenance an appeal needs: the query ids
+that decided.
 """
 from __future__ import annotations
 
-import csv
-import os
-import tomllib
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from adapters import IdType, InvalidIdentifier, SourceError, encode, normalise
-from adapters.headers import show_columns
+from adapters import IdType, encode, read_applicants
 
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
 from node.runtime.context import NodeContext
-from node.storage.private_files import open_private
+from node.storage.private_files import result_csv
 from node.datasets.registration import current_version, iter_rows
 from node.policy.querylog import QueryRecord
-from node.rules.language import Answer, RuleError, SourceQuery, evaluate, explain, parse_rule, plan
-
-
-@dataclass
-class RuleFile:
-    rules: dict
-    purposes: dict[str, str]
-
-
-def load_rule_file(path: Path) -> RuleFile:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RuleError(f"rule file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(raw) - {"rules", "purposes"}
-    if unknown:
-        raise RuleError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
-                        "a rule file has [rules] and [purposes]")
-    rules = {name: parse_rule(name, text) for name, text in raw.get("rules", {}).items()}
-    return RuleFile(rules, dict(raw.get("purposes", {})))
+from node.rules.language import Answer, RuleError, SourceQuery, evaluate, explain, pending, plan, refused
+from node.rules.rulefile import RuleFile
 
 
 def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
@@ -70,47 +47,64 @@ def _local_answer(ctx: NodeContext, q: SourceQuery, ids: list[str]) -> Answer:
     return Answer(record.query_id, answer)
 
 
+def _purposes(rule_file: RuleFile, name: str, sources: list[SourceQuery]) -> dict[str, str]:
+    """The purpose stated to each partner the rule asks; all checked before anyone is asked."""
+    purposes = {}
+    for q in sources:
+        purpose = rule_file.purpose(name, q.partner)
+        if not purpose:
+            raise RuleError(f"rule {name!r} asks {q.partner}; give the purpose it states there in "
+                            f'[purposes]: {name} = "<code>" (for every partner) or '
+                            f'{name} = {{ {q.partner} = "<code>" }}')
+        purposes[q.partner] = purpose
+    return purposes
+
+
+def _who_to_ask(rule, local: dict[SourceQuery, Answer], applicants) -> dict[SourceQuery, list[str]]:
+    """Per partner source, the applicants (in file order, once each) whose decision needs it."""
+    needed: dict[SourceQuery, dict[str, None]] = {q: {} for q in plan(rule) if q not in local}
+    for a in applicants:
+        for q in pending(rule, local, a.values, a.normalised_id):
+            needed[q].setdefault(a.normalised_id)
+    return {q: list(ids) for q, ids in needed.items()}
+
+
+def _write_decisions(out: Path, rule, answers, rows, columns, *, id_column: str, id_type) -> dict:
+    counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
+    with result_csv(out) as w:  # names applicants
+        w.writerow(["line", *columns, "decision", "explanation", "query_ids"])
+        for row in rows:
+            d = (refused(rule, row.reason) if row.reason else
+                 evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
+            label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
+            counts[label] += 1
+            qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
+            w.writerow([row.line, *(row.values.get(c, "") for c in columns), label, explain(d), qids])
+    return counts
+
+
 def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_column: str,
              id_type: IdType, out: Path, progress=no_progress) -> dict:
     if name not in rule_file.rules:
         raise RuleError(f"no rule {name!r} in the rule file (rules: {', '.join(rule_file.rules)})")
-    rule = rule_file.rules[name]
-    purpose = rule_file.purposes.get(name)
-    for column in (id_column, *sorted(rule.local_columns)):
-        if column not in source.columns:
-            raise SourceError(f"column {column!r} not found; available columns: {show_columns(source.columns)}")
-    rows = list(source)
-    ids: list[str] = []
-    for row in rows:
-        try:
-            ids.append(normalise(id_type, row.values.get(id_column, "")))
-        except InvalidIdentifier:
-            pass
-    ids = list(dict.fromkeys(ids))
-    answers: dict[SourceQuery, Answer] = {}
-    for q in plan(rule):
-        if q.is_local(ctx.config.node.id):
-            answers[q] = _local_answer(ctx, q, ids)
-            continue
-        if not purpose:
-            raise RuleError(f"rule {name!r} asks {q.partner}; give its purpose in [purposes]")
-        result = asker.membership(ctx, q.partner, q.dataset, purpose,
-                                  [encode(id_type, x) for x in ids], progress,
+    rule, node_id = rule_file.rules[name], ctx.config.node.id
+    remote = [q for q in plan(rule) if not q.is_local(node_id)]
+    purposes = _purposes(rule_file, name, remote)
+    rows = list(read_applicants(source, id_column, id_type, columns=sorted(rule.local_columns)))
+    valid = [a for a in rows if not a.reason]
+    ids = list(dict.fromkeys(a.normalised_id for a in valid))
+    answers = {q: _local_answer(ctx, q, ids) for q in plan(rule) if q.is_local(node_id)}
+    asked = _who_to_ask(rule, answers, valid)
+    for q in remote:
+        if not asked[q]:
+            continue  # every applicant was decided without this partner: it is not asked at all
+        result = asker.membership(ctx, q.partner, q.dataset, purposes[q.partner],
+                                  [encode(id_type, x) for x in asked[q]], progress,
                                   kind="predicate" if q.predicate else "membership",
                                   predicate=q.predicate)
-        answers[q] = Answer(result.query_id, dict(zip(ids, map(bool, result.matched))))
-    counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
-    tmp = out.with_name(f".{out.name}.partial")
-    with open_private(tmp, "w", newline="", encoding="utf-8-sig") as f:  # names applicants
-        w = csv.writer(f)
-        w.writerow(["line", *source.columns, "decision", "explanation", "query_ids"])
-        for row in rows:
-            d = evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type)
-            label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
-            counts[label] += 1
-            qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
-            w.writerow([row.line, *(row.values.get(c, "") for c in source.columns), label,
-                        explain(d), qids])
-    os.replace(tmp, out)
+        answers[q] = Answer(result.query_id, dict(zip(asked[q], map(bool, result.matched))))
+    counts = _write_decisions(out, rule, answers, rows, source.columns, id_column=id_column,
+                              id_type=id_type)
     return {"rule": name, "rows": len(rows), "asked": len(ids),
+            "asked_per_source": {q.text: len(asked[q]) for q in remote},
             "queries": {q.text: a.query_id for q, a in answers.items()}, **counts}

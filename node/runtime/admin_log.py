@@ -12,6 +12,7 @@ import json
 
 from sqlalchemy import Connection, insert, select, update
 
+from node.core.config import NodeConfig
 from node.runtime.context import NodeContext
 from node.storage.schema import node_state
 
@@ -31,27 +32,60 @@ def record(ctx: NodeContext, conn: Connection, action: str, subject: str, **deta
                                        {k: v for k, v in details.items() if v is not None}))
 
 
-def policy_digest(ctx: NodeContext) -> str:
+def policy_body(config: NodeConfig) -> dict:
+    """The policy a node enforces: its partners and every dataset with its grants."""
+    return {"partners": [p.model_dump(mode="json") for p in config.partners],
+            "datasets": [d.model_dump(mode="json") for d in config.datasets]}
+
+
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def policy_digest(ctx_or_config: NodeContext | NodeConfig) -> str:
     """SHA-256 over the canonical JSON of the partners and every dataset policy."""
-    cfg = ctx.config
-    body = {"partners": [p.model_dump(mode="json") for p in cfg.partners],
-            "datasets": [d.model_dump(mode="json") for d in cfg.datasets]}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False,
-                                     separators=(",", ":")).encode()).hexdigest()
+    config = getattr(ctx_or_config, "config", ctx_or_config)
+    return hashlib.sha256(_canonical(policy_body(config))).hexdigest()
 
 
-def record_policy_if_changed(ctx: NodeContext) -> bool:
-    """At start: ledger the partner list and policy when they differ from the last recorded."""
-    digest = policy_digest(ctx)
+def config_digest(config: NodeConfig) -> str:
+    """SHA-256 over the canonical JSON of the whole config (what a reload compares)."""
+    return hashlib.sha256(_canonical(config.model_dump(mode="json"))).hexdigest()
+
+
+def _set_state(conn: Connection, name: str, value: str, last: str | None) -> None:
+    if last is None:
+        conn.execute(insert(node_state).values(name=name, value=value))
+    elif last != value:
+        conn.execute(update(node_state).where(node_state.c.name == name).values(value=value))
+
+
+def enforced_policy(conn: Connection) -> tuple[str | None, dict | None]:
+    """The digest and body of the policy last recorded as enforced (at start or reload);
+    (None, None) before the first start. The body is None if recorded by an older node."""
+    rows = dict(conn.execute(select(node_state.c.name, node_state.c.value).where(
+        node_state.c.name.in_(("policy_digest", "policy_body")))).all())
+    body = rows.get("policy_body")
+    return rows.get("policy_digest"), json.loads(body) if body else None
+
+
+def record_policy_if_changed(ctx: NodeContext, config: NodeConfig | None = None, *,
+                             always: bool = False, **details) -> bool:
+    """Ledger the partner list and policy of `config` (default: the context's) when they
+    differ from the last recorded, or whenever `always` (a reload that changed other
+    settings); keep them as the enforced policy. At start, and on every applied reload,
+    in the caller's order: recorded first, then enforced."""
+    config = config or ctx.config
+    digest, body = policy_digest(config), json.dumps(policy_body(config), ensure_ascii=False)
     ledger = ctx.ledger  # before the write transaction (it may create its key)
     with ctx.engine.begin() as conn:
-        last = conn.execute(select(node_state.c.value).where(node_state.c.name == "policy_digest")).scalar()
-        if last == digest:
+        stored = dict(conn.execute(select(node_state.c.name, node_state.c.value).where(
+            node_state.c.name.in_(("policy_digest", "policy_body")))).all())
+        last = stored.get("policy_digest")
+        _set_state(conn, "policy_body", body, stored.get("policy_body"))
+        if last == digest and not always:
             return False
         record(ctx, conn, "policy_changed", "node", digest=digest,
-               partners=len(ctx.config.partners), datasets=len(ctx.config.datasets))
-        if last is None:
-            conn.execute(insert(node_state).values(name="policy_digest", value=digest))
-        else:
-            conn.execute(update(node_state).where(node_state.c.name == "policy_digest").values(value=digest))
+               partners=len(config.partners), datasets=len(config.datasets), **details)
+        _set_state(conn, "policy_digest", digest, last)
     return True

@@ -1,8 +1,9 @@
-"""A node's runtime context: validated config, clock, database, KEK, crypto pool and ledger."""
+"""A node's runtime context: validated config, clock, database, KEK, crypto pool, ledger and caches."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -12,6 +13,7 @@ from node.core.config import NodeConfig
 from node.keys.workers import CryptoPool
 from node.storage.private_files import private_dir, private_sqlite
 from node.keys.secrets import KeyEncryptionKey
+from node.runtime.caches import NodeCaches
 from node.runtime.database import open_store
 
 
@@ -21,12 +23,19 @@ class NodeNotInitialised(NotInitialised):
 
 @dataclass
 class NodeContext:
+    # The config in force. A running node's reload (node/runtime/live_config.py) replaces
+    # it by one assignment, so whoever reads it at query time gets the old or the new
+    # one whole; a query admitted under the old grant finishes under it.
     config: NodeConfig
     _pool: CryptoPool | None = field(default=None, repr=False)
     # Every wall-clock time the node stores, signs or compares comes from here.
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
     # Open gRPC channels to partners, reused across queries of this process.
     channels: dict = field(default_factory=dict, repr=False)
+    # The file the config was read from: what a reload reads again (None: not from a file).
+    config_path: Path | None = None
+    # What this node keeps in memory between queries: never shared with another context.
+    caches: NodeCaches = field(default_factory=NodeCaches, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -65,6 +74,7 @@ class NodeContext:
         for channel in self.channels.values():
             channel.close()
         self.channels.clear()
+        self.caches.clear()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -27,7 +27,7 @@ from pathlib import Path
 from node.core.errors import StorageError
 from node.storage.private_files import private_dir
 
-__all__ = ["LOCK_NAME", "DataDirLocked", "DataDirLock"]
+__all__ = ["LOCK_NAME", "DataDirLocked", "DataDirLock", "holder"]
 
 LOCK_NAME = "shuqiao.lock"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -102,3 +102,27 @@ class DataDirLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+
+
+def holder(data_dir: str | os.PathLike[str]) -> tuple[int | None, str] | None:
+    """Who holds `data_dir` now, as (pid, what), or None when no process does.
+
+    The pid in the file alone proves nothing (a killed holder leaves it behind, and the
+    number may since belong to another process), so the lock itself is probed: a shared
+    lock that can be taken means nobody holds the exclusive one; it is dropped at once.
+    """
+    try:
+        fd = os.open(Path(data_dir) / LOCK_NAME, os.O_RDONLY | _NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -44,11 +44,10 @@ class NodeServer:
         cfg = ctx.config
         self.health = health.HealthServicer()
         self.limits = StreamLimitInterceptor.from_config(cfg.grpc, (a.id for a in cfg.auditors))
+        self.partners = PartnerInterceptor((p.id for p in cfg.partners), (a.id for a in cfg.auditors))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
-            interceptors=[IncidentInterceptor(), PartnerInterceptor((p.id for p in cfg.partners),
-                                                                    (a.id for a in cfg.auditors)),
-                          self.limits],
+            interceptors=[IncidentInterceptor(), self.partners, self.limits],
             options=grpc_options(cfg.grpc.max_message_bytes),
             maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
@@ -82,6 +81,12 @@ class NodeServer:
             self.http_port = self.http.start()
         return self.port
 
+    def apply_config(self, cfg) -> None:
+        """After a reload (node/server/reload.py): who may call, and the HTTP API's tokens."""
+        self.partners.allow((p.id for p in cfg.partners), (a.id for a in cfg.auditors))
+        if self.http is not None:
+            self.http.apply_config(cfg)
+
     def stop(self, grace: float = 5.0) -> None:
         self.serving = False  # load balancers see /readyz fail while calls drain
         self.health.enter_graceful_shutdown()
@@ -102,7 +107,7 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
     next_rotation = time.monotonic() + m.interval_seconds
     next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
     while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
-        now = time.monotonic()
+        now, m = time.monotonic(), ctx.config.maintenance  # a reload may change the intervals
         try:
             if now >= next_rotation:
                 next_rotation = now + m.interval_seconds
@@ -164,8 +169,12 @@ def serve(ctx: NodeContext, port_file: Path | None = None, on_ready=None, *,
         DataDirLocked: another process holds the data directory.
         LedgerDamaged: before anything is served or appended (see `check_ledger`).
     """
-    with DataDirLock(ctx.config.data_dir, "shuqiao serve"):
-        _serve(ctx, port_file, on_ready, check, accept_damaged_ledger)
+    from node.runtime.live_config import SERVE_HOLDER
+    from node.server.reload import Reloader
+    reloader = Reloader(ctx)
+    reloader.install()  # before the lock names this process: SIGHUP must never end it
+    with DataDirLock(ctx.config.data_dir, SERVE_HOLDER):
+        _serve(ctx, port_file, on_ready, check, accept_damaged_ledger, reloader)
 
 
 def listener_lines(node: NodeServer) -> list[str]:
@@ -182,7 +191,7 @@ def listener_lines(node: NodeServer) -> list[str]:
 
 
 def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
-           accept_damaged_ledger: bool) -> None:
+           accept_damaged_ledger: bool, reloader) -> None:
     check_ledger(ctx, check, accept_damaged_ledger)
     node = NodeServer(ctx)
     port = node.start()
@@ -204,6 +213,8 @@ def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
         signal.signal(sig, lambda *_: stop.set())
     worker = threading.Thread(target=maintenance, args=(ctx, stop), name="maintenance", daemon=True)
     worker.start()
+    reloader.on_applied.append(node.apply_config)
+    threading.Thread(target=reloader.run, args=(stop,), name="reload", daemon=True).start()
     stop.wait()
     log.info("node %s stopping", ctx.config.node.id)
     node.stop()

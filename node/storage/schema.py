@@ -11,28 +11,61 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
-    MetaData, String, Table, Text, UniqueConstraint, create_engine, event, text,
+    MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
 )
 
 metadata = MetaData()
 
+
+# -- column sets the tables share ----------------------------------------------------------
+
+
+def serial() -> Column:
+    """The surrogate key: a database-assigned integer."""
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
+def required(**types) -> list[Column]:
+    """NOT NULL columns, in the order given (name=SQL type)."""
+    return [Column(name, type_, nullable=False) for name, type_ in types.items()]
+
+
+def names(*columns: str) -> list[Column]:
+    """NOT NULL names of at most 64 characters: node ids, dataset names, purpose codes."""
+    return [Column(name, String(64), nullable=False) for name in columns]
+
+
+def moment(name: str = "created_at", *, nullable: bool = False) -> Column:
+    """A point in time, with its zone."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def chunks_of(name: str, parent: str, *, labels_required: bool = False) -> Table:
+    """A table's rows in chunks, in order: tags, and fixed-width labels (NULL: none)."""
+    return Table(
+        name, metadata,
+        Column("table_id", Integer, ForeignKey(f"{parent}.id"), nullable=False),
+        *required(seq=Integer, tags=LargeBinary),
+        Column("labels", LargeBinary, nullable=not labels_required),
+        UniqueConstraint("table_id", "seq", name=f"uq_{name[:-1]}"),
+    )
+
+
+def _dataset_ref() -> Column:
+    return Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False)
+
+
+# -- datasets and their keys ----------------------------------------------------------------
+
 datasets = Table(
-    "datasets", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(64), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("id_type", String(32), nullable=False),
-    Column("id_column", String(256), nullable=False),
-    Column("attributes", JSON, nullable=False),
-    Column("row_count", BigInteger, nullable=False),
-    Column("invalid_count", BigInteger, nullable=False),
-    Column("source_kind", String(16), nullable=False),
-    Column("source_label", String(512), nullable=False),
-    Column("source_fingerprint", String(64), nullable=False),
+    "datasets", metadata, serial(),
+    *names("name"),
+    *required(version=Integer, id_type=String(32), id_column=String(256), attributes=JSON,
+              row_count=BigInteger, invalid_count=BigInteger, source_kind=String(16),
+              source_label=String(512), source_fingerprint=String(64)),
     Column("base_version", Integer),  # set when the version was refreshed from another
     Column("status", String(16), nullable=False),  # active | retired
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("retired_at", DateTime(timezone=True)),
+    moment(), moment("retired_at", nullable=True),
     UniqueConstraint("name", "version", name="uq_dataset_version"),
 )
 
@@ -40,135 +73,90 @@ datasets = Table(
 # compressed chunks: a version is only ever read whole (to build a tag table for a new
 # partner or epoch), and one insert per chunk keeps registering a million rows cheap.
 dataset_chunks = Table(
-    "dataset_chunks", metadata,
-    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("row_count", Integer, nullable=False),
-    Column("rows", LargeBinary, nullable=False),  # sealed zlib(JSON [[subject, {attrs}], ...]): node/datasets/stored_rows.py
+    "dataset_chunks", metadata, _dataset_ref(),
+    *required(seq=Integer, row_count=Integer,
+              rows=LargeBinary),  # sealed zlib(JSON [[subject, {attrs}], ...]): node/datasets/stored_rows.py
     UniqueConstraint("dataset_id", "seq", name="uq_dataset_chunk"),
 )
 
 # OPRF keys, one per dataset x partner x epoch, sealed under the node KEK.
 oprf_keys = Table(
-    "oprf_keys", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dataset", String(64), nullable=False),
-    Column("partner", String(64), nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("sealed_key", LargeBinary, nullable=False),
-    Column("public_key", LargeBinary(32), nullable=False),  # pkS = k*G, published for VOPRF
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "oprf_keys", metadata, serial(),
+    *names("dataset", "partner"),
+    *required(epoch=Integer, sealed_key=LargeBinary,
+              public_key=LargeBinary(32)),  # pkS = k*G, published for VOPRF
+    moment(),
     UniqueConstraint("dataset", "partner", "epoch", name="uq_key_epoch"),
 )
 
 # Per partner and epoch, each row's tag (and sealed label) in row order, chunk-aligned
 # with dataset_chunks: never sent, the source of predicate tables and refreshes.
 row_tags = Table(
-    "row_tags", metadata,
-    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
-    Column("partner", String(64), nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("tags", LargeBinary, nullable=False),
+    "row_tags", metadata, _dataset_ref(),
+    *names("partner"),
+    *required(epoch=Integer, seq=Integer, tags=LargeBinary),
     Column("labels", LargeBinary),  # fixed-width sealed labels, or NULL
     UniqueConstraint("dataset_id", "partner", "epoch", "seq", name="uq_row_tags"),
 )
 
+# -- tag tables: served, and fetched from partners ------------------------------------------
+
 # Tag tables the node serves: truncated F_k(y) (and sealed labels) for every row of a
 # version -- or of the rows satisfying a predicate -- sorted by tag.
 tag_tables = Table(
-    "tag_tables", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
-    Column("partner", String(64), nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("predicate", Text, nullable=False),  # canonical predicate text, "" for all rows
-    Column("tag_length", Integer, nullable=False),
-    Column("label_length", Integer, nullable=False),  # 0: no labels
-    Column("row_count", BigInteger, nullable=False),
-    Column("digest", LargeBinary(32), nullable=False),  # SHA-256(sorted tags || labels)
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "tag_tables", metadata, serial(), _dataset_ref(),
+    *names("partner"),
+    *required(epoch=Integer,
+              predicate=Text,  # canonical predicate text, "" for all rows
+              tag_length=Integer, label_length=Integer,  # label_length 0: no labels
+              row_count=BigInteger,
+              digest=LargeBinary(32)),  # SHA-256(sorted tags || labels)
+    moment(),
     UniqueConstraint("dataset_id", "partner", "epoch", "predicate", name="uq_tag_table"),
 )
-
-tag_chunks = Table(
-    "tag_chunks", metadata,
-    Column("table_id", Integer, ForeignKey("tag_tables.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("tags", LargeBinary, nullable=False),
-    Column("labels", LargeBinary),
-    UniqueConstraint("table_id", "seq", name="uq_tag_chunk"),
-)
+tag_chunks = chunks_of("tag_chunks", "tag_tables")
 
 # Tag tables fetched from partners, cached by dataset version and epoch.
 peer_tag_tables = Table(
-    "peer_tag_tables", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("dataset", String(64), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("predicate", Text, nullable=False),
-    Column("tag_length", Integer, nullable=False),
-    Column("label_length", Integer, nullable=False),
-    Column("row_count", BigInteger, nullable=False),
-    Column("digest", LargeBinary(32), nullable=False),
-    Column("public_key", LargeBinary(32), nullable=False),  # pinned per partner epoch
-    Column("oprf_mode", Integer, nullable=False),
-    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    "peer_tag_tables", metadata, serial(),
+    *names("partner", "dataset"),
+    *required(version=Integer, epoch=Integer, predicate=Text, tag_length=Integer,
+              label_length=Integer, row_count=BigInteger, digest=LargeBinary(32),
+              public_key=LargeBinary(32),  # pinned per partner epoch
+              oprf_mode=Integer),
+    moment("fetched_at"),
     UniqueConstraint("partner", "dataset", "version", "epoch", "predicate", name="uq_peer_tag_table"),
 )
+peer_tag_chunks = chunks_of("peer_tag_chunks", "peer_tag_tables")
 
-peer_tag_chunks = Table(
-    "peer_tag_chunks", metadata,
-    Column("table_id", Integer, ForeignKey("peer_tag_tables.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("tags", LargeBinary, nullable=False),
-    Column("labels", LargeBinary),
-    UniqueConstraint("table_id", "seq", name="uq_peer_tag_chunk"),
-)
+# -- threshold checks ------------------------------------------------------------------------
 
 # Paillier keys of threshold checks, one per dataset x partner x key epoch x income
 # column; the factors are sealed under the node KEK, bound to those four by the sealing's
 # associated data (node/datasets/threshold_tables.py).
 threshold_keys = Table(
-    "threshold_keys", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dataset", String(64), nullable=False),
-    Column("partner", String(64), nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("income_column", String(256), nullable=False),
-    Column("modulus", LargeBinary, nullable=False),
-    Column("key_id", LargeBinary(16), nullable=False),
-    Column("sealed_key", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    "threshold_keys", metadata, serial(),
+    *names("dataset", "partner"),
+    *required(epoch=Integer, income_column=String(256), modulus=LargeBinary,
+              key_id=LargeBinary(16), sealed_key=LargeBinary),
+    moment(),
     UniqueConstraint("dataset", "partner", "epoch", "income_column", name="uq_threshold_key"),
 )
 
 # Threshold tables the node serves: per dataset version under one key, every usable
 # row's tag and sealed Enc(income), sorted by tag.
 threshold_tables = Table(
-    "threshold_tables", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    "threshold_tables", metadata, serial(), _dataset_ref(),
     Column("key_ref", Integer, ForeignKey("threshold_keys.id"), nullable=False),
-    Column("tag_length", Integer, nullable=False),
-    Column("label_length", Integer, nullable=False),
-    Column("row_count", BigInteger, nullable=False),
-    Column("unusable_count", BigInteger, nullable=False),
-    Column("digest", LargeBinary(32), nullable=False),  # SHA-256(key id || tags || labels)
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    *required(tag_length=Integer, label_length=Integer, row_count=BigInteger,
+              unusable_count=BigInteger,
+              digest=LargeBinary(32)),  # SHA-256(key id || tags || labels)
+    moment(),
     UniqueConstraint("dataset_id", "key_ref", name="uq_threshold_table"),
 )
+threshold_chunks = chunks_of("threshold_chunks", "threshold_tables", labels_required=True)
 
-threshold_chunks = Table(
-    "threshold_chunks", metadata,
-    Column("table_id", Integer, ForeignKey("threshold_tables.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("tags", LargeBinary, nullable=False),
-    Column("labels", LargeBinary, nullable=False),
-    UniqueConstraint("table_id", "seq", name="uq_threshold_chunk"),
-)
+# -- queries ---------------------------------------------------------------------------------
 
 # Metadata of every query made or answered; never an identifier or a message body.
 query_log = Table(
@@ -176,22 +164,17 @@ query_log = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("query_id", String(64), nullable=False),
     Column("role", String(8), nullable=False),  # asker | answerer
-    Column("asker", String(64), nullable=False),
-    Column("answerer", String(64), nullable=False),
+    *names("asker", "answerer"),
     Column("kind", String(32), nullable=False),
-    Column("dataset", String(64), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("purpose", String(64), nullable=False),
-    Column("elements", BigInteger, nullable=False),
+    *names("dataset"),
+    *required(version=Integer, epoch=Integer, purpose=String(64), elements=BigInteger),
     Column("matched", BigInteger),  # asker side only
     Column("outcome", String(16), nullable=False),  # answered | refused | failed | aborted
     Column("reason", Text, nullable=False),
     Column("predicate", Text, nullable=False, default=""),
     Column("authorisation_digest", String(64), nullable=False, default=""),
     Column("epsilon_micro", BigInteger, nullable=False, default=0),  # DP spent, millionths
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True), nullable=False),
+    moment("started_at"), moment("finished_at"),
     Index("ix_query_log_query", "query_id", "role"),
 )
 
@@ -199,13 +182,10 @@ query_log = Table(
 # preparations of the last 24 h, and orders the cached tables by last use for eviction.
 # table_id is cleared when the table is evicted; the row stays for the daily count.
 predicate_preparations = Table(
-    "predicate_preparations", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("partner", String(64), nullable=False),
-    Column("dataset", String(64), nullable=False),
+    "predicate_preparations", metadata, serial(),
+    *names("partner", "dataset"),
     Column("table_id", Integer),
-    Column("prepared_at", DateTime(timezone=True), nullable=False),
-    Column("used_at", DateTime(timezone=True), nullable=False),
+    moment("prepared_at"), moment("used_at"),
     Index("ix_predicate_preparations_partner", "partner", "prepared_at"),
     Index("ix_predicate_preparations_table", "table_id"),
 )
@@ -225,12 +205,9 @@ node_state = Table(
 query_claims = Table(
     "query_claims", metadata,
     Column("query_id", String(64), primary_key=True),
-    Column("partner", String(64), nullable=False),
-    Column("dataset", String(64), nullable=False),
-    Column("epoch", Integer, nullable=False),
-    Column("elements", BigInteger, nullable=False),
-    Column("epsilon_micro", BigInteger, nullable=False),
-    Column("admitted_at", DateTime(timezone=True), nullable=False),
+    *names("partner", "dataset"),
+    *required(epoch=Integer, elements=BigInteger, epsilon_micro=BigInteger),
+    moment("admitted_at"),
     Column("settled", Boolean, nullable=False),
     Index("ix_query_claims_open", "partner", "dataset", "settled"),
 )

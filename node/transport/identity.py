@@ -46,8 +46,14 @@ class PartnerInterceptor(grpc.ServerInterceptor):
     """Admit only configured partners (health checks are open to any federation member)."""
 
     def __init__(self, partner_ids, auditor_ids=()) -> None:
-        self._allowed = frozenset(partner_ids)
-        self._readers = self._allowed | frozenset(auditor_ids)
+        self.allow(partner_ids, auditor_ids)
+
+    def allow(self, partner_ids, auditor_ids=()) -> None:
+        """Replace who may call (a config reload); calls already admitted run on."""
+        allowed = frozenset(partner_ids)
+        # One assignment each, read once per call below: a call sees one list or the other.
+        self._readers = allowed | frozenset(auditor_ids)
+        self._allowed = allowed
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)

@@ -27,20 +27,23 @@ __all__ = ["BulkSender"]
 class BulkSender(Session):
     """The agency: ``handle`` the Hello, then each correction chunk; sends value chunks."""
 
-    __slots__ = ("_y", "_chunk", "_max_peer", "_params", "_chunk_rows", "_ext", "_keys",
+    __slots__ = ("_y", "_chunk", "_max_peer", "_announced", "_params", "_chunk_rows", "_ext", "_keys",
                  "_digests", "_bins", "_order", "_next", "_state")
 
     def __init__(self, elements: Sequence[bytes] | np.ndarray, *,
                  random_bytes: RandomBytes = os.urandom,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 max_receiver_elements: int = MAX_ELEMENTS,
+                 max_receiver_elements: int = MAX_ELEMENTS, receiver_size: int | None = None,
                  on_stage: StageHook | None = None) -> None:
+        """``receiver_size``: the fund centre's size announced beforehand (the node's query
+        header, on which its quota is reserved); a Hello declaring another is refused."""
         super().__init__(random_bytes, on_stage)
         if not 1 <= chunk_elements <= MAX_CHUNK_ELEMENTS:
             raise ValueError("chunk_elements must lie in 1..2^18")
         self._y = as_elements(elements)
         derive(1, self._y.size)  # size limits
         self._chunk, self._max_peer = chunk_elements, max_receiver_elements
+        self._announced = receiver_size
         self._state, self._next = "hello", 0
 
     @property
@@ -64,7 +67,7 @@ class BulkSender(Session):
 
     def _on_hello(self, hello: Hello) -> Iterator[bytes]:
         n1 = hello.receiver_size
-        if not 1 <= n1 <= self._max_peer:
+        if not 1 <= n1 <= self._max_peer or self._announced not in (None, n1):
             raise InvalidMessage()
         params = derive(n1, self._y.size)
         chunk = hello.chunk_rows

@@ -48,7 +48,11 @@ What each side learns.
   checked by the agency against ``n1``), whether or not the bin holds an element.
 
 A malicious fund centre is out of scope (KKRT16 is semi-honest): the bin check only
-stops it from asking for more OPRF evaluations than its declared size allows.
+stops it from asking for more OPRF evaluations than its declared size allows. Nothing
+checks the corrections: flipping bits of ``u_j`` in the bin of an element the agency
+holds reads bits of ``s`` off whether it still matches, and with ``s`` every value the
+agency sent can be tested against guessed elements (SECURITY.md, "bulk"; shown in
+tests/protocols/test_bulk_session.py).
 
 Shape: ``start()`` (fund centre only) and ``handle(message)`` return an iterator
 of outgoing messages, produced lazily so that big rounds are streamed with bounded

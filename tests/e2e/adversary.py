@@ -45,7 +45,7 @@ def federation(root: Path, grants: dict[str, dict], *, registry_size: int = 150,
               ((p, rng.randint(1, 60), "天宁区") for p in registry), encoding="gb18030")
     write_csv(data / "applicants.csv", ["申请编号", "身份证号"], [("A0", registry[0])])
     fed = Federation(root / "fed")
-    fed.add_node("hrss", partners=[{"id": p} for p in ["fund", *grants]],
+    fed.add_node("hrss", partners=[{"id": p} for p in dict.fromkeys(["fund", *grants])],
                  datasets=[{"name": DATASET, "grants": [
                      {"partner": p, "purposes": [fx.PURPOSE], **g} for p, g in grants.items()]}],
                  storage_url=storage_url)

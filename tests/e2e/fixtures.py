@@ -130,7 +130,12 @@ def refusal(s, messages, node_id="fund") -> grpc.RpcError:
 
 
 def hrss_log(s) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes['hrss'].directory / 'node.db'}")
+    return query_log(s, "hrss")
+
+
+def query_log(s, node: str) -> list[dict]:
+    """A node's query log (SQLite storage), oldest first."""
+    engine = sa.create_engine(f"sqlite:///{s.fed.nodes[node].directory / 'node.db'}")
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log ORDER BY seq"))]
     engine.dispose()

@@ -152,7 +152,7 @@ def test_background_work_failures_log_no_exception_message(pair, monkeypatch, ca
                                         "缴费月数", 16, 1)
         assert threshold_store.prepare_in_background(ctx, target)
         deadline = time.monotonic() + 10
-        while threshold_store._pending and time.monotonic() < deadline:
+        while ctx.caches.preparing and time.monotonic() < deadline:
             time.sleep(0.05)
         monkeypatch.setattr(witnessing, "witness_partners", fails)
         stop = threading.Event()

@@ -1,4 +1,5 @@
-"""`shuqiao rule run`: a multi-agency rule over a partner and a local source, with provenance."""
+"""`shuqiao rule run`: multi-agency rules over partners and a local source, with provenance;
+local terms first, so a partner is asked only about applicants they left undecided."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +20,38 @@ flexible_worker_subsidy = 'hrss.flexible_workers[缴费月数 >= 6] and not fund
 flexible_worker_subsidy = "flexible-worker-deposit"
 """
 
+# Two agencies, each granting its own purpose: the rule names one per partner.
+CROSS_RULES = """
+[rules]
+housing_support = '(edu.graduates and age < 30) or (hrss.flexible_workers[缴费月数 >= 6] and age >= 30 and age < 45)'
+
+[purposes]
+housing_support = { edu = "graduate-housing-support", hrss = "flexible-worker-deposit" }
+"""
+
+
+def node_log(s, node: str) -> list[dict]:
+    engine = sa.create_engine(f"sqlite:///{s.fed.nodes[node].directory / 'node.db'}")
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log ORDER BY seq"))]
+    engine.dispose()
+    return rows
+
+
+def asked_by(s, node: str) -> list[int]:
+    """Elements of every query the agency answered (its own query log)."""
+    return [r["elements"] for r in node_log(s, node) if r["role"] == "answerer" and r["outcome"] == "answered"]
+
+
+def decisions_of(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+def months_of(s) -> dict[str, int]:
+    with open(s.registry_csv, newline="", encoding="gb18030") as f:
+        return {r["公民身份号码"]: int(r["缴费月数"]) for r in csv.DictReader(f)}
+
 
 def test_rule_decisions_equal_the_plain_computation(tmp_path):
     s = fx.build(tmp_path, registry_size=800, applicants=200,
@@ -27,8 +60,7 @@ def test_rule_decisions_equal_the_plain_computation(tmp_path):
     rng = random.Random(11)
     depositors = set(rng.sample(s.applicants, 60))
     fx.write_csv(tmp_path / "depositors.csv", ["sfzh"], [[p] for p in sorted(depositors)])
-    with open(s.registry_csv, newline="", encoding="gb18030") as f:
-        months = {r["公民身份号码"]: int(r["缴费月数"]) for r in csv.DictReader(f)}
+    months = months_of(s)
     ages = {p: rng.randint(20, 50) for p in s.applicants}
     fx.write_csv(tmp_path / "applicants.csv", ["身份证号", "age"], [[p, ages[p]] for p in s.applicants])
     (tmp_path / "rules.toml").write_text(RULES, encoding="utf-8")
@@ -41,13 +73,14 @@ def test_rule_decisions_equal_the_plain_computation(tmp_path):
         r = s.fed.cli("rule", "run", "--config", s.cfg("fund"), "flexible_worker_subsidy",
                       "--rules", str(tmp_path / "rules.toml"), "--input", str(tmp_path / "applicants.csv"),
                       "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"))
-    with open(tmp_path / "decisions.csv", newline="", encoding="utf-8-sig") as f:
-        decisions = list(csv.DictReader(f))
+    decisions = decisions_of(tmp_path / "decisions.csv")
     assert len(decisions) == len(s.applicants)
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes['fund'].directory / 'node.db'}")
-    with engine.connect() as conn:
-        logged = set(conn.execute(sa.text("SELECT query_id FROM query_log")).scalars())
-    engine.dispose()
+    logged = {r["query_id"] for r in node_log(s, "fund")}
+    # the agency was asked about exactly those the local terms left open
+    passing = [p for p in s.applicants if p not in depositors and ages[p] < 35]
+    assert 0 < len(passing) < len(s.applicants)
+    assert asked_by(s, "hrss") == [len(passing)]
+    assert f"({len(passing)} asked)" in r.stdout
     for d in decisions:
         p = d["身份证号"]
         expected = months.get(p, 0) >= 6 and p not in depositors and ages[p] < 35
@@ -56,6 +89,44 @@ def test_rule_decisions_equal_the_plain_computation(tmp_path):
         assert qids <= logged and d["explanation"]
         if expected:  # every source was cited: the partner's answer and the local lookup
             assert len(qids) == 2
-        elif months.get(p, 0) < 6:  # the partner's answer decided
+        elif p in passing:  # asked, and the partner's answer decided
             assert len(qids) == 1 and "hrss.flexible_workers" in d["explanation"]
+        else:  # decided here: the partner is neither cited nor was it asked
+            assert "hrss.flexible_workers" not in d["explanation"]
     assert "eligible" in r.stdout
+
+
+def test_a_cross_agency_rule_states_each_partner_its_own_purpose(tmp_path):
+    s = fx.build(tmp_path, registry_size=600, applicants=160,
+                 grant={"kinds": ["membership", "predicate"], "predicate_columns": ["缴费月数"]})
+    rng = random.Random(5)
+    graduates = sorted(set(rng.sample(s.applicants, 70)) | set(fx.people(rng, 200)))
+    fx.write_csv(tmp_path / "graduates.csv", ["学号身份证"], [[p] for p in graduates])
+    s.fed.add_node("edu", partners=[{"id": "fund"}], datasets=[{"name": "graduates", "grants": [
+        {"partner": "fund", "purposes": ["graduate-housing-support"]}]}])
+    s.fed.add_node("fund", partners=[{"id": "hrss"}, {"id": "edu"}])
+    ages = {p: rng.randint(20, 55) for p in s.applicants}
+    fx.write_csv(tmp_path / "applicants.csv", ["身份证号", "age"], [[p, ages[p]] for p in s.applicants])
+    (tmp_path / "rules.toml").write_text(CROSS_RULES, encoding="utf-8")
+    with s.fed:
+        fx.start(s)
+        s.fed.start("edu")
+        s.fed.set_partner_address("fund", "edu", s.fed.nodes["edu"].address)
+        fx.register(s)
+        s.fed.cli("dataset", "add", "--config", s.cfg("edu"), "--name", "graduates",
+                  "--csv", str(tmp_path / "graduates.csv"), "--id-column", "学号身份证")
+        s.fed.cli("rule", "run", "--config", s.cfg("fund"), "housing_support",
+                  "--rules", str(tmp_path / "rules.toml"), "--input", str(tmp_path / "applicants.csv"),
+                  "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"))
+    young = [p for p in s.applicants if ages[p] < 30]
+    middle = [p for p in s.applicants if 30 <= ages[p] < 45]
+    assert young and middle and len(young) + len(middle) < len(s.applicants)
+    assert asked_by(s, "edu") == [len(young)]
+    assert asked_by(s, "hrss") == [len(middle)]
+    purposes = {(r["answerer"], r["purpose"]) for r in node_log(s, "fund") if r["role"] == "asker"}
+    assert purposes == {("edu", "graduate-housing-support"), ("hrss", "flexible-worker-deposit")}
+    months, grads = months_of(s), set(graduates)
+    for d in decisions_of(tmp_path / "decisions.csv"):
+        p, age = d["身份证号"], ages[d["身份证号"]]
+        expected = (p in grads and age < 30) or (months.get(p, 0) >= 6 and 30 <= age < 45)
+        assert (d["decision"] == "eligible") == expected, d["line"]

@@ -121,3 +121,14 @@ def test_exact_counts_without_a_floor_are_refused_unless_said_so(tmp_path):
     assert load_config(write(tmp_path, _counting(noised)))
     with pytest.raises(ConfigError, match="min_counting_elements must not exceed max_elements"):
         load_config(write(tmp_path, _counting(", max_elements = 5")))
+
+
+def test_a_grant_of_bulk_must_say_it_trusts_the_partners_software(tmp_path):
+    """Bulk (KKRT16) is semi-honest only: granting it is a deliberate, named choice."""
+    from pydantic import ValidationError
+
+    from node.core.config import DatasetGrant
+    with pytest.raises(ValidationError, match="bulk_trusts_partner_software"):
+        DatasetGrant(partner="fund", purposes=["deposit"], kinds=["membership", "bulk"])
+    grant = DatasetGrant(partner="fund", purposes=["deposit"], kinds=["bulk"], bulk_trusts_partner_software=True)
+    assert [k.value for k in grant.kinds] == ["bulk"]

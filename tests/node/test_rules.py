@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from adapters.identifiers import synthetic_resident_id
 from node.rules import language as rules
 from node.rules.language import Answer, Decision, Evidence, RuleError, SourceQuery
+from node.rules.rulefile import load_rules, parse_rule_file
 
 RULE_FILE = """
 [rules]
@@ -28,7 +29,7 @@ GRADUATES = SourceQuery("edu", "graduates", "graduation_year >= 2024")
 
 @pytest.fixture(scope="module")
 def rule_set():
-    return rules.load_rules(RULE_FILE)
+    return load_rules(RULE_FILE)
 
 
 def decide(rule, answers, row):
@@ -102,18 +103,34 @@ def test_brackets_skip_strings_and_backquotes():
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("rules = 1", "non-empty [rules]"),
-    ("[rules]\n", "non-empty [rules]"),
-    ("[rules]\nx = 1\n", "must be a string"),
-    ("[rules]\nBad-Name = 'hrss.x'\n", "rule name"),
-    ("[rules]\nx = 'hrss.x'\n[other]\ny = 1\n", "unknown top-level keys"),
+    ("rules = 1", "rules: the file needs a non-empty [rules] table"),
+    ("[rules]\n", "rules: the file needs a non-empty [rules] table"),
+    ("x = 1", "rules: the file needs a non-empty [rules] table"),
+    ("[rules]\nx = 1\n", "rules.x: the rule must be a string"),
+    ("[rules]\nBad-Name = 'hrss.x'\n", "rules.Bad-Name: a rule name is lowercase"),
+    ("[rules]\nx = 'hrss.x'\n[other]\ny = 1\n", "other: unknown table or key"),
     ("[rules\n", "not valid TOML"),
     ("[rules]\nx = 'hrss.x and'\n", "rule 'x'"),
+    ("[rules]\nx = 'hrss.xx'\n[purposes]\ny = 'p-1'\n", "names 'y', which is not in [rules]"),
+    ("[rules]\nx = 'hrss.x'\n[purposes]\nx = 'Not A Code'\n", "purposes.x: a purpose code, or a table"),
+    ("[rules]\nx = 'hrss.x'\n[purposes]\nx = { hrss = 7 }\n", "purposes.x: a purpose code, or a table"),
+    ("[rules]\nx = 'hrss.xx'\n[purposes]\nx = { hrs = 'p-1' }\n", "gives 'hrs' a purpose, but the rule never asks"),
 ])
 def test_rule_file_errors(text, fragment):
     with pytest.raises(RuleError) as err:
-        rules.load_rules(text)
+        load_rules(text)
     assert fragment in str(err.value)
+
+
+def test_purposes_one_for_all_or_one_per_partner():
+    doc = {"rules": {"old": "hrss.xx and edu.yy", "cross": "edu.graduates and hrss.flexible_workers"},
+           "purposes": {"old": "flexible-worker-deposit",
+                        "cross": {"edu": "graduate-housing-support", "hrss": "flexible-worker-deposit"}}}
+    rule_file = parse_rule_file(doc)
+    assert rule_file.purpose("old", "hrss") == rule_file.purpose("old", "edu") == "flexible-worker-deposit"
+    assert rule_file.purpose("cross", "edu") == "graduate-housing-support"
+    assert rule_file.purpose("cross", "hrss") == "flexible-worker-deposit"
+    assert parse_rule_file({"rules": {"r": "hrss.xx"}}).purpose("r", "hrss") is None
 
 
 # --- evaluation and provenance ---------------------------------------------------------
@@ -287,3 +304,76 @@ def test_rule_errors_pickle():
 
     err = pickle.loads(pickle.dumps(RuleError("bad", rule="r", position=4)))
     assert (err.rule, err.position, str(err)) == ("r", 4, "rule 'r': bad (at column 4)")
+
+
+# --- local terms first: who must a partner be asked about ------------------------------
+
+def test_pending_lists_only_the_partner_sources_that_could_still_decide(rule_set):
+    rule = rules.parse_rule("r", "hrss.flexible_workers[contribution_months >= 6] and "
+                                 "not fund.depositors and age < 35")
+    local = {DEPOSITORS: Answer("q-fund-7", {ALICE: True, BOB: False, CAROL: False})}
+    assert rules.pending(rule, local, {"age": "30"}, ALICE) == frozenset()   # a depositor
+    assert rules.pending(rule, local, {"age": "40"}, BOB) == frozenset()     # too old
+    assert rules.pending(rule, local, {"age": "30"}, BOB) == {HRSS}
+    assert rules.pending(rule, local, {}, CAROL) == {HRSS}  # hrss could still say no
+    # decided locally: no partner answer needed, and the provenance is local
+    old = decide(rule, local, {"身份证号": BOB, "age": "40"})
+    assert old.eligible is False and old.provenance == (Evidence("age < 35", False),)
+    depositor = decide(rule, local, {"身份证号": ALICE, "age": "30"})
+    assert depositor.eligible is False and [e.query_id for e in depositor.provenance] == ["q-fund-7"]
+
+
+def test_pending_asks_each_partner_only_where_its_branch_is_live():
+    rule = rules.parse_rule("r", "(edu.graduates and age < 30) or (hrss.flexible_workers and age >= 30)")
+    edu, hrss = SourceQuery("edu", "graduates"), SourceQuery("hrss", "flexible_workers")
+    assert rules.pending(rule, {}, {"age": "25"}, ALICE) == {edu}
+    assert rules.pending(rule, {}, {"age": "45"}, ALICE) == {hrss}
+    assert rules.pending(rule, {}, {"age": "?"}, ALICE) == {edu, hrss}
+    young = decide(rule, {edu: Answer("q-e", {ALICE: True})}, {"身份证号": ALICE, "age": "25"})
+    assert young.eligible and [e.query_id for e in young.provenance if e.query_id] == ["q-e"]
+
+
+LOCAL = SOURCES[:2]  # p0, p1 play this node's own datasets; p2..p4 partners
+TERMS = [q.text for q in SOURCES] + ["age < 35"]
+MIXED = st.recursive(
+    st.sampled_from(TERMS),
+    lambda kids: st.one_of(kids.map(lambda t: ("not", t)),
+                           st.tuples(st.sampled_from(["and", "or"]), kids, kids)),
+    max_leaves=7)
+
+
+@given(MIXED, st.lists(st.booleans(), min_size=5, max_size=5), st.integers(20, 50))
+@settings(max_examples=300, deadline=None)
+def test_asking_only_the_pending_sources_decides_as_asking_everyone(tree, bits, age):
+    text = text_of(tree)
+    if not any(q.text in text for q in SOURCES):
+        text = f"({text}) and p4.rows"
+    rule = rules.parse_rule("r", text)
+    values = {q.text: b for q, b in zip(SOURCES, bits)}
+    row = {"身份证号": ALICE, "age": str(age)}
+    everyone = {q: Answer(f"id-{q.partner}", {ALICE: values[q.text]}) for q in SOURCES}
+    local = {q: everyone[q] for q in LOCAL}
+    needed = rules.pending(rule, local, row, ALICE)
+    assert not needed & set(LOCAL)
+    asked = {**local, **{q: everyone[q] for q in needed}}
+    full, partial = decide(rule, everyone, row), decide(rule, asked, row)
+    assert partial.eligible is full.eligible
+    assert all(e.source is None or e.source in asked for e in partial.provenance)
+
+
+def test_the_shipped_rules_state_purposes_the_shipped_agencies_grant():
+    from pathlib import Path
+
+    from node.core.config import load_config
+    from node.rules.rulefile import load_rule_file
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    rule_file = load_rule_file(configs / "rules.toml")
+    partners = set()
+    for name, rule in rule_file.rules.items():
+        for q in rules.plan(rule):
+            agency = load_config(configs / f"{q.partner}.toml")
+            (grant,) = [g for g in agency.dataset(q.dataset).grants if g.partner == "fund"]
+            assert rule_file.purpose(name, q.partner) in grant.purpose_codes, (name, q.partner)
+            assert ("predicate" if q.predicate else "membership") in {k.value for k in grant.kinds}
+            partners.add(q.partner)
+    assert partners == {"hrss", "edu"}  # a cross-agency rule among them

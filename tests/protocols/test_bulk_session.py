@@ -86,6 +86,38 @@ def test_what_each_side_learns_sizes_and_bins_only() -> None:
     assert rows == derive(500, 1000).bins                    # one OPRF evaluation per bin
 
 
+def test_a_malicious_fund_centre_reads_bits_of_the_agencys_secret_off_known_members() -> None:
+    """The limit of the semi-honest model (SECURITY.md, "bulk"). Flipping bit b of the
+    correction in the bin of an element the fund centre knows the agency holds keeps
+    the match iff s_b = 0: a bit of s per known member. With all of s (and the u, t it
+    holds) it could compute any element's values and test guessed identifiers offline
+    against every value the agency sent. Fails once corrections are checked."""
+    y = ids("k", range(300))
+    x = y[:64] + ids("z", range(100))
+    r, s = pair(x, y, r={"chunk_rows": 128})
+    hello = list(r.start())
+    owner = r._table.owner.copy()                          # bin -> element, its own table
+    probes = {k: 7 * k + 3 for k in range(64)}             # known member -> bit of s probed
+
+    def flip(m: bytes) -> bytes:
+        if m[1] != messages.CORRECTION:
+            return m
+        index = struct.unpack_from("<I", m, 2)[0]
+        rows = np.frombuffer(m[6:], np.uint8).copy().reshape(-1, 64)
+        for j, k in enumerate(owner[index * 128:(index + 1) * 128].tolist()):
+            if k in probes:
+                rows[j, probes[k] // 8] ^= 1 << (probes[k] % 8)
+        return m[:6] + rows.tobytes()
+    setup = list(s.handle(wire(hello[0])))
+    values = [v for c in list(r.handle(wire(setup[0]))) for v in s.handle(wire(flip(c)))]
+    for v in values:
+        list(r.handle(wire(v)))
+    secret = np.unpackbits(s._ext._s.view(np.uint8), bitorder="little")
+    found = set(r.result().tolist())
+    assert {k for k in probes if k in found} == {k for k, b in probes.items() if secret[b] == 0}
+    assert 0 < len(found) < 64                             # both outcomes occurred
+
+
 def test_agency_rows_arrive_in_a_fresh_random_order() -> None:
     y = ids("row", range(400))          # the matches are the dataset's first ten rows
     x = y[:10] + ids("other", range(90))
@@ -157,6 +189,16 @@ def test_size_limits_refuse_on_both_sides() -> None:
     setup = list(BulkSender(y).handle(hello_of(r)))[0]
     with pytest.raises(InvalidMessage):
         r.handle(setup)
+
+
+def test_a_hello_must_declare_the_size_announced_beforehand() -> None:
+    x, y = ids("a", range(300)), ids("a", range(100))
+    hello = hello_of(BulkReceiver(x))
+    for announced in (299, 301):
+        with pytest.raises(InvalidMessage):
+            BulkSender(y, receiver_size=announced).handle(hello)
+    setup = list(BulkSender(y, receiver_size=300).handle(hello))
+    assert len(setup) == 1 and setup[0][1] == messages.SETUP
 
 
 @pytest.mark.parametrize("rows", [100, 0, 1 << 19])

@@ -14,18 +14,20 @@ class QueryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUERY_KIND_LABELED: _ClassVar[QueryKind]
     QUERY_KIND_PREDICATE: _ClassVar[QueryKind]
     QUERY_KIND_CARDINALITY: _ClassVar[QueryKind]
+    QUERY_KIND_BULK: _ClassVar[QueryKind]
 QUERY_KIND_UNSPECIFIED: QueryKind
 QUERY_KIND_MEMBERSHIP: QueryKind
 QUERY_KIND_LABELED: QueryKind
 QUERY_KIND_PREDICATE: QueryKind
 QUERY_KIND_CARDINALITY: QueryKind
+QUERY_KIND_BULK: QueryKind
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes")
+    __slots__ = ("name", "version", "epoch", "row_count", "id_type", "purposes", "tag_table_digest", "tag_length", "public_key", "oprf_mode", "label_length", "predicate", "label_attributes", "kinds", "grant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,8 @@ class DatasetInfo(_message.Message):
     LABEL_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
     LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     epoch: int
@@ -52,7 +56,67 @@ class DatasetInfo(_message.Message):
     label_length: int
     predicate: str
     label_attributes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    grant: CallerGrant
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., row_count: _Optional[int] = ..., id_type: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., tag_table_digest: _Optional[bytes] = ..., tag_length: _Optional[int] = ..., public_key: _Optional[bytes] = ..., oprf_mode: _Optional[int] = ..., label_length: _Optional[int] = ..., predicate: _Optional[str] = ..., label_attributes: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., grant: _Optional[_Union[CallerGrant, _Mapping]] = ...) -> None: ...
+
+class CallerGrant(_message.Message):
+    __slots__ = ("purposes", "predicate_columns", "label_attributes", "min_elements", "max_elements", "min_counting_elements", "quotas", "privacy", "aggregate_columns", "threshold_column", "min_group_size")
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNTING_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    purposes: _containers.RepeatedCompositeFieldContainer[GrantedPurpose]
+    predicate_columns: _containers.RepeatedScalarFieldContainer[str]
+    label_attributes: _containers.RepeatedScalarFieldContainer[str]
+    min_elements: int
+    max_elements: int
+    min_counting_elements: int
+    quotas: _containers.RepeatedCompositeFieldContainer[QuotaUse]
+    privacy: PrivacyBudget
+    aggregate_columns: _containers.RepeatedScalarFieldContainer[str]
+    threshold_column: str
+    min_group_size: int
+    def __init__(self, purposes: _Optional[_Iterable[_Union[GrantedPurpose, _Mapping]]] = ..., predicate_columns: _Optional[_Iterable[str]] = ..., label_attributes: _Optional[_Iterable[str]] = ..., min_elements: _Optional[int] = ..., max_elements: _Optional[int] = ..., min_counting_elements: _Optional[int] = ..., quotas: _Optional[_Iterable[_Union[QuotaUse, _Mapping]]] = ..., privacy: _Optional[_Union[PrivacyBudget, _Mapping]] = ..., aggregate_columns: _Optional[_Iterable[str]] = ..., threshold_column: _Optional[str] = ..., min_group_size: _Optional[int] = ...) -> None: ...
+
+class GrantedPurpose(_message.Message):
+    __slots__ = ("code", "legal_basis")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    legal_basis: str
+    def __init__(self, code: _Optional[str] = ..., legal_basis: _Optional[str] = ...) -> None: ...
+
+class QuotaUse(_message.Message):
+    __slots__ = ("window", "used", "limit", "left")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    window: str
+    used: int
+    limit: int
+    left: int
+    def __init__(self, window: _Optional[str] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., left: _Optional[int] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("epsilon_per_query", "spent", "budget", "left")
+    EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    epsilon_per_query: float
+    spent: float
+    budget: float
+    left: float
+    def __init__(self, epsilon_per_query: _Optional[float] = ..., spent: _Optional[float] = ..., budget: _Optional[float] = ..., left: _Optional[float] = ...) -> None: ...
 
 class PrepareTableRequest(_message.Message):
     __slots__ = ("dataset", "predicate")
@@ -253,3 +317,33 @@ class CardinalityResponse(_message.Message):
     rows: bytes
     summary: CardinalitySummary
     def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., key: _Optional[_Union[CardinalityKey, _Mapping]] = ..., rows: _Optional[bytes] = ..., summary: _Optional[_Union[CardinalitySummary, _Mapping]] = ...) -> None: ...
+
+class BulkRequest(_message.Message):
+    __slots__ = ("header", "message")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    header: QueryHeader
+    message: bytes
+    def __init__(self, header: _Optional[_Union[QueryHeader, _Mapping]] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class BulkSummary(_message.Message):
+    __slots__ = ("query_id", "oprf_evaluations", "receipt", "ledger_public_key")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    OPRF_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    oprf_evaluations: int
+    receipt: bytes
+    ledger_public_key: str
+    def __init__(self, query_id: _Optional[str] = ..., oprf_evaluations: _Optional[int] = ..., receipt: _Optional[bytes] = ..., ledger_public_key: _Optional[str] = ...) -> None: ...
+
+class BulkResponse(_message.Message):
+    __slots__ = ("accepted", "message", "summary")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    accepted: Accepted
+    message: bytes
+    summary: BulkSummary
+    def __init__(self, accepted: _Optional[_Union[Accepted, _Mapping]] = ..., message: _Optional[bytes] = ..., summary: _Optional[_Union[BulkSummary, _Mapping]] = ...) -> None: ...

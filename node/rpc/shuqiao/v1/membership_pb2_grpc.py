@@ -59,6 +59,11 @@ class MembershipStub:
                 request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateRequest.SerializeToString,
                 response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateResponse.FromString,
                 _registered_method=True)
+        self.Bulk = channel.stream_stream(
+                '/shuqiao.v1.Membership/Bulk',
+                request_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkRequest.SerializeToString,
+                response_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -105,6 +110,16 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Bulk(self, request_iterator, context):
+        """Bulk PSI from OT extension (protocols/bulk): the asker streams a header (kind
+        QUERY_KIND_BULK, total_elements = its set size n1), then the protocol's messages
+        (Hello, HashingKey, Correction chunks); the answerer returns Accepted, the
+        protocol's messages (Setup, Values chunks), then a summary with its receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +147,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.Evaluate,
                     request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateRequest.FromString,
                     response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateResponse.SerializeToString,
+            ),
+            'Bulk': grpc.stream_stream_rpc_method_handler(
+                    servicer.Bulk,
+                    request_deserializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkRequest.FromString,
+                    response_serializer=node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +289,33 @@ class Membership:
             '/shuqiao.v1.Membership/Evaluate',
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateRequest.SerializeToString,
             node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.EvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Bulk(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shuqiao.v1.Membership/Bulk',
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkRequest.SerializeToString,
+            node_dot_rpc_dot_shuqiao_dot_v1_dot_membership__pb2.BulkResponse.FromString,
             options,
             channel_credentials,
             insecure,

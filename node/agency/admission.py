@@ -72,6 +72,12 @@ class Servicer:
     def cfg(self):
         return self.ctx.config
 
+    def query_stream(self, requests, context, kind: str, body,
+                     protocol_errors: tuple[type[Exception], ...] = ()) -> Iterator:
+        """One query stream (`answer_stream`) whose body is ``body(requests, peer, record)``."""
+        return answer_stream(self.ctx, context, kind,
+                             lambda peer, record: body(requests, peer, record), protocol_errors)
+
 
 def check_names(h, record) -> None:
     """A query header's id, dataset and purpose are well-formed codes; the record takes

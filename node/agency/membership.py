@@ -21,7 +21,7 @@ from protocols import membership as ms
 from protocols import oprf
 from protocols.errors import ProtocolStateError
 
-from node.agency.admission import Admitted, Servicer, StreamEnded, admit, answer_stream, answered, serve_session
+from node.agency.admission import Admitted, Servicer, StreamEnded, admit, answered, serve_session
 from node.agency.bulk import BulkRpc
 from node.agency.cardinality import CardinalityRpc
 from node.agency.tables import TableRpcs
@@ -41,9 +41,8 @@ PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 
 class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
     def Evaluate(self, request_iterator, context):
-        return answer_stream(self.ctx, context, "membership",
-                             lambda peer, record: self._evaluate(request_iterator, peer, record),
-                             PROTOCOL_ERRORS)
+        return self.query_stream(request_iterator, context, "membership", self._evaluate,
+                                 PROTOCOL_ERRORS)
 
     def _evaluate(self, requests, peer: str, record: QueryRecord):
         admitted = admit(self.ctx, next(requests, None), peer, record, kinds=_KINDS, consent=True,

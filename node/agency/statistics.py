@@ -83,9 +83,7 @@ class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.Statisti
     def _stream(self, requests, context, kind: str, body):
         """One query stream (node/agency/admission.py): refusals become gRPC statuses, and
         the query log gets exactly one record, whatever happens."""
-        return admission.answer_stream(self.ctx, context, kind,
-                                       lambda peer, record: body(requests, peer, record),
-                                       SESSION_ERRORS)
+        return self.query_stream(requests, context, kind, body, SESSION_ERRORS)
 
     def _admit(self, first, peer: str, record: QueryRecord, kind: str, kind_number: int):
         """The header against the grant and the policy (one admission for every kind); an

@@ -19,13 +19,14 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test; that is a failure of the suite here too,
 # but the message should say so plainly.
+# One worker per core; a test file's tests stay on one worker (module-scoped federations).
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$rc
 
 # The fast unit tests only (no node processes): protocols, adapters, ledger, node modules, architecture.
 check: $(STAMP)
-	$(PY) -m pytest -q --ignore=tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --ignore=tests/e2e -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

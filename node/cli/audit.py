@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import typer
 
-from node.cli.common import ConfigOpt, app, console, fail, node_context, out
+from node.cli.common import ConfigOpt, app, command_group, console, fail, node_context, out
 
-audit_app = typer.Typer(no_args_is_help=True, help="Verify ledgers (auditor) and export them (operator).")
+audit_app = command_group("Verify ledgers (auditor) and export them (operator).")
 app.add_typer(audit_app, name="audit")
 
 StateOpt = Annotated[Path, typer.Option(help="Where the auditor keeps the heads and keys it has seen.")]
@@ -186,7 +186,7 @@ def check(config: ConfigOpt) -> None:
     raise typer.Exit(0 if report.ok and not alarms else 1)
 
 
-token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the HTTP API.")
+token_app = command_group("Bearer tokens for the HTTP API.")
 app.add_typer(token_app, name="token")
 
 

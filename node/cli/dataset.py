@@ -1,18 +1,18 @@
 """`shuqiao dataset ...`: register, list, show and retire dataset versions."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from adapters import IdType, SourceError, open_csv, open_sql, open_xlsx
 
-from node.cli.common import Bars, ConfigOpt, console, dataset_app, fail, node_context, out
+from node.cli.common import (Bars, ConfigOpt, JsonOpt, console, dataset_app, emit_json, fail,
+                             node_context, out, warn)
 from node.datasets.registration import RegistrationError, list_versions, register, retire
-from node.storage.private_files import open_private
 
 
 def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Optional[str],
@@ -33,15 +33,15 @@ def open_source(csv_path: Optional[Path], xlsx_path: Optional[Path], sql_url: Op
     return "sql", label, open_sql(sql_url, table=table, query=query)
 
 
-def _report_invalid(invalid, target: Path) -> None:
+def _report_invalid(invalid, target: Path, name: str, version: int) -> None:
     if not invalid:
         return
-    with open_private(target, "w", newline="", encoding="utf-8-sig") as f:
-        w = csv.writer(f)
-        w.writerow(["line", "reason"])
-        w.writerows((r.line, r.reason) for r in invalid)
-    console.print(f"[yellow]{len(invalid)} invalid row(s) not registered[/]; "
-                  f"line numbers and reasons in {target}")
+    from node.storage.result_files import ResultInfo, ResultTable, write_result
+    write_result(target, ResultTable(["line", "reason"], ((r.line, r.reason) for r in invalid),
+                                     "rejected"),
+                 ResultInfo({"dataset": name, "version": version, "rejected": len(invalid)}))
+    console.print(Text(f"{len(invalid)} invalid row(s) not registered", "yellow"),
+                  f"; line numbers and reasons in {target}", sep="")
     for r in invalid[:5]:
         console.print(f"  line {r.line}: {r.reason}")
 
@@ -75,17 +75,28 @@ def add(config: ConfigOpt,
             line = getattr(exc, "line", None)
             fail(f"{exc}" + (f" (line {line})" if line and f"line {line}" not in str(exc) else "")
                  + "; nothing was registered")
-    _report_invalid(result.invalid, rejects or Path(f"{name}-v{result.version}-rejected.csv"))
+    _report_invalid(result.invalid, rejects or Path(f"{name}-v{result.version}-rejected.csv"),
+                    name, result.version)
     tables = ", ".join(f"{p} (epoch {e})" for p, e in result.tag_tables) or "none (no grants)"
     out.print(f"registered {name} version {result.version}: {result.row_count} rows; "
               f"tag tables for {tables}; source sha256 {result.fingerprint[:16]}…")
 
 
+def _version(v) -> dict:
+    """One version as --json prints it."""
+    return {"dataset": v.name, "version": v.version, "status": v.status, "id_type": v.id_type,
+            "id_column": v.id_column, "attributes": v.attributes, "rows": v.row_count,
+            "invalid": v.invalid_count, "source_kind": v.source_kind, "source": v.source_label,
+            "source_sha256": v.source_fingerprint, "registered_at": v.created_at.isoformat()}
+
+
 @dataset_app.command("list")
-def list_(config: ConfigOpt) -> None:
+def list_(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     """Every dataset version this node holds."""
     with node_context(config) as ctx, ctx.engine.connect() as conn:
         versions = list_versions(conn)
+    if as_json:
+        return emit_json([_version(v) for v in versions])
     t = Table("dataset", "version", "id type", "rows", "invalid", "source", "status", "registered")
     for v in versions:
         t.add_row(v.name, str(v.version), v.id_type, str(v.row_count), str(v.invalid_count),
@@ -94,7 +105,7 @@ def list_(config: ConfigOpt) -> None:
 
 
 @dataset_app.command("show")
-def show(config: ConfigOpt, name: str) -> None:
+def show(config: ConfigOpt, name: str, as_json: JsonOpt = False) -> None:
     """Versions, grants and source details of one dataset."""
     from node.runtime.live_config import enforced_view
     with node_context(config) as ctx, ctx.engine.connect() as conn:
@@ -102,15 +113,19 @@ def show(config: ConfigOpt, name: str) -> None:
         view = enforced_view(ctx, conn)  # the running node's policy, not merely the file's
     declared = next((d for d in view.datasets if d.name == name), None)
     if view.warning:
-        console.print(f"[bold yellow]warning:[/] {view.warning}", highlight=False, soft_wrap=True)
+        warn(view.warning)
     if not versions and declared is None:
         fail(f"no dataset {name!r}" + (" in the enforced policy" if view.running else ""))
+    if as_json:
+        return emit_json({"dataset": name, "policy": view.digest, "enforced": view.running,
+                          "declared": declared.model_dump(mode="json") if declared else None,
+                          "versions": [_version(v) for v in versions]})
     out.print(f"policy {view.digest[:12]}: "
               + ("enforced by the running node" if view.running else
                  "from the config file (no node is running; it applies when one starts)"),
               highlight=False)
     if declared:
-        out.print(f"[bold]{name}[/] {declared.description}")
+        out.print(Text(name, "bold"), declared.description)
         out.print(f"  key epochs of {declared.epoch_days} days, previous epoch answers "
                   f"{declared.grace_days} more days")
         for g in declared.grants:
@@ -226,6 +241,7 @@ def update_(config: ConfigOpt, name: Annotated[str, typer.Option(help="Dataset t
         finally:
             for src in opened:
                 src.close()
-    _report_invalid(r.invalid, rejects or Path(f"{name}-v{r.version}-rejected.csv"))
+    _report_invalid(r.invalid, rejects or Path(f"{name}-v{r.version}-rejected.csv"), name,
+                    r.version)
     out.print(f"refreshed {name}: version {r.version} from v{r.base_version}: {r.row_count} rows "
               f"(+{r.added} -{r.removed}); partners sync the difference")

@@ -1,5 +1,5 @@
-"""The operator's input lists on the command line: the options that name them, opening
-one, and reporting the rows that were not asked.
+"""The operator's input lists on the command line: the options that name them, and
+opening one (the rows not asked: node/cli/outputs.py).
 
 Every command that reads an applicant list (queries of every kind, rules, the consent
 audit) opens it with :func:`open_input` and reads it with ``adapters.read_applicants``,
@@ -14,8 +14,6 @@ from typing import Annotated
 import typer
 
 from adapters import IdType, open_csv, open_xlsx
-
-from node.cli.common import console
 
 Partner = Annotated[str, typer.Option(help="Partner node id, e.g. hrss.")]
 Dataset = Annotated[str, typer.Option(help="The partner's dataset, e.g. flexible_workers.")]
@@ -32,12 +30,19 @@ def open_input(path: Path, encoding: str = "auto"):
     return open_csv(path, encoding=encoding)
 
 
-def report_rejects(bad: list[tuple[int, str]], rejects: Path | None) -> str:
-    """Write the rows not asked to ``rejects``, or show the first few; a summary line."""
-    if rejects:
-        from node.jobs.files import write_rejects
-        write_rejects(rejects, bad)
-        return f"{len(bad)} invalid rows not asked → {rejects}"
-    for line, reason in bad[:5]:
-        console.print(f"  line {line}: {reason}", highlight=False)
-    return f"{len(bad)} invalid rows not asked (first lines above; --rejects FILE lists all)"
+def run_over_input(config: Path, input_path: Path, encoding: str, job, *,
+                   say_nothing_written: bool = True):
+    """Open the node and the input list and return ``job(ctx, source, progress)``; a bad
+    input or a refusal is the command's error (exit 2 for the operator's own mistakes)."""
+    from adapters import SourceError
+    from node.cli.common import Bars, fail, node_context
+    from node.core.config import ConfigError
+    from node.core.errors import PartnerError
+    with node_context(config) as ctx:
+        try:
+            with open_input(input_path, encoding) as source, Bars() as bars:
+                return job(ctx, source, bars)
+        except (SourceError, ConfigError, ValueError) as exc:
+            fail(str(exc), 2)
+        except PartnerError as exc:
+            fail(f"{exc}; nothing was written" if say_nothing_written else str(exc))

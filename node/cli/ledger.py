@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from node.cli.common import ConfigOpt, app, console, fail, node_context, out
+from node.cli.common import ConfigOpt, app, command_group, console, fail, node_context, out
 
-ledger_app = typer.Typer(no_args_is_help=True,
-                         help="This node's ledger key: certification in the federation PKI, rotation.")
+ledger_app = command_group("This node's ledger key: certification in the federation PKI, rotation.")
 app.add_typer(ledger_app, name="ledger")
 
 

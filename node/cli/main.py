@@ -15,8 +15,8 @@ from rich.table import Table
 from node.core.config import ConfigError, load_config
 from node.runtime.context import NodeContext, NodeNotInitialised
 
-from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, fail, node_context,  # noqa: F401
-                             out, query_app, rule_app)
+from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, error_line,  # noqa: F401
+                             fail, node_context, out, query_app, rule_app, warn)
 
 
 def _print_version(value: bool) -> None:
@@ -48,22 +48,22 @@ def init(config: ConfigOpt) -> None:
     with node_context(config) as ctx:
         path = ctx.config.kek_path
         if path.exists():
-            console.print(f"node key already exists: {path} (left unchanged)")
+            out.print(f"node key already exists: {path} (left unchanged)", highlight=False)
         else:
             KeyEncryptionKey.create(path)
-            console.print(f"created node key-encryption key {path} (mode 0600); back it up "
-                          "securely: sealed keys cannot be opened without it")
+            out.print(f"created node key-encryption key {path} (mode 0600); back it up "
+                      "securely: sealed keys cannot be opened without it", highlight=False)
         ctx.engine  # creates the schema
-        console.print(f"database ready: {ctx.config.storage_url.split('@')[-1]}")
+        out.print(f"database ready: {ctx.config.storage_url.split('@')[-1]}", highlight=False)
         from node.datasets.stored_rows import seal_stored_rows
         if sealed := seal_stored_rows(ctx):
-            console.print(f"sealed {sealed} chunk(s) of dataset rows stored before rows were sealed")
+            out.print(f"sealed {sealed} chunk(s) of dataset rows stored before rows were sealed")
         from node.runtime import admin_log
         ledger = ctx.ledger  # creates the Ed25519 ledger key, sealed under the KEK
         if ledger.size() == 0:
             with ctx.engine.begin() as conn:
                 admin_log.record(ctx, conn, "node_initialised", "node")
-        console.print(f"ledger key {ledger.public_key.text}")
+        out.print(f"ledger key {ledger.public_key.text}", highlight=False)
 
 
 @app.command()
@@ -138,12 +138,11 @@ def ca_init(directory: Annotated[Path, typer.Option("--dir", help="Where to writ
         files = init_ca(directory, name=name, passphrase=passphrase)
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"CA certificate {files.cert_path}\nCA key         {files.key_path} (keep offline)",
-                  highlight=False)
+    out.print(f"CA certificate {files.cert_path}\nCA key         {files.key_path} (keep offline)",
+              highlight=False)
     if passphrase is None:
-        console.print("[bold yellow]warning:[/] the CA key is stored UNENCRYPTED: anyone who "
-                      "copies it can mint node identities; use it for a throwaway demo only",
-                      highlight=False)
+        warn("the CA key is stored UNENCRYPTED: anyone who copies it can mint node "
+             "identities; use it for a throwaway demo only")
 
 
 @ca_app.command("issue")
@@ -172,8 +171,8 @@ def ca_issue(ca_dir: Annotated[Path, typer.Option("--ca", help="Directory holdin
     except (FileExistsError, FileNotFoundError, ValueError, TlsIdentityError, KekError,
             ConfigError) as exc:
         fail(f"{exc}; nothing was issued")
-    console.print(f"certificate {files.cert_path}\nprivate key {files.key_path}"
-                  + (" (sealed under the node KEK)" if kek else ""), highlight=False)
+    out.print(f"certificate {files.cert_path}\nprivate key {files.key_path}"
+              + (" (sealed under the node KEK)" if kek else ""), highlight=False)
 
 
 @app.command()
@@ -200,5 +199,5 @@ def main() -> None:
         words = [a for a in sys.argv[1:] if a[:1] != "-" and a.replace("-", "").isalpha()]
         command = " ".join(words[:2])
         line, code = report(exc, command or "shuqiao")
-        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        error_line(line)
         sys.exit(code)

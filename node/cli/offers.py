@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from node.cli.common import out
 
@@ -46,7 +47,7 @@ def print_offers(partner: str, offers: list[dict]) -> None:
                   ", ".join(o["kinds"]) or "-", o["oprf_mode"].upper())
     out.print(t)
     for o in offers:
-        out.print(f"[bold]{partner}.{o['dataset']}[/] — this node's grant:")
+        out.print(Text(f"{partner}.{o['dataset']}", "bold"), "— this node's grant:")
         if o["grant"] is None:
             out.print("  (the partner's software does not describe grants)")
             continue

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli.common import ConfigOpt, app, console, fail, node_context, out
+from node.cli.common import ConfigOpt, app, console, fail, node_context, out, warn
 
 
 @app.command()
@@ -32,10 +32,9 @@ def backup(config: ConfigOpt,
               f"{result.ledger_root[:16]}…), manifest sha256:{result.manifest_sha256}",
               highlight=False, soft_wrap=True)
     if result.kek_included:
-        console.print(f"[bold yellow]warning:[/] {result.path / KEK_FILE} is the node's key-encryption "
-                      "key: whoever holds it and this backup can open every sealed key and row. "
-                      "Store it apart from the backup (offline), and remove it from here once it is.",
-                      highlight=False, soft_wrap=True)
+        warn(f"{result.path / KEK_FILE} is the node's key-encryption key: whoever holds it "
+             "and this backup can open every sealed key and row. Store it apart from the "
+             "backup (offline), and remove it from here once it is.")
     else:
         console.print(f"the node key is not in the backup; a restore needs it: keep a copy of "
                       f"{kek_path} apart from the backups", highlight=False, soft_wrap=True)

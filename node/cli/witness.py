@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from node.cli.common import ConfigOpt, app, fail, node_context, out
+from node.cli.common import ConfigOpt, app, command_group, fail, node_context, out
 
-witness_app = typer.Typer(no_args_is_help=True, help="Witnessing partners' ledgers: status, "
+witness_app = command_group("Witnessing partners' ledgers: status, "
                           "resolving conflicts, checking a federation's configs.")
 app.add_typer(witness_app, name="witness")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import generate
@@ -28,14 +29,17 @@ def _check(result_csv: Path, truth: set[int], invalid: set[int]) -> tuple[int, i
     """(rows, matched, problems) of a result file against the ground truth."""
     problems, rows, matched = [], 0, 0
     with open(result_csv, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
+        for row in csv.DictReader(f):  # written with --lang en
             line = int(row["line"])
-            hit = row["shuqiao_answer"] == "in_dataset"
+            if (row["answer"] == "invalid") != (line in invalid):
+                problems.append(f"line {line}: answered {row['answer']}, invalid {line in invalid}")
+                continue
+            if line in invalid:
+                continue
+            hit = row["answer"] == "yes"
             rows += 1
             matched += hit
-            if line in invalid:
-                problems.append(f"line {line} is invalid but was answered")
-            elif hit != (line in truth):
+            if hit != (line in truth):
                 problems.append(f"line {line}: answered {hit}, truth {line in truth}")
     return rows, matched, problems
 
@@ -59,7 +63,8 @@ def run_demo(*, workdir: Path | None, hrss_rows: int, graduates: int, applicants
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     total = time.perf_counter() - started
-    out.print(("[green]demo passed[/]" if ok else "[red]demo FAILED[/]") + f" in {total:.0f} s")
+    out.print(Text.assemble(("demo passed", "green") if ok else ("demo FAILED", "red"),
+                            f" in {total:.0f} s"))
     return ok
 
 
@@ -106,10 +111,10 @@ def _ask(fed: Federation, data, root: Path, console: Console, out: Console) -> b
             r = fed.cli("query", "membership", "--config", str(fed.nodes["fund"].config_path),
                         "--partner", partner, "--dataset", name, "--purpose", purpose,
                         "--input", str(data.applicants_csv), "--id-column", "身份证号",
-                        "--out", str(result), check=False)
+                        "--out", str(result), "--lang", "en", check=False)
         seconds = time.perf_counter() - t0
         if r.returncode != 0:
-            console.print(f"[red]query failed:[/] {r.stderr.strip()}")
+            console.print(Text.assemble(("query failed:", "red"), " ", r.stderr.strip()))
             ok = False
             continue
         rows, matched, problems = _check(result, truth, data.invalid_lines)
@@ -117,9 +122,9 @@ def _ask(fed: Federation, data, root: Path, console: Console, out: Console) -> b
         good = not problems and invalid == len(data.invalid_lines) and matched == len(truth)
         ok &= good
         table.add_row(title, partner, str(rows), str(matched), str(invalid), f"{seconds:.1f}",
-                      "[green]exact[/]" if good else f"[red]{len(problems)} mismatches[/]")
+                      Text("exact", "green") if good else Text(f"{len(problems)} mismatches", "red"))
         for p in problems[:5]:
-            console.print(f"  [red]{p}[/]")
+            console.print(Text(f"  {p}", "red"))
     out.print(table)
     return ok
 

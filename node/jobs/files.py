@@ -1,9 +1,11 @@
 """Operator jobs over files: a membership query from an applicant list to a result file.
 
-Each input row comes back with its answer; rows whose identifier is invalid go to a
-separate report with line number and reason and are not asked. Identical identifiers
-are asked once. The result file is written next to its final name and renamed into
-place, so a failed query never leaves a half-written result behind.
+Every input row comes back in the result with its answer (是/否, or 无效 with the reason
+for a row that was not asked; ``--select`` keeps only one kind of valid answer); rows
+whose identifier is invalid also go to a separate rejects file, with their other columns
+so an officer can act on them, never the identifier. Identical identifiers are asked
+once. Files are written in the format their extension names (node/jobs/results.py), and
+only after the query: a failed query never leaves a half-written result behind.
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from adapters import Applicant, IdType, read_applicants
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.asker.bulk import bulk as ask_bulk, bulk_is_faster
+from node.jobs.results import Lang, Rejected, Words, query_facts, write_rejects
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
-from node.storage.private_files import result_csv
+from node.storage.result_files import ResultTable, result_format, write_result
 
-ANSWER_COLUMN = "shuqiao_answer"
+SELECTIONS = ("all", "intersection", "difference")
 
 
 @dataclass
@@ -33,6 +36,8 @@ class MembershipJob:
     seconds: float
     version: int
     epoch: int
+    ledger_index: int | None = None  # the query's place in this node's ledger
+    predicate: str = ""
     bulk_suggested: bool = False  # a long list, and the partner grants bulk: it would be faster
 
 
@@ -40,66 +45,74 @@ class MembershipJob:
 class _Batch:
     """An input list as asked: each distinct identifier once, each row pointing at it."""
     rows: list[tuple[int, dict[str, str], int]] = field(default_factory=list)  # line, values, index
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    bad: list[Rejected] = field(default_factory=list)
+    order: list[tuple[int, bool]] = field(default_factory=list)  # (index in rows or bad, valid)
     asked: list[bytes] = field(default_factory=list)
     consented: list[tuple[bytes, str]] = field(default_factory=list)  # (identifier, reference) per row
-
-
-def write_rejects(path: Path, bad: Iterable[tuple[int, str]]) -> None:
-    """The rows not asked: line and reason (never the value)."""
-    with result_csv(path) as w:
-        w.writerow(["line", "reason"])
-        w.writerows(bad)
 
 
 def _gather(applicants: Iterable[Applicant], source, progress) -> _Batch:
     batch, index = _Batch(), {}
     for a in applicants:
+        progress("reading", source.progress_position(), source.progress_total)
         if a.reason:
-            batch.bad.append((a.line, a.reason))
+            batch.order.append((len(batch.bad), False))
+            batch.bad.append(Rejected(a.line, a.values, a.reason))
             continue
         i = index.setdefault(a.identifier, len(batch.asked))
         if i == len(batch.asked):
             batch.asked.append(a.identifier)
         if a.reference:
             batch.consented.append((a.identifier, a.reference))  # one person, several applications: each row
+        batch.order.append((len(batch.rows), True))
         batch.rows.append((a.line, a.values, i))
-        progress("reading", source.progress_position(), source.progress_total)
     return batch
 
 
-def _write_answers(out: Path, columns: list[str], batch: _Batch, result, select: str) -> int:
-    """Write the rows ``select`` keeps, each with its answer; returns the rows matched."""
-    label_columns = list(dict.fromkeys(k for r in (result.labels or []) if r for k in r)) if result else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    matched_rows = 0
-    with result_csv(out) as w:
-        w.writerow(["line", *columns, ANSWER_COLUMN, *label_columns])
-        for line, values, i in batch.rows:
-            hit = bool(result.matched[i])
-            matched_rows += hit
-            if (select == "intersection" and not hit) or (select == "difference" and hit):
-                continue
-            answer = "in_dataset" if hit else "not_in_dataset"
-            found = (result.labels[i] or {}) if result.labels else {}
-            w.writerow([line, *(values.get(c, "") for c in columns), answer,
-                        *(found.get(c, "") for c in label_columns)])
-    return matched_rows
+def _answer_rows(words: Words, columns: list[str], batch: _Batch, result, select: str,
+                 label_columns: list[str]):
+    """Each input row in file order with its answer; invalid rows only when all are kept."""
+    for k, valid in batch.order:
+        if not valid:
+            if select == "all":
+                r = batch.bad[k]
+                yield [r.line, *(r.values.get(c, "") for c in columns), words["invalid"],
+                       *([""] * len(label_columns)), r.reason]
+            continue
+        line, values, i = batch.rows[k]
+        hit = bool(result.matched[i])
+        if (select == "intersection" and not hit) or (select == "difference" and hit):
+            continue
+        found = (result.labels[i] or {}) if result.labels else {}
+        yield [line, *(values.get(c, "") for c in columns), words["yes" if hit else "no"],
+               *(found.get(c, "") for c in label_columns), ""]
+
+
+def _write_answers(out: Path, words: Words, columns: list[str], batch: _Batch, result,
+                   select: str, facts: dict) -> None:
+    labels = result.labels if result else None
+    label_columns = list(dict.fromkeys(k for r in (labels or []) if r for k in r))
+    table = ResultTable([words["line"], *columns, words["answer"], *label_columns, words["note"]],
+                        _answer_rows(words, columns, batch, result, select, label_columns),
+                        words["results"])
+    write_result(out, table, words.info(facts))
 
 
 def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
                    id_column: str, id_type: IdType, out: Path, rejects: Path,
                    select: str = "all", kind: str = "membership", predicate: str | None = None,
-                   auth_column: str | None = None, progress=no_progress) -> MembershipJob:
+                   auth_column: str | None = None, lang: Lang | str = Lang.zh,
+                   progress=no_progress) -> MembershipJob:
     """Ask `partner` which rows of `source` are in `dataset`; write `out` and `rejects`.
 
-    `select` chooses the rows written: "all" (each with its answer), "intersection"
-    (only rows in the dataset) or "difference" (only rows not in it).
+    `select` chooses the rows written: "all" (each with its answer, invalid rows too),
+    "intersection" (only rows in the dataset) or "difference" (only rows not in it).
     """
-    if select not in ("all", "intersection", "difference"):
+    if select not in SELECTIONS:
         raise ValueError("select must be all, intersection or difference")
     if kind == "bulk" and predicate:
         raise ValueError("a bulk query runs over the whole dataset: it takes no predicate")
+    result_format(out), result_format(rejects)  # a wrong extension fails before anything is asked
     applicants = read_applicants(source, id_column, id_type, auth_column=auth_column)
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
@@ -109,14 +122,24 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
                   predicate=predicate,
                   consent=consent_digest(batch.consented) if auth_column else None
                   ) if batch.asked else None
-    matched_rows = _write_answers(out, list(source.columns), batch, result, select)
-    write_rejects(rejects, batch.bad)
-    return MembershipJob(
+    job = MembershipJob(
         query_id=result.query_id if result else "", asked=len(batch.asked), rows=len(batch.rows),
-        invalid=len(batch.bad), matched_rows=matched_rows, seconds=result.seconds if result else 0.0,
+        invalid=len(batch.bad), matched_rows=sum(bool(result.matched[i]) for _, _, i in batch.rows)
+        if result else 0, seconds=result.seconds if result else 0.0,
         version=result.version if result else 0, epoch=result.epoch if result else 0,
+        predicate=(result.predicate if result else "") or predicate or "",
         bulk_suggested=bool(result) and kind == "membership" and "bulk" in result.kinds
         and bulk_is_faster(len(batch.asked), result.rows))
+    facts = query_facts(ctx, job.query_id, kind=kind, partner=partner, dataset=dataset,
+                        version=job.version, epoch=job.epoch, purpose=purpose,
+                        predicate=job.predicate or None, select=select,
+                        input=source.description, id_column=id_column, rows=job.rows + job.invalid,
+                        asked=job.asked, matched_rows=job.matched_rows, invalid=job.invalid)
+    job.ledger_index = facts["ledger_index"]
+    words = Words(lang)
+    _write_answers(out, words, list(source.columns), batch, result, select, facts)
+    write_rejects(rejects, words, list(source.columns), id_column, batch.bad, facts)
+    return job
 
 
 def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,

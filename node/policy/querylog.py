@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from node.core.clock import SYSTEM_CLOCK
 from node.policy.admission import settle, taken
@@ -132,5 +132,11 @@ def seen(conn: Connection, query_id: str, role: str) -> bool:
 
 
 def entries(conn: Connection, limit: int = 100) -> list[dict]:
-    rows = conn.execute(select(query_log).order_by(query_log.c.seq.desc()).limit(limit))
+    """The latest rows, newest first, each with ``ledger_index``: where this node's ledger
+    holds the query's last entry (what a result file names)."""
+    from node.ledger.tables import ledger_entries
+    position = (select(func.max(ledger_entries.c.idx))
+                .where(ledger_entries.c.query_id == query_log.c.query_id).scalar_subquery())
+    rows = conn.execute(select(query_log, position.label("ledger_index"))
+                        .order_by(query_log.c.seq.desc()).limit(limit))
     return [dict(r._mapping) for r in rows]

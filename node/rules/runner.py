@@ -13,7 +13,7 @@ that decided.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from dataclasses import dataclass
 
 from adapters import IdType, encode, read_applicants
 
@@ -21,7 +21,6 @@ from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.language import predicate as pred
 from node.runtime.context import NodeContext
-from node.storage.private_files import result_csv
 from node.datasets.registration import current_version, iter_rows
 from node.policy.querylog import QueryRecord
 from node.rules.language import Answer, RuleError, SourceQuery, evaluate, explain, pending, plan, refused
@@ -69,22 +68,41 @@ def _who_to_ask(rule, local: dict[SourceQuery, Answer], applicants) -> dict[Sour
     return {q: list(ids) for q, ids in needed.items()}
 
 
-def _write_decisions(out: Path, rule, answers, rows, columns, *, id_column: str, id_type) -> dict:
-    counts = {"eligible": 0, "not_eligible": 0, "undetermined": 0}
-    with result_csv(out) as w:  # names applicants
-        w.writerow(["line", *columns, "decision", "explanation", "query_ids"])
-        for row in rows:
-            d = (refused(rule, row.reason) if row.reason else
-                 evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
-            label = {True: "eligible", False: "not_eligible", None: "undetermined"}[d.eligible]
-            counts[label] += 1
-            qids = ";".join(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
-            w.writerow([row.line, *(row.values.get(c, "") for c in columns), label, explain(d), qids])
-    return counts
+@dataclass
+class RuleRun:
+    """A rule over an input list: the counts, the queries that decided it, and each row's
+    decision (line, values, eligible: True / False / None undetermined, explanation,
+    query ids) in file order, for the result file."""
+    rule: str
+    text: str
+    rows: int
+    asked: int
+    queries: dict[str, str]           # source query text -> query id
+    asked_per_source: dict[str, int]  # partner source text -> applicants asked (0: not asked)
+    decisions: list[tuple[int, dict[str, str], bool | None, str, list[str]]]
+    columns: list[str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        words = {True: "eligible", False: "not_eligible", None: "undetermined"}
+        counts = dict.fromkeys(words.values(), 0)
+        for d in self.decisions:
+            counts[words[d[2]]] += 1
+        return counts
+
+
+def _decide(rule, answers, rows, *, id_column: str, id_type) -> list:
+    decisions = []
+    for row in rows:
+        d = (refused(rule, row.reason) if row.reason else
+             evaluate(rule, answers, row.values, id_column=id_column, id_type=id_type))
+        qids = list(dict.fromkeys(e.query_id for e in d.provenance if e.query_id))
+        decisions.append((row.line, row.values, d.eligible, explain(d), qids))
+    return decisions
 
 
 def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_column: str,
-             id_type: IdType, out: Path, progress=no_progress) -> dict:
+             id_type: IdType, progress=no_progress) -> RuleRun:
     if name not in rule_file.rules:
         raise RuleError(f"no rule {name!r} in the rule file (rules: {', '.join(rule_file.rules)})")
     rule, node_id = rule_file.rules[name], ctx.config.node.id
@@ -103,8 +121,7 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
                                   kind="predicate" if q.predicate else "membership",
                                   predicate=q.predicate)
         answers[q] = Answer(result.query_id, dict(zip(asked[q], map(bool, result.matched))))
-    counts = _write_decisions(out, rule, answers, rows, source.columns, id_column=id_column,
-                              id_type=id_type)
-    return {"rule": name, "rows": len(rows), "asked": len(ids),
-            "asked_per_source": {q.text: len(asked[q]) for q in remote},
-            "queries": {q.text: a.query_id for q, a in answers.items()}, **counts}
+    decisions = _decide(rule, answers, rows, id_column=id_column, id_type=id_type)
+    return RuleRun(name, rule.text, len(rows), len(ids),
+                   {q.text: a.query_id for q, a in answers.items()},
+                   {q.text: len(asked[q]) for q in remote}, decisions, list(source.columns))

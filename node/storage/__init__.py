@@ -1,3 +1,3 @@
-"""Storage: the database schema, sealed stored rows, owner-only files.
+"""Storage: the database schema, sealed stored rows, owner-only files, result files.
 
 May import: node.core."""

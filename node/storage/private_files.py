@@ -10,12 +10,9 @@ are owner-only too.
 """
 from __future__ import annotations
 
-import csv
 import os
 import stat
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy.engine import make_url
 
@@ -58,21 +55,6 @@ def open_private(path: str | os.PathLike[str], mode: str = "w", **kwargs):
     except BaseException:
         os.close(fd)
         raise
-
-
-@contextmanager
-def result_csv(path: str | os.PathLike[str]) -> Iterator:
-    """A ``csv.writer`` for an operator's result file, owner-only from its first byte.
-
-    It writes next to the final name and renames into place only once the file is
-    complete, so a failed run never leaves a half-written result behind. UTF-8 with a
-    BOM: Excel opens it as such.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open_private(tmp, "w", newline="", encoding="utf-8-sig") as f:
-        yield csv.writer(f)
-    os.replace(tmp, path)
 
 
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:

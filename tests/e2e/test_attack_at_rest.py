@@ -109,8 +109,11 @@ def test_files_of_both_nodes_and_results_are_owner_only_even_under_umask_000(tmp
             assert (hrss / "node.db-wal").exists() and (hrss / "serve.log").exists()
             assert list((fund / "statistics").glob("threshold-*.bin"))
             results = sorted(p.name for p in out.iterdir())
-            assert results == ["membership.csv", "membership.rejected.csv", "registry-rejected.csv",
-                               "threshold.csv", "threshold.rejected.csv"]
+            assert results == sorted(
+                name + suffix for name in ("membership.csv", "membership.rejected.csv",
+                                           "registry-rejected.csv", "threshold.csv",
+                                           "threshold.rejected.csv")
+                for suffix in ("", ".meta.json"))  # each with its query's facts beside it
             assert open_to_others(hrss, fund, *out.iterdir()) == []
     finally:
         os.umask(old)

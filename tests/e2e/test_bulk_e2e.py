@@ -132,7 +132,7 @@ def test_bulk_answers_the_plain_intersection_in_membership_result_files(agency, 
     registry = set(agency.registry)
     assert len(rows) == len(agency.applicants) == ASKED
     for row in rows:
-        assert (row["shuqiao_answer"] == "in_dataset") == (row["身份证号"] in registry), row["line"]
+        assert (row["结果"] == "是") == (row["身份证号"] in registry), row["行号"]
     assert f"{ASKED // 2} in hrss.{adv.DATASET} v1" in r.stdout and "hint" not in r.stdout
     ask(agency, tmp_path / "membership.csv", "membership")
     assert (tmp_path / "bulk.csv").read_bytes() == (tmp_path / "membership.csv").read_bytes()

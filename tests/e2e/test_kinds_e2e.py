@@ -45,10 +45,10 @@ def test_labeled_query_opens_attributes_of_matched_rows_only(scenario, tmp_path)
     for r in result:
         person = r["身份证号"]
         if person in scenario.months:
-            assert r["shuqiao_answer"] == "in_dataset"
+            assert r["结果"] == "是"
             assert r["缴费月数"] == str(scenario.months[person]) and r["所属区"] == "天宁区"
         else:
-            assert r["shuqiao_answer"] == "not_in_dataset" and r["缴费月数"] == ""
+            assert r["结果"] == "否" and r["缴费月数"] == ""
 
 
 def test_predicate_query_equals_plain_filtering(scenario, tmp_path):
@@ -57,7 +57,7 @@ def test_predicate_query_equals_plain_filtering(scenario, tmp_path):
     assert "v1" in r.stdout
     for row in rows(out):
         months = scenario.months.get(row["身份证号"])
-        assert (row["shuqiao_answer"] == "in_dataset") == (months is not None and months >= 6)
+        assert (row["结果"] == "是") == (months is not None and months >= 6)
     # the canonical predicate text is what both sides record
     engine = sa.create_engine(f"sqlite:///{scenario.fed.nodes['hrss'].directory / 'node.db'}")
     with engine.connect() as conn:
@@ -117,9 +117,9 @@ def test_refresh_syncs_a_delta_and_answers_the_new_version(scenario, tmp_path):
     fx.query(s, tmp_path / "after.csv", "--kind", "labeled", check=True)
     after = {row["身份证号"]: row for row in rows(tmp_path / "after.csv")}
     for p in removed:
-        assert after[p]["shuqiao_answer"] == "not_in_dataset"
+        assert after[p]["结果"] == "否"
     for p in added:
-        assert after[p]["shuqiao_answer"] == "in_dataset" and after[p]["所属区"] == "武进区"
+        assert after[p]["结果"] == "是" and after[p]["所属区"] == "武进区"
     # the fund centre applied a delta: version 2 was not sent whole
     engine = sa.create_engine(f"sqlite:///{s.fed.nodes['fund'].directory / 'node.db'}")
     with engine.connect() as conn:
@@ -142,7 +142,7 @@ def test_authorisation_references_are_required_and_bound(scenario, tmp_path):
                          "--id-column", "身份证号", "--auth-column", "授权编号", "--out", str(out))
     assert "3 distinct asked" in r.stdout
     rejected = rows(out.with_suffix(".rejected.csv"))
-    assert [(x["line"], x["reason"]) for x in rejected] == [("3", "missing authorisation reference")]
+    assert [(x["行号"], x["原因"]) for x in rejected] == [("3", "missing authorisation reference")]
     from node.policy.consent import consent_digest
     expected = consent_digest(zip([encode(IdType.CN_RESIDENT_ID, p) for p in (people[0], people[2], people[3])],
                                   ["GJJ-2026-001", "GJJ-2026-003", "GJJ-2026-004"]))

@@ -38,8 +38,8 @@ def test_membership_answers_equal_the_plain_intersection(scenario, tmp_path):
     assert len(rows) == len(scenario.applicants)
     registry = set(scenario.registry)
     for row in rows:
-        assert (row["shuqiao_answer"] == "in_dataset") == (row["身份证号"] in registry), row["line"]
-    assert sum(r["shuqiao_answer"] == "in_dataset" for r in rows) == len(scenario.applicants) // 2
+        assert (row["结果"] == "是") == (row["身份证号"] in registry), row["行号"]
+    assert sum(r["结果"] == "是" for r in rows) == len(scenario.applicants) // 2
     assert "200 in hrss.flexible_workers v1" in r.stdout
 
 
@@ -89,10 +89,11 @@ def test_invalid_rows_are_reported_with_line_numbers_not_asked(scenario, tmp_pat
                          "--id-column", "身份证号", "--out", str(out))
     assert "1 distinct asked" in r.stdout and "3 invalid" in r.stdout
     rows = read_result(out)
-    assert [row["line"] for row in rows] == ["2", "5"]
-    assert all(row["shuqiao_answer"] == "in_dataset" for row in rows)
+    assert [(row["行号"], row["结果"]) for row in rows] == [
+        ("2", "是"), ("3", "无效"), ("4", "无效"), ("5", "是"), ("6", "无效")]
+    assert [row["说明"] for row in rows] == ["", "bad check digit", "wrong length", "", "empty"]
     rejected = read_result(out.with_suffix(".rejected.csv"))
-    assert [(x["line"], x["reason"]) for x in rejected] == [
+    assert [(x["行号"], x["原因"]) for x in rejected] == [
         ("3", "bad check digit"), ("4", "wrong length"), ("6", "empty")]
     assert bad_check not in r.stdout + r.stderr
 

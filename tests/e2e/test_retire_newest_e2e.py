@@ -27,7 +27,7 @@ GRANT = {"kinds": ["membership", "predicate", "threshold"], "threshold_column": 
 
 def _answers(path) -> dict[str, str]:
     with open(path, newline="", encoding="utf-8-sig") as f:
-        return {r["身份证号"]: r["shuqiao_answer"] for r in csv.DictReader(f)}
+        return {r["身份证号"]: r["结果"] for r in csv.DictReader(f)}
 
 
 def _listing(s) -> list[pb.DatasetInfo]:
@@ -100,4 +100,4 @@ def test_retiring_the_newest_version_serves_the_previous_one_then_none(tmp_path)
         assert "no active version" in said
     v1, back = _answers(tmp_path / "v1.csv"), _answers(tmp_path / "back.csv")
     assert back == v1  # version 1's answers again: the additions of version 2 are gone
-    assert all(_answers(tmp_path / "v2.csv")[p] == "in_dataset" for p in outsiders)
+    assert all(_answers(tmp_path / "v2.csv")[p] == "是" for p in outsiders)

@@ -72,7 +72,7 @@ def test_rule_decisions_equal_the_plain_computation(tmp_path):
                   "--csv", str(tmp_path / "depositors.csv"), "--id-column", "sfzh")
         r = s.fed.cli("rule", "run", "--config", s.cfg("fund"), "flexible_worker_subsidy",
                       "--rules", str(tmp_path / "rules.toml"), "--input", str(tmp_path / "applicants.csv"),
-                      "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"))
+                      "--id-column", "身份证号", "--out", str(tmp_path / "decisions.csv"), "--lang", "en")
     decisions = decisions_of(tmp_path / "decisions.csv")
     assert len(decisions) == len(s.applicants)
     logged = {r["query_id"] for r in node_log(s, "fund")}
@@ -129,4 +129,4 @@ def test_a_cross_agency_rule_states_each_partner_its_own_purpose(tmp_path):
     for d in decisions_of(tmp_path / "decisions.csv"):
         p, age = d["身份证号"], ages[d["身份证号"]]
         expected = (p in grads and age < 30) or (months.get(p, 0) >= 6 and 30 <= age < 45)
-        assert (d["decision"] == "eligible") == expected, d["line"]
+        assert (d["判定"] == "符合") == expected, d["行号"]  # the default: Chinese words

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def answers(path) -> dict[str, bool]:
     with open(path, newline="", encoding="utf-8-sig") as f:
-        return {r["身份证号"]: r["shuqiao_answer"] == "in_dataset" for r in csv.DictReader(f)}
+        return {r["身份证号"]: r["结果"] == "是" for r in csv.DictReader(f)}
 
 
 def test_postgres_node_registers_from_sql_and_xlsx_and_answers(tmp_path, pg_database_url):

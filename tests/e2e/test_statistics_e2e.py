@@ -129,11 +129,12 @@ def test_exact_grouped_aggregate_from_the_cli(net, tmp_path):
     got = {row["district"]: row for row in csv.DictReader(open(out, encoding="utf-8-sig"))}
     plain = _plain(members)
     assert set(got) == {*BIG, SMALL}
-    assert got[SMALL]["suppressed"] == "yes" and got[SMALL]["sum"] == ""
+    assert got[SMALL]["已抑制"] == "是" and got[SMALL]["合计"] == ""
     for d in BIG:
         count, total = plain[d]
-        assert (int(got[d]["count"]), int(got[d]["sum"])) == (count, total)
-        assert float(got[d]["mean"]) == pytest.approx(total / count)
+        assert (int(got[d]["人数"]), int(got[d]["合计"])) == (count, total)
+        assert float(got[d]["平均值"]) == pytest.approx(total / count)
+        assert got[d]["人数噪声上限(±)"] == got[d]["合计噪声上限(±)"] == "0"  # exact figures
     unusable = sum(not r["contribution_base"].isdigit() for r in net["rows"])
     assert f"{600 - unusable} of its rows take part, {unusable} without a usable value" in r.stdout
     rejected = list(csv.reader(open(out.with_suffix(".rejected.csv"), encoding="utf-8-sig")))
@@ -192,17 +193,17 @@ def test_threshold_answers_equal_the_plain_comparison_from_the_cli(net, tmp_path
     assert r.returncode == 0, r.stderr
     incomes = {x["id"]: x["monthly_income"] for x in net["rows"]}
     answers = {row["申请编号"]: row for row in csv.DictReader(open(out, encoding="utf-8-sig"))}
-    assert len(answers) == 70
+    assert len(answers) == 72  # every row, the two not asked as 无效
     for ref, person, required in applicants:
-        if ref.startswith("BAD"):
-            continue
         income = incomes.get(person, "")
-        expected = ("no_income_registered" if not income
-                    else "yes" if int(income) >= int(required) else "no")
-        assert answers[ref]["shuqiao_answer"] == expected, ref
-    bad_lines = {int(row["line"]) for row in
-                 csv.DictReader(open(out.with_suffix(".rejected.csv"), encoding="utf-8-sig"))}
-    assert bad_lines == {i + 2 for i, a in enumerate(applicants) if a[0].startswith("BAD")}
+        expected = ("无效" if ref.startswith("BAD") else "无登记收入" if not income
+                    else "是" if int(income) >= int(required) else "否")
+        assert answers[ref]["结果"] == expected, ref
+    rejected = list(csv.DictReader(open(out.with_suffix(".rejected.csv"), encoding="utf-8-sig")))
+    assert {int(row["行号"]) for row in rejected} == {
+        i + 2 for i, a in enumerate(applicants) if a[0].startswith("BAD")}
+    assert {row["申请编号"] for row in rejected} == {"BAD1", "BAD2"}
+    assert "身份证号" not in rejected[0] and "123" not in out.with_suffix(".rejected.csv").read_text()
     # The partner's log: the applicants' count, never who or the thresholds.
     (entry,) = [e for e in fx.hrss_log(_Scenario(net))
                 if e["kind"] == "threshold" and e["elements"] == 70]

@@ -18,12 +18,16 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from node.ledger import Ledger, decode
 from node.ledger.signing import load_or_create_signer
 from node.keys.secrets import KeyEncryptionKey
 from protocols import merkle
 
 from .helpers import open_engine
+
+pytestmark = pytest.mark.slow  # SIGKILLs writers in a loop: make test runs it, make check does not
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 12

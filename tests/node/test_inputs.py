@@ -7,7 +7,6 @@ about under whatever the rounded digits happen to spell (another person, or nobo
 """
 from __future__ import annotations
 
-import csv
 import random
 
 import openpyxl
@@ -20,7 +19,8 @@ from node.datasets.registration import register
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
 from node.policy.consent import applicant_pairs
-from node.rules.runner import load_rule_file, run_rule
+from node.rules.rulefile import load_rule_file
+from node.rules.runner import run_rule
 from node.runtime.context import NodeContext
 
 
@@ -87,12 +87,9 @@ def test_a_rule_refuses_an_identifier_that_lost_digits(tmp_path, people):
             register(ctx, "depositors", src, id_column="sfzh", id_type=IdType.CN_RESIDENT_ID,
                      source_kind="csv", source_label="depositors")
         with open_xlsx(tmp_path / "in.xlsx") as source:
-            summary = run_rule(ctx, load_rule_file(tmp_path / "rules.toml"), "known", source,
-                               id_column="身份证号", id_type=IdType.CN_RESIDENT_ID,
-                               out=tmp_path / "decisions.csv")
-    with open(tmp_path / "decisions.csv", newline="", encoding="utf-8-sig") as f:
-        decisions = list(csv.DictReader(f))
-    assert [d["decision"] for d in decisions] == ["eligible"] * 4 + ["undetermined"]
-    assert INEXACT_NUMBER_REASON in decisions[-1]["explanation"]
-    assert "位数已丢失" in decisions[-1]["explanation"]
-    assert (summary["asked"], summary["undetermined"]) == (4, 1)
+            run = run_rule(ctx, load_rule_file(tmp_path / "rules.toml"), "known", source,
+                           id_column="身份证号", id_type=IdType.CN_RESIDENT_ID)
+    assert [d[2] for d in run.decisions] == [True] * 4 + [None]
+    assert INEXACT_NUMBER_REASON in run.decisions[-1][3]
+    assert "位数已丢失" in run.decisions[-1][3]
+    assert (run.asked, run.counts["undetermined"]) == (4, 1)

@@ -11,11 +11,9 @@ node/agency/statistics.py for what each side learns.
 """
 from __future__ import annotations
 
-import grpc
-
 from protocols.dp import ReleasePlan
 
-from node.agency.admission import Refused
+from node.core.errors import InvalidRequest, NotServed
 from node.datasets.statistics_rows import (
     MAX_GROUPS, aggregate_rows, hashed_rows, select_packed, version_columns,
 )
@@ -52,27 +50,24 @@ class AggregateRpc:
         """The asked operations and columns against the grant; whether sums are asked."""
         ops = {OPS.get(op) for op in h.ops} or {"count"}
         if None in ops:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "unknown aggregate operation")
+            raise InvalidRequest("unknown aggregate operation")
         with_sums = bool(ops & {"sum", "mean"})
         if with_sums and not h.value_column:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "sum and mean need a value column")
+            raise InvalidRequest("sum and mean need a value column")
         for column, role in ((h.value_column, "an aggregate value"),
                              (h.group_by, "a group-by column")):
             if column:
                 self._check_column(column, grant.aggregate_columns, version, h.dataset, role)
         if with_sums and grant.dp_epsilon is not None and grant.aggregate_value_bound is None:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"noised sums on {h.dataset!r} need the grant's aggregate_value_bound "
-                          "(the largest value one row may add); ask the agency to set it")
+            raise NotServed(f"noised sums on {h.dataset!r} need the grant's aggregate_value_bound "
+                            "(the largest value one row may add); ask the agency to set it")
         return with_sums
 
     def _aggregate_rows(self, h, grant, version):
         rows = aggregate_rows(version_columns(self.ctx, version), h.value_column, h.group_by,
                               grant.aggregate_value_bound)
         if len(rows.group_names) > MAX_GROUPS:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"column {h.group_by!r} has more than {MAX_GROUPS} distinct values")
+            raise NotServed(f"column {h.group_by!r} has more than {MAX_GROUPS} distinct values")
         if not len(rows.positions):
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"no row of {h.dataset!r} has a usable value in {h.value_column!r}")
+            raise NotServed(f"no row of {h.dataset!r} has a usable value in {h.value_column!r}")
         return rows

@@ -25,7 +25,7 @@ import time
 from protocols.bulk import BulkSender, InvalidMessage, ProtocolStateError
 from protocols.bulk.params import bin_count
 
-from node.agency.admission import StreamEnded, admit, answer_stream, answered, serve_session
+from node.agency.admission import StreamEnded, admit, answered, serve_session
 from node.core.progress import StageClock
 from node.datasets.bulk_rows import version_elements
 from node.policy.querylog import QueryRecord
@@ -59,9 +59,7 @@ class BulkRpc:
     ctx: NodeContext
 
     def Bulk(self, request_iterator, context):
-        return answer_stream(self.ctx, context, "bulk",
-                             lambda peer, record: self._bulk(request_iterator, peer, record),
-                             PROTOCOL_ERRORS)
+        return self.query_stream(request_iterator, context, "bulk", self._bulk, PROTOCOL_ERRORS)
 
     def _bulk(self, requests, peer: str, record: QueryRecord):
         admitted = admit(self.ctx, next(requests, None), peer, record, kinds=_KINDS, current=True,

@@ -23,7 +23,7 @@ from protocols import cardinality as card
 from protocols import cardinality_session as cs
 from protocols.errors import ProtocolStateError
 
-from node.agency.admission import admit, answer_stream, answered, serve_session
+from node.agency.admission import admit, answered, serve_session
 from node.datasets.registration import iter_rows
 from node.policy import checks as policy
 from node.policy.querylog import QueryRecord
@@ -44,9 +44,8 @@ def _hash_rows(ctx, version) -> bytes:
 
 class CardinalityRpc:
     def Cardinality(self, request_iterator, context):
-        return answer_stream(self.ctx, context, "cardinality",
-                             lambda peer, record: self._count(request_iterator, peer, record),
-                             (card.InvalidMessage, ProtocolStateError))
+        return self.query_stream(request_iterator, context, "cardinality", self._count,
+                                 (card.InvalidMessage, ProtocolStateError))
 
     def _count(self, requests, peer: str, record: QueryRecord):
         admitted = admit(self.ctx, next(requests, None), peer, record, current=True,

@@ -17,17 +17,15 @@ log (metadata only). Errors name the rule that was broken, never an element.
 """
 from __future__ import annotations
 
-import grpc
-
 from protocols import membership as ms
 from protocols import oprf
 from protocols.errors import ProtocolStateError
 
-from node.agency.admission import (Admitted, Refused, Servicer, StreamEnded, admit, answer_stream, answered,
-                                   serve_session)
+from node.agency.admission import Admitted, Servicer, StreamEnded, admit, answered, serve_session
 from node.agency.bulk import BulkRpc
 from node.agency.cardinality import CardinalityRpc
 from node.agency.tables import TableRpcs
+from node.core.errors import InvalidRequest, NotServed
 from node.keys.oprf_keys import key_purpose, sealed_key
 from node.keys.workers import SealedKeyEvaluator
 from node.policy import checks as policy
@@ -43,9 +41,8 @@ PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)
 
 class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.MembershipServicer):
     def Evaluate(self, request_iterator, context):
-        return answer_stream(self.ctx, context, "membership",
-                             lambda peer, record: self._evaluate(request_iterator, peer, record),
-                             PROTOCOL_ERRORS)
+        return self.query_stream(request_iterator, context, "membership", self._evaluate,
+                                 PROTOCOL_ERRORS)
 
     def _evaluate(self, requests, peer: str, record: QueryRecord):
         admitted = admit(self.ctx, next(requests, None), peer, record, kinds=_KINDS, consent=True,
@@ -77,15 +74,11 @@ class MembershipAnswerer(Servicer, TableRpcs, CardinalityRpc, BulkRpc, pb_grpc.M
         is served, labels exist); returns the query's sealed key."""
         h, kind, grant = admitted.header, admitted.kind, admitted.grant
         if h.predicate and kind != "predicate":
-            try:
-                policy.check_request(grant, dataset=h.dataset, kind="predicate", elements=h.total_elements)
-            except policy.PolicyRefusal as exc:
-                raise Refused.by_policy(exc) from None
+            policy.check_request(grant, dataset=h.dataset, kind="predicate", elements=h.total_elements)
         if kind == "predicate" and not h.predicate:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "a predicate query names its predicate")
+            raise InvalidRequest("a predicate query names its predicate")
         table = self._table(conn, h.dataset, h.version, peer, h.epoch, h.predicate)
         record.predicate = h.predicate
         if kind == "labeled" and not table.label_length:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {h.dataset!r} has no labels for node {peer!r}")
+            raise NotServed(f"dataset {h.dataset!r} has no labels for node {peer!r}")
         return sealed_key(conn, h.dataset, peer, h.epoch)

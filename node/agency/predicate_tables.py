@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -34,14 +34,15 @@ def predicate_digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def mark_used(conn: Connection, table_id: int) -> None:
+def mark_used(conn: Connection, table_id: int, now: datetime) -> None:
     conn.execute(update(predicate_preparations).where(predicate_preparations.c.table_id == table_id)
-                 .values(used_at=datetime.now(timezone.utc)))
+                 .values(used_at=now))
 
 
-def check_daily(conn: Connection, grant, dataset: str, peer: str) -> None:
-    """Raise PreparationLimit if another build would exceed the grant's daily number."""
-    since = datetime.now(timezone.utc) - timedelta(days=1)
+def check_daily(conn: Connection, grant, dataset: str, peer: str, now: datetime) -> None:
+    """Raise PreparationLimit if another build would exceed the grant's daily number
+    (builds in the 24 hours before `now`, the context's time)."""
+    since = now - timedelta(days=1)
     p = predicate_preparations.c
     built = conn.execute(select(func.count()).select_from(predicate_preparations).where(
         p.partner == peer, p.dataset == dataset, p.prepared_at >= since)).scalar_one()
@@ -56,7 +57,7 @@ def record_build(ctx, conn: Connection, *, dataset: str, version: int, peer: str
     """Count and ledger a build on the caller's transaction, then evict beyond the bounds."""
     from node.runtime.admin_log import record
     from node.ledger.canonical import clean_text
-    now = datetime.now(timezone.utc)
+    now = ctx.clock.now()
     p = predicate_preparations.c
     # A row left by a table deleted elsewhere (retirement, pruning) may name a reused id.
     conn.execute(update(predicate_preparations).where(p.table_id == table_id).values(table_id=None))

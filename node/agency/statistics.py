@@ -63,39 +63,27 @@ identifier or a value.
 """
 from __future__ import annotations
 
-import grpc
-
 from protocols.errors import ProtocolStateError
-from protocols.rounds import (
-    AggregateSummary, BudgetRefused, SessionRefusal, StatisticsAccepted, StreamEnded,
-    ThresholdSummary, Unanswerable,
-)
+from protocols.rounds import AggregateSummary, SessionRefusal, StatisticsAccepted, ThresholdSummary
 
 from node.agency import admission
-from node.agency.admission import Refused, Servicer
+from node.agency.admission import Servicer
 from node.agency.aggregate import AggregateRpc
 from node.agency.threshold import ThresholdRpc
+from node.core.errors import NotPermitted, NotServed, StreamEnded
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
 from node.transport.chunks import unwrap, wrap
 
-
-def _refusal(exc: SessionRefusal | ProtocolStateError) -> Refused:
-    """A session's refusal as the gRPC status the asker gets: a message out of turn or
-    malformed is an invalid argument, a stream that stopped is cancelled."""
-    code = (grpc.StatusCode.CANCELLED if isinstance(exc, StreamEnded)
-            else grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, BudgetRefused)
-            else grpc.StatusCode.FAILED_PRECONDITION if isinstance(exc, Unanswerable)
-            else grpc.StatusCode.INVALID_ARGUMENT)
-    return Refused(code, str(exc))
+# What the sessions refuse (node/agency/admission.py's as_refusal says which refusal each is).
+SESSION_ERRORS = (SessionRefusal, ProtocolStateError)
 
 
 class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.StatisticsServicer):
     def _stream(self, requests, context, kind: str, body):
         """One query stream (node/agency/admission.py): refusals become gRPC statuses, and
         the query log gets exactly one record, whatever happens."""
-        return admission.answer_stream(self.ctx, context, kind,
-                                       lambda peer, record: body(requests, peer, record))
+        return self.query_stream(requests, context, kind, body, SESSION_ERRORS)
 
     def _admit(self, first, peer: str, record: QueryRecord, kind: str, kind_number: int):
         """The header against the grant and the policy (one admission for every kind); an
@@ -115,14 +103,11 @@ class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.Statisti
         a stream that stops early, with the session's reason naming the round."""
         record.admit(self.ctx)  # in the ledger before any answer leaves
         try:
-            try:
-                yield from admission.serve_session(
-                    session, requests, unwrap,
-                    lambda message: self._emit(envelope, message, session, record))
-            except admission.StreamEnded:
-                session.end_of_stream()
-        except (SessionRefusal, ProtocolStateError) as exc:
-            raise _refusal(exc) from None
+            yield from admission.serve_session(
+                session, requests, unwrap,
+                lambda message: self._emit(envelope, message, session, record))
+        except StreamEnded:
+            session.end_of_stream()  # refuses in its own words, naming the round
 
     def _emit(self, envelope, message, session, record: QueryRecord):
         record.evaluated, record.epsilon_micro = session.elements_answered, session.epsilon_micro
@@ -136,10 +121,8 @@ class StatisticsAnswerer(Servicer, AggregateRpc, ThresholdRpc, spb_grpc.Statisti
     @staticmethod
     def _check_column(column: str, allowed: list[str], version, dataset: str, role: str) -> None:
         if column not in allowed:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"column {column!r} may not be used as {role} on dataset {dataset!r}; "
-                          f"allowed: {', '.join(allowed) or 'none'}")
+            raise NotPermitted(f"column {column!r} may not be used as {role} on dataset {dataset!r}; "
+                               f"allowed: {', '.join(allowed) or 'none'}")
         if column not in version.attributes:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"column {column!r} is not a registered attribute of {dataset!r} "
-                          f"version {version.version}")
+            raise NotServed(f"column {column!r} is not a registered attribute of {dataset!r} "
+                            f"version {version.version}")

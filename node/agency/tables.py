@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 
-import grpc
 import numpy as np
 from sqlalchemy import select
 
 from node.language import predicate as pred
-from node.agency.admission import (  # noqa: F401  (Refused and the checks: re-exported)
-    Refused, check_epoch, check_names, check_purpose, claim, grant_for)
+from node.agency.admission import check_epoch, grant_for
 from node.agency import predicate_tables as predicate_cache
 from node.agency.grant_view import caller_grant
+from node.core.errors import InvalidRequest, NotFound, NotPermitted, NotServed
 from node.transport.identity import peer_node_id
+from node.transport.status import refusals
 from node.runtime.context import NodeContext
 from node.datasets.registration import current_version, iter_chunks
 from node.keys.oprf_keys import current_epoch, public_key
@@ -50,9 +50,8 @@ class TableRpcs:
                    tag_tables.c.predicate == predicate)).first()
         if row is None or row.status != "active":
             what = " with that predicate (prepare it first)" if predicate else ""
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {dataset!r} version {version} epoch {epoch} is not served{what}; "
-                          "list datasets and sync the current version")
+            raise NotServed(f"dataset {dataset!r} version {version} epoch {epoch} is not served{what}; "
+                            "list datasets and sync the current version")
         return row
 
     def _held_table(self, conn, dataset: str, version: int, peer: str, epoch: int):
@@ -66,7 +65,7 @@ class TableRpcs:
     def _describe(self, conn, dataset, version, epoch, peer, table, grant, declared=None) -> pb.DatasetInfo:
         declared = declared or self.ctx.config.dataset(dataset)
         if declared is None:  # dropped by a reload since the grant was read
-            raise Refused(grpc.StatusCode.NOT_FOUND, f"no dataset {dataset!r} is available to node {peer!r}")
+            raise NotFound(f"no dataset {dataset!r} is available to node {peer!r}")
         return pb.DatasetInfo(
             name=dataset, version=version, epoch=epoch, row_count=table.row_count,
             id_type=table.id_type, purposes=grant.purpose_codes, tag_table_digest=table.digest,
@@ -82,9 +81,8 @@ class TableRpcs:
         if current is None or epoch is None:
             registered = conn.execute(select(datasets.c.id).where(datasets.c.name == dataset)
                                       .limit(1)).first()
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {dataset!r} has no active version" if registered else
-                          f"dataset {dataset!r} has no registered version yet")
+            raise NotServed(f"dataset {dataset!r} has no active version" if registered else
+                            f"dataset {dataset!r} has no registered version yet")
         return current, epoch
 
     # -- rpcs ------------------------------------------------------------------------------
@@ -100,7 +98,7 @@ class TableRpcs:
                 try:  # a dataset with nothing to serve is left out, not an error for all
                     current, epoch = self._current(conn, d.name, peer)
                     table = self._table(conn, d.name, current.version, peer, epoch)
-                except Refused as exc:
+                except NotServed as exc:
                     log.info("not listed to %s: %s", peer, exc.reason)
                     continue
                 info = self._describe(conn, d.name, current.version, epoch, peer, table, grant, d)
@@ -109,39 +107,29 @@ class TableRpcs:
                 out.datasets.append(info)
         return out
 
-    def PrepareTable(self, request, context):
+    @refusals
+    def PrepareTable(self, request, context) -> pb.DatasetInfo:
         peer = peer_node_id(context)
-        try:
-            return self._prepare(request, peer)
-        except Refused as exc:
-            context.abort(exc.code, exc.reason)
-
-    def _prepare(self, request, peer: str) -> pb.DatasetInfo:
         declared, grant = grant_for(self.ctx.config, request.dataset, peer)
         if "predicate" not in {k.value for k in grant.kinds}:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"predicate queries are not granted for dataset {request.dataset!r}")
+            raise NotPermitted(f"predicate queries are not granted for dataset {request.dataset!r}")
         try:
             ast = pred.parse(request.predicate)
             pred.check_allowed(ast, set(grant.predicate_columns))
         except pred.PredicateError as exc:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"predicate refused: {exc}") from None
+            raise InvalidRequest(f"predicate refused: {exc}") from None
         canonical = pred.to_canonical(ast)
         with self.ctx.engine.begin() as conn:
             current, epoch = self._current(conn, request.dataset, peer)
             missing = pred.columns(ast) - set(current.attributes)
             if missing:
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"column(s) {', '.join(sorted(missing))} are not registered attributes "
-                              f"of {request.dataset!r} version {current.version}")
+                raise NotServed(f"column(s) {', '.join(sorted(missing))} are not registered "
+                                f"attributes of {request.dataset!r} version {current.version}")
             try:
                 table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
-                predicate_cache.mark_used(conn, table.id)
-            except Refused:
-                try:
-                    predicate_cache.check_daily(conn, grant, request.dataset, peer)
-                except predicate_cache.PreparationLimit as exc:
-                    raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+                predicate_cache.mark_used(conn, table.id, self.ctx.clock.now())
+            except NotServed:  # not built yet, or evicted: a new build, counted
+                predicate_cache.check_daily(conn, grant, request.dataset, peer, self.ctx.clock.now())
                 self._build_predicate_table(conn, declared, grant, current, peer, epoch, ast, canonical)
                 table = self._table(conn, request.dataset, current.version, peer, epoch, canonical)
                 predicate_cache.record_build(self.ctx, conn, dataset=request.dataset,
@@ -164,42 +152,45 @@ class TableRpcs:
         table = Arrays.from_bytes(b"".join(parts_t), declared.tag_length, b"".join(parts_l),
                                   label_length(grant)).sorted()
         store_table(conn, version.id, peer, epoch, canonical, declared.tag_length,
-                    label_length(grant), table)
+                    label_length(grant), table, now=self.ctx.clock.now())
 
+    @refusals
     def SyncTagTable(self, request, context):
         peer = peer_node_id(context)
-        try:
-            declared, grant = grant_for(self.ctx.config, request.dataset, peer)
-            with self.ctx.engine.connect() as conn:
-                check_epoch(self.ctx, conn, request.dataset, peer, request.epoch, declared)
-                table = self._table(conn, request.dataset, request.version, peer, request.epoch,
-                                    request.predicate)
-                header = self._describe(conn, request.dataset, request.version, request.epoch,
-                                        peer, table, grant, declared)
-                base = None
-                if request.base_version and not request.predicate \
-                        and table.base_version == request.base_version:
-                    # The caller's copy: retired or not, it only serves to compute the
-                    # difference (nothing the caller does not hold already); if it is
-                    # gone, the table goes whole.
-                    base = self._held_table(conn, request.dataset, request.base_version, peer,
-                                            request.epoch)
-                if base is not None:
-                    added, removed = delta(load_table(conn, base), load_table(conn, table))
-        except Refused as exc:
-            context.abort(exc.code, exc.reason)
-        if base is not None:
-            log.info("tag table of %s v%d for %s sent as a delta from v%d (+%d -%d rows)",
-                     request.dataset, request.version, peer, request.base_version,
-                     len(added.tags), len(removed))
-            yield pb.TagTableChunk(header=header, base_version=request.base_version)
-            for i in range(0, len(added.tags), SEND_ROWS):
-                part = added.select(slice(i, i + SEND_ROWS))
-                yield pb.TagTableChunk(rows=pb.TagRows(tags=part.tag_bytes(), labels=part.label_bytes()))
-            for i in range(0, len(removed), SEND_ROWS):
-                yield pb.TagTableChunk(removed_tags=removed[i:i + SEND_ROWS].tobytes())
+        header, table, changes = self._sync_plan(request, peer)
+        if changes is None:
+            yield pb.TagTableChunk(header=header)
+            with self.ctx.engine.connect() as conn:  # one stored chunk in memory at a time
+                for tags, lab in iter_table_chunks(conn, table.id):
+                    yield pb.TagTableChunk(rows=pb.TagRows(tags=tags, labels=lab or b""))
             return
-        yield pb.TagTableChunk(header=header)
-        with self.ctx.engine.connect() as conn:  # one stored chunk in memory at a time
-            for tags, lab in iter_table_chunks(conn, table.id):
-                yield pb.TagTableChunk(rows=pb.TagRows(tags=tags, labels=lab or b""))
+        added, removed = changes
+        log.info("tag table of %s v%d for %s sent as a delta from v%d (+%d -%d rows)",
+                 request.dataset, request.version, peer, request.base_version,
+                 len(added.tags), len(removed))
+        yield pb.TagTableChunk(header=header, base_version=request.base_version)
+        for i in range(0, len(added.tags), SEND_ROWS):
+            part = added.select(slice(i, i + SEND_ROWS))
+            yield pb.TagTableChunk(rows=pb.TagRows(tags=part.tag_bytes(), labels=part.label_bytes()))
+        for i in range(0, len(removed), SEND_ROWS):
+            yield pb.TagTableChunk(removed_tags=removed[i:i + SEND_ROWS].tobytes())
+
+    def _sync_plan(self, request, peer: str):
+        """(header, table, None) to send the table whole, or (header, table, (added,
+        removed)) to send the difference from the version the caller holds."""
+        declared, grant = grant_for(self.ctx.config, request.dataset, peer)
+        with self.ctx.engine.connect() as conn:
+            check_epoch(self.ctx, conn, request.dataset, peer, request.epoch, declared)
+            table = self._table(conn, request.dataset, request.version, peer, request.epoch,
+                                request.predicate)
+            header = self._describe(conn, request.dataset, request.version, request.epoch,
+                                    peer, table, grant, declared)
+            if not request.base_version or request.predicate \
+                    or table.base_version != request.base_version:
+                return header, table, None
+            # The caller's copy: retired or not, it only serves to compute the difference
+            # (nothing the caller does not hold already); if it is gone, the table goes whole.
+            base = self._held_table(conn, request.dataset, request.base_version, peer, request.epoch)
+            if base is None:
+                return header, table, None
+            return header, table, delta(load_table(conn, base), load_table(conn, table))

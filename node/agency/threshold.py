@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from functools import partial
 
-import grpc
-
 from protocols import oprf
 from protocols.threshold_session import ThresholdAnswerer
 from protocols.threshold_table import removed_slices, row_slices
 
 from node.datasets import threshold_tables as ts
-from node.agency.admission import Refused
+from node.core.errors import NotPermitted, NotServed
 from node.transport.identity import peer_node_id
+from node.transport.status import refusals
 from node.datasets.registration import current_version
 from node.keys.oprf_keys import current_epoch, key_purpose, sealed_key
 from node.policy.querylog import QueryRecord
@@ -37,9 +36,8 @@ def stored_table(ctx, declared, grant, version, peer: str, epoch: int) -> ts.Tab
     (target,) = ts.targets(declared, version.id, version.version, version.id_type,
                            version.attributes, {peer: epoch})
     ts.prepare_in_background(ctx, target)
-    raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                  f"the threshold table of {declared.name!r} for this version and epoch is being "
-                  "prepared; ask again in a few minutes")
+    raise NotServed(f"the threshold table of {declared.name!r} for this version and epoch is being "
+                    "prepared; ask again in a few minutes")
 
 
 class ThresholdRpc:
@@ -47,31 +45,24 @@ class ThresholdRpc:
         """Grant checks shared by the table sync and the query; returns (table, version)."""
         declared, grant = self._grant(dataset, peer)
         if "threshold" not in {k.value for k in grant.kinds}:
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"query kind 'threshold' is not granted for dataset {dataset!r}")
+            raise NotPermitted(f"query kind 'threshold' is not granted for dataset {dataset!r}")
         if not grant.threshold_column:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"the grant on {dataset!r} names no threshold_column")
+            raise NotServed(f"the grant on {dataset!r} names no threshold_column")
         with self.ctx.engine.connect() as conn:
             version = version or current_version(conn, dataset)
             epoch = epoch if epoch is not None else current_epoch(conn, dataset, peer)
         if version is None or epoch is None:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"dataset {dataset!r} has no registered version yet")
+            raise NotServed(f"dataset {dataset!r} has no registered version yet")
         self._check_column(grant.threshold_column, [grant.threshold_column], version, dataset,
                            "the threshold column")
         table = stored_table(self.ctx, declared, grant, version, peer, epoch)
         if not table.rows:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"no row of {dataset!r} has a usable {grant.threshold_column!r}")
+            raise NotServed(f"no row of {dataset!r} has a usable {grant.threshold_column!r}")
         return table, version
 
+    @refusals
     def ThresholdTable(self, request, context):
-        peer = peer_node_id(context)
-        try:
-            table, version = self._threshold_setup(request.dataset, peer)
-        except Refused as exc:
-            context.abort(exc.code, exc.reason)
+        table, version = self._threshold_setup(request.dataset, peer_node_id(context))
         n, changes = table.key.n, None
         if request.held_digest and request.held_digest != table.digest:
             with self.ctx.engine.connect() as conn:  # a copy of an earlier version: the difference
@@ -111,8 +102,7 @@ class ThresholdRpc:
                                               spb.STATISTICS_KIND_THRESHOLD)
         table, _ = self._threshold_setup(h.dataset, peer, version, h.epoch)
         if h.key_id != table.key.key_id or h.table_digest != table.digest:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          "the threshold table changed (new version, epoch or key); sync it again")
+            raise NotServed("the threshold table changed (new version, epoch or key); sync it again")
         with self.ctx.engine.connect() as conn:
             sealed = sealed_key(conn, h.dataset, peer, h.epoch)
         purpose, pool = key_purpose(h.dataset, peer, h.epoch), self.ctx.pool

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Sequence
 
-import grpc
 import numpy as np
 
 from protocols.bulk import BulkReceiver, InvalidMessage, ProtocolStateError, as_elements
@@ -29,7 +27,7 @@ from protocols.bulk.params import bin_count
 
 from node.asker.membership import MembershipResult
 from node.asker.peer_tables import dataset_info
-from node.asker.streams import Exchange, accept_receipt, logged_query
+from node.asker.streams import Exchange, accept_receipt, asker_record, logged_query, partner_call
 from node.core.errors import PartnerError
 from node.core.progress import Progress, StageClock, no_progress
 from node.policy.querylog import QueryRecord
@@ -38,7 +36,6 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import bulk_wire as wire
 from node.transport.channels import partner_channel
-from node.transport.status import rpc_error
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +73,9 @@ def bulk(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Seq
     started = time.perf_counter()
     stages = stages or StageClock(time.perf_counter)
     cfg = ctx.config
-    record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
-                         answerer=partner, kind="bulk", dataset=dataset, purpose=purpose,
-                         elements=bin_count(len(inputs)),  # what both ledgers charge
-                         authorisation_digest=consent_digest or "")
+    record = asker_record(ctx, partner, "bulk", dataset, purpose,
+                          bin_count(len(inputs)),  # what both ledgers charge
+                          authorisation_digest=consent_digest or "")
     with logged_query(ctx, record):
         stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
@@ -116,19 +112,16 @@ def _exchange(ctx, stub, partner: str, record: QueryRecord, session: BulkReceive
     call = _BulkCall(Exchange(stub.Bulk, grpc_cfg.deadline_seconds, limit=_OUTBOX), session, record,
                      progress, wire.chunk_rows(grpc_cfg.max_message_bytes), stages)
     try:
-        start = session.start()
-        call.exchange.send(_header(record, asked), wire.request(next(start)))
-        progress("preparing", 0, 1)
-        for _ in start:  # the cuckoo table, built while the partner answers the Hello
-            pass
-        progress("preparing", 1, 1)
-        for response in stages.waiting(call.exchange.responses):
-            if call.receive(response):
-                break
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
-    except (InvalidMessage, ProtocolStateError) as exc:
-        raise PartnerError(partner, str(exc)) from None
+        with partner_call(partner, (InvalidMessage, ProtocolStateError)):
+            start = session.start()
+            call.exchange.send(_header(record, asked), wire.request(next(start)))
+            progress("preparing", 0, 1)
+            for _ in start:  # the cuckoo table, built while the partner answers the Hello
+                pass
+            progress("preparing", 1, 1)
+            for response in stages.waiting(call.exchange.responses):
+                if call.receive(response):
+                    break
     finally:
         call.exchange.cancel()
     if record.summary is None:

@@ -10,17 +10,14 @@ so this node's record counts it too.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import grpc
 
 from protocols import cardinality_session as cs
 from protocols.errors import ProtocolStateError
 
 from node.asker.peer_tables import dataset_info
-from node.asker.streams import Exchange, accept_receipt, logged_query
+from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress
 from node.policy.querylog import QueryRecord
@@ -29,7 +26,6 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 from node.transport.channels import partner_channel
-from node.transport.status import rpc_error
 
 
 @dataclass
@@ -48,9 +44,7 @@ def cardinality(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         raise ValueError("nothing to ask: no valid identifier in the input")
     started = time.perf_counter()
     cfg = ctx.config
-    record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
-                         answerer=partner, kind="cardinality", dataset=dataset, purpose=purpose,
-                         elements=len(inputs))
+    record = asker_record(ctx, partner, "cardinality", dataset, purpose, len(inputs))
     with logged_query(ctx, record):
         stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         info = dataset_info(stub, partner, dataset, cfg.grpc.deadline_seconds)
@@ -75,22 +69,11 @@ def _count(ctx, stub, partner: str, record: QueryRecord, session: cs.Cardinality
     envelope = {"query_id": record.query_id, "dataset": record.dataset, "version": record.version,
                 "epoch": record.epoch, "purpose": record.purpose, "kind": pb.QUERY_KIND_CARDINALITY}
     header, *rest = session.start()
-    exchange = Exchange(stub.Cardinality, ctx.config.grpc.deadline_seconds)
-    summary = None
-    try:
-        exchange.send(wire.cardinality_request(header, **envelope),
-                      *map(wire.cardinality_request, rest))
-        for response in exchange.responses:
-            exchange.send(*map(wire.cardinality_request,
-                               session.handle(wire.parse_cardinality_response(response))))
-            if session.finished:
-                summary = response.summary
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
-    except (cs.InvalidMessage, ProtocolStateError):
-        raise PartnerError(partner, "sent an invalid cardinality answer") from None
-    finally:
-        exchange.cancel()
-    if summary is None:
+    first = [wire.cardinality_request(header, **envelope), *map(wire.cardinality_request, rest)]
+    with partner_call(partner, (cs.InvalidMessage, ProtocolStateError),
+                      lambda exc: "sent an invalid cardinality answer"):
+        finishing = converse(Exchange(stub.Cardinality, ctx.config.grpc.deadline_seconds), session,
+                             first, wire.parse_cardinality_response, wire.cardinality_request)
+    if finishing is None:
         raise PartnerError(partner, "the cardinality answer ended early or is malformed")
-    return summary
+    return finishing.summary

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-import grpc
 import numpy as np
 
 from protocols import labels, oprf
@@ -23,8 +21,8 @@ from protocols import membership as ms
 from protocols.errors import ProtocolStateError
 
 from node.asker.peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
-from node.asker.streams import Exchange, accept_receipt, logged_query  # noqa: F401  (re-exported)
-from node.core.errors import PartnerError
+from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
+from node.core.errors import NotServed, PartnerError
 from node.core.progress import Progress, no_progress
 from node.datasets.tag_tables import label_context
 from node.policy.querylog import QueryRecord
@@ -33,7 +31,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport import membership_wire as wire
 from node.transport.channels import partner_channel
-from node.transport.status import rpc_error
+from node.transport.status import partner_refusal
 
 
 @dataclass
@@ -52,6 +50,7 @@ class MembershipResult:
     rows: int = 0  # the partner's rows asked against (the size of its tag table)
 
 
+PROTOCOL_ERRORS = (ms.InvalidMessage, ProtocolStateError)  # what the session refuses of an answer
 _KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LABELED,
             "predicate": pb.QUERY_KIND_PREDICATE}
 
@@ -76,10 +75,8 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
         raise ValueError("kind must be membership, labeled or predicate (with a predicate)")
     started = time.perf_counter()
     cfg = ctx.config
-    record = QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=cfg.node.id,
-                         answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
-                         elements=len(inputs),
-                         authorisation_digest=consent_digest or "")  # node/policy/consent.py
+    record = asker_record(ctx, partner, kind, dataset, purpose, len(inputs),
+                          authorisation_digest=consent_digest or "")  # node/policy/consent.py
     with logged_query(ctx, record):
         stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         deadline = cfg.grpc.deadline_seconds
@@ -87,8 +84,7 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                 else dataset_info(stub, partner, dataset, deadline))
         record.version, record.epoch, record.predicate = info.version, info.epoch, info.predicate
         if kind == "labeled" and not info.label_length:
-            raise PartnerError(partner, f"offers no labels on {dataset!r} to this node",
-                               grpc.StatusCode.FAILED_PRECONDITION)
+            raise partner_refusal(partner, f"offers no labels on {dataset!r} to this node", NotServed)
         table = sync_tag_table(ctx, stub, partner, info, progress)
         width = oprf.OUTPUT_LEN if kind == "labeled" else info.tag_length
         session = ms.MembershipAsker(
@@ -134,46 +130,43 @@ def _evaluate(ctx, stub, partner: str, record: QueryRecord, session: ms.Membersh
     """The Evaluate stream: the session's messages out, the partner's answers in.
 
     Two threads send: once Accepted arrives, a producer drains the session's blinded
-    batches (blinding overlaps the partner's evaluation), while this loop sends what the
+    batches (blinding overlaps the partner's evaluation), while `converse` sends what the
     session answers (proof requests, finish).
     """
     (header,) = session.start()
     exchange = Exchange(stub.Evaluate, ctx.config.grpc.deadline_seconds)
-    exchange.send(wire.evaluate_request(
+    first = wire.evaluate_request(
         header, query_id=record.query_id, dataset=record.dataset, version=record.version,
         epoch=record.epoch, purpose=record.purpose, kind=_KIND_PB[record.kind],
-        predicate=record.predicate, consent_digest=record.authorisation_digest))
-    stop, failed, producer = threading.Event(), [], None
+        predicate=record.predicate, consent_digest=record.authorisation_digest)
+    stop, failed, producers = threading.Event(), [], []
+
+    def on_message(message, response) -> None:
+        if isinstance(message, ms.Summary):
+            record.summary = response.summary  # its receipt, checked once answered
+        elif isinstance(message, ms.Accepted):
+            producers.append(threading.Thread(target=_produce, name="blind", daemon=True,
+                                              args=(session.batches(), exchange, stop, failed)))
+            producers[0].start()
+
     try:
-        for response in exchange.responses:
-            message = wire.parse_evaluate_response(response)
-            replies = session.handle(message)
-            exchange.send(*map(wire.evaluate_request, replies))
-            if isinstance(message, ms.Summary):
-                record.summary = response.summary  # its receipt, checked once answered
-            elif isinstance(message, ms.Accepted):
-                producer = threading.Thread(target=_produce, name="blind", daemon=True,
-                                            args=(session.batches(), exchange, stop, failed))
-                producer.start()
-            if session.finished and replies:
-                exchange.done_sending()  # every batch answered (and proven): Finish went last
-    except grpc.RpcError as exc:
-        if failed:
-            raise failed[0]
-        raise rpc_error(partner, exc) from None
-    except (ms.InvalidMessage, ProtocolStateError) as exc:
-        raise PartnerError(partner, str(exc)) from None
+        with partner_call(partner, PROTOCOL_ERRORS):
+            converse(exchange, session, [first], wire.parse_evaluate_response,
+                     wire.evaluate_request, on_message)
+    except PartnerError:
+        if failed:  # the producer's failure ended the stream: the query fails with it
+            raise failed[0] from None
+        raise
     finally:
         stop.set()
-        exchange.cancel()
-        if producer is not None:
+        for producer in producers:
             producer.join(timeout=5)
-    try:
+    with partner_call(partner, PROTOCOL_ERRORS, _early):
         return session.result()
-    except ProtocolStateError:
-        raise PartnerError(partner, "the answer ended early") from None
-    except ms.InvalidMessage as exc:
-        raise PartnerError(partner, str(exc)) from exc
+
+
+def _early(exc: Exception) -> str:
+    return "the answer ended early" if isinstance(exc, ProtocolStateError) else str(exc)
 
 
 def _produce(batches, exchange: Exchange, stop: threading.Event, failed: list) -> None:

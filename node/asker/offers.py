@@ -8,14 +8,12 @@ sends no grant; the view then says so rather than inventing limits.
 """
 from __future__ import annotations
 
-import grpc
-
+from node.asker.streams import call
 from node.core.errors import PartnerError
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.transport.channels import partner_channel
-from node.transport.status import rpc_error
 
 
 def list_offers(ctx: NodeContext, partner: str, timeout: float = 30.0) -> list[pb.DatasetInfo]:
@@ -25,10 +23,7 @@ def list_offers(ctx: NodeContext, partner: str, timeout: float = 30.0) -> list[p
         PartnerError: the partner is not configured with an address, unreachable or refused.
     """
     stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
-    try:
-        return list(stub.ListDatasets(pb.ListDatasetsRequest(), timeout=timeout).datasets)
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
+    return list(call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), timeout).datasets)
 
 
 def askable_partners(ctx: NodeContext) -> list[str]:

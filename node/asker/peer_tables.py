@@ -9,23 +9,21 @@ reproduce the announced digest exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
 
-import grpc
 import numpy as np
 from sqlalchemy import insert, select
 
 from protocols import oprf
 from protocols.group import is_valid_element
 
-from node.runtime.context import NodeContext
-from node.core.errors import PartnerError
-from node.transport.status import rpc_error
-from node.rpc.shuqiao.v1 import membership_pb2 as pb
-from node.storage.schema import peer_tag_chunks, peer_tag_tables
-from node.datasets.tag_tables import CHUNK_TAGS, Arrays, apply_delta
+from node.asker.streams import call, download
+from node.core.errors import NotFound, PartnerError
 from node.core.progress import Progress, no_progress
+from node.datasets.tag_tables import CHUNK_TAGS, Arrays, apply_delta
+from node.rpc.shuqiao.v1 import membership_pb2 as pb
+from node.runtime.context import NodeContext
+from node.storage.schema import peer_tag_chunks, peer_tag_tables
+from node.transport.status import partner_refusal
 
 
 @dataclass(frozen=True)
@@ -50,25 +48,19 @@ def dataset_info(stub, partner: str, dataset: str, deadline: float) -> pb.Datase
     """The partner's listing of `dataset`. A listing changes nothing at the partner, so
     one that fails transiently (a partner restarting) is asked again (transport/retry.py)."""
     from node.transport.retry import retrying
-    try:
-        listing = retrying(lambda: stub.ListDatasets(pb.ListDatasetsRequest(), timeout=deadline),
-                           what=f"listing the datasets of {partner}")
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
+    listing = retrying(lambda: call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), deadline),
+                       what=f"listing the datasets of {partner}")
     for info in listing.datasets:
         if info.name == dataset:
             return info
     offered = ", ".join(i.name for i in listing.datasets) or "none"
-    raise PartnerError(partner, f"offers no dataset {dataset!r} to this node (offered: {offered})",
-                       grpc.StatusCode.NOT_FOUND)
+    raise partner_refusal(partner, f"offers no dataset {dataset!r} to this node (offered: {offered})",
+                          NotFound)
 
 
 def prepare_table(stub, partner: str, dataset: str, predicate: str, deadline: float) -> pb.DatasetInfo:
-    try:
-        return stub.PrepareTable(pb.PrepareTableRequest(dataset=dataset, predicate=predicate),
-                                 timeout=deadline)
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
+    return call(partner, stub.PrepareTable,
+                pb.PrepareTableRequest(dataset=dataset, predicate=predicate), deadline)
 
 
 def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
@@ -108,26 +100,23 @@ def _receive(ctx, stub, partner, info, request, base, progress) -> Arrays:
     tlen, llen = info.tag_length, info.label_length
     tags, labs, removed = [], [], []
     header = None
-    try:
-        for msg in stub.SyncTagTable(request, timeout=ctx.config.grpc.deadline_seconds):
-            body = msg.WhichOneof("body")
-            if body == "header":
-                header = msg
-            elif header is None:
-                raise PartnerError(partner, "sent table rows before the table header")
-            elif body == "rows":
-                n, rem = divmod(len(msg.rows.tags), tlen)
-                if rem or len(msg.rows.labels) != n * llen:
-                    raise PartnerError(partner, "sent a malformed tag table")
-                tags.append(msg.rows.tags)
-                labs.append(msg.rows.labels)
-                progress("sync", sum(map(len, tags)) // tlen, info.row_count)
-            elif body == "removed_tags":
-                if len(msg.removed_tags) % tlen:
-                    raise PartnerError(partner, "sent a malformed delta")
-                removed.append(msg.removed_tags)
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
+    for msg in download(partner, stub.SyncTagTable, request, ctx.config.grpc.deadline_seconds):
+        body = msg.WhichOneof("body")
+        if body == "header":
+            header = msg
+        elif header is None:
+            raise PartnerError(partner, "sent table rows before the table header")
+        elif body == "rows":
+            n, rem = divmod(len(msg.rows.tags), tlen)
+            if rem or len(msg.rows.labels) != n * llen:
+                raise PartnerError(partner, "sent a malformed tag table")
+            tags.append(msg.rows.tags)
+            labs.append(msg.rows.labels)
+            progress("sync", sum(map(len, tags)) // tlen, info.row_count)
+        elif body == "removed_tags":
+            if len(msg.removed_tags) % tlen:
+                raise PartnerError(partner, "sent a malformed delta")
+            removed.append(msg.removed_tags)
     if header is None or header.header.tag_table_digest != info.tag_table_digest:
         raise PartnerError(partner, "tag table header does not match the dataset listing")
     received = Arrays.from_bytes(b"".join(tags), tlen, b"".join(labs), llen)
@@ -147,7 +136,7 @@ def _store(ctx: NodeContext, partner: str, info: pb.DatasetInfo, table: Arrays) 
             partner=partner, dataset=info.name, version=info.version, epoch=info.epoch,
             predicate=info.predicate, tag_length=tlen, label_length=llen,
             row_count=len(table.tags), digest=info.tag_table_digest, public_key=info.public_key,
-            oprf_mode=info.oprf_mode, fetched_at=datetime.now(timezone.utc))).inserted_primary_key[0]
+            oprf_mode=info.oprf_mode, fetched_at=ctx.clock.now())).inserted_primary_key[0]
         conn.execute(insert(peer_tag_chunks), [
             {"table_id": table_id, "seq": i, "tags": tags[off * tlen:(off + CHUNK_TAGS) * tlen],
              "labels": labs[off * llen:(off + CHUNK_TAGS) * llen] if llen else None}

@@ -10,11 +10,9 @@ PartnerError. Every query, answered or not, gets one record in this node's query
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Sequence
-
-import grpc
 
 from protocols.errors import ProtocolStateError
 from protocols.rounds import SessionRefusal
@@ -22,17 +20,16 @@ from protocols.threshold_session import ThresholdAsker, check_applicants
 
 from node.asker import threshold_tables as threshold_table
 from node.asker.peer_tables import dataset_info
-from node.asker.streams import Exchange, accept_receipt, logged_query
-from node.core.errors import PartnerError
+from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
+from node.core.errors import NotServed
 from node.core.progress import Progress, no_progress
-from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc as spb_grpc
 from node.runtime.context import NodeContext
 from node.transport.channels import partner_channel
 from node.transport.chunks import chunk_size, unwrap, wrap
-from node.transport.status import rpc_error
+from node.transport.status import partner_refusal
 
 if TYPE_CHECKING:
     from protocols.he_aggregate import GroupAggregate
@@ -76,35 +73,19 @@ class ThresholdResult:
     seconds: float
 
 
-def _converse(partner: str, method, deadline: float, envelope, header, session):
+def _converse(ctx: NodeContext, partner: str, method, envelope, header, session):
     """One query stream: the header, then the session's messages both ways until it is
     finished; returns the partner's summary (with its receipt). The session refuses
     what the partner sends in its own words ("sent a malformed answer: ...")."""
-    first = session.start()  # the expensive blinding, before the stream is opened
-    exchange, closed = Exchange(method, deadline), False
-    try:
-        exchange.send(envelope(header=header), *(wrap(envelope, m) for m in first))
-        for response in exchange.responses:
-            exchange.send(*(wrap(envelope, m) for m in session.handle(unwrap(response))))
-            if session.outgoing_done and not closed:
-                exchange.done_sending()
-                closed = True
-            if session.finished:
-                return response.summary
-        session.end_of_stream()
-    except grpc.RpcError as exc:
-        raise rpc_error(partner, exc) from None
-    except (SessionRefusal, ProtocolStateError) as exc:
-        raise PartnerError(partner, str(exc)) from None
-    finally:
-        exchange.cancel()  # a no-op once the stream has ended
-
-
-def _record(ctx: NodeContext, partner: str, kind: str, dataset: str, purpose: str,
-            elements: int) -> QueryRecord:
-    return QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=ctx.config.node.id,
-                       answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
-                       elements=elements)
+    to_wire = partial(wrap, envelope)
+    # The opening messages (the expensive blinding) are ready before the stream opens.
+    first = [envelope(header=header), *map(to_wire, session.start())]
+    with partner_call(partner, (SessionRefusal, ProtocolStateError)):
+        finishing = converse(Exchange(method, ctx.config.grpc.deadline_seconds), session, first,
+                             unwrap, to_wire)
+        if finishing is None:
+            session.end_of_stream()  # refuses, naming the round the partner left unfinished
+    return finishing.summary
 
 
 def _checked_ops(ops: Sequence[str], value: str) -> tuple[tuple[str, ...], bool]:
@@ -137,7 +118,7 @@ def aggregate(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
     if not asked:
         raise ValueError("nothing to ask: no valid identifier in the input")
     started, cfg = time.perf_counter(), ctx.config
-    record = _record(ctx, partner, "aggregate", dataset, purpose, len(asked))
+    record = asker_record(ctx, partner, "aggregate", dataset, purpose, len(asked))
     with logged_query(ctx, record):
         channel = partner_channel(ctx, partner)
         info = dataset_info(pb_grpc.MembershipStub(channel), partner, dataset,
@@ -150,8 +131,8 @@ def aggregate(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
             query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
             purpose=purpose, total_elements=session.elements, kind=spb.STATISTICS_KIND_AGGREGATE,
             value_column=value, ops=[OPS[o] for o in ops], group_by=group_by)
-        summary = _converse(partner, spb_grpc.StatisticsStub(channel).Aggregate,
-                            cfg.grpc.deadline_seconds, spb.AggregateRequest, header, session)
+        summary = _converse(ctx, partner, spb_grpc.StatisticsStub(channel).Aggregate,
+                            spb.AggregateRequest, header, session)
         figures = session.result()
         record.outcome, record.epsilon_micro = "answered", summary.epsilon_micro
         accept_receipt(ctx, partner, record, summary)
@@ -176,7 +157,7 @@ def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
     check_applicants(inputs, thresholds)
     started, cfg, m = time.perf_counter(), ctx.config, len(inputs)
     deadline = cfg.grpc.deadline_seconds
-    record = _record(ctx, partner, "threshold", dataset, purpose, m)
+    record = asker_record(ctx, partner, "threshold", dataset, purpose, m)
 
     with logged_query(ctx, record):
         channel = partner_channel(ctx, partner)
@@ -193,8 +174,7 @@ def threshold(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs
             query_id=record.query_id, dataset=dataset, version=info.version, epoch=info.epoch,
             purpose=purpose, total_elements=m, kind=spb.STATISTICS_KIND_THRESHOLD,
             key_id=held.info.key_id, table_digest=held.info.digest)
-        summary = _converse(partner, stub.Threshold, deadline, spb.ThresholdRequest, header,
-                            session)
+        summary = _converse(ctx, partner, stub.Threshold, spb.ThresholdRequest, header, session)
         answers = session.result()
         record.outcome, record.matched = "answered", answers.matched
         accept_receipt(ctx, partner, record, summary)
@@ -208,7 +188,6 @@ def _held_table(ctx: NodeContext, stub, partner: str, info, deadline: float, pro
     the one of the version and epoch its listing names."""
     held = threshold_table.sync(ctx, stub, partner, info.name, deadline, progress)
     if (held.info.version, held.info.epoch) != (info.version, info.epoch):
-        raise PartnerError(partner, "its threshold table and dataset listing disagree on "
-                                    "the version or epoch; ask again",
-                           grpc.StatusCode.FAILED_PRECONDITION)
+        raise partner_refusal(partner, "its threshold table and dataset listing disagree on "
+                                       "the version or epoch; ask again", NotServed)
     return held

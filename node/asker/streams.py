@@ -1,27 +1,42 @@
-"""One query as this node's client, for every kind: its record, its stream, its receipt.
+"""One query as this node's client, for every kind: its record, its calls, its receipt.
 
-`logged_query` gives every query exactly one record in this node's query log (role
-"asker"), whatever happens: a partner's refusal or failure with its reason, anything
-else as aborted. `Exchange` is one bidirectional stream whose outgoing messages may come
-from more than one thread (a session's answers and a pipeline producing batches).
-`accept_receipt` checks the answerer's signed receipt for this node's ledger entry.
+`asker_record` and `logged_query` give every query exactly one record in this node's
+query log (role "asker"), whatever happens: a partner's refusal or failure with its
+reason, anything else as aborted. Every call to a partner goes through `partner_call`,
+which turns its failure into a PartnerError (the status read by node/transport/
+status.py): `call` (one request, one answer), `download` (a table's stream) and
+`converse`, which drives a session over an `Exchange`, one bidirectional stream whose
+outgoing messages may come from more than one thread (a session's answers and a
+pipeline producing batches). `accept_receipt` checks the answerer's signed receipt for
+this node's ledger entry.
 """
 from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import grpc
+
 from node.core.errors import PartnerError
 from node.policy.querylog import QueryRecord
-from node.transport.status import REFUSALS
+from node.transport.status import REFUSALS, rpc_error
 
 if TYPE_CHECKING:
     from node.runtime.context import NodeContext
 
 log = logging.getLogger(__name__)
+
+
+def asker_record(ctx, partner: str, kind: str, dataset: str, purpose: str, elements: int,
+                 **fields) -> QueryRecord:
+    """A new query's record, under a fresh query id, started at the context's time."""
+    return QueryRecord(query_id=str(uuid.uuid4()), role="asker", asker=ctx.config.node.id,
+                       answerer=partner, kind=kind, dataset=dataset, purpose=purpose,
+                       elements=elements, started_at=ctx.clock.now(), **fields)
 
 
 @contextmanager
@@ -53,7 +68,8 @@ def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary)
     try:
         if summary is None or not summary.receipt:
             raise ReceiptError("the partner sent no receipt")
-        key = pin_partner_key(ctx.engine, partner, LedgerPublicKey.from_text(summary.ledger_public_key))
+        key = pin_partner_key(ctx.engine, partner, LedgerPublicKey.from_text(summary.ledger_public_key),
+                              now=ctx.clock.now())
         receipt = Receipt.from_bytes(summary.receipt)
         verify_receipt(key, receipt, record.entry(ctx.ledger, "completed").metadata())
         record.receipt = receipt
@@ -62,6 +78,59 @@ def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary)
         record.reason = f"receipt missing or invalid: {exc}"
         log.warning("query %s to %s: %s", record.query_id, partner, record.reason)
 
+
+@contextmanager
+def partner_call(partner: str, refused: tuple[type[Exception], ...] = (),
+                 describe: Callable[[Exception], str] = str) -> Iterator[None]:
+    """A call to `partner`: its failure, and what this node refuses of its answers (one
+    of `refused`, in the words of `describe`), raise as PartnerErrors."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise rpc_error(partner, exc) from None
+    except refused as exc:
+        raise PartnerError(partner, describe(exc)) from None
+
+
+def call(partner: str, method, request, deadline: float):
+    """One request and its answer (a unary call)."""
+    with partner_call(partner):
+        return method(request, timeout=deadline)
+
+
+def download(partner: str, method, request, deadline: float) -> Iterator:
+    """The messages of a server stream (a table sent in chunks), as they arrive."""
+    with partner_call(partner):
+        yield from method(request, timeout=deadline)
+
+
+def converse(exchange: Exchange, session, first: Iterable, parse: Callable, to_wire: Callable,
+             on_message: Callable[[object, object], None] | None = None):
+    """Drive a session (protocols/session.py) over `exchange` to the end of the stream.
+
+    `first` (the header and the session's opening messages, on the wire already) goes
+    out, then each answer is `parse`d for the session and its replies go out through
+    `to_wire`; `on_message(message, response)` sees each answer after that. Sending ends
+    once the session has nothing more to send (its `outgoing_done`, else `finished`).
+    The stream is cancelled however this ends. Returns the response on which the session
+    finished, or None if the stream ended before it did.
+    """
+    finishing, closed = None, False
+    try:
+        exchange.send(*first)
+        for response in exchange.responses:
+            message = parse(response)
+            exchange.send(*map(to_wire, session.handle(message)))
+            if on_message is not None:
+                on_message(message, response)
+            if not closed and getattr(session, "outgoing_done", session.finished):
+                exchange.done_sending()
+                closed = True
+            if session.finished and finishing is None:
+                finishing = response
+    finally:
+        exchange.cancel()  # a no-op once the stream has ended
+    return finishing
 
 
 class Exchange:

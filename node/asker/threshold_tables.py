@@ -18,7 +18,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from protocols import threshold as th
@@ -26,8 +25,8 @@ from protocols.threshold_table import (
     InvalidTable, PublishedTable, check_header, table_digest,
 )
 
+from node.asker.streams import download, partner_call
 from node.core.errors import PartnerError
-from node.transport.status import rpc_error
 from node.storage.private_files import open_private, private_dir
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.transport.chunks import RoundError, expect
@@ -172,23 +171,21 @@ def sync(ctx, stub, partner: str, dataset: str, deadline: float, progress) -> He
     request = spb.ThresholdTableRequest(dataset=dataset, held_digest=held[0].digest if held else b"")
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        responses = iter(stub.ThresholdTable(request, timeout=deadline))
-        info = expect(responses, "info")
-        _check_info(partner, info)
-        if held and held[0].digest == info.digest:
-            return _held(*held)
-        if info.delta_from:
-            if not held or info.delta_from != held[0].digest:
-                raise RoundError("a difference from a table this node does not hold")
-            _patch(tmp, info, held, responses, progress)
-        else:
-            _receive(tmp, info, responses, progress)
-    except grpc.RpcError as exc:
-        tmp.unlink(missing_ok=True)
-        raise rpc_error(partner, exc) from None
-    except RoundError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PartnerError(partner, f"sent a malformed threshold table: {exc}") from None
+        with partner_call(partner, (RoundError,), lambda exc: f"sent a malformed threshold table: {exc}"):
+            responses = download(partner, stub.ThresholdTable, request, deadline)
+            info = expect(responses, "info")
+            _check_info(partner, info)
+            if held and held[0].digest == info.digest:
+                return _held(*held)
+            if info.delta_from:
+                if not held or info.delta_from != held[0].digest:
+                    raise RoundError("a difference from a table this node does not hold")
+                _patch(tmp, info, held, responses, progress)
+            else:
+                _receive(tmp, info, responses, progress)
+    except PartnerError:
+        tmp.unlink(missing_ok=True)  # whatever was written of the copy
+        raise
     fresh = _load(tmp)
     if fresh is None or fresh[0].digest != info.digest:
         tmp.unlink(missing_ok=True)

@@ -11,6 +11,7 @@
     │                        predicate, a dataset to register); the message says where
     ├── PartnerError         what a partner did: refused, failed, or could not be reached
     └── Refusal              this node refuses a peer's request, deliberately
+        ├── NotServed            well formed, but not answered in this node's present state
         ├── InvalidRequest       malformed, or a size no grant allows
         │   └── ProtocolViolation    a message out of turn, malformed, or past its round's limit
         ├── NotPermitted         the caller may not ask this (kind, purpose, another's head)
@@ -75,14 +76,21 @@ class PartnerError(ShuqiaoError):
 class Refusal(ShuqiaoError):
     """This node refuses a peer's request; `reason` is the message the peer reads.
 
-    The base class itself means "not now": the request is well formed, but this node
-    does not answer it in its present state (a version not served, a key epoch past
-    its grace period, a head it cannot judge).
+    The base class itself means "not now", as NotServed does: the request is well
+    formed, but this node does not answer it in its present state (a version not
+    served, a key epoch past its grace period, a head it cannot judge).
     """
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotServed(Refusal):
+    """The request is well formed, but this node does not answer it in its present state:
+    a version, table or key epoch it does not serve, a column that is not registered, a
+    table still being prepared, data the protocol cannot answer. Asking again later (or
+    after listing datasets and syncing) may succeed."""
 
 
 class InvalidRequest(Refusal):

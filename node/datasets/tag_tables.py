@@ -21,7 +21,6 @@ from sqlalchemy import Connection, insert, select
 
 from protocols import labels
 
-from node.core.clock import SYSTEM_CLOCK
 from node.storage.schema import row_tags, tag_chunks, tag_tables
 
 CHUNK_TAGS = 65536  # tags per stored chunk of a served table
@@ -89,14 +88,14 @@ def iter_row_tags(conn: Connection, dataset_id: int, partner: str, epoch: int
 
 
 def store_table(conn: Connection, dataset_id: int, partner: str, epoch: int, predicate: str,
-                tag_length: int, label_len: int, table: Arrays, *, now: datetime | None = None) -> int:
-    """Store a sorted table, created `now` (the caller's clock; the answering side's
-    predicate tables pass none yet and take the system clock's); returns its id."""
+                tag_length: int, label_len: int, table: Arrays, *, now: datetime) -> int:
+    """Store a sorted table, created `now` (the time of the caller's context clock);
+    returns its id."""
     tags, lab = table.tag_bytes(), table.label_bytes()
     table_id = conn.execute(insert(tag_tables).values(
         dataset_id=dataset_id, partner=partner, epoch=epoch, predicate=predicate,
         tag_length=tag_length, label_length=label_len, row_count=len(table.tags),
-        digest=table_digest(tags, lab), created_at=now or SYSTEM_CLOCK.now())).inserted_primary_key[0]
+        digest=table_digest(tags, lab), created_at=now)).inserted_primary_key[0]
     rows = [{"table_id": table_id, "seq": i,
              "tags": tags[off * tag_length:(off + CHUNK_TAGS) * tag_length],
              "labels": lab[off * label_len:(off + CHUNK_TAGS) * label_len] if label_len else None}

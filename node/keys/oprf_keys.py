@@ -68,14 +68,15 @@ def epoch_started(conn: Connection, dataset: str, partner: str, epoch: int) -> d
 
 
 def answerable_epochs(conn: Connection, dataset: str, partner: str, grace: timedelta,
-                      now: datetime | None = None) -> set[int]:
-    """The current epoch, plus the previous one while the grace period after rotation lasts."""
+                      now: datetime) -> set[int]:
+    """The current epoch, plus the previous one while the grace period after rotation lasts
+    (judged at `now`, the context's time)."""
     current = current_epoch(conn, dataset, partner)
     if current is None:
         return set()
     epochs = {current}
     started = epoch_started(conn, dataset, partner, current)
-    if current > 1 and started is not None and (now or SYSTEM_CLOCK.now()) < started + grace:
+    if current > 1 and started is not None and now < started + grace:
         epochs.add(current - 1)
     return epochs
 

@@ -23,7 +23,6 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, exc, insert, select, update
 
-from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import AlreadyUsed
 from node.policy import checks as policy
 from node.core.config import DatasetGrant
@@ -68,15 +67,13 @@ def _ensure_lock_row(engine: Engine, partner: str, dataset: str) -> None:
 
 
 def reserve(engine: Engine, grant: DatasetGrant, *, query_id: str, dataset: str, epoch: int,
-            elements: int, epsilon_micro: int = 0, now: datetime | None = None) -> None:
+            elements: int, now: datetime, epsilon_micro: int = 0) -> None:
     """Check the quotas (and the DP budget when `epsilon_micro`) and reserve them.
 
     Raises:
         QueryIdTaken: the id was claimed or recorded before.
         policy.PolicyRefusal: a quota or the budget would be exceeded (nothing reserved).
     """
-    # The answering side passes no time yet (node/agency/tables.py claim): the system clock.
-    now = now or SYSTEM_CLOCK.now()
     try:
         with serialised(engine, grant.partner, dataset) as conn:
             if taken(conn, query_id):

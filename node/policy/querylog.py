@@ -54,8 +54,8 @@ class QueryRecord:
     epsilon_micro: int = 0          # differential privacy spent by this query (millionths)
     evaluated: int = 0              # answerer: elements whose answer has left (or is leaving)
     claimed: bool = False           # answerer: this record holds the query id's admission claim
-    # Callers holding a context pass started_at=ctx.clock.now(); the query kinds' records
-    # (node/agency, node/asker) do not yet, and take the system clock's time.
+    # Every record the node makes passes started_at=ctx.clock.now(); the default serves
+    # records built by hand (tools, tests).
     started_at: datetime = field(default_factory=SYSTEM_CLOCK.now)
     receipt: object = None          # asker: the answerer's verified receipt
     summary: object = None          # asker: the answerer's closing message

@@ -21,9 +21,11 @@ from pathlib import Path
 import grpc
 
 from node.core.config import NodeConfig
+from node.core.errors import InvalidRequest, OutOfRange
 from node.runtime.context import NodeContext
 from node.ledger.alarms import ROUNDS
 from node.transport.retry import Backoff, retrying, transient
+from node.transport.status import refused_as
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def _prover(ctx: NodeContext, reachable: dict[str, grpc.Channel]):
             answer = pb_grpc.LedgerStub(channel).GetConsistencyProof(
                 pb.GetConsistencyProofRequest(first=first, second=second), timeout=30)
         except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.INVALID_ARGUMENT):
+            if refused_as(exc, OutOfRange, InvalidRequest):
                 raise LookupError("the log has no such tree") from None
             return None
         return list(answer.hashes)

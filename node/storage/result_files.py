@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from node.core.errors import InvalidInput
 from node.storage.private_files import open_private
 
 FORMATS = (".csv", ".xlsx", ".json", ".jsonl")
@@ -34,8 +35,9 @@ XLSX_MAX_ROWS = 1_048_576  # a worksheet's rows, the header included
 SIDECAR_SUFFIX = ".meta.json"
 
 
-class ResultFormatError(ValueError):
-    """A result file that cannot be written in the format its name asks for."""
+class ResultFormatError(InvalidInput, ValueError):
+    """A result file that cannot be written in the format its name asks for (the node's
+    hierarchy, node/core/errors.py; still a ValueError for callers that catch one)."""
 
 
 @dataclass

@@ -9,7 +9,10 @@ incident interceptor (node/core/incidents.py), which logs it and answers an opaq
 INTERNAL, so a peer learns nothing of the node's internals.
 
 Asking: `rpc_error` turns a partner's status into a PartnerError, and `REFUSALS` are the
-statuses by which a partner refused a query (as opposed to failing to answer it).
+statuses by which a partner refused a query (as opposed to failing to answer it);
+`refused_as` asks whether a partner's status means one of the node's refusals, and
+`partner_refusal` is a refusal this node reads in a partner's answer (a listing that
+offers no such dataset) as the PartnerError that refusal's status would have been.
 """
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ import grpc
 
 from node.core import errors
 
-__all__ = ["CODES", "REFUSALS", "abort_for", "code_for", "refusals", "rpc_error", "status_for"]
+__all__ = ["CODES", "REFUSALS", "abort_for", "code_for", "partner_refusal", "refusals",
+           "refused_as", "rpc_error", "status_for"]
 
 _S = grpc.StatusCode
 
 CODES: dict[type[BaseException], grpc.StatusCode] = {
     errors.ShuqiaoError: _S.INTERNAL,          # not a refusal: an incident, answered opaquely
     errors.Refusal: _S.FAILED_PRECONDITION,    # well formed, but not answered in this state
+    errors.NotServed: _S.FAILED_PRECONDITION,
     errors.InvalidRequest: _S.INVALID_ARGUMENT,
     errors.ProtocolViolation: _S.INVALID_ARGUMENT,
     errors.NotPermitted: _S.PERMISSION_DENIED,
@@ -49,15 +54,7 @@ def code_for(kind: type[BaseException]) -> grpc.StatusCode:
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The status for one error.
-
-    The answering side's older refusal (node/agency/tables.py `Refused`) still names
-    its status where it is raised, in `code`; that status is taken as given until those
-    raise sites raise the typed refusals instead.
-    """
-    carried = getattr(exc, "code", None)
-    if isinstance(exc, errors.Refusal) and isinstance(carried, grpc.StatusCode):
-        return carried
+    """The status for one error: its class's (no raise site names a status itself)."""
     return code_for(type(exc))
 
 
@@ -105,3 +102,16 @@ def rpc_error(partner: str, exc: grpc.RpcError) -> errors.PartnerError:
     elif code == _S.DEADLINE_EXCEEDED:
         details = "no answer before the deadline"
     return errors.PartnerError(partner, f"{code.name if code else 'error'}: {details}", code)
+
+
+def refused_as(exc: grpc.RpcError, *kinds: type[errors.Refusal]) -> bool:
+    """Whether a partner's failed call carries the status of one of `kinds`."""
+    code = exc.code() if hasattr(exc, "code") else None
+    return code is not None and code in {code_for(kind) for kind in kinds}
+
+
+def partner_refusal(partner: str, message: str, kind: type[errors.Refusal]) -> errors.PartnerError:
+    """What a partner answered amounts to a `kind` refusal of the query (its listing
+    offers no such dataset, or no labels): a PartnerError with that refusal's status,
+    so the query is recorded as refused."""
+    return errors.PartnerError(partner, message, code_for(kind))

@@ -24,12 +24,6 @@ from node.runtime.context import NodeContext
 ROOT = Path(__file__).resolve().parents[2]
 NODE = ROOT / "node"
 THE_CLOCK = "node/core/clock.py"
-# Being rewritten on other branches: they still read the wall clock themselves. Remove an
-# entry once its module takes the context's clock (test_the_exceptions_are_still_needed).
-NOT_YET = {
-    "node/agency/predicate_tables.py": "predicate-table builds and their daily limit",
-    "node/asker/peer_tables.py": "when a partner's table was fetched",
-}
 
 
 def wall_clock_reads(source: str) -> list[int]:
@@ -76,15 +70,8 @@ g = time.monotonic(); h = time.perf_counter(); i = ledger.now(); j = ctx.clock.n
 def test_only_the_clock_module_reads_the_wall_clock():
     readers = _readers()
     assert THE_CLOCK in readers  # the scan works on the real tree
-    strays = {m: lines for m, lines in readers.items() if m != THE_CLOCK and m not in NOT_YET}
+    strays = {m: lines for m, lines in readers.items() if m != THE_CLOCK}
     assert strays == {}, "read ctx.clock (or the ledger's clock), not the wall clock"
-
-
-def test_the_exceptions_are_still_needed():
-    readers = _readers()
-    for module in NOT_YET:
-        assert module.startswith(("node/agency/", "node/asker/")), module
-        assert module in readers, f"{module} no longer reads the wall clock: remove it from NOT_YET"
 
 
 def test_a_fixed_clock_stands_still_until_moved():

@@ -14,12 +14,6 @@ import node
 from node.core import errors
 from node.transport import status
 
-# Refusals whose raise sites still name their status (`Refused(code, reason)`); the
-# answering side is being rewritten to raise the typed refusals. Remove an entry when
-# its class is gone: test_only_the_listed_refusals_carry_their_own_status says so.
-CARRY_THEIR_OWN_STATUS = {"node.agency.admission.Refused"}
-
-
 def _node_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(node.__path__, "node."):
@@ -62,8 +56,7 @@ def test_every_exception_class_under_node_derives_from_the_node_base():
 
 
 def test_no_error_is_defined_twice():
-    """One name, one error; a class may only share its name with one it refines (the
-    answering side's StreamEnded is the hierarchy's, carrying its status)."""
+    """One name, one error; a class may only share its name with one it refines."""
     twice = [name for name, n in Counter(c.__name__ for c in CLASSES).items() if n > 1]
     for name in twice:
         same = [c for c in CLASSES if c.__name__ == name]
@@ -110,22 +103,21 @@ def test_a_branch_at_the_same_distance_is_caught():
     assert len({status.CODES[k] for k in _nearest_listed(Ambiguous)}) == 2
 
 
-def test_only_the_listed_refusals_carry_their_own_status():
+def test_no_refusal_carries_its_own_status():
+    """A raise site names the refusal, never a status: node/transport/status.py alone does."""
     carriers = {_qualname(c) for c in CLASSES if issubclass(c, errors.Refusal)
                 and "code" in inspect.signature(c.__init__).parameters}
-    assert carriers == CARRY_THEIR_OWN_STATUS
+    assert carriers == set()
 
 
 def test_policy_refusals_keep_the_statuses_the_answering_side_gives_them():
-    from node.agency.admission import _POLICY_CODES, Refused
     from node.policy.checks import KindNotGranted, QuotaExceeded, SizeRefused
     assert {c.rule: status.code_for(c) for c in (KindNotGranted, SizeRefused, QuotaExceeded)} == {
         "kind": grpc.StatusCode.PERMISSION_DENIED, "size": grpc.StatusCode.INVALID_ARGUMENT,
         "quota": grpc.StatusCode.RESOURCE_EXHAUSTED}
     for cls in (KindNotGranted, SizeRefused, QuotaExceeded):
-        refused = Refused.by_policy(cls("over the limit"))
-        assert refused.code == _POLICY_CODES[cls.rule] == status.code_for(cls)
-        assert status.status_for(refused) == refused.code and refused.reason == "over the limit"
+        refused = cls("over the limit")  # reaches the peer as itself
+        assert status.status_for(refused) == status.code_for(cls) and refused.reason == "over the limit"
 
 
 # -- ending a call ---------------------------------------------------------------------------
@@ -187,3 +179,46 @@ def test_anything_else_goes_to_the_incident_handler_untouched(exc):
     with pytest.raises(type(exc)):
         list(_Servicer(exc).Streaming(None, context))
     assert context.status is None
+
+
+@pytest.mark.parametrize("refused, code", [
+    ("StreamEnded", grpc.StatusCode.CANCELLED),
+    ("BudgetRefused", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("Unanswerable", grpc.StatusCode.FAILED_PRECONDITION),
+    ("InvalidRound", grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
+    """protocols/ knows nothing of the node's errors: the answering side reads each of a
+    session's refusals as one of the hierarchy's, which the table gives its status."""
+    from protocols import rounds
+    from node.agency.admission import as_refusal
+    refusal = as_refusal(getattr(rounds, refused)("the aggregate round was cut short"))
+    assert isinstance(refusal, errors.Refusal) and refusal.reason == "the aggregate round was cut short"
+    assert status.status_for(refusal) == code
+
+
+def test_a_message_out_of_turn_is_a_protocol_violation():
+    from protocols.errors import ProtocolStateError
+    from node.agency.admission import as_refusal
+    refusal = as_refusal(ProtocolStateError("expected a batch, got the header"))
+    assert isinstance(refusal, errors.ProtocolViolation)
+    assert status.status_for(refusal) == grpc.StatusCode.INVALID_ARGUMENT
+    assert as_refusal(refusal) is refusal  # the node's own refusals pass as they are
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "no such tree"
+
+
+def test_the_asking_side_reads_a_partners_status_through_the_table():
+    assert status.refused_as(_Failed(grpc.StatusCode.OUT_OF_RANGE), errors.OutOfRange, errors.InvalidRequest)
+    assert not status.refused_as(_Failed(grpc.StatusCode.UNAVAILABLE), errors.OutOfRange)
+    refused = status.partner_refusal("hrss", "offers no dataset 'roll'", errors.NotFound)
+    assert refused.code == grpc.StatusCode.NOT_FOUND and refused.code in status.REFUSALS

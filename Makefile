@@ -37,4 +37,4 @@ proto: $(STAMP)
 	  --grpc_python_out=. --pyi_out=. proto/shuqiao/v1/*.proto
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo-run bench-run
+	rm -rf $(VENV) .pytest_cache demo-run demo-run-* bench-run

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import typer
 
+from node.cli.choices import TokenRole
 from node.cli.common import ConfigOpt, app, command_group, console, fail, node_context, out
 
 audit_app = command_group("Verify ledgers (auditor) and export them (operator).")
@@ -191,11 +192,11 @@ app.add_typer(token_app, name="token")
 
 
 @token_app.command("new")
-def token_new(role: Annotated[str, typer.Option(help="auditor or admin")] = "auditor") -> None:
+def token_new(role: Annotated[TokenRole, typer.Option(
+        help="auditor (/v1/ledger, /metrics), admin (/v1/admin) or metrics (/metrics only)")]
+        = TokenRole.AUDITOR) -> None:
     """A fresh token: hand the token to its holder, put only the digest in [http]."""
     from node.ledger.http import new_token
-    if role not in ("auditor", "admin"):
-        fail("role must be auditor or admin", 2)
     token, digest = new_token()
-    console.print(f"add to [http] {role}_tokens: \"{digest}\"")
+    console.print(f"add to [http] {role.value}_tokens: \"{digest}\"")
     out.print(token)

@@ -15,6 +15,7 @@ from rich.table import Table
 from node.core.config import ConfigError, load_config
 from node.runtime.context import NodeContext, NodeNotInitialised
 
+from node.cli.choices import LedgerCheck, LogFormat
 from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, error_line,  # noqa: F401
                              fail, node_context, out, query_app, rule_app, warn)
 
@@ -69,21 +70,23 @@ def init(config: ConfigOpt) -> None:
 @app.command()
 def serve(config: ConfigOpt,
           port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here.")] = None,
-          check_ledger: Annotated[str, typer.Option(
+          check_ledger: Annotated[LedgerCheck, typer.Option(
               help="Ledger check before serving: tail (latest head and recent entries) or full.")
-          ] = "tail",
+          ] = LedgerCheck.TAIL,
           accept_damaged_ledger: Annotated[bool, typer.Option(
               help="Serve even if the ledger check fails (recorded in the ledger).")] = False,
+          log_format: Annotated[Optional[LogFormat], typer.Option(
+              help="text or json (one JSON object a line); default: the config's "
+                   "[logging] format, else text.")] = None,
           ) -> None:
     """Run the node: answer partners over gRPC with mutual TLS until SIGTERM."""
+    from node.core.logs import configure
     from node.runtime.data_lock import DataDirLocked
     from node.server.serve import LedgerDamaged, serve as run
-    if check_ledger not in ("tail", "full"):
-        fail("--check-ledger must be tail or full", 2)
-    logging.getLogger().setLevel(logging.INFO)
     with node_context(config) as ctx:
+        configure(log_format.value if log_format else ctx.config.logging.format, logging.INFO)
         try:
-            run(ctx, port_file, check=check_ledger, accept_damaged_ledger=accept_damaged_ledger)
+            run(ctx, port_file, check=check_ledger.value, accept_damaged_ledger=accept_damaged_ledger)
         except (OSError, LedgerDamaged, DataDirLocked) as exc:
             fail(str(exc))
 
@@ -176,7 +179,8 @@ def ca_issue(ca_dir: Annotated[Path, typer.Option("--ca", help="Directory holdin
 
 
 @app.command()
-def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's files here.")] = None,
+def demo(workdir: Annotated[Optional[Path], typer.Option(
+             help="Keep the run's files here (default: demo-run, or demo-run-2, ... if taken).")] = None,
          hrss_rows: int = 200_000, graduates: int = 60_000, applicants: int = 20_000,
          seed: int = 20260101) -> None:
     """Three real nodes on localhost; the seed's two identification jobs, checked."""
@@ -186,9 +190,14 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(help="Keep the run's fi
     raise typer.Exit(0 if ok else 1)
 
 
-def main() -> None:
+def register_commands() -> None:
+    """Import every command group's module: importing one registers its commands on `app`."""
     from node.cli import (audit, consent, dataset, ledger, ops, query, statistics,  # noqa: F401
-                          witness)  # (register their commands)
+                          witness)
+
+
+def main() -> None:
+    register_commands()
     try:
         app()
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import typer
 from adapters import IdType, SourceError
 
 from node.asker import membership as asker
+from node.cli.choices import MembershipKind, RowSelection
 from node.cli.common import (Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app,
                              rule_app, warn)
 from node.cli.offers import print_offers
@@ -25,12 +26,13 @@ OutOpt = Annotated[Path, typer.Option("--out", help=f"Result file. {FORMATS_HELP
 def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Purpose,
                input_path: InputOpt, id_column: IdColumn, out_path: OutOpt,
                id_type: IdTypeOpt = IdType.CN_RESIDENT_ID, rejects: RejectsOpt = None,
-               select: Annotated[str, typer.Option(
-                   help="Rows to write: all (invalid rows too), intersection or difference.")] = "all",
-               kind: Annotated[str, typer.Option(
+               select: Annotated[RowSelection, typer.Option(
+                   help="Rows to write: all (invalid rows too), intersection or difference.")
+               ] = RowSelection.ALL,
+               kind: Annotated[MembershipKind, typer.Option(
                    help="membership, labeled (adds allow-listed attributes of matched rows), "
                         "predicate, or bulk (the whole list at once by bulk PSI: faster for long "
-                        "lists, if the partner grants it).")] = "membership",
+                        "lists, if the partner grants it).")] = MembershipKind.MEMBERSHIP,
                predicate: Annotated[Optional[str], typer.Option(
                    help='Over the partner\'s columns, e.g. "缴费月数 >= 6" (kind predicate or labeled).')] = None,
                auth_column: Annotated[Optional[str], typer.Option(
@@ -41,7 +43,7 @@ def membership(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: P
     rejects = rejects or default_rejects(out_path)
     job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_membership(
         ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,
-        id_type=id_type, out=out_path, rejects=rejects, select=select, kind=kind,
+        id_type=id_type, out=out_path, rejects=rejects, select=select.value, kind=kind.value,
         predicate=predicate, auth_column=auth_column, lang=lang, progress=bars))
     if as_json:
         return emit_json({**vars(job), "partner": partner, "dataset": dataset,

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from adapters import IdType
 
+from node.cli.choices import AggregateOp
 from node.cli.common import ConfigOpt, JsonOpt, emit_json, out, query_app
 from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, run_over_input
 from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
@@ -21,7 +22,8 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               input_path: InputOpt, id_column: IdColumn,
               value: Annotated[Optional[str], typer.Option(
                   help="The partner's attribute to sum, e.g. contribution_base.")] = None,
-              op: Annotated[str, typer.Option(help="Comma-separated: count, sum, mean.")] = "count",
+              op: Annotated[list[AggregateOp], typer.Option(
+                  help="count, sum or mean; repeat for several: --op sum --op mean.")] = [AggregateOp.COUNT],
               group_by: Annotated[Optional[str], typer.Option(
                   help="The partner's attribute to group by, e.g. district.")] = None,
               out_path: Annotated[Optional[Path], typer.Option(
@@ -29,7 +31,7 @@ def aggregate(config: ConfigOpt, partner: Partner, dataset: Dataset, purpose: Pu
               rejects: RejectsOpt = None, id_type: IdTypeOpt = IdType.CN_RESIDENT_ID,
               lang: LangOpt = Lang.zh, as_json: JsonOpt = False, encoding: str = "auto") -> None:
     """Count, sum, mean of a partner's attribute over your list ∩ its dataset: group figures only."""
-    ops = [o.strip() for o in op.split(",") if o.strip()]
+    ops = list(dict.fromkeys(o.value for o in op))
     rejects = rejects or default_rejects(out_path)
     job = run_over_input(config, input_path, encoding, lambda ctx, source, bars: run_aggregate(
         ctx, partner=partner, dataset=dataset, purpose=purpose, source=source, id_column=id_column,

@@ -63,6 +63,10 @@ class GrpcSection(_Strict):
     reserved_threads: int = Field(default=6, ge=2, le=256)
     partner_streams: int = Field(default=8, ge=1, le=1024)
     idle_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Channels to partners ping this often, idle or not; the server permits it (channels.py).
+    keepalive_seconds: float = Field(default=60.0, ge=0.1, le=7200)
+    # How long opening a channel to a partner waits for the mutual-TLS connection.
+    connect_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _call_limits(self) -> "GrpcSection":
@@ -110,15 +114,22 @@ class HttpSection(_Strict):
     # TLS proxy), unless this says the node is a development setup; never in production.
     plain_http_for_development: bool = False
     # Bearer tokens, stored only as "sha256:<hex>" digests (`shuqiao token new` makes one).
+    # A metrics token opens /metrics only (a scraper's); auditor tokens open it too.
     auditor_tokens: list[str] = Field(default_factory=list)
     admin_tokens: list[str] = Field(default_factory=list)
+    metrics_tokens: list[str] = Field(default_factory=list)
 
-    @field_validator("auditor_tokens", "admin_tokens")
+    @field_validator("auditor_tokens", "admin_tokens", "metrics_tokens")
     @classmethod
     def _digests(cls, v: list[str]) -> list[str]:
         if not all(re.fullmatch(r"sha256:[0-9a-f]{64}", t) for t in v):
             raise ValueError("tokens are configured as sha256:<64 hex> digests, never in clear")
         return v
+
+
+class LoggingSection(_Strict):
+    """How `shuqiao serve` writes its log: text lines, or JSON lines (node/core/logs.py)."""
+    format: Literal["text", "json"] = "text"
 
 
 class SourcesSection(_Strict):
@@ -287,6 +298,7 @@ class NodeConfig(_Strict):
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
     http: HttpSection = HttpSection()
+    logging: LoggingSection = LoggingSection()
     sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
     query: QuerySection = QuerySection()

@@ -75,7 +75,8 @@ def describe(exc: BaseException) -> str:
 def record(where: str, exc: BaseException, logger: logging.Logger | None = None) -> str:
     """Log `exc` as a new incident at `where` (a method or route name); return its id."""
     incident = new_incident_id()
-    (logger or log).error("incident %s in %s: %s", incident, where, describe(exc))
+    (logger or log).error("incident %s in %s: %s", incident, where, describe(exc),
+                          extra={"incident": incident})
     return incident
 
 

@@ -91,14 +91,15 @@ class Federation:
                               check=check, timeout=timeout,
                               env={**os.environ, "COLUMNS": "200", **(env or {})})
 
-    def start(self, node_id: str, timeout: float = 60) -> LocalNode:
+    def start(self, node_id: str, timeout: float = 60, args: tuple[str, ...] = ()) -> LocalNode:
+        """Start `shuqiao serve` for the node (with `args` added) and wait for its ports."""
         node = self.nodes[node_id]
         port_file = node.directory / "serve.port"
         port_file.unlink(missing_ok=True)
         log = open_private(node.directory / "serve.log", "ab")
         node.process = subprocess.Popen(
             [sys.executable, "-m", "node", "serve", "--config", str(node.config_path),
-             "--port-file", str(port_file)],
+             "--port-file", str(port_file), *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout

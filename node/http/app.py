@@ -1,4 +1,5 @@
-"""The node's HTTP API: auditors read the ledger, admins inspect datasets and policy.
+"""The node's HTTP API: auditors read the ledger, admins inspect datasets and policy,
+a monitoring system scrapes /metrics (node/http/metrics.py).
 
 Role-scoped bearer tokens, configured only as SHA-256 digests; HTTPS with the node's own
 certificate (the federation CA) unless `[http] tls = false`. Served by uvicorn on a
@@ -6,7 +7,6 @@ thread of `shuqiao serve`; nothing is built at import time.
 """
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import Callable
 from typing import Annotated
@@ -64,14 +64,9 @@ class ConfigStatusOut(BaseModel):
 
 def admin_router(ctx: NodeContext) -> APIRouter:
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        from node.ledger.http import bearer_token, hash_token
-        token = bearer_token(authorization)
-        presented = hash_token(token).encode() if token else b""
-        matched = False
+        from node.ledger.http import token_matches
         # The tokens in force: a reload may add or revoke one.
-        for digest in [d.encode() for d in ctx.config.http.admin_tokens]:  # constant time per token
-            matched |= hmac.compare_digest(presented, digest)
-        if not token or not matched:
+        if not token_matches(authorization, [d.encode() for d in ctx.config.http.admin_tokens]):
             raise HTTPException(status_code=401,
                                 detail="an admin token is required (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -135,6 +130,7 @@ def _config_status(ctx: NodeContext) -> ConfigStatusOut:
 def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI:
     """The node's API; `grpc_serving` says whether the node's gRPC listener serves (/readyz)."""
     from node.http.health import health_router
+    from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
     app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
@@ -144,6 +140,7 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI
     guard(outer)
     outer.include_router(health_router(ctx, grpc_serving))
     outer.include_router(admin_router(ctx))
+    outer.include_router(metrics_router(ctx))
     outer.mount("/", app)
     outer.state.auditor_app = app  # its tokens change on a reload (HttpServer.apply_config)
     return outer
@@ -163,10 +160,11 @@ class HttpServer:
                 from node.keys.pki import tls_key_passphrase
                 tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
         # No Server header: unauthenticated callers (/healthz) learn nothing of the software.
+        # No log_config: uvicorn's loggers go through the node's handler and format (JSON lines too).
         self.app = create_app(ctx, grpc_serving=grpc_serving)
         self.config = uvicorn.Config(self.app, host=host.strip("[]"),
                                      port=int(port), log_level="warning", access_log=False,
-                                     server_header=False, **tls)
+                                     server_header=False, log_config=None, **tls)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 

@@ -13,7 +13,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["REGISTRY", "CONFLICTS", "OPEN", "raise_alarm"]
+__all__ = ["REGISTRY", "CONFLICTS", "OPEN", "ROUNDS", "raise_alarm"]
 
 log = logging.getLogger("shuqiao.alarm")
 
@@ -25,6 +25,10 @@ CONFLICTS = Counter("shuqiao_ledger_conflicts", "Ledger conflicts recorded by th
                     registry=REGISTRY)
 OPEN = Gauge("shuqiao_ledger_open_conflicts", "Ledger conflicts on record and not yet resolved "
              "(set by every witnessing round)", registry=REGISTRY)
+# Counted by node/server/witnessing.py; a partner failing round after round is the early
+# sign of a log that goes unwitnessed.
+ROUNDS = Counter("shuqiao_witness_rounds", "Witnessing rounds with a partner, by result (ok, "
+                 "or failed after its retries)", ["partner", "result"], registry=REGISTRY)
 
 
 def raise_alarm(log_node: str, kind: str, first_size: int, second_size: int, source: str) -> None:

@@ -152,7 +152,12 @@ class GrpcLogSource:
         try:
             return method(request, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: grpc.RpcError) -> SourceError:
+        error = SourceError(f"{self.name}: {exc.code().name}: {exc.details()}")
+        error.code = exc.code()  # a caller may retry a transient one (node/transport/retry.py)
+        return error
 
     def public_key(self) -> LedgerPublicKey:
         self._key_msg = self._call(self._stub.GetPublicKey, pb.GetPublicKeyRequest())
@@ -181,7 +186,7 @@ class GrpcLogSource:
             for msg in self._stub.GetEntries(request, timeout=self._timeout * 10):
                 yield msg.index, msg.entry
         except grpc.RpcError as exc:
-            raise SourceError(f"{self.name}: {exc.code().name}: {exc.details()}") from None
+            raise self._failed(exc) from None
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         request = pb.GetInclusionProofRequest(index=index, size=size)

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from protocols import merkle
@@ -63,6 +63,16 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or " " in token:
         return None
     return token
+
+
+def token_matches(authorization: str | None, digests: Iterable[bytes]) -> bool:
+    """Whether the header's bearer token is one of `digests` (every role checks this way)."""
+    token = bearer_token(authorization)
+    presented = hash_token(token).encode() if token else b""
+    matched = False
+    for digest in digests:  # no early exit: constant time per token
+        matched |= hmac.compare_digest(presented, digest)
+    return token is not None and matched
 
 
 def new_token() -> tuple[str, str]:
@@ -131,11 +141,7 @@ def _auditor(request: Request, authorization: Annotated[str | None, Header()] = 
     if token is None:
         raise HTTPException(401, "an auditor token is required (Authorization: Bearer <token>)",
                             headers={"WWW-Authenticate": "Bearer"})
-    presented = hash_token(token).encode()
-    matched = False
-    for digest in request.app.state.token_digests:  # no early exit: constant time per token
-        matched |= hmac.compare_digest(presented, digest)
-    if not matched:
+    if not token_matches(authorization, request.app.state.token_digests):
         raise HTTPException(401, "unknown auditor token", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -231,15 +237,6 @@ def inclusion(ledger: LedgerDep, index: Annotated[int, Query(ge=0, le=INT64_MAX)
 def consistency(ledger: LedgerDep, first: Annotated[int, Query(ge=1, le=INT64_MAX)],
                 second: Annotated[int, Query(ge=1, le=INT64_MAX)]) -> ProofOut:
     return _proof(ledger.consistency_proof, first, second)
-
-
-@routes.get("/metrics")
-def metrics() -> Response:
-    """Prometheus text format: the ledger alarm series (alarms.py); auditor token required."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from node.ledger.alarms import REGISTRY
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 @routes.get("/v1/ledger/cosigned-head")

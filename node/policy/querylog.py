@@ -17,6 +17,8 @@ Writing the row settles the query's admission claim (node/policy/admission.py).
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,7 +26,10 @@ from sqlalchemy import Connection, func, insert, select
 
 from node.core.clock import SYSTEM_CLOCK
 from node.policy.admission import settle, taken
+from node.policy.metrics import count_query
 from node.storage.schema import query_log
+
+log = logging.getLogger("shuqiao.queries")
 
 OUTCOMES = ("answered", "refused", "failed", "aborted", "broken_by_asker")
 
@@ -55,6 +60,8 @@ class QueryRecord:
     receipt: object = None          # asker: the answerer's verified receipt
     summary: object = None          # asker: the answerer's closing message
     written: bool = False
+    # When the query began, for its latency (a duration: the monotonic clock, never the wall's).
+    began: float = field(default_factory=time.monotonic, repr=False)
 
     def entry(self, ledger, phase: str):
         from node.ledger import QueryEntry
@@ -89,7 +96,7 @@ class QueryRecord:
             raise ValueError(f"unknown outcome {self.outcome!r}")
         self._charge()
         values = {k: v for k, v in self.__dict__.items()
-                  if k not in ("receipt", "summary", "written", "evaluated", "claimed")}
+                  if k not in ("receipt", "summary", "written", "evaluated", "claimed", "began")}
         values.update(reason=redacted(self.reason, 500), predicate=redacted(self.predicate, 512),
                       finished_at=ctx.clock.now())
         receipt = None
@@ -100,6 +107,8 @@ class QueryRecord:
                 self.written = True  # a refused stream reusing a claimed id: the claim's
                 return None          # own record stands, one per id
             conn.execute(insert(query_log).values(**values))
+            seconds = time.monotonic() - self.began
+            labels = count_query(conn, ctx.config, self, seconds)  # /metrics: the same commit
             if self.claimed:  # never another stream's claim on the same id
                 settle(conn, self.query_id)
             if self.role == "answerer" and self.outcome == "answered":
@@ -107,6 +116,7 @@ class QueryRecord:
             else:
                 ledger.append(conn, entry)
         self.written = True
+        _log_event(self, labels, seconds)
         return receipt
 
     def _charge(self) -> None:
@@ -118,6 +128,16 @@ class QueryRecord:
             self.outcome = "broken_by_asker"
         if self.outcome != "refused":
             self.elements = self.evaluated
+
+
+def _log_event(record: QueryRecord, labels: dict[str, str], seconds: float) -> None:
+    """One line per recorded query: its id and the metric labels, never a reason's text
+    (a partner wrote it) nor anything asked. JSON logs carry the fields (node/core/logs.py)."""
+    log.info("%s %s query %s with %s: %s, %d elements, %.2f s", labels["role"], labels["kind"],
+             record.query_id, labels["partner"], labels["outcome"], record.elements, seconds,
+             extra={"query_id": record.query_id, **{k: labels[k] for k in (
+                 "role", "kind", "partner", "dataset", "purpose", "outcome")},
+                 "elements": record.elements, "seconds": round(seconds, 3)})
 
 
 def redacted(text: str, limit: int) -> str:

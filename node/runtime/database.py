@@ -13,7 +13,10 @@ from node.storage.schema import _APPEND_ONLY, _append_only_ddl, make_engine, met
 
 def create_schema(engine: Engine) -> None:
     """Create missing tables and the append-only triggers (idempotent)."""
-    metadata.create_all(engine)
+    metadata.create_all(engine)  # missing tables, with their indexes
+    for table in metadata.sorted_tables:  # and indexes added since a table was created
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
     with engine.begin() as conn:
         for table in _APPEND_ONLY:
             for stmt in _append_only_ddl(engine.dialect.name, table):

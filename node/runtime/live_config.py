@@ -4,8 +4,8 @@ What changes live: the partners, every dataset and its grants (the policy), and 
 query, maintenance, sources and predicate-table settings, the HTTP tokens and the
 display name. What a running node cannot change: what it is and where its files are
 (node id, mode, data directory, KEK file), its storage, its gRPC listener and call
-limits, its TLS files and its HTTP listener. A reload that changes any of those is
-refused, naming them, and the running config stays in force until a restart.
+limits, its TLS files, its HTTP listener and its log format. A reload that changes any
+of those is refused, naming them, and the running config stays in force until a restart.
 
 Applying a reload: the node reads its config file again (the one it started with),
 validates it, ledgers it (`policy_changed` with the policy and config digests, in the
@@ -49,6 +49,7 @@ RESTART_ONLY: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("grpc", None),      # the listener, its threads, message sizes and call limits
     ("tls", None),       # the files are read once, when the listener is built
     ("http", ("listen", "tls", "plain_http_for_development")),
+    ("logging", None),   # the log handler is set up once, when `serve` starts
 )
 
 

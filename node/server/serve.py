@@ -48,7 +48,8 @@ class NodeServer:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc.server_threads, thread_name_prefix="grpc"),
             interceptors=[IncidentInterceptor(), self.partners, self.limits],
-            options=grpc_options(cfg.grpc.max_message_bytes),
+            options=grpc_options(cfg.grpc.max_message_bytes, cfg.grpc.keepalive_seconds,
+                                 server=True),
             maximum_concurrent_rpcs=4 * cfg.grpc.server_threads)
         pb_grpc.add_MembershipServicer_to_server(MembershipAnswerer(ctx), self.server)
         statistics_pb2_grpc.add_StatisticsServicer_to_server(StatisticsAnswerer(ctx), self.server)
@@ -185,7 +186,8 @@ def listener_lines(node: NodeServer) -> list[str]:
     if node.http is not None:
         scheme = "HTTPS" if cfg.http.tls else "HTTP (plain, no TLS)"
         lines.append(f"{scheme} API on {cfg.http.listen.rsplit(':', 1)[0]}:{node.http_port}: "
-                     "/v1/ledger and /metrics (auditor token), /v1/admin (admin token), "
+                     "/v1/ledger (auditor token), /metrics (metrics or auditor token), "
+                     "/v1/admin (admin token), "
                      "/healthz and /readyz (no token)")
     return lines
 

@@ -23,6 +23,8 @@ import grpc
 from node.core.config import NodeConfig
 from node.core.errors import InvalidRequest, OutOfRange
 from node.runtime.context import NodeContext
+from node.ledger.alarms import ROUNDS
+from node.transport.retry import Backoff, retrying, transient
 from node.transport.status import refused_as
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,9 @@ def _pull(witness, partner: str, key, source) -> str:
     if seen.verdict == "need_proof":
         try:
             proof = source.consistency_proof(seen.need_proof_from, head.size)
-        except SourceError:
+        except SourceError as exc:
+            if transient(exc):  # unreachable is not unprovable: retried, never judged
+                raise
             proof = []  # a log that cannot prove its growth is judged on no proof
         seen = witness.observe(partner, key, head, seen.need_proof_from, proof)
     return seen.verdict
@@ -59,13 +63,44 @@ def _prover(ctx: NodeContext, reachable: dict[str, grpc.Channel]):
     return prove
 
 
-def witness_partners(ctx: NodeContext) -> dict[str, str]:
-    """One witnessing round; returns partner -> "pushed/pulled" verdicts or an error name."""
+# A round runs in the background: a few attempts, so a partner that is restarting is
+# still witnessed this round, without holding up the other partners' for long.
+ROUND_BACKOFF = Backoff(attempts=4, first=1.0, cap=4.0)
+
+
+def _witness_one(ctx: NodeContext, witness, partner: str, reachable: dict[str, grpc.Channel]) -> str:
+    """Push this node's head to `partner` and pull the partner's; "pushed/pulled" verdicts."""
     from node.transport.channels import partner_channel
     from node.ledger import pin_partner_key
-    from node.ledger.grpc_service import GrpcLogSource, ask_certified_cosignature, exchange_notes
-    from node.ledger.witness import Witness
+    from node.ledger.grpc_service import GrpcLogSource, ask_certified_cosignature
     from node.ledger.witness_pki import keep_certification
+    channel = partner_channel(ctx, partner)
+    reachable[partner] = channel
+    source = GrpcLogSource(channel, partner, timeout=30)
+    key = pin_partner_key(ctx.engine, partner, source.public_key(), now=ctx.clock.now())
+    answer, certification = ask_certified_cosignature(ctx.ledger, channel)
+    if isinstance(answer, tuple) and answer[0] == "stale":
+        pushed = "stale"  # the partner had already seen a newer head of ours
+    elif isinstance(answer, tuple):
+        pushed = answer[0]
+        log.error("partner %s refuses to cosign this node's ledger head: it reports %s",
+                  partner, pushed)
+    else:
+        witness.store_cosignature(answer, key)
+        keep_certification(ctx.engine, partner, key,  # attached, else as published
+                           certification or source.key_certification(), now=ctx.clock.now())
+        pushed = "cosigned"
+    return f"{pushed}/{_pull(witness, partner, key, source)}"
+
+
+def witness_partners(ctx: NodeContext, *, backoff: Backoff = ROUND_BACKOFF) -> dict[str, str]:
+    """One witnessing round; returns partner -> "pushed/pulled" verdicts or an error name.
+
+    Each step is safe to repeat, so a partner that is transiently unreachable is tried
+    again after a pause (node/transport/retry.py) before the round gives up on it.
+    """
+    from node.ledger.grpc_service import exchange_notes
+    from node.ledger.witness import Witness
     witness = Witness(ctx.ledger)
     results: dict[str, str] = {}
     reachable: dict[str, grpc.Channel] = {}
@@ -73,32 +108,22 @@ def witness_partners(ctx: NodeContext) -> dict[str, str]:
         if not partner.address:
             continue
         try:
-            channel = partner_channel(ctx, partner.id)
-            reachable[partner.id] = channel
-            source = GrpcLogSource(channel, partner.id, timeout=30)
-            key = pin_partner_key(ctx.engine, partner.id, source.public_key(), now=ctx.clock.now())
-            answer, certification = ask_certified_cosignature(ctx.ledger, channel)
-            if isinstance(answer, tuple) and answer[0] == "stale":
-                pushed = "stale"  # the partner had already seen a newer head of ours
-            elif isinstance(answer, tuple):
-                pushed = answer[0]
-                log.error("partner %s refuses to cosign this node's ledger head: it reports %s",
-                          partner.id, pushed)
-            else:
-                witness.store_cosignature(answer, key)
-                keep_certification(ctx.engine, partner.id, key,  # attached, else as published
-                                   certification or source.key_certification(), now=ctx.clock.now())
-                pushed = "cosigned"
-            results[partner.id] = f"{pushed}/{_pull(witness, partner.id, key, source)}"
+            results[partner.id] = retrying(lambda: _witness_one(ctx, witness, partner.id, reachable),
+                                           what=f"witnessing {partner.id}", backoff=backoff)
+            ROUNDS.labels(partner=partner.id, result="ok").inc()
         except Exception as exc:  # an unreachable partner must not stop the round
             results[partner.id] = type(exc).__name__
-            log.warning("witnessing %s failed: %s", partner.id, type(exc).__name__)
+            ROUNDS.labels(partner=partner.id, result="failed").inc()
+            log.warning("witnessing %s failed: %s", partner.id, type(exc).__name__,
+                        extra={"partner": partner.id})
     prove = _prover(ctx, reachable)
     for partner_id, channel in reachable.items():
         try:
-            exchange_notes(witness, partner_id, channel, prove)
+            retrying(lambda: exchange_notes(witness, partner_id, channel, prove),
+                     what=f"comparing witness notes with {partner_id}", backoff=backoff)
         except Exception as exc:
-            log.warning("comparing witness notes with %s failed: %s", partner_id, type(exc).__name__)
+            log.warning("comparing witness notes with %s failed: %s", partner_id, type(exc).__name__,
+                        extra={"partner": partner_id})
     return results
 
 

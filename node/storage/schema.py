@@ -10,8 +10,8 @@ The query log is append-only: UPDATE and DELETE are refused by the database itse
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, DateTime, Engine, ForeignKey, Index, Integer, LargeBinary,
-    MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
+    JSON, BigInteger, Boolean, Column, DateTime, Engine, Float, ForeignKey, Index, Integer,
+    LargeBinary, MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
 )
 
 metadata = MetaData()
@@ -176,6 +176,8 @@ query_log = Table(
     Column("epsilon_micro", BigInteger, nullable=False, default=0),  # DP spent, millionths
     moment("started_at"), moment("finished_at"),
     Index("ix_query_log_query", "query_id", "role"),
+    # What a partner was charged on a dataset (quotas at admission, and on /metrics).
+    Index("ix_query_log_charged", "asker", "dataset", "started_at"),
 )
 
 # One row per predicate table built for a partner (node/agency/predicate_tables.py): counts the
@@ -210,6 +212,24 @@ query_claims = Table(
     moment("admitted_at"),
     Column("settled", Boolean, nullable=False),
     Index("ix_query_claims_open", "partner", "dataset", "settled"),
+)
+
+# Running totals of the query log for /metrics (node/policy/metrics.py), bumped in the
+# transaction that writes each query-log row, so a scrape reads a few rows whatever the
+# log's length and agrees with it. Labels are configured names only ("other" for the rest);
+# `bucket` is the index of the query's latency bucket.
+query_metrics = Table(
+    "query_metrics", metadata,
+    Column("role", String(8), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("partner", String(64), primary_key=True),
+    Column("dataset", String(64), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("queries", BigInteger, nullable=False),
+    Column("elements", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),
 )
 
 # One row per partner x dataset, locked (SELECT ... FOR UPDATE) by every admission to

@@ -136,7 +136,8 @@ def test_aggregate_figures_carry_their_noise_bounds(s, tmp_path):
     out = tmp_path / "figures.xlsx"
     r = s.fed.cli("query", "aggregate", "--config", s.cfg("fund"), "--partner", "hrss",
                   "--dataset", "flexible_workers", "--purpose", fx.PURPOSE, "--input", str(path),
-                  "--id-column", "身份证号", "--value", "缴费月数", "--op", "count,sum,mean",
+                  "--id-column", "身份证号", "--value", "缴费月数",
+                  "--op", "count", "--op", "sum", "--op", "mean",
                   "--group-by", "所属区", "--out", str(out), "--json", check=False)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)

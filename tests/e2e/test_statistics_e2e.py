@@ -121,7 +121,8 @@ def test_exact_grouped_aggregate_from_the_cli(net, tmp_path):
     r = net["fed"].cli("query", "aggregate", "--config", _cfg(net, "fund"), "--partner", "hrss",
                        "--dataset", "flexible_workers", "--purpose", PURPOSE, "--input", str(path),
                        "--id-column", "身份证号", "--value", "contribution_base",
-                       "--op", "sum,mean,count", "--group-by", "district", "--out", str(out),
+                       "--op", "sum", "--op", "mean", "--op", "count", "--group-by", "district",
+                       "--out", str(out),
                        check=False)
     assert r.returncode == 0, r.stderr
     assert "exact" in r.stdout and f"groups under 10 suppressed: {SMALL}" in r.stdout

@@ -49,6 +49,7 @@ def config(tmp_path, old: str = "", new: str = ""):
     ('[grpc]', '[storage]\nurl = "postgresql+psycopg://x@db/y"\n[grpc]', "storage.url"),
     ('[grpc]', '[http]\nlisten = "127.0.0.1:8443"\n[grpc]', "http.listen"),
     ('[grpc]', '[grpc]\nserver_threads = 64', "grpc.server_threads"),
+    ('[grpc]', '[logging]\nformat = "json"\n[grpc]', "logging.format"),
 ])
 def test_restart_only_settings_are_named(tmp_path, old, new, named):
     before = config(tmp_path)
@@ -61,6 +62,7 @@ def test_restart_only_settings_are_named(tmp_path, old, new, named):
     ('[[partners]]\nid = "fund"', '[[partners]]\nid = "fund"\naddress = "10.0.0.1:1"', "partners"),
     ('[grpc]', '[query]\nproof_sample = 64\n[grpc]', "query"),
     ('[grpc]', '[http]\nadmin_tokens = ["sha256:' + "0" * 64 + '"]\n[grpc]', "http"),
+    ('[grpc]', '[http]\nmetrics_tokens = ["sha256:' + "0" * 64 + '"]\n[grpc]', "http"),
 ])
 def test_policy_and_settings_change_live(tmp_path, old, new, section):
     before, after = config(tmp_path), config(tmp_path, old, new)

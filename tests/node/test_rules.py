@@ -371,6 +371,9 @@ def test_the_shipped_rules_state_purposes_the_shipped_agencies_grant():
     partners = set()
     for name, rule in rule_file.rules.items():
         for q in rules.plan(rule):
+            if q.is_local("fund"):  # the fund centre's own dataset, looked up locally
+                assert load_config(configs / "fund.toml").dataset(q.dataset) is not None
+                continue
             agency = load_config(configs / f"{q.partner}.toml")
             (grant,) = [g for g in agency.dataset(q.dataset).grants if g.partner == "fund"]
             assert rule_file.purpose(name, q.partner) in grant.purpose_codes, (name, q.partner)

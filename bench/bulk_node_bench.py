@@ -129,10 +129,11 @@ def agency_stages(serve_log: Path, query_id: str) -> dict:
 
 def result_digest(path: Path) -> tuple[int, str]:
     """(count, SHA-256 of the sorted identifiers) of a result file written with
-    ``select = intersection`` (columns line, id, shuqiao_answer)."""
+    ``select = intersection`` (columns line, id, the answer: 结果 是 or, with --lang en, answer yes)."""
     import csv
     with open(path, newline="", encoding="utf-8-sig") as f:
-        ids = sorted({row["id"] for row in csv.DictReader(f) if row["shuqiao_answer"] == "in_dataset"})
+        ids = sorted({row["id"] for row in csv.DictReader(f)
+                      if row.get("结果", row.get("answer")) in ("是", "yes")})
     return len(ids), hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 

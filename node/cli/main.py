@@ -1,19 +1,14 @@
 """`shuqiao`: the node's command line (typer). Long work shows progress bars."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from node.core.config import ConfigError, load_config
-from node.runtime.context import NodeContext, NodeNotInitialised
 
 from node.cli.choices import LedgerCheck, LogFormat
 from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, error_line,  # noqa: F401

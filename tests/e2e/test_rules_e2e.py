@@ -6,7 +6,6 @@ import csv
 import random
 
 import pytest
-import sqlalchemy as sa
 
 from . import fixtures as fx
 
@@ -30,12 +29,7 @@ housing_support = { edu = "graduate-housing-support", hrss = "flexible-worker-de
 """
 
 
-def node_log(s, node: str) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{s.fed.nodes[node].directory / 'node.db'}")
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM query_log ORDER BY seq"))]
-    engine.dispose()
-    return rows
+node_log = fx.query_log  # a node's query log, oldest first
 
 
 def asked_by(s, node: str) -> list[int]:

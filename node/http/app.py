@@ -1,5 +1,6 @@
 """The node's HTTP API: auditors read the ledger, admins inspect datasets and policy,
-a monitoring system scrapes /metrics (node/http/metrics.py).
+operators run batch jobs (node/http/jobs.py), a monitoring system scrapes /metrics
+(node/http/metrics.py).
 
 Role-scoped bearer tokens, configured only as SHA-256 digests; HTTPS with the node's own
 certificate (the federation CA) unless `[http] tls = false`. Served by uvicorn on a
@@ -133,6 +134,8 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
     ledger app takes every remaining path."""
     from node.http.health import health_router
     from node.http.headers import SecurityHeaders
+    from node.http.jobs import jobs_router
+    from node.http.uploads import BodyLimit
     from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
@@ -140,12 +143,14 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
     # The ledger app requires an auditor token on every route; admin routes get their own,
     # and the health probes none (they are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
+    outer.add_middleware(BodyLimit, ctx=ctx)  # inside the incident guard and the headers
     guard(outer)
     outer.add_middleware(SecurityHeaders, tls=ctx.config.http.tls)
     auth = Authenticator(ctx)
     outer.include_router(health_router(ctx, grpc_serving))
     outer.include_router(admin_router(ctx, auth))
     outer.include_router(metrics_router(ctx, auth))
+    outer.include_router(jobs_router(ctx, auth))
     for extend in extensions:
         extend(outer, ctx, auth)
     outer.mount("/", app)

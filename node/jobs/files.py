@@ -18,7 +18,7 @@ from adapters import Applicant, IdType, read_applicants
 from node.core.progress import no_progress
 from node.asker import membership as asker
 from node.asker.bulk import bulk as ask_bulk, bulk_is_faster
-from node.jobs.results import Lang, Rejected, Words, query_facts, write_rejects
+from node.jobs.results import Lang, Rejected, Words, query_facts, rejects_table
 from node.policy.consent import consent_digest
 from node.runtime.context import NodeContext
 from node.storage.result_files import ResultTable, result_format, write_result
@@ -88,14 +88,39 @@ def _answer_rows(words: Words, columns: list[str], batch: _Batch, result, select
                *(found.get(c, "") for c in label_columns), ""]
 
 
-def _write_answers(out: Path, words: Words, columns: list[str], batch: _Batch, result,
-                   select: str, facts: dict) -> None:
+def _answers_table(words: Words, columns: list[str], batch: _Batch, result,
+                   select: str) -> ResultTable:
     labels = result.labels if result else None
     label_columns = list(dict.fromkeys(k for r in (labels or []) if r for k in r))
-    table = ResultTable([words["line"], *columns, words["answer"], *label_columns, words["note"]],
-                        _answer_rows(words, columns, batch, result, select, label_columns),
-                        words["results"])
-    write_result(out, table, words.info(facts))
+    return ResultTable([words["line"], *columns, words["answer"], *label_columns, words["note"]],
+                       _answer_rows(words, columns, batch, result, select, label_columns),
+                       words["results"])
+
+
+@dataclass
+class MembershipAnswers:
+    """A membership query over an input list, answered and not yet written: its counts
+    (`job`), the facts naming the query, and its tables in any language."""
+    job: MembershipJob
+    facts: dict
+    columns: list[str]
+    id_column: str
+    select: str
+    _batch: _Batch = field(repr=False)
+    _result: object = field(repr=False)
+
+    def answers(self, words: Words) -> ResultTable:
+        """Every input row (as `select` keeps them) with its answer, in file order."""
+        return _answers_table(words, self.columns, self._batch, self._result, self.select)
+
+    def rejects(self, words: Words) -> ResultTable:
+        """The rows not asked, without their identifier."""
+        return rejects_table(words, self.columns, self.id_column, self._batch.bad)
+
+    def write(self, out: Path, rejects: Path, lang: Lang | str = Lang.zh) -> None:
+        words = Words(lang)
+        write_result(out, self.answers(words), words.info(self.facts))
+        write_result(rejects, self.rejects(words), words.info(self.facts))
 
 
 def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
@@ -108,11 +133,31 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
     `select` chooses the rows written: "all" (each with its answer, invalid rows too),
     "intersection" (only rows in the dataset) or "difference" (only rows not in it).
     """
+    result_format(out), result_format(rejects)  # a wrong extension fails before anything is asked
+    answered = ask_membership(ctx, partner=partner, dataset=dataset, purpose=purpose,
+                              source=source, id_column=id_column, id_type=id_type, select=select,
+                              kind=kind, predicate=predicate, auth_column=auth_column,
+                              progress=progress)
+    answered.write(out, rejects, lang)
+    return answered.job
+
+
+def ask_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str, source,
+                   id_column: str, id_type: IdType, select: str = "all",
+                   kind: str = "membership", predicate: str | None = None,
+                   auth_column: str | None = None, progress=no_progress) -> MembershipAnswers:
+    """Ask `partner` which rows of `source` are in `dataset`; nothing is written.
+
+    Raises:
+        ValueError: a bad `select`, `kind` or `predicate`, or a missing `auth_column`
+            where the node requires one.
+        adapters.SourceError: the input cannot be read.
+        PartnerError: the partner refused, failed or could not be reached.
+    """
     if select not in SELECTIONS:
         raise ValueError("select must be all, intersection or difference")
     if kind == "bulk" and predicate:
         raise ValueError("a bulk query runs over the whole dataset: it takes no predicate")
-    result_format(out), result_format(rejects)  # a wrong extension fails before anything is asked
     applicants = read_applicants(source, id_column, id_type, auth_column=auth_column)
     if ctx.config.query.require_authorisation and not auth_column:
         raise ValueError("this node requires an authorisation reference per applicant: "
@@ -136,10 +181,7 @@ def run_membership(ctx: NodeContext, *, partner: str, dataset: str, purpose: str
                         input=source.description, id_column=id_column, rows=job.rows + job.invalid,
                         asked=job.asked, matched_rows=job.matched_rows, invalid=job.invalid)
     job.ledger_index = facts["ledger_index"]
-    words = Words(lang)
-    _write_answers(out, words, list(source.columns), batch, result, select, facts)
-    write_rejects(rejects, words, list(source.columns), id_column, batch.bad, facts)
-    return job
+    return MembershipAnswers(job, facts, list(source.columns), id_column, select, batch, result)
 
 
 def _ask(ctx, partner: str, dataset: str, purpose: str, asked: list[bytes], progress, *,

@@ -106,10 +106,15 @@ def write_rejects(path: Path, words: Words, columns: Sequence[str], id_column: s
                   rejected: Iterable[Rejected], facts: dict[str, Any]) -> int:
     """The rows not asked, with every column but the identifier, so an officer can find
     the application (申请编号, name, ...) and act on it; written even when empty."""
+    return write_result(path, rejects_table(words, columns, id_column, rejected), words.info(facts))
+
+
+def rejects_table(words: Words, columns: Sequence[str], id_column: str,
+                  rejected: Iterable[Rejected]) -> ResultTable:
+    """The rows not asked (see :func:`write_rejects`) as a table, for any writer."""
     keep = [c for c in columns if c != id_column]
     rows = ([r.line, *(r.values.get(c, "") for c in keep), r.reason] for r in rejected)
-    table = ResultTable([words["line"], *keep, words["reason"]], rows, words["rejected"])
-    return write_result(path, table, words.info(facts))
+    return ResultTable([words["line"], *keep, words["reason"]], rows, words["rejected"])
 
 
 def mean_noise_bound(count: int | None, total: int | None, count_bound: int,

@@ -38,7 +38,7 @@ ADMIN_ACTIONS = ("dataset_registered", "dataset_retired", "key_rotated", "partne
                  "epoch_pruned", "own_ledger_conflict", "own_ledger_resolved",
                  "predicate_prepared", "damaged_ledger_accepted",
                  "ledger_key_certified", "ledger_key_rotated", "partner_key_rotated",
-                 "node_backed_up", "node_restored")
+                 "node_backed_up", "node_restored", "job_files_deleted")
 WITNESS_VERDICTS = ("cosigned", "fork", "rollback", "inconsistent", "resolved")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EntryError = CanonicalError

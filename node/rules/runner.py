@@ -13,7 +13,7 @@ that decided.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters import IdType, encode, read_applicants
 
@@ -81,6 +81,7 @@ class RuleRun:
     asked_per_source: dict[str, int]  # partner source text -> applicants asked (0: not asked)
     decisions: list[tuple[int, dict[str, str], bool | None, str, list[str]]]
     columns: list[str]
+    rejected: list[tuple[int, dict[str, str], str]] = field(default_factory=list)  # line, values, reason
 
     @property
     def counts(self) -> dict[str, int]:
@@ -108,7 +109,10 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
     rule, node_id = rule_file.rules[name], ctx.config.node.id
     remote = [q for q in plan(rule) if not q.is_local(node_id)]
     purposes = _purposes(rule_file, name, remote)
-    rows = list(read_applicants(source, id_column, id_type, columns=sorted(rule.local_columns)))
+    rows = []
+    for a in read_applicants(source, id_column, id_type, columns=sorted(rule.local_columns)):
+        progress("reading", source.progress_position(), source.progress_total)
+        rows.append(a)
     valid = [a for a in rows if not a.reason]
     ids = list(dict.fromkeys(a.normalised_id for a in valid))
     answers = {q: _local_answer(ctx, q, ids) for q in plan(rule) if q.is_local(node_id)}
@@ -124,4 +128,5 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
     decisions = _decide(rule, answers, rows, id_column=id_column, id_type=id_type)
     return RuleRun(name, rule.text, len(rows), len(ids),
                    {q.text: a.query_id for q, a in answers.items()},
-                   {q.text: len(asked[q]) for q in remote}, decisions, list(source.columns))
+                   {q.text: len(asked[q]) for q in remote}, decisions, list(source.columns),
+                   [(a.line, a.values, a.reason) for a in rows if a.reason])

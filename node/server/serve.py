@@ -57,6 +57,8 @@ class NodeServer:
         from node.rpc.shuqiao.v1 import ledger_pb2_grpc
         ledger_pb2_grpc.add_LedgerServicer_to_server(LedgerService(ctx.ledger, peer_node_id), self.server)
         self.http = None
+        from node.jobs.worker import JobWorkers
+        self.jobs = JobWorkers(ctx)  # batch jobs of the service API (node/jobs/)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port: int | None = None
         self.serving = False  # the gRPC listener is bound and started, and not stopping
@@ -76,6 +78,10 @@ class NodeServer:
         self.serving = True
         for name in ("", "shuqiao.v1.Membership", "shuqiao.v1.Statistics", "shuqiao.v1.Ledger"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        from node.jobs.queue import recover
+        for job_id in recover(self.ctx):
+            log.warning("job %s was running when the node stopped: marked failed", job_id)
+        self.jobs.start()  # queued jobs resume
         if self.ctx.config.http.listen:
             from node.console.app import install as console
             from node.http.app import HttpServer
@@ -94,13 +100,15 @@ class NodeServer:
         self.health.enter_graceful_shutdown()
         if self.http is not None:
             self.http.stop()
+        self.jobs.stop()  # a running job ends failed, with the reason a restart would give
         self.server.stop(grace).wait()
         self.limits.close()
         self.ctx.close()
 
 
 def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
-    """Periodic work while serving: due key rotations, and witnessing partners' ledgers."""
+    """Periodic work while serving: due key rotations, witnessing partners' ledgers, and
+    deleting batch jobs' files past their retention time."""
     import time
     from node.datasets.epochs import due, prune_expired, rotate
     from node.server.witnessing import report_status, witness_partners
@@ -108,9 +116,15 @@ def maintenance(ctx: NodeContext, stop: threading.Event) -> None:
     status = report_status(ctx, None)
     next_rotation = time.monotonic() + m.interval_seconds
     next_witness = time.monotonic() + min(m.witness_seconds, 5.0)
-    while not stop.wait(max(0.5, min(next_rotation, next_witness) - time.monotonic())):
+    next_expiry = time.monotonic()
+    while not stop.wait(max(0.5, min(next_rotation, next_witness, next_expiry) - time.monotonic())):
         now, m = time.monotonic(), ctx.config.maintenance  # a reload may change the intervals
         try:
+            if now >= next_expiry:
+                next_expiry = now + ctx.config.service.retention_check_seconds
+                from node.jobs.queue import expire
+                for job_id in expire(ctx):
+                    log.info("deleted the files of job %s (past its retention time)", job_id)
             if now >= next_rotation:
                 next_rotation = now + m.interval_seconds
                 for dataset, partner in due(ctx):

@@ -264,6 +264,28 @@ idempotency_keys = Table(
     moment("created_at"),
 )
 
+# Batch jobs of the service API (node/jobs/queue.py): an applicant list run against a rule
+# or one partner query by a worker thread of `shuqiao serve`. The row outlives its files:
+# the input and results are deleted after the retention time and the row marked expired.
+# `params` holds names only (rule, partner, dataset, columns, the input's file name),
+# never a cell of the list; `error` is written for the operator and holds none either.
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(32), primary_key=True),
+    *names("owner", "kind"),
+    *required(params=JSON, status=String(16), stage=String(32), done=BigInteger),
+    Column("total", BigInteger, nullable=True),
+    Column("counts", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("input_file", String(64), nullable=True),    # under <data_dir>/jobs/<id>/
+    Column("result_file", String(64), nullable=True),
+    moment("created_at"), moment("started_at", nullable=True), moment("finished_at", nullable=True),
+    moment("expired_at", nullable=True),
+    Index("ix_jobs_owner", "owner", "created_at"),
+    Index("ix_jobs_status", "status"),
+)
+
 
 def delete_tables(conn, tables: Table, chunks: Table, *where) -> None:
     """Delete the rows of ``tables`` matching ``where`` and their chunks (``table_id``)."""

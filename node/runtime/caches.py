@@ -104,6 +104,8 @@ class NodeCaches:
     bulk_elements: BoundedCache = _cache("bulk elements", 1)
     # The asking side: partners' tag tables read from the database.
     peer_tables: BoundedCache = _cache("partners' tag tables", 4)
+    # The console: each partner's last probe (node/asker/probe.py), with when it was taken.
+    partner_probes: BoundedCache = _cache("partners' probes", 256)
     # Threshold keys' private halves, unsealed once per context (like the KEK).
     paillier_secrets: BoundedCache = _cache("Paillier private keys", 16)
     # Threshold tables being prepared in the background.

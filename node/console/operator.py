@@ -1,0 +1,183 @@
+"""The fund-centre operator's batch pages: upload applicants, pick a rule or a partner query,
+watch the job's progress, page through the answers with an explanation per person, download.
+
+Jobs are those of node/jobs/queue.py (the engine behind /v1/jobs), owned by the token's
+name: an operator sees, cancels and downloads only their own. The choices offered are the
+token's scope (its rules, its purposes), and the same scope is enforced again on submit,
+whatever was posted. The upload is received into the jobs' incoming folder (owner-only),
+bounded by `[service] max_upload_mib`, and deleted whatever the outcome if no job takes it.
+"""
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
+
+from node.console import operator_words
+from node.console.operator_forms import JobForm, choices
+from node.console.operator_results import read_page
+from node.console.pages import language, menu_item, render
+from node.core.errors import InvalidInput, NotPermitted
+from node.core.service_config import Role
+from node.http.auth import Authenticator, Principal
+from node.jobs import queue
+from node.jobs.inputs import ListSpec, file_format
+from node.runtime.context import NodeContext
+from node.storage.private_files import open_private
+
+WORDS = operator_words.WORDS
+CHUNK = 1 << 20
+STEPS = ("queued", "reading", "asking", "writing", "done")
+STEP_OF = {"queued": 0, "starting": 0, "reading": 1, "writing": 3, "done": 4}
+
+
+def _steps(job: queue.Job) -> list[tuple[str, str]]:
+    """Each step of a job with its state: done, current (while it runs) or ahead ("")."""
+    if job.status is queue.Status.DONE or job.status is queue.Status.EXPIRED:
+        return [(name, "done") for name in STEPS]
+    at = STEP_OF.get(job.stage, 2)
+    running = job.status in (queue.Status.QUEUED, queue.Status.RUNNING)
+    return [(name, "done" if i < at else "current" if i == at and running else "")
+            for i, name in enumerate(STEPS)]
+
+
+def _stage_text(t, stage: str) -> str:
+    text = t("stage." + stage)
+    return stage if text == "stage." + stage else text
+
+
+def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
+    operator = auth.require(Role.OPERATOR)
+    menu_item("/console/ops/jobs", {"zh": "批量核验", "en": "Batch checks"}, Role.OPERATOR)
+
+    def size_guard(request: Request) -> None:
+        """Refuse an upload larger than allowed before any of it is read."""
+        limit = ctx.config.service.max_upload_mib * CHUNK + 64 * 1024
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise HTTPException(status_code=411, detail="the upload must state its length")
+        if int(length) > limit:
+            raise HTTPException(status_code=413, detail=(
+                f"the file is larger than this node accepts ({ctx.config.service.max_upload_mib} MiB); "
+                "split the list into smaller files"))
+
+    def job_of(job_id: str, principal: Principal) -> queue.Job:
+        try:
+            return queue.get(ctx, job_id, owner=principal.name)
+        except queue.JobNotFound:
+            raise HTTPException(status_code=404, detail="no such job among yours") from None
+
+    def form_page(request, principal, *, form: JobForm | None = None, error: str | None = None,
+                  status: int = 200) -> Response:
+        mine = queue.list_jobs(ctx, principal.name, limit=20)
+        return render(request, "ops_jobs.html", principal, words=WORDS, status_code=status,
+                      choices=choices(ctx, principal), form=form or JobForm(), error=error, jobs=mine,
+                      max_mib=ctx.config.service.max_upload_mib,
+                      stage_text=lambda s: _stage_text(lambda k: WORDS[language(request)].get(k, k), s))
+
+    @app.get("/console/ops/jobs", include_in_schema=False)
+    def jobs_page(request: Request, principal: Principal = Depends(operator)):
+        return form_page(request, principal)
+
+    @app.post("/console/ops/jobs", include_in_schema=False, dependencies=[Depends(size_guard)])
+    async def submit(request: Request, principal: Principal = Depends(operator)):
+        data = await request.form()  # already parsed (and its CSRF field checked) by require()
+        form = JobForm.parse(data)
+        upload = data.get("file")
+        try:
+            target = form.target(principal)  # scope refused here: NotPermitted
+            if not isinstance(upload, UploadFile) or not upload.filename:
+                raise InvalidInput("choose the applicant file (.csv or .xlsx) to upload")
+            fmt = file_format(upload.filename)
+            spec = ListSpec(id_column=form.id_column, file_name=upload.filename, file_format=fmt,
+                            encoding=form.encoding, sheet=form.sheet or None,
+                            auth_column=form.auth_column or None)
+            received = await _receive(ctx, upload, fmt)
+            job = queue.submit(ctx, owner=principal.name, target=target, spec=spec, upload=received,
+                               scope=principal)
+        except NotPermitted as exc:
+            return form_page(request, principal, form=form, error=str(exc), status=403)
+        except InvalidInput as exc:
+            return form_page(request, principal, form=form, error=str(exc), status=400)
+        return RedirectResponse(f"/console/ops/jobs/{job.id}", status_code=303)
+
+    @app.get("/console/ops/jobs/{job_id}", include_in_schema=False)
+    def job_page(request: Request, job_id: str, page: int = 1, principal: Principal = Depends(operator)):
+        job = job_of(job_id, principal)
+        lang = language(request)
+        t = _words(lang)
+        results = None
+        if job.status is queue.Status.DONE and job.result_file is not None:
+            target = job.params["target"]
+            results = read_page(queue.job_dir(ctx, job.id) / queue.TABLES["result"], lang=lang, page=page,
+                                id_column=job.params["list"]["id_column"],
+                                query={"partner": target["partner"], "dataset": target["dataset"]}
+                                if job.kind == "query" else None, explain=t)
+        ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
+        return render(request, "ops_job.html", principal, words=WORDS, job=job, results=results,
+                      steps=_steps(job), stage=_stage_text(t, job.stage), ended=ended)
+
+    @app.get("/console/ops/jobs/{job_id}/progress.json", include_in_schema=False)
+    def progress(request: Request, job_id: str, principal: Principal = Depends(operator)):
+        job = job_of(job_id, principal)
+        t = _words(language(request))
+        ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
+        return JSONResponse({"stage": _stage_text(t, job.stage), "done": job.done, "total": job.total,
+                             "status": t("status." + job.status.value), "finished": ended})
+
+    @app.post("/console/ops/jobs/{job_id}/cancel", include_in_schema=False)
+    def cancel(job_id: str, principal: Principal = Depends(operator)):
+        job_of(job_id, principal)
+        try:
+            queue.cancel(ctx, job_id, owner=principal.name)
+        except queue.JobConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return RedirectResponse(f"/console/ops/jobs/{job_id}", status_code=303)
+
+    @app.get("/console/ops/jobs/{job_id}/download", include_in_schema=False)
+    def download(request: Request, job_id: str, fmt: str = "xlsx", table: str = "result",
+                 principal: Principal = Depends(operator)):
+        job = job_of(job_id, principal)
+        lang = language(request)
+        try:
+            path = queue.result_file(ctx, job, table, fmt=fmt, lang=lang)
+        except queue.JobConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        except InvalidInput as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        stem = _words(lang)("file." + table)
+        return FileResponse(path, filename=f"{stem}-{job.id[:8]}.{fmt}",
+                            media_type=operator_words.MEDIA_TYPES[fmt])
+
+
+def _words(lang: str):
+    words = WORDS[lang]
+
+    def t(key: str, **values) -> str:
+        text = words.get(key, key)
+        return text.format(**values) if values else text
+    return t
+
+
+async def _receive(ctx: NodeContext, upload: UploadFile, fmt: str):
+    """The uploaded file copied into the jobs' incoming folder (owner-only), bounded."""
+    limit = ctx.config.service.max_upload_mib * CHUNK
+    path = queue.incoming_dir(ctx) / f"{uuid.uuid4().hex}.{fmt}"
+    size = 0
+    try:
+        with open_private(path, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise InvalidInput(f"the file is larger than this node accepts "
+                                       f"({ctx.config.service.max_upload_mib} MiB)")
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise InvalidInput("the uploaded file is empty")
+    return path

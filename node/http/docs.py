@@ -8,8 +8,9 @@ page and `/openapi.json`, which describe this node's routes, open to every perso
 role: operator, admin and auditor, by token or console session. A metrics token (a
 scraper) does not read them.
 
-The document covers every route of the HTTP listener: the service API (checks, jobs),
-the admin and ledger routes, /metrics and the health probes; console pages stay out.
+The document covers the API routes of the HTTP listener: the service API (checks,
+jobs), the admin and the ledger routes; console pages, /metrics and the health probes
+(which declare themselves out of the schema) stay out.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ The HTTP API of one Shuqiao node.
   same one when retrying).
 * **Admin** (admin token): policy, datasets, partners' offers.
 * **Ledger** (auditor token): heads, entries, inclusion and consistency proofs.
-* `/metrics` (metrics or auditor token), `/healthz` and `/readyz` (no token).
+* `/metrics` (metrics or auditor token); `/healthz` and `/readyz` (no token) for load balancers.
 
 Send `Authorization: Bearer <token>`. Errors are `{"detail": "..."}` and never repeat an
 identifier or a value.
@@ -67,9 +68,6 @@ def openapi_document(app: FastAPI) -> dict:
     doc.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "A token of the node's [[http.tokens]]"}}
     doc["security"] = [{"bearer": []}]
-    for path in ("/healthz", "/readyz"):
-        for operation in doc.get("paths", {}).get(path, {}).values():
-            operation["security"] = []
     app.state.openapi_document = doc
     return doc
 

@@ -254,3 +254,51 @@ def test_no_identifier_reaches_the_logs(world):
     assert logs  # the nodes did log
     for p in s.registry[:5] + s.applicants:
         assert p not in logs
+
+
+def test_the_docs_are_served_by_the_node_itself(world):
+    from html.parser import HTMLParser
+    s = world
+
+    class Assets(HTMLParser):
+        urls: list[str] = []
+        inline: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.urls += [a[k] for k in ("src", "href") if k in a]
+            if tag == "script" and "src" not in a:
+                self.inline.append(tag)
+
+    bearer = {"Authorization": f"Bearer {s.tokens['auditor'][0]}"}
+    assert s.client.get("/docs").status_code == 401
+    assert s.client.get("/openapi.json").status_code == 401
+    metrics = {"Authorization": f"Bearer {s.tokens['metrics'][0]}"}
+    assert s.client.get("/docs", headers=metrics).status_code == 403
+    page = s.client.get("/docs", headers=bearer)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    parser = Assets()
+    parser.feed(page.text)
+    assert parser.urls and not parser.inline
+    base = httpx.URL(str(s.client.base_url))
+    for url in parser.urls:
+        absolute = base.join(url)
+        assert (absolute.scheme, absolute.host, absolute.port) == (base.scheme, base.host, base.port), url
+        asset = s.client.get(url)  # public: Swagger UI's own files
+        assert asset.status_code == 200 and asset.content, url
+    init = s.client.get("/docs/static/docs-init.js").text
+    assert "SwaggerUIBundle" in init
+    assert "://" not in init
+    assert s.client.get("/docs/static/../app.py").status_code == 404
+    for role in ("ops", "admin", "auditor"):
+        doc = s.client.get("/openapi.json", headers={"Authorization": f"Bearer {s.tokens[role][0]}"})
+        assert doc.status_code == 200
+    paths = doc.json()["paths"]
+    assert {"/v1/checks", "/v1/admin/policy", "/v1/ledger/head"} <= set(paths)
+    check = paths["/v1/checks"]["post"]
+    assert check["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CheckIn")
+    assert any(p["name"] == "Idempotency-Key" for p in check["parameters"])
+    assert doc.json()["components"]["schemas"]["CheckIn"]["examples"]
+    assert not any(p.startswith("/docs") or p == "/openapi.json" for p in paths)

@@ -11,6 +11,7 @@
       dom_id: "#swagger-ui",
       deepLinking: true,
       persistAuthorization: false,
+      validatorUrl: null,
       presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
       layout: "BaseLayout",
       requestInterceptor: function (request) {

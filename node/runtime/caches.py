@@ -106,6 +106,10 @@ class NodeCaches:
     peer_tables: BoundedCache = _cache("partners' tag tables", 4)
     # The console: each partner's last probe (node/asker/probe.py), with when it was taken.
     partner_probes: BoundedCache = _cache("partners' probes", 256)
+    # Rules: the identifiers of a local dataset version's rows (under a predicate).
+    local_members: BoundedCache = _cache("local rule sources", 2)
+    # The service's rule file, parsed, by (path, modification time, size).
+    rule_files: BoundedCache = _cache("rule files", 2)
     # Threshold keys' private halves, unsealed once per context (like the KEK).
     paillier_secrets: BoundedCache = _cache("Paillier private keys", 16)
     # Threshold tables being prepared in the background.

@@ -4,8 +4,9 @@ watch the job's progress, page through the answers with an explanation per perso
 Jobs are those of node/jobs/queue.py (the engine behind /v1/jobs), owned by the token's
 name: an operator sees, cancels and downloads only their own. The choices offered are the
 token's scope (its rules, its purposes), and the same scope is enforced again on submit,
-whatever was posted. The upload is received into the jobs' incoming folder (owner-only),
-bounded by `[service] max_upload_mib`, and deleted whatever the outcome if no job takes it.
+whatever was posted. The upload is bounded by `[service] max_upload_mib` (node/http/uploads.py
+refuses a larger body before it is read), received into the jobs' incoming folder
+(owner-only), and deleted whatever the outcome if no job takes it.
 """
 from __future__ import annotations
 
@@ -52,17 +53,6 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     operator = auth.require(Role.OPERATOR)
     menu_item("/console/ops/jobs", {"zh": "批量核验", "en": "Batch checks"}, Role.OPERATOR)
 
-    def size_guard(request: Request) -> None:
-        """Refuse an upload larger than allowed before any of it is read."""
-        limit = ctx.config.service.max_upload_mib * CHUNK + 64 * 1024
-        length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
-            raise HTTPException(status_code=411, detail="the upload must state its length")
-        if int(length) > limit:
-            raise HTTPException(status_code=413, detail=(
-                f"the file is larger than this node accepts ({ctx.config.service.max_upload_mib} MiB); "
-                "split the list into smaller files"))
-
     def job_of(job_id: str, principal: Principal) -> queue.Job:
         try:
             return queue.get(ctx, job_id, owner=principal.name)
@@ -81,7 +71,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     def jobs_page(request: Request, principal: Principal = Depends(operator)):
         return form_page(request, principal)
 
-    @app.post("/console/ops/jobs", include_in_schema=False, dependencies=[Depends(size_guard)])
+    @app.post("/console/ops/jobs", include_in_schema=False)
     async def submit(request: Request, principal: Principal = Depends(operator)):
         data = await request.form()  # already parsed (and its CSRF field checked) by require()
         form = JobForm.parse(data)
@@ -99,6 +89,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                                scope=principal)
         except NotPermitted as exc:
             return form_page(request, principal, form=form, error=str(exc), status=403)
+        except UploadTooLarge as exc:
+            return form_page(request, principal, form=form, error=str(exc), status=413)
         except InvalidInput as exc:
             return form_page(request, principal, form=form, error=str(exc), status=400)
         return RedirectResponse(f"/console/ops/jobs/{job.id}", status_code=303)
@@ -152,6 +144,10 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                             media_type=operator_words.MEDIA_TYPES[fmt])
 
 
+class UploadTooLarge(InvalidInput):
+    """The uploaded file is larger than `[service] max_upload_mib`."""
+
+
 def _words(lang: str):
     words = WORDS[lang]
 
@@ -171,7 +167,7 @@ async def _receive(ctx: NodeContext, upload: UploadFile, fmt: str):
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise InvalidInput(f"the file is larger than this node accepts "
+                    raise UploadTooLarge(f"the file is larger than this node accepts "
                                        f"({ctx.config.service.max_upload_mib} MiB)")
                 out.write(chunk)
     except BaseException:

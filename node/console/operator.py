@@ -108,8 +108,10 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                                 query={"partner": target["partner"], "dataset": target["dataset"]}
                                 if job.kind == "query" else None, explain=t)
         ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
+        steps = _steps(job)
+        step = next((i for i, (_, state) in enumerate(steps) if state == "current"), len(steps))
         return render(request, "ops_job.html", principal, words=WORDS, job=job, results=results,
-                      steps=_steps(job), stage=_stage_text(t, job.stage), ended=ended)
+                      steps=steps, step=step, stage=_stage_text(t, job.stage), ended=ended)
 
     @app.get("/console/ops/jobs/{job_id}/progress.json", include_in_schema=False)
     def progress(request: Request, job_id: str, principal: Principal = Depends(operator)):
@@ -117,7 +119,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         t = _words(language(request))
         ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
         return JSONResponse({"stage": _stage_text(t, job.stage), "done": job.done, "total": job.total,
-                             "status": t("status." + job.status.value), "finished": ended})
+                             "status": t("status." + job.status.value), "finished": ended,
+                             "step": STEP_OF.get(job.stage, 2)})
 
     @app.post("/console/ops/jobs/{job_id}/cancel", include_in_schema=False)
     def cancel(job_id: str, principal: Principal = Depends(operator)):

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from adapters import IdType
 
 from node.console.operator_forms import choices
+from node.console.operator_results import QUERY_REF
 from node.console.operator_words import WORDS as JOB_WORDS
 from node.console.pages import language, menu_item, render
 from node.core.errors import ConfigError, InvalidInput, NotFound, NotPermitted, PartnerError
@@ -24,7 +25,7 @@ from node.runtime.context import NodeContext
 WORDS = {
     "zh": {**JOB_WORDS["zh"], "check.title": "实时核验",
            "check.hint": "核验一位申请人：身份证号只用于本次核验，页面不会回显。",
-           "check.identifier": "申请人身份证号", "check.columns": "其他列（每行一项，格式：列名=值）",
+           "check.identifier": "申请人身份证号", "check.applicant": "申请人", "check.new": "核验一位申请人", "check.columns": "其他列（每行一项，格式：列名=值）",
            "check.columns_hint": "规则用到的本地列，例如 age=30。", "check.submit": "立即核验",
            "check.result": "核验结论", "check.eligible": "符合", "check.not_eligible": "不符合",
            "check.undetermined": "无法判定", "check.queries": "本次查询", "check.query_id": "查询编号",
@@ -34,7 +35,8 @@ WORDS = {
            "check.bad_columns": "第 {n} 行应写成 列名=值"},
     "en": {**JOB_WORDS["en"], "check.title": "Real-time check",
            "check.hint": "Check one applicant: the identifier is used for this check only and is not shown back.",
-           "check.identifier": "Applicant's identifier", "check.columns": "Other columns (one per line: name=value)",
+           "check.identifier": "Applicant's identifier", "check.applicant": "Applicant",
+           "check.new": "Check one applicant", "check.columns": "Other columns (one per line: name=value)",
            "check.columns_hint": "Local columns the rule reads, e.g. age=30.", "check.submit": "Check now",
            "check.result": "Decision", "check.eligible": "eligible", "check.not_eligible": "not eligible",
            "check.undetermined": "undetermined", "check.queries": "Queries made", "check.query_id": "Query id",
@@ -72,8 +74,10 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                             if r.local_columns and principal.may_run(n)]
         except InvalidInput:
             pass
+        explanation = QUERY_REF.sub("", result.explanation) if result else ""  # the table lists each query
         return render(request, "ops_check.html", principal, words=WORDS, status_code=status,
                       choices=choices(ctx, principal), form=form or {"mode": "rule"}, result=result,
+                      explanation=explanation,
                       error=error, rule_columns=rule_columns)
 
     @app.get("/console/ops/check", include_in_schema=False)

@@ -12,12 +12,15 @@ an applicant by the application number and other columns; the downloads hold the
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.jobs.results import Lang, Words
 
-PAGE_SIZE = 50
+PAGE_SIZE = 20
+# "（查询 <uuid>）" / " (query <uuid>)" in a rule's explanation: the page lists each query once
+QUERY_REF = re.compile(r"\s*[（(](?:查询|query) [0-9a-f-]{36}[)）]")
 DECISIONS = {"eligible": "ok", "yes": "ok", "not_eligible": "bad", "no": "muted",
              "undetermined": "warn", "invalid": "warn"}
 
@@ -29,6 +32,7 @@ class ResultPage:
     total: int = 0                  # rows in the table
     page: int = 1
     pages: int = 1
+    queries: list[dict] = field(default_factory=list)  # source, query_id, ledger_index
 
 
 def mask(identifier: str) -> str:
@@ -63,7 +67,7 @@ def read_page(saved: Path, *, lang: Lang | str, page: int, id_column: str,
         keys = [c["w"] if isinstance(c, dict) and "w" in c else None for c in head["columns"]]
         names = [words[k] if k else c for k, c in zip(keys, head["columns"])]
         first = (max(1, page) - 1) * PAGE_SIZE
-        out = ResultPage(columns=[])
+        out = ResultPage(columns=[], queries=list(head.get("facts", {}).get("queries", [])))
         lines = []
         for i, line in enumerate(f):
             if first <= i < first + PAGE_SIZE:
@@ -87,6 +91,7 @@ def read_page(saved: Path, *, lang: Lang | str, page: int, id_column: str,
             cells.append(mask(text) if names[i] == id_column and text else text)
         explanation = raw[explanation_at] if explanation_at is not None else ""
         explanation = words[explanation["w"]] if isinstance(explanation, dict) else (explanation or "")
+        explanation = QUERY_REF.sub("", explanation)
         if query is not None and decision in ("yes", "no") and explain is not None:
             explanation = explain("explain." + decision, **query)
         out.rows.append({"line": raw[0], "cells": cells, "decision": decision,

@@ -43,7 +43,8 @@ TOKENS = {"ops": ("operator", {"rules": ["flexible_check"], "purposes": [fx.PURP
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("console-ops")
-    s = fx.build(root, registry_size=300, applicants=120)
+    s = fx.build(root, registry_size=300, applicants=120,
+                 grant={"kinds": ["membership", "predicate"], "predicate_columns": ["缴费月数"]})
     (root / "rules.toml").write_text(RULES, encoding="utf-8")
     s.tokens, entries = {}, []
     for name, (role, scope) in TOKENS.items():
@@ -219,6 +220,25 @@ def test_a_partner_query_job_and_its_json_download(node):
         assert {row["身份证号"] for row in listed if row["结果"] == "是"} == node.truth
 
 
+def test_a_real_time_check_decides_one_applicant_and_never_shows_the_identifier(node):
+    member = next(a for a in node.applicants if a in node.truth)
+    stranger = next(a for a in node.applicants if a not in node.truth)
+    with logged_in(node, "ops") as (c, csrf):
+        for person, verdict in ((member, "符合"), (stranger, "不符合")):
+            r = c.post("/console/ops/check", data={"csrf": csrf, "mode": "rule", "rule": "flexible_check",
+                                                   "identifier": person})
+            assert r.status_code == 200, r.text
+            assert re.search(r'data-testid="verdict">([^<]+)<', r.text).group(1) == verdict
+            assert person not in r.text and person[6:14] not in r.text
+        r = c.post("/console/ops/check", data={"csrf": csrf, "mode": "query", "source": "hrss/flexible_workers",
+                                               "purpose": fx.PURPOSE, "kind": "predicate",
+                                               "predicate": "缴费月数 >= 1", "identifier": member})
+        assert re.search(r'data-testid="verdict">([^<]+)<', r.text).group(1) == "符合", r.text
+        r = c.post("/console/ops/check", data={"csrf": csrf, "mode": "rule", "rule": "flexible_check",
+                                               "identifier": "110101199003071234"})  # bad check digit
+        assert r.status_code == 400 and "110101199003071234" not in r.text
+
+
 def test_the_operators_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     page = new_page(browser)
     login(page, node.base, node.tokens["ops"])
@@ -233,11 +253,11 @@ def test_the_operators_journey_in_a_browser(node, browser, tmp_path):  # noqa: F
     page.get_by_test_id("results").wait_for(timeout=30_000)  # console.js reloads when it ends
     assert page.get_by_test_id("job-status").inner_text() == "已完成"
     assert page.locator('[data-count="eligible"]').inner_text() == str(len(node.truth))
-    assert "第 1 / 3 页" in page.get_by_test_id("page-of").inner_text()
+    assert "第 1 / 6 页" in page.get_by_test_id("page-of").inner_text()
     shot(page, "console_ops", "3-results")
     page.get_by_role("link", name="下一页").click()
-    assert "第 2 / 3 页" in page.get_by_test_id("page-of").inner_text()
-    assert page.locator("table.results tbody tr").first.locator("td").first.inner_text() == "52"
+    assert "第 2 / 6 页" in page.get_by_test_id("page-of").inner_text()
+    assert page.locator("table.results tbody tr").first.locator("td").first.inner_text() == "22"
     with page.expect_download() as caught:
         page.get_by_role("link", name="XLSX").click()
     path = tmp_path / "result.xlsx"
@@ -251,6 +271,12 @@ def test_the_operators_journey_in_a_browser(node, browser, tmp_path):  # noqa: F
     assert {r[ids] for r in rows[1:] if r[decisions] == "不符合"} == set(node.applicants) - node.truth
     page.set_viewport_size({"width": 1920, "height": 1080})
     shot(page, "console_ops", "4-results-1920")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.get_by_role("link", name="实时核验").click()
+    page.get_by_label("申请人身份证号").fill(next(iter(node.truth)))
+    page.get_by_label("申请人身份证号").press("Enter")  # the keyboard submits the form
+    assert page.get_by_test_id("verdict").inner_text() == "符合"
+    shot(page, "console_ops", "5-check")
     page.context.close()
 
 

@@ -19,3 +19,18 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// A job's steps follow its progress: console.js writes the step number polled into
+// [data-field="step"]; the list of steps is marked done / current from it.
+document.addEventListener("DOMContentLoaded", function () {
+  var field = document.querySelector('[data-field="step"]');
+  var steps = document.querySelectorAll("ol.steps li");
+  if (!field || !steps.length) { return; }
+  new MutationObserver(function () {
+    var at = parseInt(field.textContent, 10);
+    steps.forEach(function (li, i) {
+      li.className = i < at ? "done" : (i === at ? "current" : "");
+      if (i === at) { li.setAttribute("aria-current", "step"); } else { li.removeAttribute("aria-current"); }
+    });
+  }).observe(field, { childList: true, characterData: true, subtree: true });
+});

@@ -95,6 +95,5 @@ def read_page(saved: Path, *, lang: Lang | str, page: int, id_column: str,
         if query is not None and decision in ("yes", "no") and explain is not None:
             explanation = explain("explain." + decision, **query)
         out.rows.append({"line": raw[0], "cells": cells, "decision": decision,
-                         "decision_text": words[decision] if decision else "",
                          "badge": DECISIONS.get(decision or "", "muted"), "explanation": explanation})
     return out

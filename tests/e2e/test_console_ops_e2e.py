@@ -277,6 +277,12 @@ def test_the_operators_journey_in_a_browser(node, browser, tmp_path):  # noqa: F
     page.get_by_label("申请人身份证号").press("Enter")  # the keyboard submits the form
     assert page.get_by_test_id("verdict").inner_text() == "符合"
     shot(page, "console_ops", "5-check")
+    page.get_by_role("link", name="English").click()
+    assert page.get_by_role("heading", name="Real-time check").is_visible()
+    page.get_by_role("link", name="Batch checks").click()
+    page.get_by_role("link", name="Open").first.click()
+    assert page.get_by_test_id("job-status").inner_text() == "done"
+    shot(page, "console_ops", "6-results-en")
     page.context.close()
 
 

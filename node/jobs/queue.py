@@ -172,7 +172,7 @@ def submit(ctx: NodeContext, *, owner: str, target: RuleTarget | QueryTarget, sp
     try:
         if (upload is None) != (spec.source is not None):
             raise InvalidInput("give either an uploaded file or a named SQL source")
-        columns = check_target(ctx, target, scope)
+        columns = check_target(ctx, target, scope, spec)
         rows = check_list(ctx, spec, upload, columns)
         return _queue(ctx, owner, target, spec, upload, rows)
     finally:

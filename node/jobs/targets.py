@@ -70,7 +70,8 @@ def rule_file(ctx: NodeContext) -> RuleFile:
     return load_rule_file(ctx.config.path(path))
 
 
-def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None) -> tuple[str, ...]:
+def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None,
+                 spec: ListSpec | None = None) -> tuple[str, ...]:
     """Refuse a target the caller may not run or this node cannot; returns the list's
     columns the target reads besides the identifier (a rule's local terms).
 
@@ -80,6 +81,9 @@ def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None)
             not fit.
     """
     if isinstance(target, RuleTarget):
+        if spec is not None and spec.auth_column:
+            raise InvalidInput("a rule takes no authorisation column; give auth_column with a "
+                               "partner query")
         if scope is not None and not scope.may_run(target.rule):
             raise NotPermitted(f"this token may not run rule {target.rule!r}")
         rules = rule_file(ctx)

@@ -7,6 +7,7 @@
     POST /v1/jobs/{id}/cancel          cancel (a queued job never runs)
     GET  /v1/jobs/{id}/result          the answers: ?format=csv|xlsx|json &lang=zh|en
     GET  /v1/jobs/{id}/rejects         the rows not asked, with the reason (no identifier)
+    GET  /v1/jobs/{id}/rows            a page of either as JSON: ?table=&offset=&limit=&lang=
 
 A job's fields: either `rule` (a rule of `[service] rules_file`) or `partner`, `dataset`,
 `purpose`, optional `kind` (membership, labeled, predicate, bulk), `predicate`, `select`;
@@ -180,5 +181,16 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
     def rejects(job_id: str, principal: Operator, fmt: Format = "xlsx", lang: Lang = "zh"):
         """The rows not asked, with every column but the identifier, and the reason."""
         return download(job_id, principal, "rejects", fmt, lang)
+
+    @router.get("/{job_id}/rows")
+    def rows(job_id: str, principal: Operator, table: Literal["result", "rejects"] = "result",
+             offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+             lang: Lang = "zh") -> dict:
+        """A page of the answers (or rejects) as JSON: columns, rows, offset, total."""
+        try:
+            return queue.result_page(ctx, queue.get(ctx, job_id, principal.name), table,
+                                     lang=lang, offset=offset, limit=limit)
+        except (queue.JobNotFound, queue.JobConflict, InvalidInput) as exc:
+            raise _refused(exc) from None
 
     return router

@@ -140,6 +140,9 @@ def test_upload_run_download_in_every_format(node):
     assert [list(r) for r in rej["rows"]] == [["line", "申请编号", "姓名", "reason"]] and \
         [r["申请编号"] for r in rej["rows"]] == ["申009"]
     assert all("身份证号" not in r for r in rej["rows"])  # never the identifier
+    page = node.client.get(f"/v1/jobs/{job['id']}/rows?offset=8&limit=5&lang=en", headers=bearer("ops")).json()
+    assert page["total"] == len(node.rows) and [r[1] for r in page["rows"]] == ["申008", "申009"]
+    assert page["columns"][4] == "decision" and page["rows"][0][4] == "not_eligible"
     mine = node.client.get("/v1/jobs", headers=bearer("ops")).json()
     assert job["id"] in [j["id"] for j in mine]
 
@@ -165,11 +168,13 @@ def test_roles_and_owners(node):
     job = post(node).json()
     for who in ("adm", "aud"):
         assert node.client.get("/v1/jobs", headers=bearer(who)).status_code == 403
-        assert node.client.get(f"/v1/jobs/{job['id']}", headers=bearer(who)).status_code == 403
+        for path in ("", "/result", "/rejects", "/rows"):
+            assert node.client.get(f"/v1/jobs/{job['id']}{path}", headers=bearer(who)).status_code == 403
+        assert node.client.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(who, "x")).status_code == 403
         assert post(node, who=who).status_code == 403
     assert node.client.get("/v1/jobs").status_code == 401
     # another operator: not found, whatever it tries
-    for path in ("", "/result", "/rejects"):
+    for path in ("", "/result", "/rejects", "/rows"):
         r = node.client.get(f"/v1/jobs/{job['id']}{path}", headers=bearer("ops2"))
         assert r.status_code == 404 and job["id"] in r.text
     r = node.client.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer("ops2", "c1"))

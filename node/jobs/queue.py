@@ -270,6 +270,9 @@ def _downloadable(ctx: NodeContext, job: Job) -> None:
                           f"({ctx.config.service.result_retention_hours:g} h); run it again")
     if job.status is not Status.DONE or job.result_file is None:
         raise JobConflict(f"job {job.id} is {job.status.value}: it has no result to download")
+    if not (job_dir(ctx, job.id) / job.result_file).exists():  # e.g. a node restored from a backup
+        raise JobConflict(f"job {job.id}'s files are not on this node (a backup holds the "
+                          "database only); run it again")
 
 
 _render_locks: dict[Path, threading.Lock] = {}

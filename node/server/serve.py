@@ -83,8 +83,9 @@ class NodeServer:
             log.warning("job %s was running when the node stopped: marked failed", job_id)
         self.jobs.start()  # queued jobs resume
         if self.ctx.config.http.listen:
+            from node.console.app import install as console
             from node.http.app import HttpServer
-            self.http = HttpServer(self.ctx, grpc_serving=lambda: self.serving)
+            self.http = HttpServer(self.ctx, grpc_serving=lambda: self.serving, extensions=[console])
             self.http_port = self.http.start()
         return self.port
 

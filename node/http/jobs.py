@@ -47,6 +47,26 @@ _MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json",
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
+_FIELD_DOC = {
+    "rule": {"type": "string", "description": "a rule of [service] rules_file (or a partner query)"},
+    "partner": {"type": "string"}, "dataset": {"type": "string"}, "purpose": {"type": "string"},
+    "kind": {"type": "string", "enum": ["membership", "labeled", "predicate", "bulk"]},
+    "predicate": {"type": "string"}, "select": {"type": "string", "enum": ["all", "intersection", "difference"]},
+    "id_column": {"type": "string"}, "id_type": {"type": "string", "default": "cn_resident_id"},
+    "auth_column": {"type": "string"}, "encoding": {"type": "string", "enum": ["auto", "utf-8", "gb18030"]},
+    "sheet": {"type": "string"},
+}
+_SUBMIT_DOC = {
+    "parameters": [{"name": HEADER, "in": "header", "required": True, "schema": {"type": "string"}}],
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file", "id_column"],
+                                           "properties": {"file": {"type": "string", "format": "binary"},
+                                                          **_FIELD_DOC}}},
+        "application/json": {"schema": {"type": "object", "required": ["source", "id_column"],
+                                         "properties": {"source": {"type": "string"}, **_FIELD_DOC}}}}},
+}
+
+
 def _target(fields: dict) -> RuleTarget | QueryTarget:
     unknown = set(fields) - set(_TARGET_FIELDS) - set(_LIST_FIELDS) - {"source", "csrf"}
     if unknown:
@@ -101,17 +121,18 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             return 202, job.public()
         return run
 
-    @router.post("", status_code=202)
+    @router.post("", status_code=202, openapi_extra=_SUBMIT_DOC)
     async def submit(request: Request, principal: Operator, key: Key = None):
         """Queue a job over an uploaded list (multipart) or a named SQL source (JSON)."""
-        if key is None:  # before the body is read: a retry without a key would run twice
+        if key is None:  # refused before the body is read (idempotent() says how)
             return await run_in_threadpool(idempotent, ctx, principal, None, "", lambda: (0, {}))
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 fields = json.loads(await request.body())
-                assert isinstance(fields, dict)
-            except (ValueError, AssertionError):
-                raise HTTPException(status_code=400, detail="the body is not a JSON object") from None
+            except ValueError:
+                fields = None
+            if not isinstance(fields, dict):
+                raise HTTPException(status_code=400, detail="the body is not a JSON object")
             if not fields.get("source"):
                 raise HTTPException(status_code=400, detail="name a configured SQL source "
                                     "(`source`), or upload the list as multipart/form-data")
@@ -125,6 +146,9 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
                 raise HTTPException(status_code=400, detail="no file: send the applicant list "
                                     "in the form field 'file'")
             fields = {k: v for k, v in upload.fields.items() if k != "csrf"}
+            if fields.get("source"):
+                raise HTTPException(status_code=400, detail="give a file or a named SQL source, "
+                                    "not both")
             try:
                 fmt = file_format(upload.filename or "")
             except InvalidInput as exc:

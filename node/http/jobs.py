@@ -7,6 +7,7 @@
     POST /v1/jobs/{id}/cancel          cancel (a queued job never runs)
     GET  /v1/jobs/{id}/result          the answers: ?format=csv|xlsx|json &lang=zh|en
     GET  /v1/jobs/{id}/rejects         the rows not asked, with the reason (no identifier)
+    GET  /v1/jobs/{id}/rows            a page of either as JSON: ?table=&offset=&limit=&lang=
 
 A job's fields: either `rule` (a rule of `[service] rules_file`) or `partner`, `dataset`,
 `purpose`, optional `kind` (membership, labeled, predicate, bulk), `predicate`, `select`;
@@ -44,6 +45,26 @@ _TARGET_FIELDS = ("rule", "partner", "dataset", "purpose", "kind", "predicate", 
 _LIST_FIELDS = ("id_column", "id_type", "auth_column", "encoding", "sheet")
 _MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json",
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+_FIELD_DOC = {
+    "rule": {"type": "string", "description": "a rule of [service] rules_file (or a partner query)"},
+    "partner": {"type": "string"}, "dataset": {"type": "string"}, "purpose": {"type": "string"},
+    "kind": {"type": "string", "enum": ["membership", "labeled", "predicate", "bulk"]},
+    "predicate": {"type": "string"}, "select": {"type": "string", "enum": ["all", "intersection", "difference"]},
+    "id_column": {"type": "string"}, "id_type": {"type": "string", "default": "cn_resident_id"},
+    "auth_column": {"type": "string"}, "encoding": {"type": "string", "enum": ["auto", "utf-8", "gb18030"]},
+    "sheet": {"type": "string"},
+}
+_SUBMIT_DOC = {
+    "parameters": [{"name": HEADER, "in": "header", "required": True, "schema": {"type": "string"}}],
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file", "id_column"],
+                                           "properties": {"file": {"type": "string", "format": "binary"},
+                                                          **_FIELD_DOC}}},
+        "application/json": {"schema": {"type": "object", "required": ["source", "id_column"],
+                                         "properties": {"source": {"type": "string"}, **_FIELD_DOC}}}}},
+}
 
 
 def _target(fields: dict) -> RuleTarget | QueryTarget:
@@ -100,17 +121,18 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             return 202, job.public()
         return run
 
-    @router.post("", status_code=202)
+    @router.post("", status_code=202, openapi_extra=_SUBMIT_DOC)
     async def submit(request: Request, principal: Operator, key: Key = None):
         """Queue a job over an uploaded list (multipart) or a named SQL source (JSON)."""
-        if key is None:  # before the body is read: a retry without a key would run twice
+        if key is None:  # refused before the body is read (idempotent() says how)
             return await run_in_threadpool(idempotent, ctx, principal, None, "", lambda: (0, {}))
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 fields = json.loads(await request.body())
-                assert isinstance(fields, dict)
-            except (ValueError, AssertionError):
-                raise HTTPException(status_code=400, detail="the body is not a JSON object") from None
+            except ValueError:
+                fields = None
+            if not isinstance(fields, dict):
+                raise HTTPException(status_code=400, detail="the body is not a JSON object")
             if not fields.get("source"):
                 raise HTTPException(status_code=400, detail="name a configured SQL source "
                                     "(`source`), or upload the list as multipart/form-data")
@@ -124,6 +146,9 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
                 raise HTTPException(status_code=400, detail="no file: send the applicant list "
                                     "in the form field 'file'")
             fields = {k: v for k, v in upload.fields.items() if k != "csrf"}
+            if fields.get("source"):
+                raise HTTPException(status_code=400, detail="give a file or a named SQL source, "
+                                    "not both")
             try:
                 fmt = file_format(upload.filename or "")
             except InvalidInput as exc:
@@ -180,5 +205,16 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
     def rejects(job_id: str, principal: Operator, fmt: Format = "xlsx", lang: Lang = "zh"):
         """The rows not asked, with every column but the identifier, and the reason."""
         return download(job_id, principal, "rejects", fmt, lang)
+
+    @router.get("/{job_id}/rows")
+    def rows(job_id: str, principal: Operator, table: Literal["result", "rejects"] = "result",
+             offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+             lang: Lang = "zh") -> dict:
+        """A page of the answers (or rejects) as JSON: columns, rows, offset, total."""
+        try:
+            return queue.result_page(ctx, queue.get(ctx, job_id, principal.name), table,
+                                     lang=lang, offset=offset, limit=limit)
+        except (queue.JobNotFound, queue.JobConflict, InvalidInput) as exc:
+            raise _refused(exc) from None
 
     return router

@@ -23,6 +23,7 @@ from pathlib import Path
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from node.core.errors import InvalidInput
 from node.runtime.context import NodeContext
 from node.storage.private_files import open_private
 
@@ -32,7 +33,7 @@ MAX_FIELDS = 32
 MAX_FIELD_BYTES = 64 * 1024
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InvalidInput):
     """A request body passed `[service] max_upload_mib` while it streamed."""
 
 

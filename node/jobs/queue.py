@@ -9,6 +9,7 @@ pages; both call these functions, and so may any other front end:
     get(ctx, job.id, owner="gjj-ops").status        # queued, running, done ...
     cancel(ctx, job.id, owner="gjj-ops")
     result_file(ctx, job, "result", fmt="xlsx", lang="zh")   # a path to send
+    result_page(ctx, job, "result", lang="zh", offset=0, limit=50)  # a page to show
 
 A job's life: ``queued`` → ``running`` (a worker thread of `shuqiao serve` took it,
 node/jobs/worker.py) → ``done`` | ``failed`` (with a message for the operator) |
@@ -40,7 +41,7 @@ from sqlalchemy import insert, select, update
 from node.core.errors import InvalidInput, NotFound, NotPermitted
 from node.jobs.inputs import ListSpec, check_list
 from node.jobs.results import Lang
-from node.jobs.saved import render
+from node.jobs.saved import page, render
 from node.jobs.targets import QueryTarget, RuleTarget, check_target, target_from_params
 from node.runtime.context import NodeContext
 from node.storage.private_files import private_dir
@@ -172,7 +173,7 @@ def submit(ctx: NodeContext, *, owner: str, target: RuleTarget | QueryTarget, sp
     try:
         if (upload is None) != (spec.source is not None):
             raise InvalidInput("give either an uploaded file or a named SQL source")
-        columns = check_target(ctx, target, scope)
+        columns = check_target(ctx, target, scope, spec)
         rows = check_list(ctx, spec, upload, columns)
         return _queue(ctx, owner, target, spec, upload, rows)
     finally:
@@ -263,6 +264,17 @@ def cancel(ctx: NodeContext, job_id: str, owner: str | None = None) -> Job:
 
 # -- results ----------------------------------------------------------------------------------
 
+def _downloadable(ctx: NodeContext, job: Job) -> None:
+    if job.status is Status.EXPIRED:
+        raise JobConflict(f"job {job.id}'s files were deleted after the retention time "
+                          f"({ctx.config.service.result_retention_hours:g} h); run it again")
+    if job.status is not Status.DONE or job.result_file is None:
+        raise JobConflict(f"job {job.id} is {job.status.value}: it has no result to download")
+    if not (job_dir(ctx, job.id) / job.result_file).exists():  # e.g. a node restored from a backup
+        raise JobConflict(f"job {job.id}'s files are not on this node (a backup holds the "
+                          "database only); run it again")
+
+
 _render_locks: dict[Path, threading.Lock] = {}
 _render_guard = threading.Lock()
 
@@ -279,11 +291,7 @@ def result_file(ctx: NodeContext, job: Job, which: str = "result", *, fmt: str =
     if which not in TABLES or fmt not in RESULT_FORMATS:
         raise InvalidInput(f"ask for result or rejects as {', '.join(RESULT_FORMATS)}")
     lang = Lang(lang)
-    if job.status is Status.EXPIRED:
-        raise JobConflict(f"job {job.id}'s files were deleted after the retention time "
-                          f"({ctx.config.service.result_retention_hours:g} h); run it again")
-    if job.status is not Status.DONE or job.result_file is None:
-        raise JobConflict(f"job {job.id} is {job.status.value}: it has no result to download")
+    _downloadable(ctx, job)
     directory = job_dir(ctx, job.id)
     out = directory / f"{which}.{lang.value}.{fmt}"
     result_format(out)
@@ -293,6 +301,23 @@ def result_file(ctx: NodeContext, job: Job, which: str = "result", *, fmt: str =
         if not out.exists():
             render(directory / TABLES[which], out, lang)
     return out
+
+
+def result_page(ctx: NodeContext, job: Job, which: str = "result", *, lang: Lang | str = Lang.zh,
+                offset: int = 0, limit: int = 50) -> dict:
+    """One page of a done job's answers or rejects, for a console's table: ``{"columns",
+    "rows", "offset", "total"}`` in `lang` (a rule's rows carry each person's explanation).
+
+    Raises:
+        JobConflict, InvalidInput: as :func:`result_file`.
+    """
+    if which not in TABLES:
+        raise InvalidInput("ask for the result or the rejects")
+    _downloadable(ctx, job)
+    offset, limit = max(0, offset), max(1, min(limit, 1000))
+    columns, rows = page(job_dir(ctx, job.id) / TABLES[which], lang, offset, limit)
+    return {"columns": columns, "rows": rows, "offset": offset,
+            "total": job.counts.get(f"{which}_rows")}
 
 
 # -- start and retention ------------------------------------------------------------------------

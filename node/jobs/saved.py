@@ -91,6 +91,22 @@ def _rows(f, words: Words) -> Iterator[list]:
         yield [_decode(v, words) for v in json.loads(line)]
 
 
+def page(saved: Path, lang: Lang | str = Lang.zh, offset: int = 0,
+         limit: int = 50) -> tuple[list[str], list[list]]:
+    """The columns and rows ``offset`` to ``offset + limit`` of a saved table, in `lang`
+    (a console's page of results; the file is read as a stream, never whole)."""
+    words = Words(lang)
+    with open(saved, encoding="utf-8") as f:
+        head = json.loads(f.readline())
+        rows = []
+        for i, line in enumerate(f):
+            if i >= offset + limit:
+                break
+            if i >= offset:
+                rows.append([_decode(v, words) for v in json.loads(line)])
+    return [_decode(c, words) for c in head["columns"]], rows
+
+
 def render(saved: Path, out: Path, lang: Lang | str = Lang.zh) -> int:
     """Write the table saved at `saved` to `out` (format by its extension) in `lang`.
 

@@ -70,7 +70,8 @@ def rule_file(ctx: NodeContext) -> RuleFile:
     return load_rule_file(ctx.config.path(path))
 
 
-def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None) -> tuple[str, ...]:
+def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None,
+                 spec: ListSpec | None = None) -> tuple[str, ...]:
     """Refuse a target the caller may not run or this node cannot; returns the list's
     columns the target reads besides the identifier (a rule's local terms).
 
@@ -80,6 +81,9 @@ def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None)
             not fit.
     """
     if isinstance(target, RuleTarget):
+        if spec is not None and spec.auth_column:
+            raise InvalidInput("a rule takes no authorisation column; give auth_column with a "
+                               "partner query")
         if scope is not None and not scope.may_run(target.rule):
             raise NotPermitted(f"this token may not run rule {target.rule!r}")
         rules = rule_file(ctx)
@@ -140,12 +144,12 @@ def run_target(ctx: NodeContext, target: RuleTarget | QueryTarget, spec: ListSpe
                            id_column=spec.id_column, rows=run.rows, asked=run.asked)
         decisions = [(line, values, eligible, _bilingual(text), qids)
                      for line, values, eligible, text, qids in run.decisions]
-        save_table(directory / tables["result"], decisions_table(words, run.columns, decisions), facts)
-        save_table(directory / tables["rejects"],
-                   rejects_table(words, run.columns, spec.id_column,
-                                 [Rejected(*r) for r in run.rejected]), facts)
-        return {"rows": run.rows, "asked": run.asked, **run.counts, "rejected": len(run.rejected),
-                "queries": len(run.queries)}
+        saved = {"result_rows": save_table(directory / tables["result"],
+                                           decisions_table(words, run.columns, decisions), facts),
+                 "rejects_rows": save_table(directory / tables["rejects"], rejects_table(
+                     words, run.columns, spec.id_column, [Rejected(*r) for r in run.rejected]), facts)}
+        return {"rows": run.rows, "asked": run.asked, **run.counts, "queries": len(run.queries),
+                **saved}
     answered = ask_membership(ctx, partner=target.partner, dataset=target.dataset,
                               purpose=target.purpose, source=source, id_column=spec.id_column,
                               id_type=id_type, select=target.select, kind=target.query_kind,
@@ -153,8 +157,9 @@ def run_target(ctx: NodeContext, target: RuleTarget | QueryTarget, spec: ListSpe
                               progress=progress)
     progress("writing", 0, None)
     facts = {**answered.facts, "input": spec.file_name or spec.source}
-    save_table(directory / tables["result"], answered.answers(words), facts)
-    save_table(directory / tables["rejects"], answered.rejects(words), facts)
+    saved = {"result_rows": save_table(directory / tables["result"], answered.answers(words), facts),
+             "rejects_rows": save_table(directory / tables["rejects"], answered.rejects(words), facts)}
     job = answered.job
     return {"rows": job.rows + job.invalid, "asked": job.asked, "matched_rows": job.matched_rows,
-            "invalid": job.invalid, "query_id": job.query_id, "ledger_index": job.ledger_index}
+            "invalid": job.invalid, "query_id": job.query_id, "ledger_index": job.ledger_index,
+            **saved}

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from adapters import SourceError
 
-from node.core.errors import InvalidInput, PartnerError
+from node.core.errors import InvalidInput, PartnerError, ShuqiaoError
 from node.core.incidents import opaque_message, record
 from node.jobs.inputs import open_list
 from node.jobs.queue import STOPPED_WHILE_RUNNING, TABLES, Job, Status, get, job_dir
@@ -33,7 +33,7 @@ from node.storage.schema import jobs
 log = logging.getLogger(__name__)
 
 
-class JobCancelled(Exception):
+class JobCancelled(ShuqiaoError):
     """The job was cancelled (or the node is stopping): its run ends at this step."""
 
 

@@ -202,7 +202,7 @@ def listener_lines(node: NodeServer) -> list[str]:
         scheme = "HTTPS" if cfg.http.tls else "HTTP (plain, no TLS)"
         lines.append(f"{scheme} API on {cfg.http.listen.rsplit(':', 1)[0]}:{node.http_port}: "
                      "/v1/ledger (auditor token), /metrics (metrics or auditor token), "
-                     "/v1/admin (admin token), "
+                     "/v1/admin (admin token), /v1/jobs (operator token), "
                      "/healthz and /readyz (no token)")
     return lines
 

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from adapters import IdType, open_csv, synthetic_resident_id
 from node.core.clock import FixedClock
+from node.core.service_config import ApplicantSource
 from node.core.config import load_config
 from node.datasets.registration import register
 from node.devtools.localnet import Federation
@@ -139,6 +140,9 @@ def test_upload_run_download_in_every_format(node):
     assert [list(r) for r in rej["rows"]] == [["line", "申请编号", "姓名", "reason"]] and \
         [r["申请编号"] for r in rej["rows"]] == ["申009"]
     assert all("身份证号" not in r for r in rej["rows"])  # never the identifier
+    page = node.client.get(f"/v1/jobs/{job['id']}/rows?offset=8&limit=5&lang=en", headers=bearer("ops")).json()
+    assert page["total"] == len(node.rows) and [r[1] for r in page["rows"]] == ["申008", "申009"]
+    assert page["columns"][4] == "decision" and page["rows"][0][4] == "not_eligible"
     mine = node.client.get("/v1/jobs", headers=bearer("ops")).json()
     assert job["id"] in [j["id"] for j in mine]
 
@@ -164,11 +168,13 @@ def test_roles_and_owners(node):
     job = post(node).json()
     for who in ("adm", "aud"):
         assert node.client.get("/v1/jobs", headers=bearer(who)).status_code == 403
-        assert node.client.get(f"/v1/jobs/{job['id']}", headers=bearer(who)).status_code == 403
+        for path in ("", "/result", "/rejects", "/rows"):
+            assert node.client.get(f"/v1/jobs/{job['id']}{path}", headers=bearer(who)).status_code == 403
+        assert node.client.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(who, "x")).status_code == 403
         assert post(node, who=who).status_code == 403
     assert node.client.get("/v1/jobs").status_code == 401
     # another operator: not found, whatever it tries
-    for path in ("", "/result", "/rejects"):
+    for path in ("", "/result", "/rejects", "/rows"):
         r = node.client.get(f"/v1/jobs/{job['id']}{path}", headers=bearer("ops2"))
         assert r.status_code == 404 and job["id"] in r.text
     r = node.client.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer("ops2", "c1"))
@@ -316,3 +322,52 @@ def test_retention_deletes_files_and_ledgers_it(node):
     assert entry.action == "job_files_deleted" and entry.details["files"] >= 3
     text = repr(entry.details)
     assert all(p not in text for _, p, _ in node.rows) and "申" not in text
+
+
+def test_a_job_over_a_named_sql_source(node, monkeypatch):
+    db = node.root / "applications.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE pending (申请编号 TEXT PRIMARY KEY, 身份证号 TEXT, 姓名 TEXT)"))
+        conn.execute(sa.text("INSERT INTO pending VALUES (:a, :b, :c)"),
+                     [dict(zip("abc", r)) for r in node.rows])
+    engine.dispose()
+    monkeypatch.setenv("TEST_APPLICATIONS_URL", f"sqlite:///{db}")
+    service = node.ctx.config.service.model_copy(update={"applicant_sources": [
+        ApplicantSource(name="pending", url_env="TEST_APPLICATIONS_URL", table="pending")]})
+    monkeypatch.setattr(node.ctx, "config", node.ctx.config.model_copy(update={"service": service}))
+    body = {"source": "pending", "rule": "known", "id_column": "身份证号"}
+    r = node.client.post("/v1/jobs", headers=bearer("ops", "sql-1"), json=body)
+    assert r.status_code == 202, r.text
+    run_all(node)
+    js = node.client.get(f"/v1/jobs/{r.json()['id']}/result?format=json", headers=bearer("ops")).json()
+    assert {row["申请编号"]: row["判定"] for row in js["rows"]} == node.truth
+    r = node.client.post("/v1/jobs", headers=bearer("ops", "sql-2"), json={**body, "source": "nope"})
+    assert r.status_code == 422 and "no applicant source named 'nope'" in r.json()["detail"]
+    monkeypatch.delenv("TEST_APPLICATIONS_URL")
+    r = node.client.post("/v1/jobs", headers=bearer("ops", "sql-3"), json=body)
+    assert r.status_code == 422 and "TEST_APPLICATIONS_URL is not set" in r.json()["detail"]
+
+
+def test_console_sessions_submit_with_the_csrf_field_or_header(node):
+    from node.core.service_config import Role
+    from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token
+    secret = Authenticator(node.ctx).open_session(Principal("ops", Role.OPERATOR))
+    client = TestClient(node.client.app)
+    client.cookies.set(SESSION_COOKIE, secret)
+    files = {"file": ("a.csv", csv_bytes(node.rows))}
+    fields = {"rule": "known", "id_column": "身份证号"}
+    r = client.post("/v1/jobs", headers={"Idempotency-Key": "s1"}, data={**fields, "csrf": csrf_token(secret)},
+                    files=files)
+    assert r.status_code == 202, r.text  # the form the CSRF check read
+    r = client.post("/v1/jobs", headers={"Idempotency-Key": "s2", "X-CSRF-Token": csrf_token(secret)},
+                    data=fields, files=files)
+    assert r.status_code == 202, r.text  # streamed
+    r = client.post("/v1/jobs", headers={"Idempotency-Key": "s3"}, data=fields, files=files)
+    assert r.status_code == 403  # no CSRF token
+    assert left_behind(node) == []
+
+
+def test_a_rule_takes_no_authorisation_column(node):
+    r = post(node, auth_column="申请编号")
+    assert r.status_code == 422 and "authorisation column" in r.json()["detail"]

@@ -100,18 +100,18 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         job = job_of(job_id, principal)
         lang = language(request)
         t = _words(lang)
-        results = None
-        if job.status is queue.Status.DONE and job.result_file is not None:
-            target = job.params["target"]
-            results = read_page(queue.job_dir(ctx, job.id) / queue.TABLES["result"], lang=lang, page=page,
-                                id_column=job.params["list"]["id_column"],
-                                query={"partner": target["partner"], "dataset": target["dataset"]}
-                                if job.kind == "query" else None, explain=t)
+        results, unavailable = None, None
+        if job.status is queue.Status.DONE:
+            try:
+                results = read_page(ctx, job, lang=lang, page=page, explain=t)
+            except queue.JobConflict as exc:  # files expired, or not on this node
+                unavailable = str(exc)
         ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
         steps = _steps(job)
         step = next((i for i, (_, state) in enumerate(steps) if state == "current"), len(steps))
         return render(request, "ops_job.html", principal, words=WORDS, job=job, results=results,
-                      steps=steps, step=step, stage=_stage_text(t, job.stage), ended=ended)
+                      steps=steps, step=step, stage=_stage_text(t, job.stage), ended=ended,
+                      unavailable=unavailable)
 
     @app.get("/console/ops/jobs/{job_id}/progress.json", include_in_schema=False)
     def progress(request: Request, job_id: str, principal: Principal = Depends(operator)):

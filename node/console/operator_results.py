@@ -1,9 +1,9 @@
 """A batch job's answers, a page at a time, as the operator's console shows them.
 
-A job saves its tables in neither language (node/jobs/saved.py: a word cell as its key, a
-rule's explanation in both languages). A page reads the rows it shows from that table and
-puts them in the reader's language; each row gets its decision as a word key (which the
-page turns into a badge) and a plain-language explanation: the rule's own for a rule job,
+A page reads the rows it shows through the jobs' engine (node/jobs/queue.result_page, in
+the reader's language); each row gets its decision as a word key (which the page turns
+into a badge and the reader's word) and a plain-language explanation: the rule's own for
+a rule job (the query ids it cites are listed once above the table, not on every row),
 and for a partner query what the answer means ("in flexible_workers at hrss").
 
 Identifiers are shown masked (the first six and last four characters): the officer finds
@@ -11,12 +11,13 @@ an applicant by the application number and other columns; the downloads hold the
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from node.jobs.queue import TABLES, Job, job_dir, result_page
 from node.jobs.results import Lang, Words
+from node.jobs.saved import saved_facts
+from node.runtime.context import NodeContext
 
 PAGE_SIZE = 20
 # "（查询 <uuid>）" / " (query <uuid>)" in a rule's explanation: the page lists each query once
@@ -45,55 +46,38 @@ def mask(identifier: str) -> str:
     return s[:6] + "*" * (len(s) - 10) + s[-4:]
 
 
-def _cell(value, lang: Lang):
-    if isinstance(value, dict):
-        if "w" in value:
-            return value
-        return value["zh" if lang is Lang.zh else "en"]
-    return value
+def read_page(ctx: NodeContext, job: Job, *, lang: Lang | str, page: int, explain=None) -> ResultPage:
+    """Rows of `page` (1-based, PAGE_SIZE each) of a done job's answers, in `lang`.
 
+    A partner-query job's rows are explained by `explain(key, **values)` (the page's
+    translator); a rule job's rows carry their own explanation.
 
-def read_page(saved: Path, *, lang: Lang | str, page: int, id_column: str,
-              query: dict | None = None, explain=None) -> ResultPage:
-    """Rows `page` (1-based, PAGE_SIZE each) of the saved table at `saved`.
-
-    `query` (partner, dataset) is given for a partner-query job: its rows are explained by
-    `explain(key, **values)`, the page's translator; a rule job's rows carry their own.
+    Raises:
+        JobConflict: the job has no results (not done, expired, files not on this node).
     """
     lang = Lang(lang)
     words = Words(lang)
-    with open(saved, encoding="utf-8") as f:
-        head = json.loads(f.readline())
-        keys = [c["w"] if isinstance(c, dict) and "w" in c else None for c in head["columns"]]
-        names = [words[k] if k else c for k, c in zip(keys, head["columns"])]
-        first = (max(1, page) - 1) * PAGE_SIZE
-        out = ResultPage(columns=[], queries=list(head.get("facts", {}).get("queries", [])))
-        lines = []
-        for i, line in enumerate(f):
-            if first <= i < first + PAGE_SIZE:
-                lines.append(line)
-            out.total = i + 1
-    out.pages = max(1, -(-out.total // PAGE_SIZE))
-    out.page = min(max(1, page), out.pages)
+    total = int(job.counts.get("result_rows") or 0)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    found = result_page(ctx, job, lang=lang, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    names = found["columns"]
+    key_of = {words[k]: k for k in ("line", "decision", "answer", "explanation", "note", "query_ids")}
+    keys = [key_of.get(n) for n in names]
+    decided = {words[k]: k for k in DECISIONS}
     decision_at = next((i for i, k in enumerate(keys) if k in ("decision", "answer")), None)
     explanation_at = next((i for i, k in enumerate(keys) if k in ("explanation", "note")), None)
-    hidden = {i for i, k in enumerate(keys) if k in ("line", "decision", "answer", "explanation", "note",
-                                                     "query_ids")}
-    out.columns = [n for i, n in enumerate(names) if i not in hidden]
-    for line in lines:
-        raw = [_cell(v, lang) for v in json.loads(line)]
-        decision = raw[decision_at]["w"] if decision_at is not None and isinstance(raw[decision_at], dict) else None
-        cells = []
-        for i, v in enumerate(raw):
-            if i in hidden:
-                continue
-            text = words[v["w"]] if isinstance(v, dict) else ("" if v is None else str(v))
-            cells.append(mask(text) if names[i] == id_column and text else text)
-        explanation = raw[explanation_at] if explanation_at is not None else ""
-        explanation = words[explanation["w"]] if isinstance(explanation, dict) else (explanation or "")
-        explanation = QUERY_REF.sub("", explanation)
-        if query is not None and decision in ("yes", "no") and explain is not None:
-            explanation = explain("explain." + decision, **query)
+    id_column = job.params["list"]["id_column"]
+    target = job.params["target"]
+    out = ResultPage([n for n, k in zip(names, keys) if k is None], total=total, page=page, pages=pages,
+                     queries=list(saved_facts(job_dir(ctx, job.id) / TABLES["result"]).get("queries", [])))
+    for raw in found["rows"]:
+        decision = decided.get(raw[decision_at]) if decision_at is not None else None
+        cells = ["" if v is None else str(v) for v, k in zip(raw, keys) if k is None]
+        cells = [mask(c) if name == id_column and c else c for c, name in zip(cells, out.columns)]
+        explanation = QUERY_REF.sub("", str(raw[explanation_at] or "")) if explanation_at is not None else ""
+        if job.kind == "query" and decision in ("yes", "no") and explain is not None:
+            explanation = explain("explain." + decision, partner=target["partner"], dataset=target["dataset"])
         out.rows.append({"line": raw[0], "cells": cells, "decision": decision,
                          "badge": DECISIONS.get(decision or "", "muted"), "explanation": explanation})
     return out

@@ -218,6 +218,13 @@ def test_a_partner_query_job_and_its_json_download(node):
         rows = c.get(f"{r.headers['location']}/download?fmt=json").json()
         listed = rows["rows"] if isinstance(rows, dict) else rows
         assert {row["身份证号"] for row in listed if row["结果"] == "是"} == node.truth
+        # a job whose files are gone (a node restored from a backup) says so, it does not break
+        job_id = r.headers["location"].rsplit("/", 1)[1]
+        for f in (node.fed.nodes["fund"].directory / "jobs" / job_id).iterdir():
+            f.unlink()
+        page = c.get(r.headers["location"])
+        assert page.status_code == 200 and "not on this node" in page.text
+        assert c.get(f"{r.headers['location']}/download?fmt=xlsx").status_code == 409
 
 
 def test_a_real_time_check_decides_one_applicant_and_never_shows_the_identifier(node):

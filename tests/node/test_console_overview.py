@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from node.core.config import load_config
 from node.datasets.registration import register
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
+from node.policy.admission import reserve
 from node.runtime.context import NodeContext
 from node.storage.schema import jobs
 
@@ -30,7 +32,8 @@ def node(tmp_path_factory):
     fed = Federation(root / "fed")
     fed.add_node("fund", partners=[{"id": "hrss", "address": "127.0.0.1:9"}],  # nobody listens there
                  datasets=[{"name": "depositors", "epoch_days": 30,
-                            "grants": [{"partner": "hrss", "purposes": ["flexible-worker-deposit"]}]}])
+                            "grants": [{"partner": "hrss", "purposes": ["flexible-worker-deposit"],
+                                        "daily_elements": 100}]}])
     rng = random.Random(3)
     write_csv(root / "depositors.csv", ["sfzh"], [[synthetic_resident_id(rng)] for _ in range(20)])
     clock = FixedClock()
@@ -123,3 +126,20 @@ def test_a_partner_that_does_not_answer_is_probed_once_per_half_minute(node):
     assert partner_probes(node)["hrss"] is first  # cached
     assert [a.values for a in data.partner_alerts({"hrss": first})] == [{"partner": "hrss"}]
     assert partner_probes(node, fresh=0.0, wait=3.0)["hrss"] is not first  # probed again once stale
+
+
+def test_a_partners_use_of_our_quota_near_its_limit(node):
+    def theirs():
+        return [(a.level, a.values["used"]) for a in data.budgets(node, {}, node.clock.now())
+                if a.key == "alert.quota_theirs" and a.values["window"] == "day"]
+    grant = node.config.dataset("depositors").grants[0]
+
+    def charge(elements: int) -> None:  # what admission reserves for a query of hrss
+        reserve(node.engine, grant, query_id=str(uuid.uuid4()), dataset="depositors", epoch=1,
+                elements=elements, now=node.clock.now())
+    charge(79)
+    assert theirs() == []
+    charge(6)
+    assert theirs() == [("warn", 85)]
+    charge(15)
+    assert theirs() == [("bad", 100)]

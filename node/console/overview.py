@@ -12,7 +12,7 @@ from node.http.auth import Authenticator, Principal
 from node.runtime.context import NodeContext
 
 WORDS = {
-    "zh": {"overview.node": "本节点", "overview.partners": "合作节点", "overview.datasets": "数据集", "overview.datasets_registered": "已登记数据集",
+    "zh": {"overview.node": "本节点", "overview.asks_only": "仅向本节点查询", "overview.no_address": "未配置地址", "overview.partners": "合作节点", "overview.datasets": "数据集", "overview.datasets_registered": "已登记数据集",
            "overview.ledger": "可验证账本", "overview.ledger_size": "账本条目数", "overview.dataset": "名称",
            "overview.version": "当前版本", "overview.rows": "有效行数", "overview.partner": "节点",
            "overview.address": "地址", "overview.no_version": "未登记", "overview.versions": "版本数",
@@ -43,7 +43,7 @@ WORDS = {
            "alert.partner_down": "合作节点 {partner} 未在规定时间内应答。",
            "alert.job_failed": "核验任务 {job}（{owner}）失败：{error}",
            "window.day": "日", "window.month": "30 日", "window.epoch": "本轮密钥"},
-    "en": {"overview.node": "This node", "overview.partners": "Partners", "overview.datasets": "Datasets", "overview.datasets_registered": "Datasets registered",
+    "en": {"overview.node": "This node", "overview.asks_only": "asks us only", "overview.no_address": "no address here", "overview.partners": "Partners", "overview.datasets": "Datasets", "overview.datasets_registered": "Datasets registered",
            "overview.ledger": "Verifiable ledger", "overview.ledger_size": "Ledger entries", "overview.dataset": "Name",
            "overview.version": "Current version", "overview.rows": "Valid rows", "overview.partner": "Node",
            "overview.address": "Address", "overview.no_version": "not registered", "overview.versions": "Versions",

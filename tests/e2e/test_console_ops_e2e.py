@@ -185,6 +185,13 @@ def test_a_rule_or_purpose_outside_the_scope_is_refused_even_when_posted(node):
         assert submit(c, csrf, node).status_code == 403
 
 
+def test_cancelling_a_finished_job_says_why_not(node, done_job):
+    with logged_in(node, "ops") as (c, csrf):
+        r = c.post(f"{done_job}/cancel", data={"csrf": csrf})
+        assert r.status_code == 409 and "already ended" in r.text
+        assert 'data-testid="job-status">已完成<' in c.get(done_job).text
+
+
 def test_another_operators_job_is_not_found(node, done_job):
     with logged_in(node, "ops-other") as (c, csrf):
         for path in (done_job, f"{done_job}/progress.json", f"{done_job}/download?fmt=xlsx"):

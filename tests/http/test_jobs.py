@@ -408,3 +408,14 @@ def test_an_unreachable_partner_fails_the_job_with_its_reason(node):
     job = node.client.get(f"/v1/jobs/{r.json()['id']}", headers=bearer("ops")).json()
     assert job["status"] == "failed" and "hrss" in job["error"] and "incident" not in job["error"]
     assert not any(p in job["error"] for _, p, _ in node.rows)
+
+
+def test_any_body_past_the_bound_is_cut_off(node):
+    def chunks():  # a JSON body, chunked: nothing but the middleware bounds it
+        yield b'{"source": "'
+        for _ in range(40):
+            yield b"y" * (1 << 16)
+    r = node.client.post("/v1/jobs", headers={**bearer("ops", "json-big"), "Content-Type": "application/json"},
+                         content=chunks())
+    assert r.status_code == 413 and "max_upload_mib" in r.json()["detail"]
+    assert r.headers["x-frame-options"] == "DENY"  # the security headers wrap the refusal

@@ -195,8 +195,7 @@ def _queue(ctx: NodeContext, owner: str, target, spec: ListSpec, upload: Path | 
                 id=job_id, owner=owner, kind=target.kind,
                 params={"target": target.params(), "list": spec.params()},
                 status=Status.QUEUED.value, stage="queued", done=0,
-                total=rows if spec.source is None else None,
-                counts={"rows": rows} if spec.source is None else {},
+                total=rows, counts={"rows": rows},  # as read now (an SQL source may change)
                 cancel_requested=False, input_file=spec.stored_name, created_at=now))
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)

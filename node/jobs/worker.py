@@ -90,7 +90,7 @@ def run_job(ctx: NodeContext, job: Job, stopping: threading.Event | None = None)
     spec = job.spec
     counts, error, status = job.counts, None, Status.DONE
     try:
-        progress("reading", 0, job.total)
+        progress("opening", 0, None)  # a job cancelled since it was claimed stops here
         with open_list(ctx, spec, directory / job.input_file if job.input_file else None) as source:
             counts = {**job.counts, **run_target(ctx, job.target, spec, source, directory, TABLES,
                                                  progress)}

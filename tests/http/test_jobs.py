@@ -57,7 +57,7 @@ def node(tmp_path_factory):
     depositors, others = people[:8], people[8:11]
     (root / "rules.toml").write_text(RULES, encoding="utf-8")
     fed = Federation(root / "fed")
-    fed.add_node("fund", partners=[{"id": "hrss", "address": "127.0.0.1:9"}],
+    fed.add_node("fund", partners=[{"id": "hrss", "address": "127.0.0.1:9"}], grpc={"connect_seconds": 1},
                  datasets=[{"name": "depositors"}],
                  extra={"service": {"rules_file": str(root / "rules.toml"), "max_upload_mib": 1,
                                     "result_retention_hours": 1},
@@ -371,3 +371,51 @@ def test_console_sessions_submit_with_the_csrf_field_or_header(node):
 def test_a_rule_takes_no_authorisation_column(node):
     r = post(node, auth_column="申请编号")
     assert r.status_code == 422 and "authorisation column" in r.json()["detail"]
+
+
+def test_a_stopping_node_fails_its_running_job_with_the_reason(node):
+    import threading
+    run_all(node)
+    job_id = post(node).json()["id"]
+    job = claim_next(node.ctx)
+    stopping = threading.Event()
+    stopping.set()
+    assert run_job(node.ctx, job, stopping) is queue.Status.FAILED
+    assert queue.get(node.ctx, job_id).error == queue.STOPPED_WHILE_RUNNING
+
+
+def test_one_claimant_wins_each_job(node):
+    import threading
+    run_all(node)
+    post(node)
+    won, start = [], threading.Barrier(4)
+
+    def claim():
+        start.wait()
+        won.append(claim_next(node.ctx))
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len([j for j in won if j is not None]) == 1
+    run_job(node.ctx, next(j for j in won if j is not None))
+
+
+def test_an_unreachable_partner_fails_the_job_with_its_reason(node):
+    run_all(node)
+    r = post(node, rule="", partner="hrss", dataset="flexible_workers", purpose="flexible-worker-deposit")
+    assert r.status_code == 202, r.text
+    run_all(node)
+    job = node.client.get(f"/v1/jobs/{r.json()['id']}", headers=bearer("ops")).json()
+    assert job["status"] == "failed" and "hrss" in job["error"] and "incident" not in job["error"]
+    assert not any(p in job["error"] for _, p, _ in node.rows)
+
+
+def test_any_body_past_the_bound_is_cut_off(node):
+    def chunks():  # a JSON body, chunked: nothing but the middleware bounds it
+        yield b'{"source": "'
+        for _ in range(40):
+            yield b"y" * (1 << 16)
+    r = node.client.post("/v1/jobs", headers={**bearer("ops", "json-big"), "Content-Type": "application/json"},
+                         content=chunks())
+    assert r.status_code == 413 and "max_upload_mib" in r.json()["detail"]
+    assert r.headers["x-frame-options"] == "DENY"  # the security headers wrap the refusal

@@ -31,7 +31,14 @@ from node.storage.private_files import open_private
 WORDS = operator_words.WORDS
 CHUNK = 1 << 20
 STEPS = ("queued", "reading", "asking", "writing", "done")
-STEP_OF = {"queued": 0, "starting": 0, "reading": 1, "writing": 3, "done": 4}
+STEP_OF = {"queued": 0, "starting": 0, "opening": 1, "reading": 1, "writing": 3, "done": 4}
+
+
+def _percent(job: queue.Job) -> str:
+    """How far the current stage is (its units differ: bytes, rows, identifiers)."""
+    if not job.total:
+        return ""
+    return f"{min(100, 100 * job.done // job.total)}%"
 
 
 def _steps(job: queue.Job) -> list[tuple[str, str]]:
@@ -111,6 +118,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         step = next((i for i, (_, state) in enumerate(steps) if state == "current"), len(steps))
         return render(request, "ops_job.html", principal, words=WORDS, job=job, results=results,
                       steps=steps, step=step, stage=_stage_text(t, job.stage), ended=ended,
+                      percent=_percent(job),
                       unavailable=unavailable)
 
     @app.get("/console/ops/jobs/{job_id}/progress.json", include_in_schema=False)
@@ -120,7 +128,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
         return JSONResponse({"stage": _stage_text(t, job.stage), "done": job.done, "total": job.total,
                              "status": t("status." + job.status.value), "finished": ended,
-                             "step": STEP_OF.get(job.stage, 2)})
+                             "step": STEP_OF.get(job.stage, 2), "percent": _percent(job)})
 
     @app.post("/console/ops/jobs/{job_id}/cancel", include_in_schema=False)
     def cancel(job_id: str, principal: Principal = Depends(operator)):

@@ -5,11 +5,11 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 _STAGES = {
-    "zh": {"queued": "排队中", "starting": "启动中", "reading": "读取名单", "sync": "同步对方标签表",
+    "zh": {"queued": "排队中", "starting": "启动中", "opening": "打开名单", "reading": "读取名单", "sync": "同步对方标签表",
            "query": "向合作节点查询", "preparing": "准备中", "matching": "比对中", "sending": "发送中",
            "tags": "计算标签", "writing": "生成结果", "done": "已完成", "failed": "失败",
            "cancelled": "已取消", "expired": "已过期", "asking": "向合作节点查询", "running": "运行中"},
-    "en": {"queued": "queued", "starting": "starting", "reading": "reading the list",
+    "en": {"queued": "queued", "starting": "starting", "opening": "opening the list", "reading": "reading the list",
            "sync": "syncing the partner's tag table", "query": "asking the partner", "preparing": "preparing",
            "matching": "matching", "sending": "sending", "tags": "computing tags", "writing": "writing results",
            "done": "done", "failed": "failed", "cancelled": "cancelled", "expired": "expired",

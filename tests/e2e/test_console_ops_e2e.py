@@ -214,6 +214,19 @@ def test_bad_uploads_are_refused_with_the_reason_and_nothing_is_queued(node):
         assert _jobs(c) == before
 
 
+def test_an_applicant_lists_markup_is_shown_as_text(node):
+    hostile = '<img src=x onerror="alert(1)">'
+    body = f"申请编号,身份证号\n{hostile},{node.applicants[0]}\n".encode()
+    with logged_in(node, "ops") as (c, csrf):
+        r = c.post("/console/ops/jobs", data={"csrf": csrf, "mode": "rule", "rule": "flexible_check",
+                                              "id_column": "身份证号"},
+                   files={"file": (f"{hostile}.csv", body, "text/csv")})
+        assert r.status_code == 303, r.text
+        wait_done(c, r.headers["location"])
+        for page in (c.get(r.headers["location"]).text, c.get("/console/ops/jobs").text):
+            assert hostile not in page and "&lt;img src=x" in page
+
+
 def test_a_partner_query_job_and_its_json_download(node):
     with logged_in(node, "ops") as (c, csrf):
         r = submit(c, csrf, node, mode="query", source="hrss/flexible_workers", purpose=fx.PURPOSE,

@@ -34,6 +34,16 @@ STEPS = ("queued", "reading", "asking", "writing", "done")
 STEP_OF = {"queued": 0, "starting": 0, "opening": 1, "reading": 1, "writing": 3, "done": 4}
 
 
+def _filters(job: queue.Job) -> list[tuple[str, int | None]]:
+    """The decisions a job's results can be narrowed to, with how many rows have each."""
+    c = job.counts
+    if job.kind == "rule":
+        return [(k, c.get(k)) for k in ("eligible", "not_eligible", "undetermined")]
+    rows, matched, invalid = c.get("rows"), c.get("matched_rows"), c.get("invalid")
+    missing = rows - matched - invalid if None not in (rows, matched, invalid) else None
+    return [("yes", matched), ("no", missing), ("invalid", invalid)]
+
+
 def _percent(job: queue.Job) -> str:
     """How far the current stage is (its units differ: bytes, rows, identifiers)."""
     if not job.total:
@@ -103,14 +113,15 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         return RedirectResponse(f"/console/ops/jobs/{job.id}", status_code=303)
 
     @app.get("/console/ops/jobs/{job_id}", include_in_schema=False)
-    def job_page(request: Request, job_id: str, page: int = 1, principal: Principal = Depends(operator)):
+    def job_page(request: Request, job_id: str, page: int = 1, decision: str = "",
+                 principal: Principal = Depends(operator)):
         job = job_of(job_id, principal)
         lang = language(request)
         t = _words(lang)
         results, unavailable = None, None
         if job.status is queue.Status.DONE:
             try:
-                results = read_page(ctx, job, lang=lang, page=page, explain=t)
+                results = read_page(ctx, job, lang=lang, page=page, explain=t, decision=decision or None)
             except queue.JobConflict as exc:  # files expired, or not on this node
                 unavailable = str(exc)
         ended = job.status in queue.ENDED or job.status is queue.Status.EXPIRED
@@ -118,7 +129,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         step = next((i for i, (_, state) in enumerate(steps) if state == "current"), len(steps))
         return render(request, "ops_job.html", principal, words=WORDS, job=job, results=results,
                       steps=steps, step=step, stage=_stage_text(t, job.stage), ended=ended,
-                      percent=_percent(job),
+                      percent=_percent(job), decision=decision, filters=_filters(job),
                       unavailable=unavailable)
 
     @app.get("/console/ops/jobs/{job_id}/progress.json", include_in_schema=False)

@@ -11,8 +11,10 @@ an applicant by the application number and other columns; the downloads hold the
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from node.jobs.queue import TABLES, Job, job_dir, result_page
 from node.jobs.results import Lang, Words
@@ -46,8 +48,10 @@ def mask(identifier: str) -> str:
     return s[:6] + "*" * (len(s) - 10) + s[-4:]
 
 
-def read_page(ctx: NodeContext, job: Job, *, lang: Lang | str, page: int, explain=None) -> ResultPage:
-    """Rows of `page` (1-based, PAGE_SIZE each) of a done job's answers, in `lang`.
+def read_page(ctx: NodeContext, job: Job, *, lang: Lang | str, page: int, explain=None,
+              decision: str | None = None) -> ResultPage:
+    """Rows of `page` (1-based, PAGE_SIZE each) of a done job's answers, in `lang`; only
+    the rows with `decision` (a key of DECISIONS) if given.
 
     A partner-query job's rows are explained by `explain(key, **values)` (the page's
     translator); a rule job's rows carry their own explanation.
@@ -57,27 +61,58 @@ def read_page(ctx: NodeContext, job: Job, *, lang: Lang | str, page: int, explai
     """
     lang = Lang(lang)
     words = Words(lang)
+    if decision not in DECISIONS:
+        decision = None
     total = int(job.counts.get("result_rows") or 0)
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(1, page), pages)
+    page = max(1, page)
     found = result_page(ctx, job, lang=lang, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     names = found["columns"]
     key_of = {words[k]: k for k in ("line", "decision", "answer", "explanation", "note", "query_ids")}
     keys = [key_of.get(n) for n in names]
-    decided = {words[k]: k for k in DECISIONS}
     decision_at = next((i for i, k in enumerate(keys) if k in ("decision", "answer")), None)
     explanation_at = next((i for i, k in enumerate(keys) if k in ("explanation", "note")), None)
+    saved = job_dir(ctx, job.id) / TABLES["result"]
+    rows = found["rows"]
+    if decision is not None and decision_at is not None:
+        rows, total = _with_decision(saved, words, decision_at, decision, (page - 1) * PAGE_SIZE)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page > pages:  # past the end: the last page instead
+        return read_page(ctx, job, lang=lang, page=pages, explain=explain, decision=decision)
+    decided = {words[k]: k for k in DECISIONS}
     id_column = job.params["list"]["id_column"]
     target = job.params["target"]
     out = ResultPage([n for n, k in zip(names, keys) if k is None], total=total, page=page, pages=pages,
-                     queries=list(saved_facts(job_dir(ctx, job.id) / TABLES["result"]).get("queries", [])))
-    for raw in found["rows"]:
-        decision = decided.get(raw[decision_at]) if decision_at is not None else None
+                     queries=list(saved_facts(saved).get("queries", [])))
+    for raw in rows:
+        found_decision = decided.get(raw[decision_at]) if decision_at is not None else None
         cells = ["" if v is None else str(v) for v, k in zip(raw, keys) if k is None]
         cells = [mask(c) if name == id_column and c else c for c, name in zip(cells, out.columns)]
         explanation = QUERY_REF.sub("", str(raw[explanation_at] or "")) if explanation_at is not None else ""
-        if job.kind == "query" and decision in ("yes", "no") and explain is not None:
-            explanation = explain("explain." + decision, partner=target["partner"], dataset=target["dataset"])
-        out.rows.append({"line": raw[0], "cells": cells, "decision": decision,
-                         "badge": DECISIONS.get(decision or "", "muted"), "explanation": explanation})
+        if job.kind == "query" and found_decision in ("yes", "no") and explain is not None:
+            explanation = explain("explain." + found_decision, partner=target["partner"],
+                                  dataset=target["dataset"])
+        out.rows.append({"line": raw[0], "cells": cells, "decision": found_decision,
+                         "badge": DECISIONS.get(found_decision or "", "muted"), "explanation": explanation})
     return out
+
+
+def _with_decision(saved: Path, words: Words, at: int, decision: str, offset: int) -> tuple[list[list], int]:
+    """The rows (in `words`' language) from `offset` of those whose decision cell is the
+    word `decision`, and how many there are: one pass over the saved table
+    (node/jobs/saved.py: JSON lines, a word cell as {"w": key}, a bilingual one as
+    {"en", "zh"})."""
+    def cell(v):
+        if isinstance(v, dict):
+            return words[v["w"]] if "w" in v else v["zh" if words.lang is Lang.zh else "en"]
+        return v
+    rows, n = [], 0
+    with open(saved, encoding="utf-8") as f:
+        f.readline()
+        for line in f:
+            raw = json.loads(line)
+            if not (isinstance(raw[at], dict) and raw[at].get("w") == decision):
+                continue
+            if offset <= n < offset + PAGE_SIZE:
+                rows.append([cell(v) for v in raw])
+            n += 1
+    return rows, n

@@ -285,6 +285,14 @@ def test_the_operators_journey_in_a_browser(node, browser, tmp_path):  # noqa: F
     page.get_by_role("link", name="下一页").click()
     assert "第 2 / 6 页" in page.get_by_test_id("page-of").inner_text()
     assert page.locator("table.results tbody tr").first.locator("td").first.inner_text() == "22"
+    page.locator('nav.tabs a[href="?decision=not_eligible"]').click()  # only those to follow up
+    page.get_by_role("link", name="下一页").click()
+    decisions = page.locator("table.results [data-decision]")
+    assert decisions.count() == 20 and set(decisions.evaluate_all("els => els.map(e => e.dataset.decision)")) \
+        == {"not_eligible"}
+    pages = -(-(len(node.applicants) - len(node.truth)) // 20)
+    assert f"第 2 / {pages} 页" in page.get_by_test_id("page-of").inner_text()
+    shot(page, "console_ops", "3b-not-eligible")
     with page.expect_download() as caught:
         page.get_by_role("link", name="XLSX").click()
     path = tmp_path / "result.xlsx"

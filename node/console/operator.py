@@ -82,6 +82,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         return render(request, "ops_jobs.html", principal, words=WORDS, status_code=status,
                       choices=choices(ctx, principal), form=form or JobForm(), error=error, jobs=mine,
                       max_mib=ctx.config.service.max_upload_mib,
+                      list_sources=ctx.config.service.applicant_sources,
                       stage_text=lambda s: _stage_text(lambda k: WORDS[language(request)].get(k, k), s))
 
     @app.get("/console/ops/jobs", include_in_schema=False)
@@ -93,15 +94,22 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         data = await request.form()  # already parsed (and its CSRF field checked) by require()
         form = JobForm.parse(data)
         upload = data.get("file")
+        received = None
         try:
             target = form.target(principal)  # scope refused here: NotPermitted
-            if not isinstance(upload, UploadFile) or not upload.filename:
-                raise InvalidInput("choose the applicant file (.csv or .xlsx) to upload")
-            fmt = file_format(upload.filename)
-            spec = ListSpec(id_column=form.id_column, file_name=upload.filename, file_format=fmt,
-                            encoding=form.encoding, sheet=form.sheet or None,
-                            auth_column=form.auth_column or None)
-            received = await _receive(ctx, upload, fmt)
+            if form.list_source and isinstance(upload, UploadFile) and upload.filename:
+                raise InvalidInput("choose either a file to upload or a configured source, not both")
+            if form.list_source:  # a configured SQL source: nothing uploaded
+                spec = ListSpec(id_column=form.id_column, source=form.list_source,
+                                auth_column=form.auth_column or None)
+            else:
+                if not isinstance(upload, UploadFile) or not upload.filename:
+                    raise InvalidInput("choose the applicant file (.csv or .xlsx) to upload")
+                fmt = file_format(upload.filename)
+                spec = ListSpec(id_column=form.id_column, file_name=upload.filename, file_format=fmt,
+                                encoding=form.encoding, sheet=form.sheet or None,
+                                auth_column=form.auth_column or None)
+                received = await _receive(ctx, upload, fmt)
             job = queue.submit(ctx, owner=principal.name, target=target, spec=spec, upload=received,
                                scope=principal)
         except NotPermitted as exc:

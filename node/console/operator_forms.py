@@ -69,6 +69,7 @@ class JobForm:
     encoding: str = "auto"
     sheet: str = ""
     auth_column: str = ""
+    list_source: str = ""   # a named SQL source of the node instead of an uploaded file
 
     @classmethod
     def parse(cls, data) -> "JobForm":

@@ -20,7 +20,9 @@ WORDS = {
     "zh": {
         "ops.title": "批量核验", "ops.new": "新建核验任务", "ops.file": "申请人名单文件",
         "ops.file_hint": "CSV（UTF-8 或 GB18030 编码）或 Excel .xlsx，不超过 {mib} MiB；第一行为列名。",
-        "ops.id_column": "身份证号所在列的列名", "ops.encoding": "CSV 文件编码", "ops.sheet": "工作表（.xlsx，可留空取第一张）",
+        "ops.id_column": "身份证号所在列的列名",
+        "ops.list_source": "或：读取已配置的数据库名单", "ops.no_list_source": "不使用（上传文件）",
+        "ops.list_source_hint": "选择后无需上传文件，节点以只读方式读取该数据源。", "ops.encoding": "CSV 文件编码", "ops.sheet": "工作表（.xlsx，可留空取第一张）",
         "ops.auth_column": "授权编号列（本节点要求时填写）",
         "enc.auto": "自动识别", "enc.utf-8": "UTF-8", "enc.gb18030": "GB18030（Excel 默认中文 CSV）",
         "ops.target": "核验方式", "ops.by_rule": "按核验规则", "ops.by_query": "查询合作节点数据集",
@@ -61,7 +63,9 @@ WORDS = {
     "en": {
         "ops.title": "Batch checks", "ops.new": "New check", "ops.file": "Applicant list",
         "ops.file_hint": "CSV (UTF-8 or GB18030) or Excel .xlsx, at most {mib} MiB; the first row names the columns.",
-        "ops.id_column": "Column holding the identifier", "ops.encoding": "CSV encoding",
+        "ops.id_column": "Column holding the identifier",
+        "ops.list_source": "Or: read a configured database list", "ops.no_list_source": "none (upload a file)",
+        "ops.list_source_hint": "With a source chosen no file is needed; the node reads it read-only.", "ops.encoding": "CSV encoding",
         "ops.sheet": "Worksheet (.xlsx; empty: the first)", "ops.auth_column": "Authorisation column (if this node requires one)",
         "enc.auto": "detect", "enc.utf-8": "UTF-8", "enc.gb18030": "GB18030 (Excel's Chinese CSV)",
         "ops.target": "Check by", "ops.by_rule": "an eligibility rule", "ops.by_query": "a partner's dataset",

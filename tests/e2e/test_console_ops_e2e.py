@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import openpyxl
 import pytest
+import sqlalchemy as sa
 
 from node.ledger.http import new_token
 
@@ -46,6 +47,13 @@ def node(tmp_path_factory):
     s = fx.build(root, registry_size=300, applicants=120,
                  grant={"kinds": ["membership", "predicate"], "predicate_columns": ["缴费月数"]})
     (root / "rules.toml").write_text(RULES, encoding="utf-8")
+    db = root / "applications.db"  # the business system's pending applications
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE pending (申请编号 TEXT PRIMARY KEY, 身份证号 TEXT)"))
+        conn.execute(sa.text("INSERT INTO pending VALUES (:a, :b)"),
+                     [{"a": f"S{i:04d}", "b": p} for i, p in enumerate(s.applicants)])
+    engine.dispose()
     s.tokens, entries = {}, []
     for name, (role, scope) in TOKENS.items():
         token, digest = new_token()
@@ -54,7 +62,9 @@ def node(tmp_path_factory):
     # edu is configured but not running: the overview must say so without waiting long
     s.fed.add_node("fund", partners=[{"id": "hrss"}, {"id": "edu", "address": "127.0.0.1:9"}], extra={
         "http": {"listen": "127.0.0.1:0", "tokens": entries},
-        "service": {"rules_file": str(root / "rules.toml"), "max_upload_mib": 1}})
+        "service": {"rules_file": str(root / "rules.toml"), "max_upload_mib": 1,
+                    "applicant_sources": [{"name": "pending", "description": "待审核申请",
+                                           "url": f"sqlite:///{db}", "table": "pending"}]}})
     fx.start(s)
     fx.register(s)
     s.fed.start("fund")
@@ -211,6 +221,25 @@ def test_bad_uploads_are_refused_with_the_reason_and_nothing_is_queued(node):
         r = c.post("/console/ops/jobs", data=data,
                    files={"file": ("big.csv", b"a" * (1024 * 1024 + 100 * 1024), "text/csv")})
         assert r.status_code == 413 and "1 MiB" in r.text
+        assert _jobs(c) == before
+
+
+def test_a_job_over_a_configured_database_list(node):
+    with logged_in(node, "ops") as (c, csrf):
+        assert "待审核申请" in c.get("/console/ops/jobs").text
+        data = {"csrf": csrf, "mode": "rule", "rule": "flexible_check", "id_column": "身份证号",
+                "list_source": "pending"}
+        r = c.post("/console/ops/jobs", data=data, files={"file": ("", b"", "application/octet-stream")})
+        assert r.status_code == 303, r.text
+        wait_done(c, r.headers["location"])
+        assert f'data-count="eligible">{len(node.truth)}<' in c.get(r.headers["location"]).text
+        before = _jobs(c)
+        r = c.post("/console/ops/jobs", data=data,  # a file and a source: which one was meant?
+                   files={"file": ("申请.csv", node.applicants_csv.read_bytes(), "text/csv")})
+        assert r.status_code == 400 and "not both" in r.text
+        r = c.post("/console/ops/jobs", data={**data, "list_source": "nope"},
+                   files={"file": ("", b"", "application/octet-stream")})
+        assert r.status_code == 400 and "no applicant source named &#39;nope&#39;" in r.text
         assert _jobs(c) == before
 
 

@@ -45,6 +45,7 @@ ZH = {
     "c.first": "较早的树规模", "c.second": "较晚的树规模", "c.verify": "计算并核验",
     "c.seen_note": "默认比较本浏览器会话上次看到的树头（{size}，{time}）与当前树头。",
     "c.ok": "已核验：规模 {second} 的账本树是规模 {first} 的树的延续。",
+    "c.same": "已核验：两个树头规模相同、根哈希相同，账本未被改写。", "c.same_path": "规模相同，无需证明路径。",
     "c.bad": "核验失败：{why}", "c.bad_input": "树规模须为正整数。", "c.heads": "已签名的树头",
     "c.current": "当前", "c.choose_hint": "可填写任意不超过当前规模的正整数；有签名树头的规模会优先使用签名树头。",
     # pasted proof
@@ -122,6 +123,8 @@ EN = {
     "c.first": "Earlier tree size", "c.second": "Later tree size", "c.verify": "Compute and verify",
     "c.seen_note": "By default the head this browser session last saw ({size}, {time}) is compared with the current head.",
     "c.ok": "Verified: the tree of size {second} extends the tree of size {first}.",
+    "c.same": "Verified: both heads have the same size and the same root; nothing was rewritten.",
+    "c.same_path": "Same size: no proof path is needed.",
     "c.bad": "Verification failed: {why}", "c.bad_input": "Tree sizes are whole numbers from 1.",
     "c.heads": "Signed heads", "c.current": "current",
     "c.choose_hint": "Any whole number up to the current size; a size with a signed head uses that head.",

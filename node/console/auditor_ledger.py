@@ -201,6 +201,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             size2 = current.size
         if size1 is None and seen is not None and 1 <= seen.size <= size2:
             size1 = seen.size
+        if size1 is None:  # nothing seen in this session yet: the signed head before the last one
+            size1 = next((s for s in context["heads"] if 1 <= s < size2), None)
         context["first"], context["second"] = size1 or "", size2
         if size1 is not None and size2 >= 1:
             sides = [_side(ctx, size1, seen, current), _side(ctx, size2, None, current)]

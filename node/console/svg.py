@@ -9,8 +9,8 @@ screen reader reads) and a `data-value`; axis and legend labels are real `<text>
 in the page's font (the console's CSS gives CJK fonts), so Chinese labels render.
 Colours are presentation attributes, not inline styles (the CSP forbids those).
 
-Bar lengths are proportional to the values: the axis runs from 0 to a "nice" maximum
-(1, 2 or 5 times a power of ten) at or above the largest bar. Every string that reaches
+Bar lengths are proportional to the values: the axis runs from 0 in "nice" steps (1, 2 or
+5 times a power of ten; whole steps for whole numbers) to at or above the largest bar. Every string that reaches
 the SVG is escaped here, whatever the caller passes.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from xml.sax.saxutils import escape as _escape
 
-__all__ = ["PALETTE", "stacked_bars", "horizontal_bars", "nice_max", "number"]
+__all__ = ["PALETTE", "stacked_bars", "horizontal_bars", "axis", "number"]
 
 # Restrained government-dashboard colours, distinguishable in print and for most colour
 # vision deficiencies (blue, teal, orange, red, violet, light blue, brown, grey).
@@ -38,15 +38,17 @@ def number(value: float) -> str:
     return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
-def nice_max(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10^k at or above `value` (1 for nothing to show)."""
+def axis(value: float, *, ticks: int = 4) -> tuple[float, float]:
+    """(top, step) of an axis from 0 showing `value`: a step of 1, 2 or 5 × 10^k, about
+    `ticks` steps, whole steps for whole data, and top a multiple of the step."""
     if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if step * power >= value:
-            return float(step * power)
-    return float(10 * power)  # unreachable: 10 × power always suffices
+        return 1.0, 0.25
+    raw = value / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if float(value).is_integer():
+        step = max(step, 1)
+    return step * math.ceil(value / step - 1e-9), step
 
 
 def _f(x: float) -> str:
@@ -85,7 +87,7 @@ def _legend(names: Sequence[str], colors: Sequence[str], top: float, left: float
 def stacked_bars(*, chart_id: str, title: str, categories: Sequence[str],
                  series: Sequence[tuple[str, Sequence[float]]], colors: Sequence[str] | None = None,
                  unit: str = "", empty: str = "no data", width: float = 880,
-                 plot_height: float = 220) -> str:
+                 plot_height: float = 200) -> str:
     """Vertical bars, one per category (a day), each stacked from the series (partners, ...).
 
     Args:
@@ -110,7 +112,7 @@ def stacked_bars(*, chart_id: str, title: str, categories: Sequence[str],
     colors = list(colors or [PALETTE[i % len(PALETTE)] for i in range(len(series))])
     left, right, top = 64.0, 16.0, 22.0
     plot_w = width - left - right
-    top_value = nice_max(max(totals))
+    top_value, step = axis(max(totals))
     scale = plot_height / top_value
     base = top + plot_height
     suffix = f" {unit}" if unit else ""
@@ -119,8 +121,8 @@ def stacked_bars(*, chart_id: str, title: str, categories: Sequence[str],
     desc = "; ".join(f"{c}: {number(t)}{suffix}" for c, t in zip(categories, totals))
     parts = _open(chart_id, title, desc, width, height)
     parts.append('<g class="chart-axis">')
-    for i in range(5):  # gridlines at 0, 1/4, ... of the nice maximum
-        value = top_value * i / 4
+    for i in range(round(top_value / step) + 1):  # a gridline per step
+        value = step * i
         y = base - value * scale
         parts.append(f'<line x1="{_f(left)}" x2="{_f(width - right)}" y1="{_f(y)}" y2="{_f(y)}" '
                      f'stroke="{"#9aa7b5" if i == 0 else "#e3e8ee"}" stroke-width="1"/>'
@@ -166,8 +168,7 @@ def horizontal_bars(*, chart_id: str, title: str, items: Sequence[tuple[str, flo
         return _empty(chart_id, title, empty, width)
     top, right = 8.0, 90.0
     plot_w = width - label_width - right
-    top_value = nice_max(max(v for _, v in items))
-    scale = plot_w / top_value
+    scale = plot_w / axis(max(v for _, v in items))[0]
     height = top + row * len(items) + 8
     suffix = f" {unit}" if unit else ""
     desc = "; ".join(f"{label}: {number(v)}{suffix}" for label, v in items)

@@ -47,11 +47,13 @@ def node(tmp_path_factory):
     s.fed.add_node("hrss", partners=[{"id": "fund"}], datasets=[{
         "name": "flexible_workers", "grants": [{"partner": "fund", "purposes": [fx.PURPOSE]}]}],
         extra={"http": {"listen": "127.0.0.1:0", "tokens": entries}})
+    s.fed.add_node("fund", partners=[{"id": "hrss"}], extra={"maintenance": {"witness_seconds": 1.0}})
     fx.start(s)
     fx.register(s)
     for n in range(2):  # real queries by the fund centre's CLI, answered by hrss
         fx.query(s, root / f"out{n}.csv", check=True)
     refused_query(s)
+    s.fed.start("fund")  # witnesses hrss's ledger every second, and hrss the fund centre's
     s.base = f"https://127.0.0.1:{s.fed.nodes['hrss'].http_port}"
     yield s
     s.fed.close()
@@ -153,12 +155,31 @@ def test_the_head_this_browser_saw_is_compared_with_the_current_one(node):
         assert "核验失败" in verdict(page) or "签名无效" in page
 
 
+def lag_on_metrics(s) -> int:
+    text = client(s).get("/metrics", headers={"Authorization": f"Bearer {s.tokens['metrics']}"}).text
+    return int(float(re.search(r'shuqiao_witness_lag_entries\{witness="fund"\} (\S+)', text).group(1)))
+
+
+def test_cross_checks_show_the_partners_witnessing_and_the_lag_metrics_shows(node):
+    deadline = time.monotonic() + 30
+    with logged_in(node, "auditor") as c:
+        while True:  # the fund centre's first witnessing round takes a moment
+            before = lag_on_metrics(node)
+            page = c.get("/console/audit/witnessing").text
+            after = lag_on_metrics(node)
+            row = re.search(r'<tr data-partner="fund">(.*?)</tr>', page, re.S).group(1)
+            if "本节点从未核对" not in row or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert "本节点从未核对对方树头" not in row, row  # hrss checked and cosigned fund's head
+    lag = int(re.search(r'data-testid="lag">([\d,]+)<', row).group(1).replace(",", ""))
+    assert lag in (before, after)
+    assert "存在未裁定的账本冲突" not in row and "无效" not in row
+
+
 def test_the_auditor_journey_in_a_browser(node, browser):  # noqa: F811
     started = time.monotonic()
-    log = fx.query_log(node, "hrss")
-    by_outcome = collections.Counter(r["outcome"] for r in log)
-    by_partner = collections.Counter(r["asker"] for r in log if r["role"] == "answerer")
-    assert by_outcome["refused"] >= 1 and by_outcome["answered"] == 2
+    refused_before = collections.Counter(r["outcome"] for r in fx.query_log(node, "hrss"))["refused"]
     page = new_page(browser)
     login(page, node.base, node.tokens["auditor"])
     page.get_by_role("link", name="账本查阅").click()
@@ -168,12 +189,21 @@ def test_the_auditor_journey_in_a_browser(node, browser):  # noqa: F811
     page.get_by_role("button", name="查询").click()
     page.wait_for_url("**outcome=refused**")
     rows = page.locator("table.entries tbody tr[data-index]")
-    assert rows.count() == by_outcome["refused"]
+    assert rows.count() == refused_before
     shot(page, "console_audit", "ledger-filtered-1280")
     rows.first.get_by_role("link").click()
     assert "已核验" in page.get_by_test_id("verdict").inner_text()
     assert page.get_by_test_id("proof-path").locator("li").count() >= 1
     shot(page, "console_audit", "entry-proof-1280")
+    refused_query(node)  # the ledger grows while the auditor reads
+    page.get_by_role("link", name="一致性证明").first.click()  # the head just seen vs now
+    assert "已核验" in page.get_by_test_id("verdict").inner_text()
+    assert page.get_by_test_id("proof-path").locator("li").count() >= 1
+    shot(page, "console_audit", "consistency-1280")
+    log = fx.query_log(node, "hrss")  # counted independently, from the node's database
+    by_outcome = collections.Counter(r["outcome"] for r in log)
+    by_partner = collections.Counter(r["asker"] for r in log if r["role"] == "answerer")
+    assert by_outcome["refused"] >= 2 and by_outcome["answered"] == 2
     page.get_by_role("link", name="统计图表").click()
     page.keyboard.press("Tab")  # keyboard: the first stop is the skip link
     assert page.evaluate("document.activeElement.className") == "skip"

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from node.console.svg import horizontal_bars, nice_max, number, stacked_bars
+from node.console.svg import axis, horizontal_bars, number, stacked_bars
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 
@@ -42,8 +42,11 @@ def test_the_tallest_bar_fits_the_plot_and_the_axis_is_nice():
     root = parse(stacked_bars(chart_id="c", title="t", categories=["a", "b"], series=[("x", [7, 70])]))
     heights = [float(r.get("height")) for r in bars(root)]
     assert heights[1] == pytest.approx(heights[0] * 10)
-    assert heights[1] <= 220 and heights[1] == pytest.approx(220 * 70 / 100)
-    assert [nice_max(v) for v in (0, 0.3, 1, 7, 70, 101, 2500)] == [1, 0.5, 1, 10, 100, 200, 5000]
+    assert heights[1] == pytest.approx(200 * 70 / 80)  # axis 0..80 in steps of 20
+    ticks = [t.text for t in root.findall(".//s:g[@class='chart-axis']/s:text", NS)]
+    assert ticks == ["0", "20", "40", "60", "80"]
+    assert [axis(v) for v in (3, 7, 40, 70, 101, 2500)] == [(3, 1), (8, 2), (40, 10), (80, 20), (150, 50), (3000, 1000)]
+    assert axis(0.3) == pytest.approx((0.3, 0.1)) and axis(0) == (1.0, 0.25)
 
 
 def test_labels_titles_and_names_are_escaped():

@@ -239,3 +239,21 @@ def test_the_auditor_journey_in_a_browser(node, browser):  # noqa: F811
     shot(wide, "console_audit", "entry-en-1920")
     wide.context.close()
     assert time.monotonic() - started < 60
+
+
+def test_an_entry_rewritten_in_the_database_fails_its_proof_on_the_page(node):
+    """Last in this module: it damages the node's ledger on purpose."""
+    import json
+    import sqlite3
+    with sqlite3.connect(node.fed.nodes["hrss"].directory / "node.db") as db:
+        idx, entry = next((i, bytes(e)) for i, e in db.execute("SELECT idx, entry FROM ledger_entries ORDER BY idx")
+                          if json.loads(bytes(e)).get("outcome") == "answered")
+        forged = entry.replace(b'"elements":20', b'"elements":2')
+        assert forged != entry
+        db.execute("DROP TRIGGER ledger_entries_no_update")  # what anyone holding the file can do
+        db.execute("UPDATE ledger_entries SET entry = ? WHERE idx = ?", (forged, idx))
+    with logged_in(node, "auditor") as c:
+        r = c.get(f"/console/audit/ledger/{idx}")
+        assert r.status_code == 200 and "Traceback" not in r.text
+        said = verdict(r.text)
+        assert "核验失败" in said and "different root" in said

@@ -97,7 +97,8 @@ def summary(entry, t) -> str:
                  version=entry.version, elements=f"{entry.elements:,}", purpose=entry.purpose)
     if entry.type == "witness":
         return t("s.witness", size=f"{entry.head.size:,}")
-    return f"{entry.action} · {entry.subject}"
+    action = t("a." + entry.action)  # an action without a translation shows its code
+    return f"{entry.action if action.startswith('a.') else action} · {entry.subject}"
 
 
 def signed_head_at(ctx: NodeContext, size: int) -> SignedTreeHead | None:
@@ -105,6 +106,13 @@ def signed_head_at(ctx: NodeContext, size: int) -> SignedTreeHead | None:
     with ctx.engine.connect() as conn:
         row = conn.execute(select(ledger_heads).where(h.size == size).order_by(h.id.desc()).limit(1)).first()
     return None if row is None else SignedTreeHead(row.node, row.size, row.root, row.time, row.signature)
+
+
+def recent_head_sizes(ctx: NodeContext, count: int = 60) -> list[int]:
+    """Sizes of the latest signed heads, largest first (choices for a consistency check)."""
+    h = ledger_heads.c
+    with ctx.engine.connect() as conn:
+        return list(conn.execute(select(h.size).distinct().order_by(h.size.desc()).limit(count)).scalars())
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
@@ -189,7 +197,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         seen = remembered_head(request, current.node)
         context = {"current": check_head(ctx, current), "seen": seen, "result": None, "problem": None,
                    "sides": [], "first": first, "second": second,
-                   "heads": sorted({h.size for h in ctx.ledger.heads()[-60:]}, reverse=True)}
+                   "heads": recent_head_sizes(ctx)}
         try:
             size1 = whole(first, _t(request)("c.first"), least=1)
             size2 = whole(second, _t(request)("c.second"), least=1)

@@ -31,7 +31,8 @@ from node.ledger.tables import witness_cosignatures, witness_heads
 from node.runtime.context import NodeContext
 
 __all__ = ["HeadCheck", "ProofCheck", "PartnerWitnessing", "check_head", "check_inclusion",
-           "check_consistency", "check_given_inclusion", "parse_hashes", "witnessing_status"]
+           "check_consistency", "check_given_inclusion", "parse_hashes", "witnessing_status",
+           "own_open_conflicts"]
 
 
 @dataclass
@@ -215,3 +216,9 @@ def witnessing_status(ctx: NodeContext) -> list[PartnerWitnessing]:
         if row.seen_size is None:
             row.alarms.append("alarm.never_seen")
     return out
+
+
+def own_open_conflicts(ctx: NodeContext) -> list:
+    """Open conflicts about this node's own ledger, learned from partners' cosignatures."""
+    from node.ledger.witness import Witness
+    return Witness(ctx.ledger).open_conflicts(ctx.config.node.id)

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from markupsafe import Markup
 
 from node.console import svg
-from node.console.audit_checks import witnessing_status
+from node.console.audit_checks import own_open_conflicts, witnessing_status
 from node.console.audit_stats import MAX_DAYS, OUTCOME_ORDER, ROLES, DayTable, collect
 from node.console.audit_words import WORDS
 from node.console.auditor_ledger import local_time
@@ -66,6 +66,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     def witnessing_page(request: Request, principal: Principal = Depends(auditor)):
         t = translator(language(request), WORDS)
         return render(request, "audit_witnessing.html", principal, words=WORDS, rows=witnessing_status(ctx),
+                      own=own_open_conflicts(ctx),
                       age=lambda s: age_text(s, t), when=lambda v: local_time(v, zone()), zone=zone(),
                       size=ctx.ledger.size())
 

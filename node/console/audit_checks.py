@@ -48,7 +48,8 @@ class HeadCheck:
 @dataclass
 class ProofCheck:
     ok: bool
-    problem: str = ""  # why the check failed, in the verifier's words
+    problem: str = ""  # why the check failed, in the verifier's words (technical, English)
+    kind: str = ""  # mismatch | shape | range: what the pages say in the reader's language
     proof: list[bytes] = field(default_factory=list)
     leaf: bytes | None = None
     computed_root: bytes | None = None
@@ -76,12 +77,10 @@ def check_head(ctx: NodeContext, head: SignedTreeHead) -> HeadCheck:
 
 def _fail(exc: Exception, **known) -> ProofCheck:
     if isinstance(exc, merkle.RootMismatchError):
-        why = f"the proof leads to a different root than expected ({exc})"
-    elif isinstance(exc, merkle.ProofShapeError):
-        why = f"the proof is malformed ({exc})"
-    else:
-        why = str(exc)
-    return ProofCheck(False, why, **known)
+        return ProofCheck(False, f"the proof leads to a different root than expected ({exc})", "mismatch", **known)
+    if isinstance(exc, merkle.ProofShapeError):
+        return ProofCheck(False, f"the proof is malformed ({exc})", "shape", **known)
+    return ProofCheck(False, str(exc), "range", **known)
 
 
 def check_inclusion(ctx: NodeContext, index: int, data: bytes, head: SignedTreeHead) -> ProofCheck:

@@ -20,6 +20,8 @@ ZH = {
     "role.asker": "本节点请求", "role.answerer": "本节点应答", "phase.admitted": "受理", "phase.completed": "完成",
     "s.query": "{role}（{phase}）：{dataset} 第 {version} 版，{elements} 个元素，用途 {purpose}",
     "s.witness": "见证合作节点账本：规模 {size}",
+    "why.mismatch": "由证明算出的根与应有的根不同", "why.shape": "证明的格式或长度不符（树规模、序号或哈希个数不对）",
+    "why.range": "所请求的树规模超出账本当前规模", "f.bad": "筛选条件有误",
     # entry page
     "e.fields": "条目内容", "e.raw": "规范编码（被哈希的原始字节）", "e.leaf": "叶哈希",
     "e.proof": "包含性证明", "e.head": "签名树头", "e.verdict": "核验结论", "e.path": "证明路径（自叶向根）",
@@ -52,7 +54,7 @@ ZH = {
     "k2.intro": "粘贴从接口或导出文件获得的证明，由本页独立核验（不读取账本）。",
     "k2.index": "条目序号", "k2.size": "树规模", "k2.leaf": "叶哈希（十六进制）", "k2.root": "根哈希（十六进制）",
     "k2.proof": "证明哈希（每行一个，自叶向根）", "k2.ok": "证明有效：该叶位于该树中。", "k2.bad": "证明无效：{why}",
-    "k2.input": "输入有误：{why}",
+    "k2.input": "输入有误",
     # witnessing
     "w.intro": "合作节点相互见证账本：对方副署本节点的树头，本节点核对对方的树头。任何分叉、回滚或不一致都会告警并留存证据。",
     "w.partner": "合作节点", "w.cosigned": "对方副署的本节点最新树头", "w.age": "距今", "w.lag": "未覆盖条目",
@@ -115,6 +117,9 @@ EN = {
     "phase.admitted": "admitted", "phase.completed": "completed",
     "s.query": "{role} ({phase}): {dataset} v{version}, {elements} elements, purpose {purpose}",
     "s.witness": "partner's ledger witnessed at size {size}",
+    "why.mismatch": "the proof leads to another root than the expected one",
+    "why.shape": "the proof has the wrong shape (tree size, index or number of hashes)",
+    "why.range": "the tree size asked for is beyond the ledger's size", "f.bad": "Invalid filters",
     "e.fields": "Entry", "e.raw": "Canonical encoding (the bytes hashed)", "e.leaf": "Leaf hash",
     "e.proof": "Inclusion proof", "e.head": "Signed tree head", "e.verdict": "Verdict",
     "e.path": "Proof path (leaf to root)", "e.step": "Level {n}", "e.computed": "Root computed from the proof",
@@ -149,7 +154,7 @@ EN = {
     "k2.intro": "Paste a proof obtained from the API or an export; this page verifies it alone (no ledger read).",
     "k2.index": "Entry index", "k2.size": "Tree size", "k2.leaf": "Leaf hash (hex)", "k2.root": "Root hash (hex)",
     "k2.proof": "Proof hashes (one per line, leaf to root)", "k2.ok": "The proof holds: the leaf is in the tree.",
-    "k2.bad": "The proof fails: {why}", "k2.input": "Invalid input: {why}",
+    "k2.bad": "The proof fails: {why}", "k2.input": "Invalid input",
     "w.intro": "Partners witness each other's ledgers: they cosign this node's heads and this node checks "
                "theirs. Any fork, rollback or inconsistency raises an alarm and is kept as evidence.",
     "w.partner": "Partner", "w.cosigned": "Latest head of this node cosigned by the partner", "w.age": "Age",

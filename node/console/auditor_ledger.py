@@ -151,7 +151,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             with ctx.engine.connect() as conn:
                 found = conn.execute(query).all()
         except (BadInput, canonical.CanonicalError) as exc:
-            context["error"] = str(exc)
+            context["error"] = {"text": _t(request)("f.bad"), "detail": str(exc)}
             return page(request, principal, "audit_ledger.html", 400, **context)
         t = _t(request)
         for idx, data in found[:PAGE]:
@@ -202,7 +202,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             size1 = whole(first, _t(request)("c.first"), least=1)
             size2 = whole(second, _t(request)("c.second"), least=1)
         except BadInput as exc:
-            context["problem"] = str(exc)
+            context["problem"] = {"text": _t(request)("c.bad_input"), "detail": str(exc)}
             return remember(page(request, principal, "audit_consistency.html", 400, **context), current,
                             ctx.config.http.tls)
         if size2 is None:
@@ -216,7 +216,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             sides = [_side(ctx, size1, seen, current), _side(ctx, size2, None, current)]
             context["sides"] = sides
             if any(s["problem"] for s in sides):
-                context["problem"] = next(s["problem"] for s in sides if s["problem"])
+                detail = next(s["problem"] for s in sides if s["problem"])
+                context["problem"] = {"text": _t(request)("c.bad", why=_t(request)("why.range")), "detail": detail}
             else:
                 context["result"] = check_consistency(ctx, (size1, sides[0]["root"]), (size2, sides[1]["root"]))
         status = 400 if context["problem"] else 200
@@ -236,7 +237,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                 raise BadInput("index and size are both needed")
             result = check_given_inclusion(leaf_hash, idx, n, _hashes(proof, "proof"), root_hash)
         except BadInput as exc:
-            return page(request, principal, "audit_check.html", 400, given=given, result=None, problem=str(exc))
+            problem = {"text": _t(request)("k2.input"), "detail": str(exc)}
+            return page(request, principal, "audit_check.html", 400, given=given, result=None, problem=problem)
         return page(request, principal, "audit_check.html", given=given, result=result, problem=None)
 
 

@@ -23,7 +23,7 @@ ZH = {
     "why.mismatch": "由证明算出的根与应有的根不同", "why.shape": "证明的格式或长度不符（树规模、序号或哈希个数不对）",
     "why.range": "所请求的树规模超出账本当前规模", "f.bad": "筛选条件有误",
     # entry page
-    "e.fields": "条目内容", "e.raw": "规范编码（被哈希的原始字节）", "e.leaf": "叶哈希",
+    "e.fields": "条目内容", "e.related": "同一查询的其他条目", "g.see_refusals": "在账本中查看这些拒绝记录", "e.raw": "规范编码（被哈希的原始字节）", "e.leaf": "叶哈希",
     "e.proof": "包含性证明", "e.head": "签名树头", "e.verdict": "核验结论", "e.path": "证明路径（自叶向根）",
     "e.step": "第 {n} 层", "e.computed": "由证明算出的根", "e.expected": "树头中的根",
     "e.included": "已核验：该条目包含在已签名的账本树中。", "e.not_included": "核验失败：{why}",
@@ -120,7 +120,8 @@ EN = {
     "why.mismatch": "the proof leads to another root than the expected one",
     "why.shape": "the proof has the wrong shape (tree size, index or number of hashes)",
     "why.range": "the tree size asked for is beyond the ledger's size", "f.bad": "Invalid filters",
-    "e.fields": "Entry", "e.raw": "Canonical encoding (the bytes hashed)", "e.leaf": "Leaf hash",
+    "e.fields": "Entry", "e.related": "Other entries of this query",
+    "g.see_refusals": "See these refusals in the ledger", "e.raw": "Canonical encoding (the bytes hashed)", "e.leaf": "Leaf hash",
     "e.proof": "Inclusion proof", "e.head": "Signed tree head", "e.verdict": "Verdict",
     "e.path": "Proof path (leaf to root)", "e.step": "Level {n}", "e.computed": "Root computed from the proof",
     "e.expected": "Root in the signed head",

@@ -185,7 +185,10 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         except canonical.CanonicalError as exc:
             entry, fields = None, [("type", str(exc))]
         check = check_inclusion(ctx, idx, data, head)
+        query_id = getattr(entry, "query_id", None)
+        related = [i for i, _ in ctx.ledger.find_query(query_id) if i != idx] if query_id else []
         response = page(request, principal, "audit_entry.html", index=idx, entry=entry, fields=fields,
+                        related=related,
                         raw=data.decode("utf-8", "replace"), check=check, head=check_head(ctx, head),
                         shown=_shown, check_link=_check_link(idx, head, check))
         return remember(response, head, ctx.config.http.tls)

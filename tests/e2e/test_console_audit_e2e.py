@@ -228,6 +228,8 @@ def test_the_auditor_journey_in_a_browser(node, browser):  # noqa: F811
         from_titles[name] += int(count.replace(",", ""))
     assert from_titles == collections.Counter(shown)
     shot(page, "console_audit", "charts-1280")
+    page.get_by_role("link", name="在账本中查看这些拒绝记录").click()  # from the chart to the entries
+    assert page.locator("table.entries tbody tr[data-index]").count() == by_outcome["refused"]
     page.context.close()
     wide = new_page(browser, width=1920, height=1080)
     login(wide, node.base, node.tokens["auditor"])

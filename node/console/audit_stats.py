@@ -10,7 +10,6 @@ zone (`[service] console_timezone`); the partner of a row is the other side of t
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo

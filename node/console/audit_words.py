@@ -41,7 +41,7 @@ ZH = {
     "k.authorisation_digest": "授权文件摘要", "k.predicate": "条件", "k.receipt": "回执",
     "k.action": "操作", "k.subject": "对象", "k.actor": "操作人", "k.details": "详情",
     "k.partner": "合作节点", "k.verdict": "见证结论", "k.head": "树头", "k.conflicting_head": "冲突树头",
-    "k.type": "类型", "k.v": "格式版本",
+    "k.type": "类型", "k.v": "格式版本", "k.damaged": "无法解析的条目",
     # consistency
     "c.intro": "证明较大的账本树只是在较小的树之后追加条目，没有改写任何已有条目。",
     "c.first": "较早的树规模", "c.second": "较晚的树规模", "c.verify": "计算并核验",
@@ -142,7 +142,7 @@ EN = {
     "k.authorisation_digest": "Authorisation digest", "k.predicate": "Predicate", "k.receipt": "Receipt",
     "k.action": "Action", "k.subject": "Subject", "k.actor": "Actor", "k.details": "Details",
     "k.partner": "Partner", "k.verdict": "Verdict", "k.head": "Tree head", "k.conflicting_head": "Conflicting head",
-    "k.type": "Type", "k.v": "Format version",
+    "k.type": "Type", "k.v": "Format version", "k.damaged": "Unreadable entry",
     "c.intro": "Proves that the larger ledger tree only appended entries to the smaller one and rewrote none.",
     "c.first": "Earlier tree size", "c.second": "Later tree size", "c.verify": "Compute and verify",
     "c.seen_note": "By default the head this browser session last saw ({size}, {time}) is compared with the current head.",

@@ -89,7 +89,10 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             return render(request, "audit_charts.html", principal, words=WORDS, status_code=400, form=form,
                           roles=ROLES, problem=t("g.bad_range", why=exc), charts=[], stats=None)
         form.update(start=first.isoformat(), end=last.isoformat())
-        outcome = lambda name: t("o." + name) if t("o." + name) != "o." + name else name  # noqa: E731
+
+        def outcome(name: str) -> str:
+            shown = t("o." + name)
+            return name if shown == "o." + name else shown
         charts = [
             chart("by-partner", t("g.by_partner"), stats.by_partner, t, unit=t("g.unit.queries")),
             chart("by-outcome", t("g.by_outcome"), stats.by_outcome, t, unit=t("g.unit.queries"),

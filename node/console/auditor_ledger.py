@@ -23,7 +23,7 @@ from sqlalchemy import select
 from node.console.audit_checks import check_consistency, check_given_inclusion, check_head, check_inclusion, \
     parse_hashes
 from node.console.audit_words import WORDS
-from node.console.pages import language, menu_item, render
+from node.console.pages import language, menu_item, render, translator
 from node.core.service_config import Role
 from node.http.auth import Authenticator, Principal
 from node.ledger import canonical
@@ -183,7 +183,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
             entry = decode(data)
             fields = [(k, v) for k, v in entry.to_dict().items() if k not in ("v",)]
         except canonical.CanonicalError as exc:
-            entry, fields = None, [("type", str(exc))]
+            entry, fields = None, [("damaged", str(exc))]
         check = check_inclusion(ctx, idx, data, head)
         query_id = getattr(entry, "query_id", None)
         related = [i for i, _ in ctx.ledger.find_query(query_id) if i != idx] if query_id else []
@@ -260,7 +260,6 @@ def _one_hash(text: str, name: str) -> bytes:
 
 
 def _t(request: Request):
-    from node.console.pages import translator
     return translator(language(request), WORDS)
 
 

@@ -3,10 +3,10 @@
 The console's overview shows, for each partner this node can reach, whether it answers,
 how fast, what it offers us, and when its TLS certificate expires. A probe is one
 ListDatasets call (it changes nothing at the partner and is not retried: a partner that
-does not answer within the deadline is shown as not answering, not waited for) and, for
-the certificate, one TLS handshake with this node's own identity — the partner serves
-gRPC only to federation members, so the handshake presents our certificate like a query
-would, and is closed right after it.
+does not answer within the deadline, connecting included, is shown as not answering, not
+waited for) and, once it answered, one TLS handshake with this node's own identity for
+the certificate — the partner serves gRPC only to federation members, so the handshake
+presents our certificate like a query would, and is closed right after it.
 """
 from __future__ import annotations
 
@@ -47,10 +47,6 @@ def probe(ctx: NodeContext, partner: str, deadline: float = DEADLINE) -> Probe:
     """Ask `partner` for its listing within `deadline` seconds and read its certificate."""
     now = ctx.clock.now()
     found = Probe(partner, False, now)
-    try:
-        found.cert_not_after = peer_certificate_expiry(ctx, partner, deadline)
-    except (OSError, ssl.SSLError, ValueError, ConfigError):
-        pass  # the listing below says why the partner cannot be reached
     started = time.monotonic()
     try:
         channel = ctx.channels.get(partner)
@@ -60,13 +56,18 @@ def probe(ctx: NodeContext, partner: str, deadline: float = DEADLINE) -> Probe:
             if channel is not opened:
                 opened.close()
         stub = pb_grpc.MembershipStub(channel)
-        listing = call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), deadline)
+        left = max(0.2, deadline - (time.monotonic() - started))  # one deadline for both steps
+        listing = call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), left)
     except (PartnerError, ConfigError) as exc:
         found.error = str(exc)
         return found
     found.answers = True
     found.latency_ms = (time.monotonic() - started) * 1000
     found.offers = [offer(info) for info in listing.datasets]
+    try:  # only once it answered: a partner that is down costs one deadline, not two
+        found.cert_not_after = peer_certificate_expiry(ctx, partner, deadline)
+    except (OSError, ssl.SSLError, ValueError, ConfigError):
+        pass  # it answered; its certificate's end is then simply not shown
     return found
 
 

@@ -4,6 +4,7 @@ verified, failed jobs, and partners probed once per ~30 s without a page waiting
 from __future__ import annotations
 
 import random
+import socket
 import time
 import uuid
 from datetime import timedelta
@@ -13,7 +14,7 @@ from cryptography import x509
 from sqlalchemy import insert
 
 from adapters import IdType, open_csv, synthetic_resident_id
-from node.asker.probe import Probe
+from node.asker.probe import Probe, probe
 from node.console import overview_data as data
 from node.console.partner_status import partner_probes
 from node.core.clock import FixedClock
@@ -143,3 +144,20 @@ def test_a_partners_use_of_our_quota_near_its_limit(node):
     assert theirs() == [("warn", 85)]
     charge(15)
     assert theirs() == [("bad", 100)]
+
+
+def test_a_partner_that_accepts_connections_but_never_answers_costs_one_deadline(node):
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody speaks TLS
+    try:
+        port = silent.getsockname()[1]
+        partners = [p.model_copy(update={"address": f"127.0.0.1:{port}"}) for p in node.config.partners]
+        other = NodeContext(node.config.model_copy(update={"partners": partners}), clock=node.clock)
+        try:
+            started = time.monotonic()
+            found = probe(other, "hrss", deadline=1.0)
+            assert time.monotonic() - started < 1.8
+            assert not found.answers and "unreachable" in found.error and found.cert_not_after is None
+        finally:
+            other.close()
+    finally:
+        silent.close()

@@ -419,3 +419,28 @@ def test_any_body_past_the_bound_is_cut_off(node):
                          content=chunks())
     assert r.status_code == 413 and "max_upload_mib" in r.json()["detail"]
     assert r.headers["x-frame-options"] == "DENY"  # the security headers wrap the refusal
+
+
+def test_job_ids_never_look_like_an_identifier():
+    import re
+    from node.ledger.canonical import _ID_LIKE
+    ids = [queue.new_job_id() for _ in range(20_000)]
+    assert not any(_ID_LIKE.search(i) or re.search(r"\d{10}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_an_owner_name_shaped_like_an_identifier_stays_out_of_the_ledger(node):
+    from node.jobs.inputs import ListSpec
+    from node.jobs.targets import RuleTarget
+    run_all(node)
+    upload = queue.incoming_dir(node.ctx) / "up.part"
+    upload.write_bytes(csv_bytes(node.rows))
+    owner = "320401199001011234"  # a token name may be all digits
+    job = queue.submit(node.ctx, owner=owner, target=RuleTarget("known"), upload=upload,
+                       spec=ListSpec(id_column="身份证号", file_name="a.csv", file_format="csv"))
+    run_all(node)
+    node.clock.advance(timedelta(hours=2))
+    assert job.id in queue.expire(node.ctx)
+    entries = [decode(b) for _, b in node.ctx.ledger.entries()]
+    (entry,) = [e for e in entries if getattr(e, "subject", "") == f"job:{job.id}"]
+    assert "owner" not in entry.details and entry.details["ended"] == "done"

@@ -109,6 +109,19 @@ class ServiceSection(_Strict):
     retention_check_seconds: float = Field(default=60.0, ge=0.5, le=24 * 3600)
     # Named SQL sources a batch job may read its applicants from.
     applicant_sources: list[ApplicantSource] = Field(default_factory=list)
+    # The console counts queries per calendar day in this time zone (IANA name); times
+    # are stored and signed in UTC.
+    console_timezone: str = "Asia/Shanghai"
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value
 
     @field_validator("applicant_sources")
     @classmethod

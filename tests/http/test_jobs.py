@@ -444,3 +444,15 @@ def test_an_owner_name_shaped_like_an_identifier_stays_out_of_the_ledger(node):
     entries = [decode(b) for _, b in node.ctx.ledger.entries()]
     (entry,) = [e for e in entries if getattr(e, "subject", "") == f"job:{job.id}"]
     assert "owner" not in entry.details and entry.details["ended"] == "done"
+
+
+def test_a_truncated_form_is_refused(node):
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"id_column\"\r\n\r\n\xe8\xba\xab\xe4\xbb\xbd\xe8\xaf\x81\xe5\x8f\xb7\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"rule\"\r\n\r\nknown\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
+            + csv_bytes(node.rows)[:-40])  # no closing boundary: the client went away mid-file
+    before = job_rows(node)
+    r = node.client.post("/v1/jobs", content=body, headers={
+        **bearer("ops", "trunc"), "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400 and "malformed" in r.json()["detail"]
+    assert job_rows(node) == before and left_behind(node) == []

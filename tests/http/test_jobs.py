@@ -456,3 +456,14 @@ def test_a_truncated_form_is_refused(node):
         **bearer("ops", "trunc"), "Content-Type": "multipart/form-data; boundary=b"})
     assert r.status_code == 400 and "malformed" in r.json()["detail"]
     assert job_rows(node) == before and left_behind(node) == []
+
+
+def test_metrics_count_jobs_by_status(node):
+    from node.http.metrics import NodeCollector
+    post(node)
+    (family,) = [f for f in NodeCollector(node.ctx).collect() if f.name == "shuqiao_jobs"]
+    seen = {s.labels["status"]: s.value for s in family.samples}
+    with node.ctx.engine.connect() as conn:
+        truth = dict(conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).all())
+    assert set(seen) == {s.value for s in queue.Status}
+    assert all(seen[k] == truth.get(k, 0) for k in seen) and sum(seen.values()) > 0

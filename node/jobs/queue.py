@@ -362,7 +362,8 @@ def expire(ctx: NodeContext) -> list[str]:
     with ctx.engine.connect() as conn:
         due = [_job(r) for r in conn.execute(select(jobs).where(
             jobs.c.status.in_([s.value for s in ENDED]), jobs.c.finished_at < cutoff))]
-    ctx.ledger  # before the write transaction (it may create its key)
+    if due:
+        ctx.ledger  # before the write transaction (it may create its key)
     expired = []
     for job in due:
         directory = job_dir(ctx, job.id)

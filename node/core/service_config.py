@@ -113,6 +113,16 @@ class ServiceSection(_Strict):
     # are stored and signed in UTC.
     console_timezone: str = "Asia/Shanghai"
 
+    @field_validator("console_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value
+
     @field_validator("applicant_sources")
     @classmethod
     def _unique_sources(cls, v: list[ApplicantSource]) -> list[ApplicantSource]:
@@ -123,13 +133,3 @@ class ServiceSection(_Strict):
 
     def applicant_source(self, name: str) -> ApplicantSource | None:
         return next((s for s in self.applicant_sources if s.name == name), None)
-
-    @field_validator("console_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
-        return value

@@ -16,6 +16,8 @@ Series (labels are configured names only, "other" for anything else; node/policy
                                                  that partner cosigned
     shuqiao_quota_remaining_elements{dataset,partner,window}   daily, monthly, epoch
     shuqiao_dp_budget_remaining{dataset,partner}               epsilon left this key epoch
+    shuqiao_jobs{status}                          batch jobs by status (queued, running,
+                                                 done, failed, cancelled, expired)
     shuqiao_ledger_conflicts_total, shuqiao_ledger_open_conflicts,
     shuqiao_witness_rounds_total{partner,result}  (this process: node/ledger/alarms.py)
 
@@ -127,6 +129,18 @@ class NodeCollector:
             yield entries
             yield _witness_lag(self.ctx, conn, size)
             yield from _allowances(self.ctx, conn)
+            yield _jobs(conn)
+
+
+def _jobs(conn: Connection) -> GaugeMetricFamily:
+    """Batch jobs by status: every status, 0 included, so an alert on failed jobs has a series."""
+    from node.jobs.queue import Status
+    from node.storage.schema import jobs
+    counts = dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+    family = GaugeMetricFamily("shuqiao_jobs", "Batch jobs of the service API by status", labels=["status"])
+    for status in Status:
+        family.add_metric([status.value], counts.get(status.value, 0))
+    return family
 
 
 class _Process:

@@ -215,6 +215,8 @@ async def receive_upload(ctx: NodeContext, request: Request, directory: Path,
             async for chunk in request.stream():
                 parser.write(chunk)
             parser.finalize()
+            if receiver._file is not None:  # the body ended inside the file part
+                raise ValueError("truncated")
     except BaseException as exc:
         receiver.close()
         receiver.upload.discard()

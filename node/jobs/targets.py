@@ -120,6 +120,9 @@ def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None,
                            "use kind predicate or labeled")
     if target.select not in SELECTIONS:
         raise InvalidInput(f"select is one of {', '.join(SELECTIONS)}")
+    if ctx.config.query.require_authorisation and spec is not None and not spec.auth_column:
+        raise InvalidInput("this node requires an authorisation reference per applicant: give "
+                           "auth_column (the consent or application number column)")
     return ()
 
 

@@ -86,8 +86,9 @@ def scrape(s, node: str, role: str = "metrics") -> dict[str, list]:
 
 
 def configured_names(s) -> set[str]:
+    from node.jobs.queue import Status
     names = {"other", "asker", "answerer", "local", "daily", "monthly", "epoch", "ok", "failed",
-             *OUTCOMES, *(k.value for k in QueryKindName)}
+             *OUTCOMES, *(k.value for k in QueryKindName), *(j.value for j in Status)}
     for node in s.fed.nodes.values():
         cfg = tomllib.loads(node.config_path.read_text())
         names.add(cfg["node"]["id"])

@@ -419,3 +419,51 @@ def test_any_body_past_the_bound_is_cut_off(node):
                          content=chunks())
     assert r.status_code == 413 and "max_upload_mib" in r.json()["detail"]
     assert r.headers["x-frame-options"] == "DENY"  # the security headers wrap the refusal
+
+
+def test_job_ids_never_look_like_an_identifier():
+    import re
+    from node.ledger.canonical import _ID_LIKE
+    ids = [queue.new_job_id() for _ in range(20_000)]
+    assert not any(_ID_LIKE.search(i) or re.search(r"\d{10}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_an_owner_name_shaped_like_an_identifier_stays_out_of_the_ledger(node):
+    from node.jobs.inputs import ListSpec
+    from node.jobs.targets import RuleTarget
+    run_all(node)
+    upload = queue.incoming_dir(node.ctx) / "up.part"
+    upload.write_bytes(csv_bytes(node.rows))
+    owner = "320401199001011234"  # a token name may be all digits
+    job = queue.submit(node.ctx, owner=owner, target=RuleTarget("known"), upload=upload,
+                       spec=ListSpec(id_column="身份证号", file_name="a.csv", file_format="csv"))
+    run_all(node)
+    node.clock.advance(timedelta(hours=2))
+    assert job.id in queue.expire(node.ctx)
+    entries = [decode(b) for _, b in node.ctx.ledger.entries()]
+    (entry,) = [e for e in entries if getattr(e, "subject", "") == f"job:{job.id}"]
+    assert "owner" not in entry.details and entry.details["ended"] == "done"
+
+
+def test_a_truncated_form_is_refused(node):
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"id_column\"\r\n\r\n\xe8\xba\xab\xe4\xbb\xbd\xe8\xaf\x81\xe5\x8f\xb7\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"rule\"\r\n\r\nknown\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
+            + csv_bytes(node.rows)[:-40])  # no closing boundary: the client went away mid-file
+    before = job_rows(node)
+    r = node.client.post("/v1/jobs", content=body, headers={
+        **bearer("ops", "trunc"), "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400 and "malformed" in r.json()["detail"]
+    assert job_rows(node) == before and left_behind(node) == []
+
+
+def test_metrics_count_jobs_by_status(node):
+    from node.http.metrics import NodeCollector
+    post(node)
+    (family,) = [f for f in NodeCollector(node.ctx).collect() if f.name == "shuqiao_jobs"]
+    seen = {s.labels["status"]: s.value for s in family.samples}
+    with node.ctx.engine.connect() as conn:
+        truth = dict(conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).all())
+    assert set(seen) == {s.value for s in queue.Status}
+    assert all(seen[k] == truth.get(k, 0) for k in seen) and sum(seen.values()) > 0

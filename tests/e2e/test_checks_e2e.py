@@ -248,6 +248,19 @@ def test_an_unreachable_partner_is_a_503(world):
     assert r.status_code == 503 and "edu" in r.json()["detail"] and "unreachable" in r.json()["detail"]
 
 
+def test_a_remembered_listing_of_a_retired_version_is_asked_again(world):
+    s = world
+    body = {"identifier": s.registry[3], "rule": "housing"}
+    assert post(s, body).json()["eligible"] is True  # the listing (version 1) is remembered
+    fx.register(s)  # version 2 ...
+    s.fed.cli("dataset", "retire", "--config", s.cfg("hrss"), "flexible_workers", "--version", "1")
+    r = post(s, body)  # ... asked under the remembered version 1: refused, then asked again
+    assert r.status_code == 200 and r.json()["eligible"] is True
+    asked = [q for q in fx.query_log(s, "fund") if q["role"] == "asker"][-2:]
+    assert [(q["outcome"], q["version"]) for q in asked] == [("refused", 1), ("answered", 2)]
+    assert r.json()["query_ids"] == [asked[1]["query_id"]]
+
+
 def test_no_identifier_reaches_the_logs(world):
     s = world
     logs = "".join((s.fed.nodes[n].directory / "serve.log").read_text(errors="replace") for n in ("fund", "hrss"))

@@ -68,6 +68,10 @@ def openapi_document(app: FastAPI) -> dict:
     doc.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "A token of the node's [[http.tokens]]"}}
     doc["security"] = [{"bearer": []}]
+    for path, operations in doc.get("paths", {}).items():  # the ledger app's routes carry no tag
+        for operation in operations.values():
+            if not operation.get("tags") and path.startswith("/v1/"):
+                operation["tags"] = [path.split("/")[2]]
     app.state.openapi_document = doc
     return doc
 

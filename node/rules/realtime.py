@@ -12,10 +12,12 @@ the same way.
 What makes one applicant fast is what the asking side keeps between queries: the
 partner's tag table is synced once per dataset version and key epoch and held in memory
 (node/asker/peer_tables.py, `ctx.caches.peer_tables`), the channel to the partner stays
-open (`ctx.channels`), a local source's members are read once per version
+open (`ctx.channels`), the partner's description of the dataset is reused for
+`[service] listing_cache_seconds` (`ctx.caches.peer_listings`; a version no longer served
+is asked again under a fresh one), a local source's members are read once per version
 (`ctx.caches.local_members`) and the rule file is parsed once per change on disk
-(`ctx.caches.rule_files`). A check then costs one listing and one Evaluate stream per
-partner asked, and a ledger entry per query.
+(`ctx.caches.rule_files`). A check then costs one Evaluate stream per partner asked,
+and a ledger entry per query.
 
 Nothing here echoes the identifier: an invalid one is refused with the reason only.
 """
@@ -149,7 +151,7 @@ def check(ctx: NodeContext, rule_file: RuleFile, name: str, identifier: str, col
     rule_of(rule_file, name)  # an unknown rule fails before the identifier is looked at
     row = applicant(identifier, columns, id_type)
     run = decide(ctx, rule_file, name, [row], list(row.values), id_column=_ID_COLUMN,
-                 id_type=id_type, lang=lang)
+                 id_type=id_type, lang=lang, listing_max_age=ctx.config.service.listing_cache_seconds)
     ((_, _, eligible, explanation, cited),) = run.decisions
     sources = {q.text: q for q in plan(rule_file.rules[name])}
     queries = [CheckQuery(text, sources[text].partner, qid, _ledger_index(ctx, qid),

@@ -145,9 +145,10 @@ def run_rule(ctx: NodeContext, rule_file: RuleFile, name: str, source, *, id_col
 
 def decide(ctx: NodeContext, rule_file: RuleFile, name: str, rows: Sequence[Applicant],
            columns: list[str], *, id_column: str, id_type: IdType, lang: str = "both",
-           progress=no_progress) -> RuleRun:
+           progress=no_progress, listing_max_age: float = 0.0) -> RuleRun:
     """Decide `rows` (read applicants: a file's, or the one of a real-time check) by rule
-    `name`: local sources first, then each partner about the applicants still pending."""
+    `name`: local sources first, then each partner about the applicants still pending.
+    `listing_max_age`: see node/asker/membership.py."""
     rule, node_id = rule_of(rule_file, name), ctx.config.node.id
     remote = [q for q in plan(rule) if not q.is_local(node_id)]
     purposes = _purposes(rule_file, name, remote)
@@ -162,7 +163,7 @@ def decide(ctx: NodeContext, rule_file: RuleFile, name: str, rows: Sequence[Appl
         result = asker.membership(ctx, q.partner, q.dataset, purposes[q.partner],
                                   [encode(id_type, x) for x in asked[q]], progress,
                                   kind="predicate" if q.predicate else "membership",
-                                  predicate=q.predicate)
+                                  predicate=q.predicate, listing_max_age=listing_max_age)
         answers[q] = Answer(result.query_id, dict(zip(asked[q], map(bool, result.matched))))
         receipts[result.query_id] = result.receipt
     decisions = _decide(rule, answers, rows, id_column=id_column, id_type=id_type, lang=lang)

@@ -9,6 +9,7 @@ import random
 import socket
 import ssl
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -248,6 +249,19 @@ def test_an_unreachable_partner_is_a_503(world):
     assert r.status_code == 503 and "edu" in r.json()["detail"] and "unreachable" in r.json()["detail"]
 
 
+def test_a_remembered_listing_of_a_retired_version_is_asked_again(world):
+    s = world
+    body = {"identifier": s.registry[3], "rule": "housing"}
+    assert post(s, body).json()["eligible"] is True  # the listing (version 1) is remembered
+    fx.register(s)  # version 2 ...
+    s.fed.cli("dataset", "retire", "--config", s.cfg("hrss"), "flexible_workers", "--version", "1")
+    r = post(s, body)  # ... asked under the remembered version 1: refused, then asked again
+    assert r.status_code == 200 and r.json()["eligible"] is True
+    asked = [q for q in fx.query_log(s, "fund") if q["role"] == "asker"][-2:]
+    assert [(q["outcome"], q["version"]) for q in asked] == [("refused", 1), ("answered", 2)]
+    assert r.json()["query_ids"] == [asked[1]["query_id"]]
+
+
 def test_no_identifier_reaches_the_logs(world):
     s = world
     logs = "".join((s.fed.nodes[n].directory / "serve.log").read_text(errors="replace") for n in ("fund", "hrss"))
@@ -302,3 +316,28 @@ def test_the_docs_are_served_by_the_node_itself(world):
     assert any(p["name"] == "Idempotency-Key" for p in check["parameters"])
     assert doc.json()["components"]["schemas"]["CheckIn"]["examples"]
     assert not any(p.startswith("/docs") or p == "/openapi.json" for p in paths)
+
+
+def test_swagger_ui_runs_in_a_browser_under_the_csp(world):
+    """Debian's chromium loads /docs: the page renders the operations, and no request
+    fails and nothing is refused by the Content-Security-Policy."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    s = world
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            context = browser.new_context(ignore_https_errors=True, extra_http_headers={
+                "Authorization": f"Bearer {s.tokens['auditor'][0]}"})
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("requestfailed", lambda r: problems.append(r.url))
+            page.goto(f"{s.client.base_url}/docs")
+            page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+            assert page.inner_text(".swagger-ui .info .title").startswith("Shuqiao node API")
+            assert page.locator(".opblock-summary-path", has_text="/v1/checks").count() == 1
+            assert problems == []
+        finally:
+            browser.close()

@@ -20,6 +20,7 @@ WORDS = {
         "adm.stage.tags": "计算各授权方的标签", "adm.stage.copying": "复制上一版本", "adm.stage.threshold": "准备阈值表",
         "adm.stage.rotating": "重建标签", "adm.ledgered": "此操作已记入账本，操作人：{actor}",
         "adm.epoch": "密钥周期", "adm.partner": "合作方", "adm.view": "查看",
+        "adm.kind.csv": "CSV 文件", "adm.kind.xlsx": "Excel 文件", "adm.kind.sql": "数据库", "adm.kind.refresh": "增量更新",
     },
     "en": {
         "adm.datasets": "Datasets", "adm.grants": "Grants and policy", "adm.register": "Register a version",
@@ -43,6 +44,7 @@ WORDS = {
         "adm.stage.copying": "copying the previous version", "adm.stage.threshold": "preparing threshold tables",
         "adm.stage.rotating": "rebuilding tags", "adm.ledgered": "Ledgered; actor: {actor}",
         "adm.epoch": "Key epoch", "adm.partner": "Partner", "adm.view": "View",
+        "adm.kind.csv": "CSV file", "adm.kind.xlsx": "Excel file", "adm.kind.sql": "database", "adm.kind.refresh": "refresh",
     },
 }
 
@@ -66,3 +68,27 @@ def stage_key(stage: str) -> str:
 def actor_of(principal) -> str:
     return f"console:{principal.name}"
 
+
+
+# The adapters' reasons for a rejected row (fixed phrases, never a value), as read in Chinese.
+_REASONS_ZH = {
+    "empty": "标识为空", "invalid birth date": "出生日期无效", "invalid character": "含有无效字符",
+    "wrong length": "长度不正确", "invalid region code": "地区码无效", "bad check digit": "校验码错误",
+    "not a mainland China mobile number": "不是中国大陆手机号码", "too long": "过长",
+    "removal list: identifier is not in the dataset": "删除名单：该标识不在数据集中",
+    "additions: identifier is already in the dataset": "新增行：该标识已在数据集中",
+    "identifier cell holds a number too large for the spreadsheet to store exactly (digits lost); "
+    "format the column as text and re-enter the values":
+        "标识单元格以数字存储，超出电子表格的精度（已丢失位数）；请将该列设为文本格式后重新录入",
+}
+
+
+def reason_text(lang: str, reason: str) -> str:
+    """A rejected row's reason in the page's language (unknown phrases as they are)."""
+    if lang != "zh":
+        return reason
+    import re
+    repeated = re.fullmatch(r"duplicate identifier \(first seen on line (\d+)\)", reason)
+    if repeated:
+        return f"重复的标识（首次出现在第 {repeated.group(1)} 行）"
+    return _REASONS_ZH.get(reason, reason)

@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from adapters import IdType, SourceError, open_csv, open_source, open_sql, open_xlsx
 
-from node.console.admin_common import stage_key, words
+from node.console.admin_common import reason_text, stage_key, words
 from node.console.admin_tasks import Outcome, TaskBusy, Tasks
 from node.console.pages import language, render, translator
 from node.console.uploads import UploadTooLarge, clear_leftovers, keep_upload, limit_uploads
@@ -37,7 +37,7 @@ WORDS = words({
            "reg.file": "数据文件（CSV 或 .xlsx）", "reg.file_hint": "CSV 可为 GB18030（Excel 中文版“CSV（逗号分隔）”）或 UTF-8；大小不超过 {mib} MiB。",
            "reg.encoding": "CSV 编码", "reg.encoding.auto": "自动识别", "reg.sheet": "工作表（留空则为第一张）",
            "reg.sql_source": "数据库来源", "reg.no_sql": "本节点未配置数据库来源（[[sources.sql]]）。",
-           "reg.id_column": "身份标识列名", "reg.id_type": "标识类型", "reg.attributes": "保留的属性列（以逗号分隔）",
+           "reg.id_column": "身份标识列名", "reg.columns": "数据列", "reg.id_type": "标识类型", "reg.attributes": "保留的属性列（以逗号分隔）",
            "reg.strict": "有任何拒收行即放弃登记", "reg.submit": "开始登记",
            "reg.idtype.cn_resident_id": "居民身份证号码", "reg.idtype.cn_uscc": "统一社会信用代码",
            "reg.idtype.phone_cn": "手机号码", "reg.idtype.custom": "自定义",
@@ -57,7 +57,7 @@ WORDS = words({
            "reg.file_hint": "CSV in GB18030 (Excel's \"CSV (comma delimited)\" in China) or UTF-8; at most {mib} MiB.",
            "reg.encoding": "CSV encoding", "reg.encoding.auto": "detect", "reg.sheet": "Worksheet (empty: the first)",
            "reg.sql_source": "Database source", "reg.no_sql": "This node has no database source configured ([[sources.sql]]).",
-           "reg.id_column": "Identifier column", "reg.id_type": "Identifier type",
+           "reg.id_column": "Identifier column", "reg.columns": "Columns", "reg.id_type": "Identifier type",
            "reg.attributes": "Attribute columns to keep (comma-separated)",
            "reg.strict": "Abort if any row is rejected", "reg.submit": "Register",
            "reg.idtype.cn_resident_id": "Resident ID number", "reg.idtype.cn_uscc": "Unified social credit code",
@@ -130,7 +130,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 if named is None:
                     raise InvalidInput("choose one of the configured database sources")
                 opened = open_sql(named.database_url(), table=named.table, query=named.query)
-                label, source_kind = f"{named.name} ({named.table or 'query'})", "sql"
+                label, source_kind = f"{named.name} ({'table ' + named.table if named.table else 'query'})", "sql"
             else:
                 suffix, path = await _kept_file(file, kept, ctx.config.data_dir, limit())
                 limits = ctx.config.sources.limits()
@@ -140,7 +140,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                     opened = open_csv(path, encoding=encoding, limits=limits)
                 else:
                     opened = open_xlsx(path, sheet=sheet.strip() or None, limits=limits)
-                label, source_kind = f"upload {_shown_name(file.filename)}", SUFFIXES[suffix]
+                label, source_kind = _shown_name(file.filename), SUFFIXES[suffix]
         except (InvalidInput, SourceError, ConfigError) as exc:
             _remove(kept)
             return form(request, principal, name, "admin_register.html", status=400, values=values,
@@ -205,16 +205,18 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
     def task_page(request: Request, task_id: str, principal: Principal = Depends(admin)):
         task = _task(tasks, task_id)
         rejects = task.outcome.rejects if task.outcome else []
+        lang = language(request)
         return render(request, "admin_task.html", principal, words=WORDS, task=task,
-                      stage=stage_key(task.stage), rejects=rejects[:SHOWN_REJECTS], shown=SHOWN_REJECTS,
-                      reject_count=len(rejects))
+                      stage=stage_key(task.stage), shown=SHOWN_REJECTS, reject_count=len(rejects),
+                      rejects=[(line, reason_text(lang, r)) for line, r in rejects[:SHOWN_REJECTS]],
+                      amount=_amount(task), percent=_percent(task))
 
     @app.get("/console/admin/tasks/{task_id}/progress", include_in_schema=False)
     def task_progress(request: Request, task_id: str, principal: Principal = Depends(admin)) -> dict:
         task = _task(tasks, task_id)
         t = translator(language(request), WORDS)
         return {**task.as_json(), "stage_text": t(stage_key(task.stage)),
-                "status_text": t("adm.task." + task.status)}
+                "status_text": t("adm.task." + task.status), "amount": _amount(task), "percent": _percent(task)}
 
     @app.get("/console/admin/tasks/{task_id}/rejects.csv", include_in_schema=False)
     def task_rejects(task_id: str, principal: Principal = Depends(admin)) -> Response:
@@ -244,6 +246,17 @@ async def _kept_file(upload: UploadFile | None, kept: list[Path], data_dir: Path
         raise InvalidInput("the file is larger than this node accepts") from None
     kept.append(path)
     return suffix, path
+
+
+def _amount(task) -> str:
+    """Units done of the stage, as a person reads them (bytes of a file read in MiB)."""
+    if task.stage == "reading" and task.total:
+        return f"{task.done / (1 << 20):,.1f} / {task.total / (1 << 20):,.1f} MiB"
+    return f"{task.done:,} / {task.total:,}" if task.total else f"{task.done:,}"
+
+
+def _percent(task) -> str:
+    return f"{min(100, 100 * task.done // task.total)}%" if task.total else ""
 
 
 def _shown_name(filename: str | None) -> str:

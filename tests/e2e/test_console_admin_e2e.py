@@ -13,6 +13,7 @@ import zipfile
 
 import pytest
 import sqlalchemy as sa
+import tomli_w
 
 from node.ledger import decode
 from node.ledger.http import new_token
@@ -36,10 +37,20 @@ def node(tmp_path_factory):
         token, digest = new_token()
         s.tokens[role] = token
         entries.append({"name": f"{role}-desk", "digest": digest, "role": role})
+    db = root / "hr.db"  # the agency's own business database, a named SQL source
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text('CREATE TABLE workers ("公民身份号码" TEXT, "缴费月数" INTEGER)'))
+        conn.execute(sa.text("INSERT INTO workers VALUES (:p, :m)"),
+                     [{"p": p, "m": i % 60 + 1} for i, p in enumerate(fx.people(random.Random(9), 30))]
+                     + [{"p": "not-an-id", "m": 1}])
+    engine.dispose()
     s.fed.add_node("hrss", partners=[{"id": "fund"}], datasets=[
         {"name": DS, "description": "灵活就业人员登记", "grants": [{"partner": "fund", "purposes": [fx.PURPOSE]}]},
         {"name": "ungranted"}],
-        extra={"http": {"listen": "127.0.0.1:0", "tokens": entries}, "service": {"max_upload_mib": 4}})
+        extra={"http": {"listen": "127.0.0.1:0", "tokens": entries}, "service": {"max_upload_mib": 4},
+               "sources": {"sql": [{"name": "hr-db", "description": "人社业务库", "url": f"sqlite:///{db}",
+                                    "table": "workers"}]}})
     fx.start(s)
     s.base = f"https://127.0.0.1:{s.fed.nodes['hrss'].http_port}"
     yield s
@@ -204,6 +215,43 @@ def test_registration_retire_purge_and_rotation_are_ledgered_as_the_console_user
     mine = [(e.action, e.details.get("version")) for e in admin_entries(node) if e.actor == "console:admin-desk"]
     assert ("dataset_registered", version) in mine and ("dataset_retired", version) in mine
     assert ("dataset_purged", version) in mine and any(a == "key_rotated" or a.startswith("epoch") for a, _ in mine)
+
+
+def test_registration_from_a_named_sql_source_and_every_word_translated(node):
+    with logged_in(node, "admin") as (c, csrf):
+        r = c.post(f"/console/admin/datasets/{DS}/register", data={
+            "csrf": csrf, "source": "sql", "sql_source": "hr-db", "id_column": HEADER[0],
+            "id_type": "cn_resident_id", "attributes": "缴费月数"})
+        assert r.status_code == 303 and finished(c, r.headers["location"])["status"] == "done"
+        task = r.headers["location"]
+        page = c.get(task).text
+        assert re.search(r'data-testid="reject-count">1<', page) and "含有无效字符" in page
+        assert "not-an-id" not in page
+        for lang in ("zh", "en"):
+            c.cookies.set("sq_lang", lang)
+            for path in (*PAGES[:5], task):
+                text = c.get(path).text
+                missing = re.findall(r">[^<]*\b((?:adm|reg|gr|task|kind)\.[a-z_.]+)", text)
+                assert not missing, (lang, path, missing)
+        c.cookies.set("sq_lang", "zh")
+    assert any(e.action == "dataset_registered" and e.details.get("source") == "sql"
+               and e.actor == "console:admin-desk" for e in admin_entries(node))
+
+
+def test_a_grant_edit_is_refused_while_the_file_holds_changes_not_in_force(node):
+    path = node.fed.nodes["hrss"].config_path
+    original = path.read_bytes()
+    edited = tomllib.loads(original.decode())
+    edited["partners"][0]["display_name"] = "公积金中心"
+    path.write_bytes(tomli_w.dumps(edited).encode())
+    try:
+        with logged_in(node, "admin") as (c, csrf):
+            r = c.post(f"/console/admin/grants/fund/{DS}", data={"csrf": csrf, "purposes": fx.PURPOSE,
+                                                                "kinds": ["membership"]})
+            assert r.status_code == 409 and "not in force" in r.text
+            assert path.read_bytes() == tomli_w.dumps(edited).encode()  # the refused edit wrote nothing
+    finally:
+        path.write_bytes(original)
 
 
 def test_a_grant_edit_is_validated_applied_live_and_ledgered(node):

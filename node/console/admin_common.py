@@ -20,7 +20,7 @@ WORDS = {
         "adm.stage.tags": "计算各授权方的标签", "adm.stage.copying": "复制上一版本", "adm.stage.threshold": "准备阈值表",
         "adm.stage.rotating": "重建标签", "adm.ledgered": "此操作已记入账本，操作人：{actor}",
         "adm.epoch": "密钥周期", "adm.partner": "合作方", "adm.view": "查看",
-        "adm.kind.csv": "CSV 文件", "adm.kind.xlsx": "Excel 文件", "adm.kind.sql": "数据库", "adm.kind.refresh": "增量更新",
+        "adm.colon": "：", "adm.kind.csv": "CSV 文件", "adm.kind.xlsx": "Excel 文件", "adm.kind.sql": "数据库", "adm.kind.refresh": "增量更新",
     },
     "en": {
         "adm.datasets": "Datasets", "adm.grants": "Grants and policy", "adm.register": "Register a version",
@@ -44,7 +44,7 @@ WORDS = {
         "adm.stage.copying": "copying the previous version", "adm.stage.threshold": "preparing threshold tables",
         "adm.stage.rotating": "rebuilding tags", "adm.ledgered": "Ledgered; actor: {actor}",
         "adm.epoch": "Key epoch", "adm.partner": "Partner", "adm.view": "View",
-        "adm.kind.csv": "CSV file", "adm.kind.xlsx": "Excel file", "adm.kind.sql": "database", "adm.kind.refresh": "refresh",
+        "adm.colon": ": ", "adm.kind.csv": "CSV file", "adm.kind.xlsx": "Excel file", "adm.kind.sql": "database", "adm.kind.refresh": "refresh",
     },
 }
 

@@ -192,6 +192,26 @@ def test_bad_uploads_get_a_clear_message_and_nothing_is_stored(node, case):
     assert (versions(node), len(admin_entries(node))) == before and not uploads_left(node)
 
 
+def test_an_upload_without_a_declared_length_is_cut_off_at_the_limit(node):
+    before = (versions(node), len(admin_entries(node)))
+    with logged_in(node, "admin") as (c, csrf):
+        boundary = "sqboundary"
+
+        def body():  # chunked: the size is known only as it streams
+            yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n"
+                   f"--{boundary}\r\nContent-Disposition: form-data; name=\"id_column\"\r\n\r\n{HEADER[0]}\r\n"
+                   f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n"
+                   "Content-Type: text/csv\r\n\r\n").encode()
+            for _ in range(5 * 16):
+                yield b"1" * (64 << 10)
+            yield f"\r\n--{boundary}--\r\n".encode()
+        r = c.post(f"/console/admin/datasets/{DS}/register", content=body(),
+                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 303 and r.headers["location"].endswith("/register?error=too_large")
+        assert "4 MiB" in c.get(r.headers["location"]).text
+    assert (versions(node), len(admin_entries(node))) == before and not uploads_left(node)
+
+
 def test_registration_retire_purge_and_rotation_are_ledgered_as_the_console_user(node):
     with logged_in(node, "admin") as (c, csrf):
         r = upload(c, csrf, registry_csv(40, 5))
@@ -316,6 +336,10 @@ def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     page.get_by_text("已生效").wait_for()
     assert page.locator(f"#grant-{DS}").get_by_label("月配额（滚动 30 天）").input_value() == "90000"
     shot(page, "console_admin", "5-grant-applied")
+    page.get_by_role("link", name="English").click()
+    assert page.get_by_role("button", name="Validate and apply").first.is_visible()
+    shot(page, "console_admin", "5-grant-en")
+    page.get_by_role("link", name="中文").click()
     page.set_viewport_size({"width": 1920, "height": 1080})
     page.goto(f"{node.base}/console/admin/datasets")
     shot(page, "console_admin", "6-datasets-1920")

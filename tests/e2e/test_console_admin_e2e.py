@@ -258,6 +258,22 @@ def test_registration_from_a_named_sql_source_and_every_word_translated(node):
                and e.actor == "console:admin-desk" for e in admin_entries(node))
 
 
+def test_a_refresh_adds_and_removes_and_reports_what_it_could_not_apply(node):
+    present = fx.people(random.Random(9), 30)  # the SQL source's people, registered above
+    fresh = [p for p in fx.people(random.Random(21), 3) if p not in present]
+    add = ("\r\n".join([f"{HEADER[0]},{HEADER[1]}", *(f"{p},5" for p in fresh), f"{present[0]},9"]) + "\r\n")
+    remove = f"{HEADER[0]}\r\n{present[1]}\r\n"
+    with logged_in(node, "admin") as (c, csrf):
+        base = max(v for v, status in versions(node) if status == "active")
+        r = c.post(f"/console/admin/datasets/{DS}/refresh", data={"csrf": csrf, "id_column": HEADER[0]},
+                   files={"add": ("新增.csv", add.encode("gb18030")), "remove": ("删除.csv", remove.encode())})
+        assert r.status_code == 303 and finished(c, r.headers["location"])["status"] == "done"
+        page = c.get(r.headers["location"]).text
+    assert f"基于第 {base} 版：新增 {len(fresh)} 行，删除 1 行" in page
+    assert "新增行：该标识已在数据集中" in page and present[0] not in page
+    assert (base + 1, "active") in versions(node) and not uploads_left(node)
+
+
 def test_a_grant_edit_is_refused_while_the_file_holds_changes_not_in_force(node):
     path = node.fed.nodes["hrss"].config_path
     original = path.read_bytes()
@@ -344,3 +360,17 @@ def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     page.goto(f"{node.base}/console/admin/datasets")
     shot(page, "console_admin", "6-datasets-1920")
     page.context.close()
+
+
+def test_quota_use_shows_what_a_partner_asked(node, tmp_path):
+    if not any(status == "active" for _, status in versions(node)):
+        fx.register(node)  # run alone: a version to ask about
+    r = fx.query(node, tmp_path / "out.csv")  # the fund centre asks about its applicants
+    assert r.returncode == 0, r.stderr
+    with logged_in(node, "admin") as (c, _):
+        page = c.get("/console/admin/grants/fund").text
+        overview = c.get("/console/admin/grants").text
+    asked = len(node.applicants)
+    used = re.findall(r'<td>近 24 小时</td><td class="num">([\d,]+)</td>\s*<td class="num">([^<]+)</td>', page)
+    assert used and used[0] == (f"{asked:,}", "5,000"), used
+    assert f"近 24 小时 {asked:,}/5,000" in overview

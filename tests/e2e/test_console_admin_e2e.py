@@ -317,11 +317,19 @@ def test_a_grant_edit_is_validated_applied_live_and_ledgered(node):
 def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     """Upload a GB18030 register with bad rows, watch it register, read the rejects, edit a grant."""
     big = tmp_path / "灵活就业人员登记表.csv"
-    big.write_bytes(registry_csv(40_000, 11))
+    big.write_bytes(registry_csv(30_000, 11))
     page = new_page(browser)
     login(page, node.base, node.tokens["admin"])
     page.get_by_role("link", name="数据集管理").click()
     page.get_by_role("link", name="登记新版本").first.click()
+    bomb = tmp_path / "登记表.xlsx"
+    bomb.write_bytes(_bomb())
+    page.get_by_label("数据文件（CSV 或 .xlsx）").set_input_files(str(bomb))
+    page.get_by_label("身份标识列名").fill(HEADER[0])
+    page.get_by_role("button", name="开始登记").click()
+    refusal = page.get_by_role("alert")
+    assert "未登记任何数据" in refusal.inner_text() and "登记表.xlsx" in refusal.inner_text()
+    shot(page, "console_admin", "0-refused-upload")
     page.get_by_label("数据文件（CSV 或 .xlsx）").set_input_files(str(big))
     page.get_by_label("身份标识列名").fill(HEADER[0])
     page.get_by_label("标识类型").select_option("cn_resident_id")

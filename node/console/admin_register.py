@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from adapters import IdType, SourceError, open_csv, open_source, open_sql, open_xlsx
 
@@ -129,7 +130,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 named = ctx.config.sources.sql_source(sql_source)
                 if named is None:
                     raise InvalidInput("choose one of the configured database sources")
-                opened = open_sql(named.database_url(), table=named.table, query=named.query)
+                opened = await run_in_threadpool(open_sql, named.database_url(), table=named.table,
+                                                 query=named.query)
                 label, source_kind = f"{named.name} ({'table ' + named.table if named.table else 'query'})", "sql"
             else:
                 suffix, path = await _kept_file(file, kept, ctx.config.data_dir, limit())
@@ -137,9 +139,9 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 if SUFFIXES[suffix] == "csv":
                     if encoding not in ENCODINGS:
                         raise InvalidInput(f"encoding is one of {', '.join(ENCODINGS)}")
-                    opened = open_csv(path, encoding=encoding, limits=limits)
-                else:
-                    opened = open_xlsx(path, sheet=sheet.strip() or None, limits=limits)
+                    opened = await run_in_threadpool(open_csv, path, encoding=encoding, limits=limits)
+                else:  # the workbook guard reads the whole archive: off the event loop
+                    opened = await run_in_threadpool(open_xlsx, path, sheet=sheet.strip() or None, limits=limits)
                 label, source_kind = _shown_name(file.filename), SUFFIXES[suffix]
         except (InvalidInput, SourceError, ConfigError) as exc:
             _remove(kept)
@@ -178,7 +180,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 if upload is not None and upload.filename:
                     suffix, path = await _kept_file(upload, kept, ctx.config.data_dir, limit())
                     options = {"encoding": encoding} if SUFFIXES[suffix] == "csv" else {}
-                    opened[key] = open_source(str(path), limits=ctx.config.sources.limits(), **options)
+                    opened[key] = await run_in_threadpool(open_source, str(path),
+                                                          limits=ctx.config.sources.limits(), **options)
             if not opened:
                 raise InvalidInput("give a file of rows to add, of identifiers to remove, or both")
         except (InvalidInput, SourceError) as exc:

@@ -61,7 +61,8 @@ WORDS = words(FIELD_WORDS, {
            "gr.unchanged": "未作修改：提交的授权与现行授权相同。", "gr.refused": "节点拒绝了新配置，已恢复原文件：",
            "gr.not_applied": "未能生效，已恢复原文件：", "gr.file_differs": "注意：",
            "gr.warning_bulk": "批量求交只在对方节点软件诚实时安全。", "gr.grant_on": "{dataset} 的授权",
-           "gr.quota_col": "配额", "gr.g.use": "用途与查询类型", "gr.g.columns": "开放的列",
+           "gr.quota_col": "配额", "gr.revoke": "撤销授权", "gr.revoked": "已撤销 {partner} 对 {dataset} 的授权并记入账本（策略摘要 {digest}）。",
+           "gr.confirm_revoke": "确定撤销 {partner} 对 {dataset} 的授权？撤销后其查询将立即被拒绝。", "gr.g.use": "用途与查询类型", "gr.g.columns": "开放的列",
            "gr.g.size": "查询规模与配额", "gr.g.privacy": "隐私保护", "gr.epoch_now": "当前密钥周期：{epoch}"},
     "en": {"gr.partners": "Partners", "gr.partner": "Partner", "gr.granted": "Datasets granted", "gr.none": "not granted",
            "gr.edit": "Edit grant", "gr.add": "Add a grant", "gr.save": "Validate and apply", "gr.usage": "Quota and budget use",
@@ -78,7 +79,9 @@ WORDS = words(FIELD_WORDS, {
            "gr.refused": "The node refused the new config; the previous file was put back:",
            "gr.not_applied": "Not applied; the previous file was put back:", "gr.file_differs": "Note:",
            "gr.warning_bulk": "Bulk is secure only while the partner's node software is honest.",
-           "gr.grant_on": "Grant on {dataset}", "gr.quota_col": "Quota", "gr.g.use": "Purposes and query kinds",
+           "gr.grant_on": "Grant on {dataset}", "gr.quota_col": "Quota", "gr.revoke": "Revoke grant",
+           "gr.revoked": "Revoked the grant of {dataset} to {partner}; ledgered (policy {digest}).",
+           "gr.confirm_revoke": "Revoke the grant of {dataset} to {partner}? Its queries are refused from now on.", "gr.g.use": "Purposes and query kinds",
            "gr.g.columns": "Columns opened", "gr.g.size": "Query size and quotas", "gr.g.privacy": "Privacy", "gr.epoch_now": "Current key epoch: {epoch}"},
 })
 
@@ -145,11 +148,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         done = {"dataset": applied, "digest": digest[:12], "outcome": outcome} if applied else None
         return partner_page(request, principal, partner, applied=done)
 
-    @app.post(BASE + "/{partner}/{dataset}", include_in_schema=False)
-    async def save_grant(request: Request, partner: str, dataset: str, principal: Principal = Depends(admin)):
+    async def edit(request: Request, principal: Principal, partner: str, dataset: str, fields: dict | None):
         from starlette.concurrency import run_in_threadpool
-        form = await request.form()
-        fields = grant_form.submitted(form)
         if ctx.config.dataset(dataset) is None or partner not in {p.id for p in ctx.config.partners}:
             raise HTTPException(status_code=404, detail="no such dataset or partner in the node config")
         outcome = await run_in_threadpool(_apply_grant, ctx, partner, dataset, fields, actor_of(principal))
@@ -159,22 +159,36 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                                 editing=dataset, fields=fields,
                                 problems=detail if kind == "invalid" else None,
                                 failure=detail if kind == "failed" else None)
-        query = urlencode({"applied": dataset, "digest": outcome[1], "outcome": outcome[0]})
+        done = "revoked" if fields is None else outcome[0]
+        query = urlencode({"applied": dataset, "digest": outcome[1], "outcome": done})
         return RedirectResponse(f"{BASE}/{partner}?{query}#grant-{dataset}", status_code=303)
 
+    @app.post(BASE + "/{partner}/{dataset}", include_in_schema=False)
+    async def save_grant(request: Request, partner: str, dataset: str, principal: Principal = Depends(admin)):
+        return await edit(request, principal, partner, dataset, grant_form.submitted(await request.form()))
 
-def _apply_grant(ctx: NodeContext, partner: str, dataset: str, fields: dict, actor: str):
-    """("applied"|"unchanged", policy digest), ("invalid", [(field, message)]) or
+    @app.post(BASE + "/{partner}/{dataset}/revoke", include_in_schema=False)
+    async def revoke_grant(request: Request, partner: str, dataset: str, principal: Principal = Depends(admin)):
+        return await edit(request, principal, partner, dataset, None)
+
+
+def _apply_grant(ctx: NodeContext, partner: str, dataset: str, fields: dict | None, actor: str):
+    """Write the grant of the form (`fields`; None: revoke it) and put it in force.
+
+    Returns ("applied"|"unchanged", policy digest), ("invalid", [(field, message)]) or
     ("failed", (word key, message))."""
     from node.runtime import config_file, live_config
     if ctx.config_path is None:
         return "failed", ("gr.not_applied", "this node was not started from a config file")
     try:
-        kept = config_file.raw_grant(ctx.config_path, dataset, partner)
-        grant, problems = grant_form.to_grant(partner, fields, kept)
-        if problems:
-            return "invalid", problems
-        config_file.write_grant(ctx.config_path, ctx.config, dataset, grant)
+        if fields is None:
+            config_file.remove_grant(ctx.config_path, ctx.config, dataset, partner)
+        else:
+            kept = config_file.raw_grant(ctx.config_path, dataset, partner)
+            grant, problems = grant_form.to_grant(partner, fields, kept)
+            if problems:
+                return "invalid", problems
+            config_file.write_grant(ctx.config_path, ctx.config, dataset, grant)
     except config_file.GrantInvalid as exc:
         return "invalid", exc.problems
     except ConfigError as exc:

@@ -1,6 +1,6 @@
 """Editing the node's config file in place: one dataset grant, validated, written atomically.
 
-The console's grant editor changes one `[[datasets.grants]]` table and nothing else: the
+The console's grant editor changes (adds, removes) one `[[datasets.grants]]` table and nothing else: the
 file is parsed, that table replaced (or added), the whole document validated with the
 config schema (node/core/config.py) exactly as `load_config` would, and only then
 written: to a temporary file beside it, with the old file's permissions, moved over the
@@ -80,6 +80,33 @@ def write_grant(path: Path, in_force: NodeConfig, dataset: str, grant: dict) -> 
         ConfigError: the file differs from the config in force, or cannot be read.
     """
     validate_grant(grant)
+
+    def put(grants: list) -> None:
+        at = next((i for i, g in enumerate(grants) if g.get("partner") == grant["partner"]), None)
+        if at is None:
+            grants.append(grant)
+        else:
+            grants[at] = grant
+    return _edit(path, in_force, dataset, put)
+
+
+def remove_grant(path: Path, in_force: NodeConfig, dataset: str, partner: str) -> NodeConfig:
+    """Take the grant of `partner` on `dataset` out of the config file (same rules as
+    `write_grant`).
+
+    Raises:
+        ConfigError: there is no such grant, or as `write_grant`.
+    """
+    def drop(grants: list) -> None:
+        kept = [g for g in grants if g.get("partner") != partner]
+        if len(kept) == len(grants):
+            raise ConfigError(f"dataset {dataset!r} grants nothing to partner {partner!r}")
+        grants[:] = kept
+    return _edit(path, in_force, dataset, drop)
+
+
+def _edit(path: Path, in_force: NodeConfig, dataset: str, change) -> NodeConfig:
+    """`change(grants)` on the dataset's grants list of the file, validated, then written."""
     with _editing:
         current = load_config(path)
         if config_digest(current) != config_digest(in_force):
@@ -87,12 +114,7 @@ def write_grant(path: Path, in_force: NodeConfig, dataset: str, grant: dict) -> 
                 f"the config file {path} holds changes that are not in force; apply them "
                 "(shuqiao reload) or undo them before editing grants here")
         raw = _read(path)
-        grants = _dataset(raw, dataset).setdefault("grants", [])
-        at = next((i for i, g in enumerate(grants) if g.get("partner") == grant["partner"]), None)
-        if at is None:
-            grants.append(grant)
-        else:
-            grants[at] = grant
+        change(_dataset(raw, dataset).setdefault("grants", []))
         try:
             edited = NodeConfig.model_validate({**raw, "base_dir": path.resolve().parent})
         except ValidationError as exc:

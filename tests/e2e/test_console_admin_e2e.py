@@ -116,7 +116,8 @@ PAGES = ["/console/admin/datasets", f"/console/admin/datasets/{DS}/register", f"
          "/console/admin/tasks/nothing/progress", "/console/admin/tasks/nothing/rejects.csv"]
 FORMS = [f"/console/admin/datasets/{DS}/versions/1/retire", f"/console/admin/datasets/{DS}/versions/1/purge",
          f"/console/admin/datasets/{DS}/rotate", f"/console/admin/datasets/{DS}/register",
-         f"/console/admin/datasets/{DS}/refresh", f"/console/admin/grants/fund/{DS}"]
+         f"/console/admin/datasets/{DS}/refresh", f"/console/admin/grants/fund/{DS}",
+         f"/console/admin/grants/fund/{DS}/revoke"]
 
 
 @pytest.mark.parametrize("role", ["operator", "auditor", "metrics"])
@@ -312,6 +313,18 @@ def test_a_grant_edit_is_validated_applied_live_and_ledgered(node):
     assert path.with_name(path.name + ".bak").read_bytes() == before
     changed = [e for e in admin_entries(node) if e.action == "policy_changed"]
     assert changed[-1].actor == "console:admin-desk" and changed[-1].details["trigger"] == "console"
+    with logged_in(node, "admin") as (c, csrf):  # a grant added on another dataset, then revoked
+        r = c.post("/console/admin/grants/fund/ungranted", data={"csrf": csrf, "purposes": "statistics",
+                                                                "kinds": ["membership"]})
+        assert r.status_code == 303 and "outcome=applied" in r.headers["location"]
+        r = c.post("/console/admin/grants/fund/ungranted/revoke", data={"csrf": csrf})
+        assert r.status_code == 303 and "outcome=revoked" in r.headers["location"]
+        assert "已撤销" in c.get(r.headers["location"]).text
+        r = c.post("/console/admin/grants/fund/ungranted/revoke", data={"csrf": csrf})
+        assert r.status_code == 409 and "grants nothing" in r.text
+        policy = c.get("/v1/admin/policy", headers={"authorization": f"Bearer {node.tokens['admin']}"}).json()
+    assert next(d for d in policy if d["name"] == "ungranted")["grants"] == []
+    assert len([e for e in admin_entries(node) if e.action == "policy_changed"]) == len(changed) + 2
 
 
 def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811

@@ -121,6 +121,13 @@ def test_restore_backup_puts_the_previous_file_back(path):
     assert path.read_text() == BASE
 
 
+def test_a_grant_is_removed_and_a_missing_one_refused(path):
+    edited = config_file.remove_grant(path, load_config(path), "flexible_workers", "fund")
+    assert edited.dataset("flexible_workers").grants == [] and load_config(path) == edited
+    with pytest.raises(ConfigError, match="grants nothing"):
+        config_file.remove_grant(path, edited, "flexible_workers", "fund")
+
+
 def test_admin_actions_name_the_console_user_acting_in_this_thread():
     default = admin_log.actor()
     with admin_log.acting_as("console:admin-desk"):

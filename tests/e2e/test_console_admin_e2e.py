@@ -364,6 +364,7 @@ def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     assert page.get_by_test_id(f"version-{DS}-{version[1:]}").get_by_text("在用").is_visible()
     shot(page, "console_admin", "4-datasets")
     page.get_by_role("link", name="授权与策略").click()
+    shot(page, "console_admin", "4-grants")
     page.get_by_role("link", name="编辑授权").first.click()
     grant = page.locator(f"#grant-{DS}")
     grant.get_by_label("月配额（滚动 30 天）").focus()  # by keyboard: type, then Enter submits

@@ -12,6 +12,7 @@ Usage is what admission counts (node/policy/checks.py), as /metrics shows it.
 """
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -172,11 +173,19 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         return await edit(request, principal, partner, dataset, None)
 
 
+_one_edit = threading.Lock()  # an edit and its reload, then the next (one request file at a time)
+
+
 def _apply_grant(ctx: NodeContext, partner: str, dataset: str, fields: dict | None, actor: str):
     """Write the grant of the form (`fields`; None: revoke it) and put it in force.
 
     Returns ("applied"|"unchanged", policy digest), ("invalid", [(field, message)]) or
     ("failed", (word key, message))."""
+    with _one_edit:
+        return _edit_and_reload(ctx, partner, dataset, fields, actor)
+
+
+def _edit_and_reload(ctx: NodeContext, partner: str, dataset: str, fields: dict | None, actor: str):
     from node.runtime import config_file, live_config
     if ctx.config_path is None:
         return "failed", ("gr.not_applied", "this node was not started from a config file")

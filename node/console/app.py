@@ -48,7 +48,7 @@ def safe_next(target: str | None) -> str:
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     """Add the console to the node's HTTP app (an extension of node/http/app.create_app)."""
-    from node.console import overview
+    from node.console import auditor_charts, auditor_ledger, overview
     secure = ctx.config.http.tls
     app.mount("/console/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
 
@@ -105,6 +105,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
 
     overview.install(app, ctx, auth)
     install_admin(app, ctx, auth)
+    auditor_ledger.install(app, ctx, auth)
+    auditor_charts.install(app, ctx, auth)
 
 
 def install_admin(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:

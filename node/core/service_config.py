@@ -62,3 +62,16 @@ class ServiceSection(_Strict):
     session_idle_minutes: int = Field(default=60, ge=1, le=24 * 60)
     # How long an Idempotency-Key and its answer are remembered.
     idempotency_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # The console counts queries per calendar day in this time zone (IANA name); times
+    # are stored and signed in UTC.
+    console_timezone: str = "Asia/Shanghai"
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value

@@ -92,3 +92,33 @@ def reason_text(lang: str, reason: str) -> str:
     if repeated:
         return f"重复的标识（首次出现在第 {repeated.group(1)} 行）"
     return _REASONS_ZH.get(reason, reason)
+
+
+class Flash:
+    """One-time messages across a redirect (POST, then GET): the redirect carries a random
+    key, the page shows the message once, to the user it was made for. A crafted link
+    cannot make the console announce an action that did not happen."""
+
+    KEEP = 200
+
+    def __init__(self) -> None:
+        import threading
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[str, tuple]] = {}
+
+    def put(self, owner: str, message: tuple) -> str:
+        import secrets
+        key = secrets.token_urlsafe(12)
+        with self._lock:
+            if len(self._items) >= self.KEEP:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = (owner, message)
+        return key
+
+    def take(self, owner: str, key: str) -> tuple | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[0] != owner:
+                return None
+            del self._items[key]
+        return found[1]

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from node.console.admin_common import actor_of, stage_key, words
+from node.console.admin_common import Flash, actor_of, stage_key, words
 from node.console.admin_tasks import Outcome, TaskBusy, Tasks
 from node.console.pages import render
 from node.core.errors import InvalidInput
@@ -28,6 +28,7 @@ BASE = "/console/admin/datasets"
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -> None:
     admin = auth.require(Role.ADMIN)
+    flash = Flash()
 
     def page(request: Request, principal: Principal, *, status: int = 200, error: str | None = None,
              message: str | None = None) -> Response:
@@ -47,12 +48,12 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                       error=error, message=message)
 
     @app.get(BASE, include_in_schema=False)
-    def datasets(request: Request, principal: Principal = Depends(admin), done: str = "",
-                 name: str = "", version: int = 0, rows: int = 0):
-        message = None
-        if done in ("retired", "purged") and name:
-            message = ("adm.msg." + done, {"name": name, "version": version, "rows": f"{rows:,}"})
-        return page(request, principal, message=message)
+    def datasets(request: Request, principal: Principal = Depends(admin), done: str = ""):
+        return page(request, principal, message=flash.take(principal.name, done) if done else None)
+
+    def announced(principal: Principal, key: str, **values) -> RedirectResponse:
+        return RedirectResponse(f"{BASE}?" + urlencode({"done": flash.put(principal.name, (key, values))}),
+                                status_code=303)
 
     @app.post(BASE + "/{name}/versions/{version}/retire", include_in_schema=False)
     def retire_version(request: Request, name: str, version: int, principal: Principal = Depends(admin)):
@@ -62,8 +63,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 retire(ctx, name, version)
         except InvalidInput as exc:
             return page(request, principal, status=409, error=str(exc))
-        return RedirectResponse(f"{BASE}?" + urlencode({"done": "retired", "name": name, "version": version}),
-                                status_code=303)
+        return announced(principal, "adm.msg.retired", name=name, version=version)
 
     @app.post(BASE + "/{name}/versions/{version}/purge", include_in_schema=False)
     def purge_version(request: Request, name: str, version: int, principal: Principal = Depends(admin)):
@@ -73,8 +73,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
                 rows = purge(ctx, name, version)
         except InvalidInput as exc:
             return page(request, principal, status=409, error=str(exc))
-        return RedirectResponse(f"{BASE}?" + urlencode({"done": "purged", "name": name, "version": version,
-                                                        "rows": rows}), status_code=303)
+        return announced(principal, "adm.msg.purged", name=name, version=version, rows=f"{rows:,}")
 
     @app.post(BASE + "/{name}/rotate", include_in_schema=False)
     def rotate_key(request: Request, name: str, partner: str = Form(""),
@@ -96,3 +95,4 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
         except (TaskBusy, RotationError) as exc:
             return page(request, principal, status=409, error=str(exc))
         return RedirectResponse(f"/console/admin/tasks/{task.id}", status_code=303)
+

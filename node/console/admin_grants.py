@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from node.console import grant_form
-from node.console.admin_common import actor_of, words
+from node.console.admin_common import Flash, actor_of, words
 from node.console.pages import render
 from node.core.config import ConfigError
 from node.core.service_config import Role
@@ -114,6 +114,7 @@ def usage(ctx: NodeContext, partner: str) -> dict[str, dict]:
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     admin = auth.require(Role.ADMIN)
+    flash = Flash()
 
     @app.get(BASE, include_in_schema=False)
     def partners(request: Request, principal: Principal = Depends(admin)):
@@ -145,9 +146,8 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
 
     @app.get(BASE + "/{partner}", include_in_schema=False)
     def partner_grants(request: Request, partner: str, principal: Principal = Depends(admin),
-                       applied: str = "", digest: str = "", outcome: str = ""):
-        done = {"dataset": applied, "digest": digest[:12], "outcome": outcome} if applied else None
-        return partner_page(request, principal, partner, applied=done)
+                       done: str = ""):
+        return partner_page(request, principal, partner, applied=flash.take(principal.name, done) if done else None)
 
     async def edit(request: Request, principal: Principal, partner: str, dataset: str, fields: dict | None):
         from starlette.concurrency import run_in_threadpool
@@ -160,8 +160,9 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                                 editing=dataset, fields=fields,
                                 problems=detail if kind == "invalid" else None,
                                 failure=detail if kind == "failed" else None)
-        done = "revoked" if fields is None else outcome[0]
-        query = urlencode({"applied": dataset, "digest": outcome[1], "outcome": done})
+        message = {"dataset": dataset, "digest": outcome[1][:12],
+                   "outcome": "revoked" if fields is None else outcome[0]}
+        query = urlencode({"done": flash.put(principal.name, message), "outcome": message["outcome"]})
         return RedirectResponse(f"{BASE}/{partner}?{query}#grant-{dataset}", status_code=303)
 
     @app.post(BASE + "/{partner}/{dataset}", include_in_schema=False)

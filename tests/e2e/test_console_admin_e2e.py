@@ -228,7 +228,10 @@ def test_registration_retire_purge_and_rotation_are_ledgered_as_the_console_user
         assert csv_text.lstrip("\ufeff").splitlines()[0] == "line,reason" and len(csv_text.splitlines()) == 5
         r = c.post(f"/console/admin/datasets/{DS}/versions/{version}/purge", data={"csrf": csrf})
         assert r.status_code == 409 and "retire it first" in r.text  # a refusal, with its reason
-        assert c.post(f"/console/admin/datasets/{DS}/versions/{version}/retire", data={"csrf": csrf}).status_code == 303
+        r = c.post(f"/console/admin/datasets/{DS}/versions/{version}/retire", data={"csrf": csrf})
+        assert r.status_code == 303 and f"已停用 {DS} 第 {version} 版" in c.get(r.headers["location"]).text
+        assert f"已停用 {DS} 第" not in c.get(r.headers["location"]).text  # shown once
+        assert 'class="alert ok"' not in c.get("/console/admin/datasets?done=forged").text
         assert c.post(f"/console/admin/datasets/{DS}/versions/{version}/purge", data={"csrf": csrf}).status_code == 303
         r = c.post(f"/console/admin/datasets/{DS}/rotate", data={"csrf": csrf, "partner": "fund"})
         assert finished(c, r.headers["location"])["status"] == "done"

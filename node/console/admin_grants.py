@@ -13,7 +13,6 @@ Usage is what admission counts (node/policy/checks.py), as /metrics shows it.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -87,29 +86,11 @@ WORDS = words(FIELD_WORDS, {
 })
 
 
-def usage(ctx: NodeContext, partner: str) -> dict[str, dict]:
-    """Per dataset granted to `partner`: its current key epoch, the elements used in each
-    quota window against the limit, and the DP budget spent against the budget."""
-    from node.keys.oprf_keys import current_epoch
-    from node.policy.checks import answered_elements, dp_spent
-    now, out = ctx.clock.now(), {}
+def usage(ctx: NodeContext, partner: str) -> dict:
+    """Per dataset granted to `partner`: its use of the grant (node/policy/usage.py)."""
+    from node.policy.usage import all_use
     with ctx.engine.connect() as conn:
-        for d in ctx.config.datasets:
-            g = next((g for g in d.grants if g.partner == partner), None)
-            if g is None:
-                continue
-            epoch = current_epoch(conn, d.name, partner)
-            windows = []
-            for window, limit, since, ep in (("daily", g.daily_elements, now - timedelta(days=1), None),
-                                             ("monthly", g.monthly_elements, now - timedelta(days=30), None),
-                                             ("epoch", g.epoch_elements, None, epoch)):
-                used = 0 if window == "epoch" and epoch is None else \
-                    answered_elements(conn, partner, d.name, since=since, epoch=ep)
-                windows.append((window, used, limit))
-            spent = dp_spent(conn, partner, d.name, epoch) if epoch is not None else 0.0
-            out[d.name] = {"epoch": epoch, "windows": windows, "dp_spent": spent, "dp_budget": g.dp_budget,
-                           "dp_epsilon": g.dp_epsilon}
-    return out
+        return {u.dataset: u for u in all_use(conn, ctx.config, ctx.clock.now(), partner)}
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:

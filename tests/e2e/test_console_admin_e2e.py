@@ -399,3 +399,9 @@ def test_quota_use_shows_what_a_partner_asked(node, tmp_path):
     used = re.findall(r'<td>近 24 小时</td><td class="num">([\d,]+)</td>\s*<td class="num">([^<]+)</td>', page)
     assert used and used[0] == (f"{asked:,}", "5,000"), used
     assert f"近 24 小时 {asked:,}/5,000" in overview
+    with client(node) as c:
+        api = c.get("/v1/admin/usage", params={"partner": "fund"},
+                    headers={"authorization": f"Bearer {node.tokens['admin']}"}).json()
+        assert c.get("/v1/admin/usage", headers={"authorization": f"Bearer {node.tokens['auditor']}"}).status_code == 403
+    daily = next(w for w in next(u for u in api if u["dataset"] == DS)["windows"] if w["name"] == "daily")
+    assert daily == {"name": "daily", "used": asked, "limit": 5000}

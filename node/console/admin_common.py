@@ -65,6 +65,18 @@ def stage_key(stage: str) -> str:
     return f"adm.stage.{stage}" if stage in ("queued", "reading", "tags", "copying", "rotating") else stage
 
 
+def local_time(zone: str):
+    """A formatter of stored moments (UTC; SQLite returns them naive) in the console's time zone."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+    tz = ZoneInfo(zone)
+
+    def shown(moment) -> str:
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return aware.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    return shown
+
+
 def actor_of(principal) -> str:
     return f"console:{principal.name}"
 

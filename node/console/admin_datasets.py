@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from node.console.admin_common import Flash, actor_of, stage_key, words
+from node.console.admin_common import Flash, actor_of, local_time, stage_key, words
 from node.console.admin_tasks import Outcome, TaskBusy, Tasks
 from node.console.pages import render
 from node.core.errors import InvalidInput
@@ -45,6 +45,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
         return render(request, "admin_datasets.html", principal, words=WORDS, status_code=status,
                       datasets=[(name, cfg.dataset(name), list(reversed(vs))) for name, vs in by_name.items()],
                       epochs=epochs, tasks=tasks.recent()[:10], stage_key=stage_key,
+                      local=local_time(cfg.service.console_timezone), zone=cfg.service.console_timezone,
                       error=error, message=message)
 
     @app.get(BASE, include_in_schema=False)

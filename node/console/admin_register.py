@@ -110,7 +110,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
     @app.get(base + "/{name}/register", include_in_schema=False)
     def register_form(request: Request, name: str, principal: Principal = Depends(admin), error: str = ""):
         declared_or_404(name)
-        return form(request, principal, name, "admin_register.html", error=error[:32] or None)
+        return form(request, principal, name, "admin_register.html", error="too_large" if error == "too_large" else None)
 
     @app.post(base + "/{name}/register", include_in_schema=False)
     async def register_submit(request: Request, name: str, principal: Principal = Depends(admin),
@@ -161,7 +161,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
     @app.get(base + "/{name}/refresh", include_in_schema=False)
     def refresh_form(request: Request, name: str, principal: Principal = Depends(admin), error: str = ""):
         declared_or_404(name)
-        return form(request, principal, name, "admin_refresh.html", error=error[:32] or None)
+        return form(request, principal, name, "admin_refresh.html", error="too_large" if error == "too_large" else None)
 
     @app.post(base + "/{name}/refresh", include_in_schema=False)
     async def refresh_submit(request: Request, name: str, principal: Principal = Depends(admin),

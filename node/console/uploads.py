@@ -19,7 +19,6 @@ from typing import Callable
 
 from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect
 
 from node.storage.private_files import open_private, private_dir
 
@@ -68,7 +67,7 @@ class UploadLimit:
         if not over:
             try:
                 await self.app(scope, counted, guarded)
-            except (ClientDisconnect, UploadTooLarge):
+            except Exception:  # the form parser's ClientDisconnect, or whatever a cut body caused
                 if not over:
                     raise
             if not over:

@@ -8,7 +8,8 @@ WORDS = {
         "adm.rows": "有效行数", "adm.invalid": "拒收行数", "adm.source": "来源", "adm.registered": "登记时间",
         "adm.actions": "操作", "adm.retire": "停用", "adm.purge": "清除数据", "adm.rotate": "轮换密钥",
         "adm.rotate_all": "全部授权方", "adm.rotate_partner": "轮换对象", "adm.no_versions": "尚未登记任何版本。",
-        "adm.status.active": "在用", "adm.status.retired": "已停用", "adm.status.purged": "已清除",
+        "adm.status.active": "在用", "adm.status.served": "当前服务", "adm.status.standby": "备用",
+        "adm.standby_hint": "较新的版本停用后，此版本将恢复服务", "adm.status.retired": "已停用", "adm.status.purged": "已清除",
         "adm.confirm.retire": "确定停用 {name} 第 {version} 版？合作方将不能再查询此版本。",
         "adm.confirm.purge": "确定清除 {name} 第 {version} 版的全部个人数据？此操作不可撤销（版本记录与账本条目保留）。",
         "adm.confirm.rotate": "确定立即为 {name} 启动新的密钥周期？合作方需要重新同步。",
@@ -20,7 +21,7 @@ WORDS = {
         "adm.stage.tags": "计算各授权方的标签", "adm.stage.copying": "复制上一版本", "adm.stage.threshold": "准备阈值表",
         "adm.stage.rotating": "重建标签", "adm.ledgered": "此操作已记入账本，操作人：{actor}",
         "adm.epoch": "密钥周期", "adm.partner": "合作方", "adm.view": "查看",
-        "adm.colon": "：", "adm.kind.csv": "CSV 文件", "adm.kind.xlsx": "Excel 文件", "adm.kind.sql": "数据库", "adm.kind.refresh": "增量更新",
+        "adm.colon": "：", "adm.started": "开始时间", "adm.by": "操作人", "adm.kind.csv": "CSV 文件", "adm.kind.xlsx": "Excel 文件", "adm.kind.sql": "数据库", "adm.kind.refresh": "增量更新",
     },
     "en": {
         "adm.datasets": "Datasets", "adm.grants": "Grants and policy", "adm.register": "Register a version",
@@ -29,7 +30,8 @@ WORDS = {
         "adm.actions": "Actions", "adm.retire": "Retire", "adm.purge": "Purge data", "adm.rotate": "Rotate key",
         "adm.rotate_all": "Every granted partner", "adm.rotate_partner": "Rotate for",
         "adm.no_versions": "No version registered yet.",
-        "adm.status.active": "active", "adm.status.retired": "retired", "adm.status.purged": "purged",
+        "adm.status.active": "active", "adm.status.served": "served", "adm.status.standby": "standby",
+        "adm.standby_hint": "Served again if the newer versions are retired", "adm.status.retired": "retired", "adm.status.purged": "purged",
         "adm.confirm.retire": "Retire {name} version {version}? Partners can no longer query it.",
         "adm.confirm.purge": "Delete every personal record of {name} version {version}? This cannot be undone "
                              "(the version's record and ledger entries stay).",
@@ -44,7 +46,7 @@ WORDS = {
         "adm.stage.copying": "copying the previous version", "adm.stage.threshold": "preparing threshold tables",
         "adm.stage.rotating": "rebuilding tags", "adm.ledgered": "Ledgered; actor: {actor}",
         "adm.epoch": "Key epoch", "adm.partner": "Partner", "adm.view": "View",
-        "adm.colon": ": ", "adm.kind.csv": "CSV file", "adm.kind.xlsx": "Excel file", "adm.kind.sql": "database", "adm.kind.refresh": "refresh",
+        "adm.colon": ": ", "adm.started": "Started", "adm.by": "By", "adm.kind.csv": "CSV file", "adm.kind.xlsx": "Excel file", "adm.kind.sql": "database", "adm.kind.refresh": "refresh",
     },
 }
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 from adapters import SourceError
@@ -54,6 +55,10 @@ class Task:
     error: str | None = None
     outcome: Outcome | None = None
     finished: float | None = None
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(self.started, timezone.utc)
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
         self.stage, self.done, self.total = stage, int(done), total

@@ -364,7 +364,7 @@ def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     shot(page, "console_admin", "3-version-and-rejects")
     version = page.get_by_test_id("new-version").inner_text()
     page.get_by_role("link", name="返回数据集列表").first.click()
-    assert page.get_by_test_id(f"version-{DS}-{version[1:]}").get_by_text("在用").is_visible()
+    assert page.get_by_test_id(f"version-{DS}-{version[1:]}").get_by_text("当前服务").is_visible()
     shot(page, "console_admin", "4-datasets")
     page.get_by_role("link", name="授权与策略").click()
     shot(page, "console_admin", "4-grants")

@@ -384,6 +384,15 @@ def test_admin_journey_in_a_browser(node, browser, tmp_path):  # noqa: F811
     page.set_viewport_size({"width": 1920, "height": 1080})
     page.goto(f"{node.base}/console/admin/datasets")
     shot(page, "console_admin", "6-datasets-1920")
+    row = page.get_by_test_id(f"version-{DS}-{version[1:]}")
+    page.once("dialog", lambda d: d.dismiss())  # a destructive action asks first: "no" does nothing
+    row.get_by_role("button", name="停用").click()
+    page.wait_for_timeout(300)  # a submission would have navigated by now
+    assert row.get_by_text("当前服务").is_visible() and f"已停用 {DS} 第" not in page.locator("main").inner_text()
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="停用").click()
+    page.get_by_text(f"已停用 {DS} 第 {version[1:]} 版").wait_for()
+    assert page.get_by_test_id(f"version-{DS}-{version[1:]}").get_by_text("已停用").is_visible()
     page.context.close()
 
 

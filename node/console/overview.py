@@ -42,7 +42,8 @@ WORDS = {
            "alert.head_unverified": "本节点大小为 {size} 的树头未通过验证，请检查数据库完整性。",
            "alert.partner_down": "合作节点 {partner} 未在规定时间内应答。",
            "alert.job_failed": "核验任务 {job}（{owner}）失败：{error}",
-           "window.day": "日", "window.month": "30 日", "window.epoch": "本轮密钥"},
+           "window.day": "日", "window.month": "30 日", "window.epoch": "本轮密钥",
+           "window.daily": "日", "window.monthly": "30 日"},
     "en": {"overview.node": "This node", "overview.asks_only": "asks us only", "overview.no_address": "no address here", "overview.partners": "Partners", "overview.datasets": "Datasets", "overview.datasets_registered": "Datasets registered",
            "overview.ledger": "Verifiable ledger", "overview.ledger_size": "Ledger entries", "overview.dataset": "Name",
            "overview.version": "Current version", "overview.rows": "Valid rows", "overview.partner": "Node",
@@ -76,7 +77,8 @@ WORDS = {
            "alert.head_unverified": "This node's tree head of size {size} does not verify: check the database.",
            "alert.partner_down": "Partner {partner} did not answer in time.",
            "alert.job_failed": "Job {job} ({owner}) failed: {error}",
-           "window.day": "daily", "window.month": "30-day", "window.epoch": "per-epoch"},
+           "window.day": "daily", "window.month": "30-day", "window.epoch": "per-epoch",
+           "window.daily": "daily", "window.monthly": "30-day"},
 }
 
 

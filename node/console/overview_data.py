@@ -15,7 +15,6 @@ from pathlib import Path
 from cryptography import x509
 from sqlalchemy import func, select
 
-from node.agency.grant_view import privacy_budget, quota_uses
 from node.asker.probe import Probe
 from node.datasets.versions import DatasetVersion, list_versions
 from node.keys.oprf_keys import current_epoch, epoch_started
@@ -23,6 +22,7 @@ from node.ledger.anchor import current_certification
 from node.ledger.signing import SignatureError, SignedTreeHead
 from node.ledger.tables import witness_cosignatures
 from node.ledger.witness import Witness
+from node.policy.usage import all_use
 from node.runtime.context import NodeContext
 
 CERT_WARN_DAYS = 30
@@ -161,24 +161,21 @@ def budgets(ctx: NodeContext, probes: dict[str, Probe | None], now: datetime) ->
     """Quotas and DP budgets used up or nearly: partners' use of ours, and ours at partners."""
     alerts: list[Alert] = []
     with ctx.engine.connect() as conn:
-        for d in ctx.config.datasets:
-            for g in d.grants:
-                epoch = current_epoch(conn, d.name, g.partner)
-                if epoch is None:
-                    continue
-                for q in quota_uses(conn, g, d.name, epoch, now):
-                    level = _near(q.used, q.limit if q.HasField("limit") else None)
-                    if level:
-                        alerts.append(Alert(level, "alert.quota_theirs", {
-                            "partner": g.partner, "dataset": d.name, "window": q.window,
-                            "used": q.used, "limit": q.limit}))
-                budget = privacy_budget(conn, g, d.name, epoch)
-                if budget is not None and budget.HasField("budget"):
-                    level = _near(budget.spent, budget.budget)
-                    if level:
-                        alerts.append(Alert(level, "alert.budget_theirs", {
-                            "partner": g.partner, "dataset": d.name, "spent": f"{budget.spent:g}",
-                            "budget": f"{budget.budget:g}"}))
+        uses = all_use(conn, ctx.config, now)
+    for use in uses:
+        if use.epoch is None:
+            continue  # no key yet: nothing can have been asked
+        for w in use.windows:
+            level = _near(w.used, w.limit)
+            if level:
+                alerts.append(Alert(level, "alert.quota_theirs", {
+                    "partner": use.partner, "dataset": use.dataset, "window": w.name,
+                    "used": w.used, "limit": w.limit}))
+        level = _near(use.dp_spent, use.dp_budget) if use.dp_epsilon is not None else None
+        if level:
+            alerts.append(Alert(level, "alert.budget_theirs", {
+                "partner": use.partner, "dataset": use.dataset, "spent": f"{use.dp_spent:g}",
+                "budget": f"{use.dp_budget:g}"}))
     for partner, found in probes.items():
         for o in (found.offers if found else []):
             grant = o.get("grant") or {}

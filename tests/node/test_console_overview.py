@@ -132,7 +132,7 @@ def test_a_partner_that_does_not_answer_is_probed_once_per_half_minute(node):
 def test_a_partners_use_of_our_quota_near_its_limit(node):
     def theirs():
         return [(a.level, a.values["used"]) for a in data.budgets(node, {}, node.clock.now())
-                if a.key == "alert.quota_theirs" and a.values["window"] == "day"]
+                if a.key == "alert.quota_theirs" and a.values["window"] == "daily"]
     grant = node.config.dataset("depositors").grants[0]
 
     def charge(elements: int) -> None:  # what admission reserves for a query of hrss

@@ -148,6 +148,9 @@ class _Receiver:
         _, options = parse_options_header(self._headers.get("content-disposition", ""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
+        if filename == b"":  # a browser's file input left empty: no file
+            self._name = None
+            return
         if filename is not None:
             if name != self.file_field or self.upload.path is not None:
                 raise HTTPException(status_code=400, detail=f"send one file, in the form field "
@@ -167,7 +170,7 @@ class _Receiver:
                 raise HTTPException(status_code=413, detail=self.too_large)
             self._hash.update(chunk)
             self._file.write(chunk)
-        else:
+        elif self._name is not None:
             self._value += chunk
             if len(self._value) > MAX_FIELD_BYTES:
                 raise HTTPException(status_code=400, detail=f"form field {self._name!r} is too long")
@@ -245,7 +248,9 @@ async def _from_parsed_form(request: Request, receiver: _Receiver) -> None:
                 receiver._data(value.encode(), 0, len(value.encode()))
                 receiver._part_end()
                 continue
-            disposition = f'form-data; name="{name}"; filename="{value.filename or "upload"}"'
+            if not value.filename:  # a browser's file input left empty: no file
+                continue
+            disposition = f'form-data; name="{name}"; filename="{value.filename}"'
             receiver._part_begin()
             receiver._headers = {"content-disposition": disposition.encode().decode("latin-1")}
             receiver._headers_done()

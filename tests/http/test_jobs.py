@@ -467,3 +467,10 @@ def test_metrics_count_jobs_by_status(node):
         truth = dict(conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).all())
     assert set(seen) == {s.value for s in queue.Status}
     assert all(seen[k] == truth.get(k, 0) for k in seen) and sum(seen.values()) > 0
+
+
+def test_an_empty_file_input_is_no_file(node):
+    r = node.client.post("/v1/jobs", headers=bearer("ops", "empty-input"),
+                         data={"rule": "known", "id_column": "身份证号"}, files={"file": ("", b"")})
+    assert r.status_code == 400 and "no file" in r.json()["detail"]
+    assert left_behind(node) == []

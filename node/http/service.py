@@ -141,7 +141,7 @@ def service_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
         """Decide one applicant by a rule or a single partner query, with the explanation
         and the queries behind the decision (their ids, this node's ledger positions and
         the partners' receipts)."""
-        from node.rules.realtime import query_rule, rule_purposes, service_rules
+        from node.rules.realtime import QUERY_RULE, query_rule, rule_purposes, service_rules
         from node.rules.language import RuleError
         try:
             if body.rule is not None:
@@ -153,9 +153,8 @@ def service_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             else:
                 q = body.query
                 _known_partner(ctx, q.partner)
-                rule_file, purposes = query_rule(q.partner, q.dataset, q.purpose, predicate=q.predicate), \
-                    {q.partner: q.purpose}
-                name = next(iter(rule_file.rules))
+                rule_file = query_rule(q.partner, q.dataset, q.purpose, predicate=q.predicate)
+                purposes, name = {q.partner: q.purpose}, QUERY_RULE
         except (RuleError, InvalidInput) as exc:
             raise HTTPException(_status(exc), str(exc)) from None
         refused = sorted({p for p in purposes.values() if not principal.may_state(p)})

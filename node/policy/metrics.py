@@ -17,6 +17,7 @@ raw value can reach a label, and the number of series stays bounded by the confi
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -84,19 +85,21 @@ def count_query(conn: Connection, config: NodeConfig, record: QueryRecord,
     returns its labels."""
     named = labels(config, record)
     add = {"queries": 1, "elements": int(record.elements), "seconds": float(seconds)}
-    conn.execute(_upsert(conn.dialect.name, {**named, "bucket": bucket_of(seconds), **add}, tuple(add)))
+    conn.execute(_upsert(conn.dialect.name, tuple(add)), {**named, "bucket": bucket_of(seconds), **add})
     return named
 
 
-def _upsert(dialect: str, values: dict, summed: tuple[str, ...]):
-    """INSERT, or add to the existing row of the same labels: one atomic statement."""
+@functools.lru_cache(maxsize=8)
+def _upsert(dialect: str, summed: tuple[str, ...]):
+    """INSERT, or add to the existing row of the same labels: one atomic statement, built
+    once per dialect (its values are bound per execution, so it is compiled once too)."""
     t = query_metrics
     if dialect in ("sqlite", "postgresql"):
-        stmt = (sqlite if dialect == "sqlite" else postgresql).insert(t).values(**values)
+        stmt = (sqlite if dialect == "sqlite" else postgresql).insert(t)
         return stmt.on_conflict_do_update(index_elements=list(_KEY),
                                           set_={c: t.c[c] + stmt.excluded[c] for c in summed})
     if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(t).values(**values)
+        stmt = mysql.insert(t)
         return stmt.on_duplicate_key_update({c: t.c[c] + stmt.inserted[c] for c in summed})
     raise ValueError(f"unsupported database dialect for query metrics: {dialect}")
 

@@ -106,7 +106,7 @@ class QueryRecord:
             if self.role == "answerer" and not self.claimed and taken(conn, self.query_id):
                 self.written = True  # a refused stream reusing a claimed id: the claim's
                 return None          # own record stands, one per id
-            conn.execute(insert(query_log).values(**values))
+            conn.execute(insert(query_log), values)  # bound, so the statement compiles once
             seconds = time.monotonic() - self.began
             labels = count_query(conn, ctx.config, self, seconds)  # /metrics: the same commit
             if self.claimed:  # never another stream's claim on the same id

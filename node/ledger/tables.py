@@ -177,7 +177,7 @@ LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledge
 def install_ledger_triggers(engine: Engine) -> None:
     """Create the ledger tables if missing, their append-only triggers and the state row.
 
-    Idempotent; meant to run from node.runtime.database.create_schema after metadata.create_all.
+    Idempotent; meant to run from node.runtime.context.create_schema after metadata.create_all.
     """
     metadata.create_all(engine, tables=list(LEDGER_TABLES))
     with engine.begin() as conn:

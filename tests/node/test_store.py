@@ -12,7 +12,7 @@ from node.core.config import load_config
 from node.runtime.context import NodeContext
 from node.datasets.registration import RegistrationError, list_versions, register
 from node.devtools.localnet import Federation
-from node.runtime.database import open_store
+from node.runtime.context import open_store
 from node.devtools.synthetic import write_csv
 
 

@@ -202,7 +202,7 @@ node_state = Table(
 
 # The answering node's claim on every query id it admitted, holding what the query
 # reserved against the partner's element quotas and DP budget until its query-log row
-# settles it (node/policy/admission.py). The primary key makes a query id answerable once;
+# settles it (node/policy/querylog.py). The primary key makes a query id answerable once;
 # a claim never settled (the node stopped mid-query) keeps counting in full.
 query_claims = Table(
     "query_claims", metadata,
@@ -214,7 +214,7 @@ query_claims = Table(
     Index("ix_query_claims_open", "partner", "dataset", "settled"),
 )
 
-# Running totals of the query log for /metrics (node/policy/metrics.py), bumped in the
+# Running totals of the query log for /metrics (node/policy/querylog.py), bumped in the
 # transaction that writes each query-log row, so a scrape reads a few rows whatever the
 # log's length and agrees with it. Labels are configured names only ("other" for the rest);
 # `bucket` is the index of the query's latency bucket.

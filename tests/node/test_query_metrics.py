@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.core.config import NodeConfig
-from node.policy.metrics import LATENCY_BUCKETS, OTHER, bucket_of, count_query, labels, totals
+from node.policy.querylog import LATENCY_BUCKETS, OTHER, bucket_of, count_query, labels, totals
 from node.policy.querylog import QueryRecord
 from node.runtime.context import open_store
 

@@ -22,7 +22,7 @@ from node.transport.channels import grpc_options
 from node.keys.pki import load_tls_identity
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc
-from node.transport.stream_limits import StreamLimitInterceptor
+from node.transport.identity import StreamLimitInterceptor
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ def list_offers(ctx: NodeContext, partner: str, timeout: float = 30.0) -> list[p
     Raises:
         PartnerError: the partner is not configured with an address, unreachable or refused.
     """
-    from node.transport.retry import retrying
+    from node.transport.channels import retrying
     stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
     # A listing changes nothing at the partner: one that fails transiently is asked again.
     listing = retrying(lambda: call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), timeout),

@@ -46,8 +46,8 @@ def _cached(row, partner) -> CachedTable:
 
 def dataset_info(stub, partner: str, dataset: str, deadline: float) -> pb.DatasetInfo:
     """The partner's listing of `dataset`. A listing changes nothing at the partner, so
-    one that fails transiently (a partner restarting) is asked again (transport/retry.py)."""
-    from node.transport.retry import retrying
+    one that fails transiently (a partner restarting) is asked again (transport/channels.py)."""
+    from node.transport.channels import retrying
     listing = retrying(lambda: call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), deadline),
                        what=f"listing the datasets of {partner}")
     for info in listing.datasets:

@@ -19,7 +19,7 @@ from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.server.witnessing import witness_partners
 from node.transport.channels import partner_channel
-from node.transport.retry import Backoff
+from node.transport.channels import Backoff
 
 from . import fixtures as fx
 

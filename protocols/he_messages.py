@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
 __all__ = [
     "AggregateError", "InvalidContext", "InvalidCiphertext", "ProtocolStateError",

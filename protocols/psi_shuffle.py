@@ -67,7 +67,7 @@ import numpy as np
 import rbcl
 
 from protocols import group, h2c
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
 __all__ = [
     "DST", "InvalidMessage", "ProtocolStateError", "ShuffleRequest", "ShuffleResponse",

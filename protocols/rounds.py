@@ -8,7 +8,7 @@ layer maps them one to one and adds only what belongs to it (query ids, receipts
 A large round carries one protocol message's own bytes (its ``to_bytes()``) cut into
 :class:`Piece` s that each fit the transport's message cap; the receiving session
 reassembles a round with :class:`Reassembly` and refuses one that is out of turn
-(:class:`~protocols.errors.ProtocolStateError`), over the size the protocol allows
+(:class:`~protocols.session.ProtocolStateError`), over the size the protocol allows
 for it, or cut short (:class:`InvalidRound`).
 
 A session refuses a peer's message with one of the :class:`SessionRefusal` types; the
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.session import BaseSession, ElementBatch
 
 __all__ = [

@@ -15,8 +15,9 @@ node can spread it over its process pool. Messages are frozen dataclasses of pla
 values (ints, bytes, tuples): the node's gRPC services and clients are adapters that
 convert them to and from proto/shuqiao/v1 messages, and apply policy (admission, quotas,
 ledger) around the session. A message arriving in the wrong round, twice, or after the
-end raises :class:`~protocols.errors.ProtocolStateError`; a malformed one, the
-protocol's own error. Either way the session is spent: the query ends there.
+end raises :class:`ProtocolStateError`, the one error every protocol shares; a malformed
+one, the protocol's own opaque error (what a remote party may learn differs per
+protocol). Either way the session is spent: the query ends there.
 """
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from protocols.errors import ProtocolStateError
-
 __all__ = ["Header", "Accepted", "ElementBatch", "Finish", "Session", "BaseSession", "Submit",
            "run_now", "unexpected", "ProtocolStateError"]
+
+
+class ProtocolStateError(RuntimeError):
+    """A step was called, or a peer's message arrived, out of order, twice or after the end.
+
+    The node's adapters answer it as a refusal of the stream (gRPC INVALID_ARGUMENT);
+    its message names the round, never a value.
+    """
+
 
 #: ``submit(fn, *args) -> Future`` (``Executor.submit``); fn and args are picklable.
 Submit = Callable[..., "Future[Any]"]

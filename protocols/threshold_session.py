@@ -42,7 +42,7 @@ import rbcl
 
 from protocols import group, labels, oprf
 from protocols import threshold as th
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.rounds import (
     AskerSession, Evaluated, InvalidRound, Reassembly, StatisticsAccepted, StatisticsSession,
     StreamEnded, ThresholdSummary, malformed_answer, out_of_turn, refused_answer, split,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from protocols import membership as ms
 from protocols import oprf
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
 from node.agency.admission import Admitted, Servicer, StreamEnded, admit, answered, serve_session
 from node.agency.bulk import BulkRpc

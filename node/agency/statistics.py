@@ -63,7 +63,7 @@ identifier or a value.
 """
 from __future__ import annotations
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.rounds import AggregateSummary, SessionRefusal, StatisticsAccepted, ThresholdSummary
 
 from node.agency import admission

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Sequence
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.rounds import SessionRefusal
 from protocols.threshold_session import ThresholdAsker, check_applicants
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.rounds import (
     BODIES, AggregateSummary, ElementBatch, Evaluated, InvalidRound, Piece, Reassembly,
     StatisticsAccepted, ThresholdSummary, Unexpected, chunk_size, split,

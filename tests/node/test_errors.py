@@ -198,7 +198,7 @@ def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
 
 
 def test_a_message_out_of_turn_is_a_protocol_violation():
-    from protocols.errors import ProtocolStateError
+    from protocols.session import ProtocolStateError
     from node.agency.admission import as_refusal
     refusal = as_refusal(ProtocolStateError("expected a batch, got the header"))
     assert isinstance(refusal, errors.ProtocolViolation)

@@ -15,7 +15,7 @@ import pytest
 
 from protocols import labels, oprf
 from protocols import threshold as th
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.rounds import (
     ElementBatch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary,
 )

@@ -33,10 +33,10 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from protocols import h2c
 from protocols.group import (IDENTITY, add, base_mul, batch_invert, element_mul, is_canonical_scalar,
-                             is_nonzero_scalar, is_valid_element, random_scalar, scalar_mul,
-                             scalar_sub, split_elements, weighted_sum)
+                             is_nonzero_scalar, is_valid_element, make_hash_to_group,
+                             make_hash_to_scalar, random_scalar, scalar_mul, scalar_sub,
+                             split_elements, weighted_sum)
 
 __all__ = ["ELEMENT_LEN", "SCALAR_LEN", "OUTPUT_LEN", "PROOF_LEN", "MODE_OPRF", "MODE_VOPRF",
            "MAX_VOPRF_BATCH", "InvalidElement", "DeriveKeyPairError", "OprfSecretKey",
@@ -83,9 +83,9 @@ class _Suite:
 
     def __init__(self, mode: int) -> None:
         ctx = context_string(mode)
-        self.hash_to_group = h2c.make_hash_to_group(b"HashToGroup-" + ctx)
-        self.hash_to_scalar = h2c.make_hash_to_scalar(b"HashToScalar-" + ctx)
-        self.derive_scalar = h2c.make_hash_to_scalar(b"DeriveKeyPair" + ctx)
+        self.hash_to_group = make_hash_to_group(b"HashToGroup-" + ctx)
+        self.hash_to_scalar = make_hash_to_scalar(b"HashToScalar-" + ctx)
+        self.derive_scalar = make_hash_to_scalar(b"DeriveKeyPair" + ctx)
         self.seed_dst = b"Seed-" + ctx
 
 

@@ -4,19 +4,29 @@ ListDatasets names the current version and key epoch of every dataset granted to
 caller; SyncTagTable streams a sorted table (or, for a refreshed version, the delta from
 a version the caller holds); PrepareTable builds the table of rows satisfying a
 predicate the policy allows. Refusals carry a reason and never an element.
+
+The grant view: what a partner may ask of one dataset, told to that partner only
+(ListDatasets). The view is built from the caller's own grant in the config in force (so
+it changes with a reload) and from the same charges admission counts (node/policy/checks.py):
+elements of answered queries, of queries broken off after being evaluated, and of
+queries still open at their full reservation; DP epsilon likewise, per key epoch. It
+names no other partner, and counts nothing but the caller's own queries: what a
+partner learns here is what its own refusals would tell it one query at a time.
 """
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from node.language import predicate as pred
 from node.agency.admission import check_epoch, grant_for
 from node.agency import predicate_tables as predicate_cache
-from node.agency.grant_view import caller_grant
+from node.core.config import DatasetGrant
 from node.core.errors import InvalidRequest, NotFound, NotPermitted, NotServed
+from node.policy import checks as policy
 from node.transport.identity import peer_node_id
 from node.transport.status import refusals
 from node.runtime.context import NodeContext
@@ -194,3 +204,53 @@ class TableRpcs:
             if base is None:
                 return header, table, None
             return header, table, delta(load_table(conn, base), load_table(conn, table))
+
+
+# -- the grant view -----------------------------------------------------------------------
+
+# (window, how far back it reaches (None: the current key epoch), the grant's limit field)
+_WINDOWS = (("day", timedelta(days=1), "daily_elements"),
+            ("month", timedelta(days=30), "monthly_elements"),
+            ("epoch", None, "epoch_elements"))
+
+
+def quota_uses(conn: Connection, grant: DatasetGrant, dataset: str, epoch: int,
+               now: datetime) -> list[pb.QuotaUse]:
+    uses = []
+    for window, span, field in _WINDOWS:
+        used = policy.answered_elements(conn, grant.partner, dataset,
+                                        since=now - span if span else None,
+                                        epoch=None if span else epoch)
+        limit = getattr(grant, field)
+        use = pb.QuotaUse(window=window, used=used)
+        if limit is not None:
+            use.limit, use.left = limit, max(0, limit - used)
+        uses.append(use)
+    return uses
+
+
+def privacy_budget(conn: Connection, grant: DatasetGrant, dataset: str, epoch: int) -> pb.PrivacyBudget | None:
+    if grant.dp_epsilon is None:
+        return None  # exact counts: no budget is spent
+    spent = policy.dp_spent(conn, grant.partner, dataset, epoch)
+    budget = pb.PrivacyBudget(epsilon_per_query=grant.dp_epsilon, spent=spent)
+    if grant.dp_budget is not None:
+        budget.budget, budget.left = grant.dp_budget, max(0.0, grant.dp_budget - spent)
+    return budget
+
+
+def caller_grant(conn: Connection, grant: DatasetGrant, dataset: str, epoch: int,
+                 now: datetime) -> pb.CallerGrant:
+    """The caller's grant on `dataset` and what is left of it in key epoch `epoch`."""
+    view = pb.CallerGrant(
+        purposes=[pb.GrantedPurpose(code=p.code, legal_basis=p.legal_basis) for p in grant.purposes],
+        predicate_columns=grant.predicate_columns, label_attributes=grant.label_attributes,
+        min_elements=grant.min_elements, max_elements=grant.max_elements,
+        min_counting_elements=policy.min_elements(grant, "cardinality"),
+        quotas=quota_uses(conn, grant, dataset, epoch, now),
+        aggregate_columns=grant.aggregate_columns, threshold_column=grant.threshold_column or "",
+        min_group_size=grant.min_group_size)
+    budget = privacy_budget(conn, grant, dataset, epoch)
+    if budget is not None:
+        view.privacy.CopyFrom(budget)
+    return view

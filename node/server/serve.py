@@ -16,7 +16,7 @@ from node.agency.statistics import StatisticsAnswerer
 from node.agency.membership import MembershipAnswerer
 from node.transport.identity import PartnerInterceptor, peer_node_id
 from node.runtime.context import NodeContext
-from node.core.incidents import IncidentInterceptor
+from node.transport.identity import IncidentInterceptor
 from node.runtime.data_lock import DataDirLock
 from node.transport.channels import grpc_options
 from node.keys.pki import load_tls_identity

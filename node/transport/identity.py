@@ -1,4 +1,5 @@
-"""Who is calling, and how much of the node one caller may hold: the two server interceptors.
+"""The server's interceptors: an unexpected failure answered opaquely (an incident, node/core/
+incidents.py), who is calling, and how much of the node one caller may hold.
 
 Who: the peer's node id from its mTLS certificate, checked in one place.
 
@@ -47,10 +48,75 @@ from dataclasses import dataclass, field
 import grpc
 
 from node.core.errors import LimitReached, NotPermitted, ProtocolViolation, Unauthenticated
+from node.core.incidents import opaque_message, record
 from node.keys.pki import node_id_from_san
 from node.transport.status import abort_for
 
 log = logging.getLogger(__name__)
+
+# -- incidents: every unexpected exception in a handler answered opaquely -------------
+
+def _deliberate(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """A status the handler chose (abort/set_code), or a peer that is gone."""
+    try:
+        if context.code() not in (None, grpc.StatusCode.OK):
+            return True
+        return isinstance(exc, grpc.RpcError) and not context.is_active()
+    except Exception:  # an unusual context: do not hide the original failure
+        return False
+
+
+def _opaque_abort(exc: BaseException, context: grpc.ServicerContext, method: str):
+    incident = record(method, exc)
+    context.abort(grpc.StatusCode.INTERNAL, opaque_message(incident))
+
+
+def _unary(behavior, method: str):
+    def guarded(request_or_iterator, context):
+        try:
+            return behavior(request_or_iterator, context)
+        except Exception as exc:
+            if _deliberate(exc, context):
+                raise
+            _opaque_abort(exc, context, method)
+    return guarded
+
+
+def _streaming(behavior, method: str):
+    # A streaming handler's failure surfaces while the server iterates its responses.
+    def guarded(request_or_iterator, context):
+        try:
+            yield from behavior(request_or_iterator, context)
+        except Exception as exc:
+            if _deliberate(exc, context):
+                raise
+            _opaque_abort(exc, context, method)
+    return guarded
+
+
+class IncidentInterceptor(grpc.ServerInterceptor):
+    """Every unexpected exception in any handler -> INTERNAL "internal error; incident <id>"."""
+
+    _KINDS = (("unary_unary", grpc.unary_unary_rpc_method_handler, _unary),
+              ("stream_unary", grpc.stream_unary_rpc_method_handler, _unary),
+              ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming),
+              ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming))
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        for attr, factory, wrap in self._KINDS:
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return factory(wrap(behavior, method),
+                               request_deserializer=handler.request_deserializer,
+                               response_serializer=handler.response_serializer)
+        return handler
+
+
+# -- who is calling -------------------------------------------------------------------
 
 _OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 

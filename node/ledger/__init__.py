@@ -7,8 +7,8 @@ and partners cosign each other's heads. Auditors verify over HTTP, gRPC or an ex
 
 Modules: canonical (bytes, identifier guard), entries, signing (keys, heads,
 cosignatures, partner key pins), anchor (ledger keys certified in the federation PKI,
-rotations), receipts, tables (schema, triggers), log (the Ledger), integrity
-(verify_all), witness (+ witness_gossip, witness_evidence, alarms), sources (LogSource,
+rotations), receipts, tables (schema, triggers, compiled append statements), log (the
+Ledger), integrity (verify_all), witness (+ witness_gossip, witness_evidence, alarms), sources (LogSource,
 exports), known (an auditor's state), trust (which key an auditor trusts), audit
 (verify), crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
 The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from protocols import cardinality_session as cs
 from protocols.session import ProtocolStateError
 
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress

@@ -9,7 +9,7 @@ Retries are bounded, jittered, and for idempotent calls only. Only UNAVAILABLE (
 partner restarts, the connection dropped, nobody listens yet) and DEADLINE_EXCEEDED
 are retried: a refusal or an internal error would only come back.
 Only calls that change nothing at the partner when repeated are retried: dataset
-listings (node/asker/peer_tables.py) and witnessing rounds (node/server/witnessing.py:
+listings (node/asker/streams.py) and witnessing rounds (node/server/witnessing.py:
 the partner cosigns the same head again with the same answer, and notes already
 exchanged are not stored twice). A query stream never is: once its header may have
 been admitted, the partner has claimed the query id and reserved quota, and a second

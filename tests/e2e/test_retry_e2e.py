@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.core.config import load_config
 from node.core.errors import PartnerError
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc

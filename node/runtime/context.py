@@ -31,7 +31,7 @@ from node.core.clock import SYSTEM_CLOCK, Clock
 from node.core.config import NodeConfig
 from node.keys.workers import CryptoPool
 from node.ledger.tables import install_ledger_triggers
-from node.storage.private_files import private_dir, private_sqlite
+from node.storage.schema import private_dir, private_sqlite
 from node.storage.schema import _APPEND_ONLY, _append_only_ddl, make_engine, metadata
 from node.keys.secrets import KeyEncryptionKey
 

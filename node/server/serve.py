@@ -204,7 +204,7 @@ def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
     for warning in coverage_warnings([ctx.config]):
         log.warning("witnessing: %s", warning)
     if port_file:
-        from node.storage.private_files import write_private
+        from node.storage.schema import write_private
         tmp = port_file.with_suffix(".tmp")
         write_private(tmp, (str(port) + (f"\n{node.http_port}" if node.http is not None else "")).encode())
         os.replace(tmp, port_file)

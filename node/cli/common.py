@@ -1,6 +1,5 @@
-"""What every command group shares: the typer apps with their global options and entry point
-(`main`), the consoles, opening a node, failing, progress bars, and the options naming
-input lists and result files.
+"""What every command group shares: the typer apps, the consoles, opening a node, failing, progress bars,
+and the options naming input lists and result files.
 
 Messages hold brackets of their own ("add a [[datasets]] entry", "[http]", a pattern like
 '^[a-z][a-z0-9_-]{1,62}$'), so nothing here reads Rich markup: the consoles print text as
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -55,51 +53,6 @@ app.add_typer(rule_app, name="rule")
 
 console = Console(stderr=True, markup=False)
 out = Console(markup=False)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from node.core.version import software_version
-        out.print(f"shuqiao {software_version()}", highlight=False)
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-          debug: Annotated[bool, typer.Option(
-              "--debug", help="Print an unexpected failure's details to stderr.")] = False,
-          version: Annotated[bool, typer.Option(
-              "--version", callback=_print_version, is_eager=True,
-              help="Print the installed version and exit.")] = False) -> None:
-    from node.storage.schema import restrict_umask
-    restrict_umask()  # databases, logs, keys and results: owner-only, whatever the shell's umask
-    from node.cli.failures import state
-    state["debug"] = debug
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def register_commands() -> None:
-    """Import every command group's module: importing one registers its commands on `app`."""
-    from node.cli import (audit, consent, dataset, ledger, main, ops, query,  # noqa: F401
-                          statistics, witness)
-
-
-def main() -> None:
-    register_commands()
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # a user never sees a traceback: one line, details in the log
-        from node.cli.failures import report
-        words = [a for a in sys.argv[1:] if a[:1] != "-" and a.replace("-", "").isalpha()]
-        command = " ".join(words[:2])
-        line, code = report(exc, command or "shuqiao")
-        error_line(line)
-        sys.exit(code)
-
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Node config (TOML).",
                                          envvar="SHUQIAO_CONFIG")]

@@ -1,6 +1,4 @@
-"""`shuqiao` top-level commands: init, serve, the pilot CA (ca init, ca issue), demo. The app,
-its global options and its entry point (`main`, the console script's, imported here) are in
-common.py. Long work shows progress bars."""
+"""`shuqiao`: the node's command line (typer). Long work shows progress bars."""
 from __future__ import annotations
 
 import logging
@@ -14,8 +12,29 @@ from node.core.config import ConfigError, load_config
 
 from node.cli.choices import LedgerCheck, LogFormat
 from node.cli.common import (Bars, ConfigOpt, app, ca_app, console, dataset_app, error_line,  # noqa: F401
-                             fail, main, node_context, out, query_app, register_commands, rule_app,
-                             warn)
+                             fail, node_context, out, query_app, rule_app, warn)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from node.core.version import software_version
+        out.print(f"shuqiao {software_version()}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+          debug: Annotated[bool, typer.Option(
+              "--debug", help="Print an unexpected failure's details to stderr.")] = False,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_print_version, is_eager=True,
+              help="Print the installed version and exit.")] = False) -> None:
+    from node.storage.schema import restrict_umask
+    restrict_umask()  # databases, logs, keys and results: owner-only, whatever the shell's umask
+    from node.cli.failures import state
+    state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @app.command()
@@ -164,3 +183,25 @@ def demo(workdir: Annotated[Optional[Path], typer.Option(
     ok = run_demo(workdir=workdir, hrss_rows=hrss_rows, graduates=graduates,
                   applicants=applicants, seed=seed, console=console, out=out)
     raise typer.Exit(0 if ok else 1)
+
+
+def register_commands() -> None:
+    """Import every command group's module: importing one registers its commands on `app`."""
+    from node.cli import (audit, consent, dataset, ledger, ops, query, statistics,  # noqa: F401
+                          witness)
+
+
+def main() -> None:
+    register_commands()
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a user never sees a traceback: one line, details in the log
+        from node.cli.failures import report
+        words = [a for a in sys.argv[1:] if a[:1] != "-" and a.replace("-", "").isalpha()]
+        command = " ".join(words[:2])
+        line, code = report(exc, command or "shuqiao")
+        error_line(line)
+        sys.exit(code)

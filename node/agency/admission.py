@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import grpc
 
-from protocols import rounds
+from protocols import session as rounds
 
 from node.core.config import DATASET_NAME, PURPOSE
 from node.core import errors

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from protocols.dp import ReleasePlan
 from protocols.session import ProtocolStateError
-from protocols.rounds import AggregateSummary, SessionRefusal, StatisticsAccepted, ThresholdSummary
+from protocols.session import AggregateSummary, SessionRefusal, StatisticsAccepted, ThresholdSummary
 
 from node.agency import admission
 from node.agency.admission import Servicer

@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Sequence
 
 from protocols.session import ProtocolStateError
-from protocols.rounds import SessionRefusal
+from protocols.session import SessionRefusal
 from protocols.threshold_session import ThresholdAsker, check_applicants
 
 from node.asker import threshold_tables as threshold_table

@@ -190,7 +190,7 @@ def test_anything_else_goes_to_the_incident_handler_untouched(exc):
 def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
     """protocols/ knows nothing of the node's errors: the answering side reads each of a
     session's refusals as one of the hierarchy's, which the table gives its status."""
-    from protocols import rounds
+    from protocols import session as rounds
     from node.agency.admission import as_refusal
     refusal = as_refusal(getattr(rounds, refused)("the aggregate round was cut short"))
     assert isinstance(refusal, errors.Refusal) and refusal.reason == "the aggregate round was cut short"

@@ -27,7 +27,7 @@ from node.core import errors
 from node.core.errors import (AlreadyUsed, InvalidRequest, LimitReached, NotFound, NotPermitted,
                               NotServed, ProtocolViolation, StreamEnded)
 from node.datasets.registration import current_version
-from node.keys.oprf_keys import answerable_epochs
+from node.keys.workers import answerable_epochs
 from node.policy import checks as policy
 from node.policy.querylog import QueryRecord, seen
 from node.transport.identity import peer_node_id

@@ -51,7 +51,7 @@ from node.core.errors import InvalidRequest, NotFound, NotPermitted, NotServed
 from node.datasets.registration import current_version, iter_chunks
 from node.datasets.tag_tables import (Arrays, delta, iter_row_tags, iter_table_chunks, label_length,
                                       load_table, store_table)
-from node.keys.oprf_keys import current_epoch, key_purpose, public_key, sealed_key
+from node.keys.workers import current_epoch, key_purpose, public_key, sealed_key
 from node.keys.workers import SealedKeyEvaluator
 from node.language import predicate as pred
 from node.policy import checks as policy

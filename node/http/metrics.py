@@ -84,7 +84,7 @@ def _witness_lag(ctx: NodeContext, conn: Connection, size: int) -> GaugeMetricFa
 
 
 def _allowances(ctx: NodeContext, conn: Connection) -> Iterator:
-    from node.keys.oprf_keys import current_epoch
+    from node.keys.workers import current_epoch
     from node.policy.checks import answered_elements, dp_spent
     quota = GaugeMetricFamily("shuqiao_quota_remaining_elements", "Elements a partner may "
                               "still have evaluated before a quota refuses it",

@@ -136,6 +136,8 @@ if _OUT:
                 _note("function", module + ":" + code.co_qualname)
             if getattr(_tl, "scoped", 0):
                 _note("append", module)
+                if _DETAIL:
+                    _note("append-function", module + ":" + code.co_qualname)
         elif event == "return":
             hit = _cache.get(frame.f_code)
             if hit is None:
@@ -304,8 +306,9 @@ def run(work: Path, *, functions: bool = False) -> None:
             extra = {}
             if scope == "all":
                 extra["imported"] = sorted(probe.visits(role, epoch, "imported"))
-                if functions:
-                    extra["functions"] = sorted(probe.visits(role, epoch, "function"))
+            if functions:
+                extra["functions"] = sorted(probe.visits(
+                    role, epoch, "function" if scope == "all" else "append-function"))
             if role == "answerer" and scope == "all":
                 extra["idle"] = sorted(probe.visits(role, f"idle-{path}", "all"))
             _emit(bench="paths", commit=commit, path=path, side=role,

@@ -20,22 +20,19 @@ identifier and no element.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 from node.core.errors import EvidenceError
 from node.ledger import canonical
-from node.ledger.signing import (LedgerPublicKey, LedgerSigningKey, SignatureError, check_bytes,
-                                 check_node_id, check_size)
+from node.ledger.canonical import check_bytes, check_node_id, check_size, check_text, check_token
+from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignatureError
 
 __all__ = ["OUTCOMES", "QueryFacts", "QueryMetadata", "Receipt", "ReceiptError", "ReceiptSignatureError",
            "ReceiptMismatch", "make_receipt", "verify_receipt"]
 
 _CONTEXT = b"shuqiao/ledger/receipt/v1\n"
 OUTCOMES = ("admitted", "answered", "refused", "failed", "aborted", "broken_by_asker")
-_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ReceiptError(EvidenceError, ValueError):
@@ -52,18 +49,6 @@ class ReceiptMismatch(ReceiptError):
     def __init__(self, field: str, receipt_value: Any, expected: Any) -> None:
         self.field = field
         super().__init__(f"receipt field {field!r} is {receipt_value!r}, expected {expected!r}")
-
-
-def check_token(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise canonical.CanonicalError(f"{field} must be 1-64 letters, digits or ._:-")
-    return value
-
-
-def check_text(value: Any, field: str, limit: int) -> str:
-    if not isinstance(value, str) or len(value) > limit or _CONTROL.search(value):
-        raise canonical.CanonicalError(f"{field} must be text of at most {limit} characters")
-    return value
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def accept_receipt(ctx: NodeContext, partner: str, record: QueryRecord, summary)
     `shuqiao audit cross-check`), and the operator is warned.
     """
     from node.ledger import LedgerPublicKey, Receipt, pin_partner_key, verify_receipt
-    from node.ledger.receipts import ReceiptError
+    from node.ledger.entries import ReceiptError
     from node.ledger.signing import SignatureError
     try:
         if summary is None or not summary.receipt:

@@ -68,7 +68,7 @@ def test_former_value_errors_still_are():
     from node.language.tokens import ParseError
     from node.ledger.anchor import CertificationError
     from node.ledger.canonical import IdentifierLeak
-    from node.ledger.receipts import ReceiptMismatch
+    from node.ledger.entries import ReceiptMismatch
     from node.ledger.signing import KeyChanged
     from node.rules.language import RuleError
     for cls in (ParseError, CertificationError, IdentifierLeak, ReceiptMismatch, KeyChanged, RuleError):

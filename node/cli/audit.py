@@ -193,10 +193,33 @@ app.add_typer(token_app, name="token")
 
 @token_app.command("new")
 def token_new(role: Annotated[TokenRole, typer.Option(
-        help="auditor (/v1/ledger, /metrics), admin (/v1/admin) or metrics (/metrics only)")]
-        = TokenRole.AUDITOR) -> None:
-    """A fresh token: hand the token to its holder, put only the digest in [http]."""
+        help="operator (checks, jobs), auditor (ledger, /metrics), admin (/v1/admin, datasets, "
+             "policy) or metrics (/metrics only)")] = TokenRole.AUDITOR,
+        name: Annotated[Optional[str], typer.Option(
+            help="The holder's name (logs, ledger and console show it): a [[http.tokens]] entry.")] = None,
+        purpose: Annotated[Optional[list[str]], typer.Option(
+            help="A purpose the holder may state (repeat; none: any).")] = None,
+        rule: Annotated[Optional[list[str]], typer.Option(
+            help="A rule the holder may run (repeat; none: any).")] = None) -> None:
+    """A fresh token: hand the token to its holder, put only the digest in the config."""
+    import tomli_w
+    from pydantic import ValidationError
+
+    from node.core.service_config import TokenEntry
     from node.ledger.http import new_token
     token, digest = new_token()
-    console.print(f"add to [http] {role.value}_tokens: \"{digest}\"")
+    if name is None:
+        if purpose or rule or role is TokenRole.OPERATOR:
+            fail("give the holder a --name: operator tokens and scoped tokens are [[http.tokens]] entries", 2)
+        console.print(f"add to [http] {role.value}_tokens: \"{digest}\"", soft_wrap=True)
+    else:
+        try:
+            entry = TokenEntry(name=name, digest=digest, role=role.value, purposes=purpose or [], rules=rule or [])
+        except ValidationError as exc:
+            fail("--name and --purpose take lowercase letters, digits, '.', '_' and '-' "
+                 f"(2-63 characters): {', '.join(sorted({str(e['loc'][0]) for e in exc.errors()}))}", 2)
+        body = entry.model_dump(mode="json", exclude_defaults=True)
+        body["role"] = role.value
+        console.print("add to the config:\n\n[[http.tokens]]\n" + tomli_w.dumps(body), highlight=False,
+                      soft_wrap=True)
     out.print(token)

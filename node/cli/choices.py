@@ -25,10 +25,11 @@ class AggregateOp(str, enum.Enum):
 
 
 class TokenRole(str, enum.Enum):
-    """Who holds a token: what it opens on the HTTP listener."""
-    AUDITOR = "auditor"  # /v1/ledger and /metrics
-    ADMIN = "admin"      # /v1/admin
-    METRICS = "metrics"  # /metrics only (a monitoring system's scraper)
+    """Who holds a token: what it opens on the HTTP listener and in the console."""
+    OPERATOR = "operator"  # real-time checks and batch jobs (/v1/checks, /v1/jobs), operator pages
+    AUDITOR = "auditor"    # /v1/ledger and /metrics, auditor pages
+    ADMIN = "admin"        # /v1/admin, admin pages
+    METRICS = "metrics"    # /metrics only (a monitoring system's scraper)
 
 
 class LogFormat(str, enum.Enum):

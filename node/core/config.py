@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.core.errors import ConfigError  # re-exported: the config's error, raised here
+from node.core.service_config import ServiceSection, TokenEntry
 
 NODE_ID = r"^[a-z][a-z0-9_-]{1,62}$"
 DATASET_NAME = r"^[a-z][a-z0-9_]{1,62}$"
@@ -118,6 +119,8 @@ class HttpSection(_Strict):
     auditor_tokens: list[str] = Field(default_factory=list)
     admin_tokens: list[str] = Field(default_factory=list)
     metrics_tokens: list[str] = Field(default_factory=list)
+    # Named tokens with a role and scopes (node/core/service_config.py): `[[http.tokens]]`.
+    tokens: list[TokenEntry] = Field(default_factory=list)
 
     @field_validator("auditor_tokens", "admin_tokens", "metrics_tokens")
     @classmethod
@@ -298,6 +301,7 @@ class NodeConfig(_Strict):
     grpc: GrpcSection = GrpcSection()
     maintenance: MaintenanceSection = MaintenanceSection()
     http: HttpSection = HttpSection()
+    service: ServiceSection = ServiceSection()
     logging: LoggingSection = LoggingSection()
     sources: SourcesSection = SourcesSection()
     auditors: list[AuditorSection] = Field(default_factory=list)
@@ -316,6 +320,9 @@ class NodeConfig(_Strict):
             raise ValueError("partner ids must be unique")
         if self.node.id in partner_ids:
             raise ValueError("a node cannot list itself as a partner")
+        tokens = [t.name for t in self.http.tokens]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("http.tokens names must be unique")
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("dataset names must be unique")

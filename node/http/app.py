@@ -8,12 +8,13 @@ thread of `shuqiao serve`; nothing is built at import time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Iterable
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from pydantic import BaseModel
 
+from node.core.service_config import Role
+from node.http.auth import Authenticator
 from node.runtime.context import NodeContext
 
 
@@ -62,16 +63,8 @@ class ConfigStatusOut(BaseModel):
     last_reload: dict | None
 
 
-def admin_router(ctx: NodeContext) -> APIRouter:
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        from node.ledger.http import token_matches
-        # The tokens in force: a reload may add or revoke one.
-        if not token_matches(authorization, [d.encode() for d in ctx.config.http.admin_tokens]):
-            raise HTTPException(status_code=401,
-                                detail="an admin token is required (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(admin)])
+def admin_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(auth.require(Role.ADMIN))])
 
     @router.get("/partners/{partner}/datasets")
     def offers(partner: str) -> list[dict]:
@@ -115,6 +108,11 @@ def admin_router(ctx: NodeContext) -> APIRouter:
     return router
 
 
+def auditor_digests(cfg) -> list[str]:
+    """The digests that open the ledger routes: auditor tokens of either form."""
+    return [*cfg.http.auditor_tokens, *(t.digest for t in cfg.http.tokens if t.role is Role.AUDITOR)]
+
+
 def _config_status(ctx: NodeContext) -> ConfigStatusOut:
     from node.runtime.admin_log import config_digest, policy_digest
     from node.runtime.live_config import file_warning, read_status
@@ -127,20 +125,29 @@ def _config_status(ctx: NodeContext) -> ConfigStatusOut:
                            last_reload=read_status(cfg.data_dir))
 
 
-def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI:
-    """The node's API; `grpc_serving` says whether the node's gRPC listener serves (/readyz)."""
+def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
+               extensions: Iterable[Callable[[FastAPI, NodeContext, Authenticator], None]] = ()) -> FastAPI:
+    """The node's API; `grpc_serving` says whether the node's gRPC listener serves (/readyz).
+
+    `extensions` add routes above this layer (the console, node/console/), before the
+    ledger app takes every remaining path."""
     from node.http.health import health_router
+    from node.http.headers import SecurityHeaders
     from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
-    app = ledger_app(ctx.engine, ctx.ledger, ctx.config.http.auditor_tokens)
+    app = ledger_app(ctx.engine, ctx.ledger, auditor_digests(ctx.config))
     # The ledger app requires an auditor token on every route; admin routes get their own,
     # and the health probes none (they are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
     guard(outer)
+    outer.add_middleware(SecurityHeaders, tls=ctx.config.http.tls)
+    auth = Authenticator(ctx)
     outer.include_router(health_router(ctx, grpc_serving))
-    outer.include_router(admin_router(ctx))
-    outer.include_router(metrics_router(ctx))
+    outer.include_router(admin_router(ctx, auth))
+    outer.include_router(metrics_router(ctx, auth))
+    for extend in extensions:
+        extend(outer, ctx, auth)
     outer.mount("/", app)
     outer.state.auditor_app = app  # its tokens change on a reload (HttpServer.apply_config)
     return outer
@@ -149,7 +156,8 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> FastAPI
 class HttpServer:
     """uvicorn on a background thread; `start()` returns the bound port."""
 
-    def __init__(self, ctx: NodeContext, *, grpc_serving: Callable[[], bool]) -> None:
+    def __init__(self, ctx: NodeContext, *, grpc_serving: Callable[[], bool],
+                 extensions: Iterable[Callable[[FastAPI, NodeContext, Authenticator], None]] = ()) -> None:
         import uvicorn
         cfg = ctx.config
         host, port = cfg.http.listen.rsplit(":", 1)
@@ -161,7 +169,7 @@ class HttpServer:
                 tls["ssl_keyfile_password"] = tls_key_passphrase(ctx.kek).expose().decode()
         # No Server header: unauthenticated callers (/healthz) learn nothing of the software.
         # No log_config: uvicorn's loggers go through the node's handler and format (JSON lines too).
-        self.app = create_app(ctx, grpc_serving=grpc_serving)
+        self.app = create_app(ctx, grpc_serving=grpc_serving, extensions=extensions)
         self.config = uvicorn.Config(self.app, host=host.strip("[]"),
                                      port=int(port), log_level="warning", access_log=False,
                                      server_header=False, log_config=None, **tls)
@@ -170,7 +178,7 @@ class HttpServer:
 
     def apply_config(self, cfg) -> None:
         """A reload's auditor tokens (admin tokens are read per request from the context)."""
-        self.app.state.auditor_app.state.token_digests = [t.encode() for t in cfg.http.auditor_tokens]
+        self.app.state.auditor_app.state.token_digests = [t.encode() for t in auditor_digests(cfg)]
 
     def start(self, timeout: float = 20.0) -> int:
         import time

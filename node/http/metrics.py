@@ -28,14 +28,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import Connection, func, select
 
+from node.core.service_config import Role
+from node.http.auth import Authenticator
 from node.runtime.context import NodeContext
 
 QUERY_LABELS = ["role", "kind", "partner", "dataset", "purpose", "outcome"]
@@ -136,24 +137,13 @@ class _Process:
         yield from REGISTRY.collect()
 
 
-def _token_check(ctx: NodeContext):
-    def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        from node.ledger.http import token_matches
-        http = ctx.config.http  # the tokens in force: a reload may add or revoke one
-        if not token_matches(authorization, [d.encode() for d in [*http.metrics_tokens,
-                                                                  *http.auditor_tokens]]):
-            raise HTTPException(401, "a metrics or auditor token is required "
-                                "(Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"})
-    return check
-
-
-def metrics_router(ctx: NodeContext) -> APIRouter:
+def metrics_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(ctx))
     registry.register(_Process())
     router = APIRouter()
 
-    @router.get("/metrics", dependencies=[Depends(_token_check(ctx))], include_in_schema=False)
+    @router.get("/metrics", dependencies=[Depends(auth.require(Role.METRICS, Role.AUDITOR))], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

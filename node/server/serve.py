@@ -77,8 +77,9 @@ class NodeServer:
         for name in ("", "shuqiao.v1.Membership", "shuqiao.v1.Statistics", "shuqiao.v1.Ledger"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.ctx.config.http.listen:
+            from node.console.app import install as console
             from node.http.app import HttpServer
-            self.http = HttpServer(self.ctx, grpc_serving=lambda: self.serving)
+            self.http = HttpServer(self.ctx, grpc_serving=lambda: self.serving, extensions=[console])
             self.http_port = self.http.start()
         return self.port
 

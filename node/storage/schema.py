@@ -256,6 +256,30 @@ admission_locks = Table(
 )
 
 
+# -- the HTTP service and the console --------------------------------------------------------
+
+# Console sessions: the SHA-256 of the session cookie (never the cookie itself), whose
+# token (by name) it stands for, and when it ends. A token revoked by a reload ends its
+# sessions too: each request resolves the name against the tokens in force.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("digest", String(64), primary_key=True),
+    *names("token_name"),
+    moment("created_at"), moment("expires_at"), moment("seen_at"),
+)
+
+# Answers to POSTs by Idempotency-Key, per token: a retried request gets the first
+# answer again; the same key with another body is refused. `status` 0: still running.
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("token_name", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    *required(request_digest=String(64), status=Integer),
+    Column("body", LargeBinary, nullable=True),
+    moment("created_at"),
+)
+
+
 def delete_tables(conn, tables: Table, chunks: Table, *where) -> None:
     """Delete the rows of ``tables`` matching ``where`` and their chunks (``table_id``)."""
     from sqlalchemy import delete, select

@@ -93,7 +93,7 @@ def test_admin_api_shows_policy_only_with_an_admin_token(audited):
     with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=str(audited.fed.pki / "ca.pem"))) as client:
         assert client.get("/v1/admin/policy").status_code == 401
         assert client.get("/v1/admin/policy", headers={
-            "Authorization": f"Bearer {audited.token_file.read_text()}"}).status_code == 401
+            "Authorization": f"Bearer {audited.token_file.read_text()}"}).status_code == 403  # wrong role
         r = client.get("/v1/admin/policy", headers={"Authorization": f"Bearer {audited.admin_token}"})
     assert r.status_code == 200
     (policy,) = r.json()

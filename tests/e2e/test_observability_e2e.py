@@ -171,8 +171,8 @@ def test_a_metrics_token_opens_metrics_and_nothing_else(fed):
     with https(fed, "hrss") as client:
         assert client.get("/metrics").status_code == 401
         for role, path, status in (("metrics", "/metrics", 200), ("auditor", "/metrics", 200),
-                                   ("admin", "/metrics", 401), ("metrics", "/v1/ledger/head", 401),
-                                   ("metrics", "/v1/admin/policy", 401)):
+                                   ("admin", "/metrics", 403), ("metrics", "/v1/ledger/head", 401),
+                                   ("metrics", "/v1/admin/policy", 403)):
             r = client.get(path, headers={"Authorization": f"Bearer {fed.tokens[role][0]}"})
             assert r.status_code == status, (role, path)
 

@@ -1,7 +1,7 @@
 """The node's ledger signing key, signed tree heads and witness cosignatures.
 
 A node signs (a) tree heads: "my ledger has `size` entries and Merkle root `root` at
-`time`", (b) receipts for queries it answered (see receipts.py) and (c) cosignatures of
+`time`", (b) receipts for queries it answered (see entries.py) and (c) cosignatures of
 a partner's tree head it has checked for consistency (witnessing). All three are
 Ed25519 (RFC 8032) signatures from pyca/cryptography over canonical JSON, each behind
 its own domain-separation prefix so a signature made for one purpose never verifies

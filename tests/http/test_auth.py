@@ -13,7 +13,7 @@ from node.core.config import NodeConfig
 from node.core.service_config import Role
 from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token, digest_of
 from node.http.idempotency import idempotent, request_digest
-from node.runtime.database import open_store
+from node.runtime.context import open_store
 
 TOKENS = {"ops": "operator-token-1", "ops2": "operator-token-2", "adm": "admin-token-1", "aud": "auditor-token-1"}
 

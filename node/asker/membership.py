@@ -18,9 +18,9 @@ import numpy as np
 
 from protocols import labels, oprf
 from protocols import membership as ms
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
-from node.asker.peer_tables import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
+from node.asker.streams import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import NotServed, PartnerError
 from node.core.progress import Progress, no_progress

@@ -25,7 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from node.core.errors import InvalidInput
 from node.runtime.context import NodeContext
-from node.storage.private_files import open_private
+from node.storage.schema import open_private
 
 MiB = 1 << 20
 FORM_ALLOWANCE = 1 * MiB   # a form's fields and framing beside its file

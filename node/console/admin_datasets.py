@@ -33,7 +33,7 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -
     def page(request: Request, principal: Principal, *, status: int = 200, error: str | None = None,
              message: str | None = None) -> Response:
         from node.datasets.registration import list_versions
-        from node.keys.oprf_keys import current_epoch
+        from node.keys.workers import current_epoch
         cfg = ctx.config
         with ctx.engine.connect() as conn:
             versions = list_versions(conn)

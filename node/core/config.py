@@ -57,7 +57,7 @@ class GrpcSection(_Strict):
     max_query_elements: int = Field(default=1_000_000, ge=1)
     deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
     workers: int = Field(default=0, ge=0, le=256)  # 0: one per core
-    # Call limits (node/transport/stream_limits.py): worker threads of the gRPC server, how many of
+    # Call limits (node/transport/identity.py): worker threads of the gRPC server, how many of
     # them query work may never take (kept for health, listing, ledger reads, refusals),
     # concurrent query calls per partner, and how long a stream may wait for the
     # caller's next message before it is cancelled.

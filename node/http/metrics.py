@@ -44,7 +44,7 @@ QUERY_LABELS = ["role", "kind", "partner", "dataset", "purpose", "outcome"]
 
 
 def _query_families(rows: list[dict]) -> Iterator:
-    from node.policy.metrics import LATENCY_BUCKETS
+    from node.policy.querylog import LATENCY_BUCKETS
     queries = CounterMetricFamily("shuqiao_queries", "Queries asked or answered by this node, "
                                   "as recorded in its query log", labels=QUERY_LABELS)
     elements = CounterMetricFamily("shuqiao_query_elements", "Elements of those queries "
@@ -109,7 +109,7 @@ class NodeCollector:
         self.ctx = ctx
 
     def collect(self) -> Iterator:
-        from node.policy.metrics import totals
+        from node.policy.querylog import totals
         with self.ctx.engine.connect() as conn:
             yield from _query_families(totals(conn))
             size = self.ctx.ledger.size(conn)

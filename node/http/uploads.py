@@ -1,10 +1,11 @@
 """Uploads: request bodies bounded while they stream, files received straight to disk.
 
-`[service] max_upload_mib` bounds every request body of the HTTP listener
-(:class:`BodyLimit`, one ASGI middleware): a declared Content-Length beyond it is refused
+`[service] max_upload_mib` bounds every request body of the HTTP API (:class:`BodyLimit`,
+one ASGI middleware; the console's pages bound their own uploads, by the same setting, and
+answer in the page): a declared Content-Length beyond it is refused
 before a byte is read, and a body sent without one (chunked) is cut off the moment it
-passes the bound -- whoever is reading it (an upload route, the console's CSRF check
-reading a form) gets :class:`BodyTooLarge`, and the caller a 413.
+passes the bound -- whoever is reading it (an upload route, or the CSRF check reading a
+form a console session posts to the API) gets :class:`BodyTooLarge`, and the caller a 413.
 
 :func:`receive_upload` parses a multipart/form-data body as it streams
 (python-multipart's push parser): small text fields are kept in memory (bounded), and
@@ -25,12 +26,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from node.core.errors import InvalidInput
 from node.runtime.context import NodeContext
-from node.storage.private_files import open_private
+from node.storage.schema import open_private
 
 MiB = 1 << 20
 FORM_ALLOWANCE = 1 * MiB   # a form's fields and framing beside its file
 MAX_FIELDS = 32
 MAX_FIELD_BYTES = 64 * 1024
+# The console bounds its own uploads and answers in its pages (node/console/uploads.py).
+CONSOLE_PREFIX = "/console/"
 
 
 class BodyTooLarge(InvalidInput):
@@ -55,7 +58,7 @@ class BodyLimit:
         self.app, self.ctx = app, ctx
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "").startswith(CONSOLE_PREFIX):
             return await self.app(scope, receive, send)
         limit = upload_limit(self.ctx) + FORM_ALLOWANCE
         declared = dict(scope.get("headers") or []).get(b"content-length")

@@ -46,7 +46,7 @@ from node.jobs.saved import page, render
 from node.ledger.canonical import CanonicalError
 from node.jobs.targets import QueryTarget, RuleTarget, check_target, target_from_params
 from node.runtime.context import NodeContext
-from node.storage.private_files import private_dir
+from node.storage.schema import private_dir
 from node.storage.result_files import result_format
 from node.storage.schema import jobs
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from node.jobs.results import Lang, Words
-from node.storage.private_files import open_private
+from node.storage.schema import open_private
 from node.storage.result_files import ResultTable, write_result
 
 

@@ -34,7 +34,7 @@ class GrantUse:
 
 
 def grant_use(conn: Connection, dataset: str, grant: DatasetGrant, now: datetime) -> GrantUse:
-    from node.keys.oprf_keys import current_epoch
+    from node.keys.workers import current_epoch
     partner = grant.partner
     epoch = current_epoch(conn, dataset, partner)
     windows = []

@@ -36,7 +36,7 @@ from node.core.errors import ShuqiaoError
 from node.runtime.admin_log import config_digest, enforced_policy, policy_digest, record_policy_if_changed
 from node.runtime.context import NodeContext
 from node.runtime.data_lock import holder
-from node.storage.private_files import write_private
+from node.storage.schema import write_private
 
 REQUEST_NAME = "reload.request"
 STATUS_NAME = "reload.status"

@@ -28,7 +28,7 @@ from node.ledger import HeadPolicy, Ledger, LedgerSigningKey, QueryEntry
 from node.ledger.audit import KnownHeads, verify
 from node.ledger.sources import ExportSource, write_export
 from node.ledger.tables import install_ledger_triggers
-from node.runtime.database import create_schema
+from node.runtime.context import create_schema
 from node.storage.schema import make_engine
 
 from .common import emit, note

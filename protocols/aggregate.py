@@ -5,7 +5,7 @@ selection over the agency's shuffled rows) then of protocols/he_aggregate.py (th
 agency's values BFV-encrypted in that order; the fund centre selects, adds and masks;
 the agency decrypts masked totals, noises with OpenDP's discrete Laplace under a
 :class:`protocols.dp.ReleasePlan`, suppresses small groups, releases), as two state
-machines in the messages of protocols/rounds.py::
+machines in the messages of protocols/session.py::
 
     fund centre (AggregateAsker)                agency (AggregateAnswerer)
     start(): blind its identifiers              start(): StatisticsAccepted(rows,
@@ -43,7 +43,7 @@ import numpy as np
 from protocols import he_aggregate as ha
 from protocols import psi_shuffle as ps
 from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, ReleasePlan, Unmetered
-from protocols.rounds import (
+from protocols.session import (
     AggregateSummary, AskerSession, BudgetRefused, InvalidRound, Piece, Reassembly,
     StatisticsAccepted, StatisticsSession, malformed_answer, refused_answer,
     Unanswerable, out_of_turn, split,

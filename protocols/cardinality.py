@@ -75,11 +75,11 @@ from dataclasses import dataclass
 import numpy as np
 import rbcl
 
-from protocols import group, h2c
+from protocols import group
 from protocols.dp import DiscreteLaplace
 
 DST = b"HashToGroup-ShuqiaoCardinalityV2-ristretto255-SHA512"
-_hash = h2c.make_hash_to_group(DST)
+_hash = group.make_hash_to_group(DST)
 SENSITIVITY = 2   # one agency row counts at most twice in f (see the module docstring)
 MAX_PADDING = 4096     # the agencies' cap on D': bounds a malicious fund centre's spare places
 PADDING_DELTA = 1e-9   # P(the fund centre's own noise is clamped)

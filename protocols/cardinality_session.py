@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocols import cardinality as card
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.session import Accepted, BaseSession, ElementBatch, Finish, Header, unexpected
 
 __all__ = ["Header", "Accepted", "Open", "ElementBatch", "Finish", "Key", "Rows", "CountSummary",

@@ -65,8 +65,8 @@ CSPRNG for the fund centre's masks; OpenDP for noise (not seedable: tests inject
 
 Streaming: ``offer_columns`` / ``evaluate_columns`` send and consume one (group,
 quantity) column at a time, so neither side holds all ciphertexts (about 0.6 GB at a
-million rows and 6 groups). Messages and errors live in protocols/he_messages.py, BFV
-parameters, context checks and batch tasks in protocols/he_bfv.py; both are re-exported.
+million rows and 6 groups). Messages and errors, BFV parameters, context checks and
+batch tasks live in protocols/he_bfv.py; they are re-exported.
 """
 
 from __future__ import annotations
@@ -81,14 +81,12 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from protocols.dp import BudgetExhausted, DiscreteLaplace, EpsilonBudget, _fraction  # noqa: F401
-from protocols.he_bfv import (  # noqa: F401  (re-exported)
+from protocols.he_bfv import (  # noqa: F401  (re-exported: one import for callers)
     MAX_COEFF_MODULUS_BITS, MIN_PLAIN_MODULUS_BITS, _centered, _exact_sum, _load_vector,
     _parms, _uniform_mod, check_parameters, check_public_context, encrypt_task,
-    select_and_sum_task,
-)
-from protocols.he_messages import (  # noqa: F401  (re-exported: one import for callers)
-    AggregateError, AggregateRelease, EncryptedColumns, GroupAggregate, InvalidCiphertext,
-    InvalidContext, MaskedAggregates, ProtocolStateError, pack_column, unpack_column,
+    select_and_sum_task, AggregateError, AggregateRelease, EncryptedColumns, GroupAggregate,
+    InvalidCiphertext, InvalidContext, MaskedAggregates, ProtocolStateError, pack_column,
+    unpack_column,
 )
 
 __all__ = [

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from protocols import oprf
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.session import (
     Accepted, BaseSession, ElementBatch, Finish, Header, Submit, run_now, unexpected,
 )

@@ -66,8 +66,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import rbcl
 
-from protocols import group, h2c
-from protocols.errors import ProtocolStateError
+from protocols import group
+from protocols.session import ProtocolStateError
 
 __all__ = [
     "DST", "InvalidMessage", "ProtocolStateError", "ShuffleRequest", "ShuffleResponse",
@@ -79,7 +79,7 @@ __all__ = [
 DST = b"HashToGroup-ShuqiaoShuffleMatchV1-ristretto255-SHA512"
 CHUNK = 4096  # elements per task handed to ``mapper``
 _VERSION = 1
-_hash_to_group = h2c.make_hash_to_group(DST)
+_hash_to_group = group.make_hash_to_group(DST)
 Mapper = Callable[..., Iterable[bytes]]
 
 

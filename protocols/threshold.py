@@ -64,7 +64,7 @@ import gmpy2
 import numpy as np
 import phe
 
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.paillier_fast import (  # noqa: F401  (re-exported)
     FixedBaseRandomizer, _width, encrypt_incomes_task, owner_randomizer, pack_ciphertexts,
     prepare_incomes,

@@ -2,7 +2,7 @@
 
 The fund centre holds the agency's threshold table for the epoch
 (protocols/threshold_table.py: per usable row a tag F_k(y)[:t] and Enc(income) sealed
-under F_k(y)). One query, in the messages of protocols/rounds.py::
+under F_k(y)). One query, in the messages of protocols/session.py::
 
     fund centre (ThresholdAsker)                 agency (ThresholdAnswerer)
                                                  start(): StatisticsAccepted(rows,
@@ -42,8 +42,8 @@ import rbcl
 
 from protocols import group, labels, oprf
 from protocols import threshold as th
-from protocols.errors import ProtocolStateError
-from protocols.rounds import (
+from protocols.session import ProtocolStateError
+from protocols.session import (
     AskerSession, Evaluated, InvalidRound, Reassembly, StatisticsAccepted, StatisticsSession,
     StreamEnded, ThresholdSummary, malformed_answer, out_of_turn, refused_answer, split,
 )

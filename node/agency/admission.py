@@ -4,7 +4,7 @@
 node/transport/status.py gives its class) ends it with a reason, never an element, and
 the query log gets exactly one record, whatever happens. `admit` checks the
 stream's first message, its header, against the grant and the policy, and claims the
-query id and reserves its elements (and epsilon) in one step (node/policy/admission.py);
+query id and reserves its elements (and epsilon) in one step (node/policy/querylog.py);
 the caller then commits the admitted ledger entry before any answer leaves.
 `serve_session` moves messages between the asker's stream and a protocol session
 (protocols/session.py), and `answered` commits the record whose receipt the summary
@@ -20,14 +20,14 @@ from datetime import timedelta
 
 import grpc
 
-from protocols import rounds
+from protocols import session as rounds
 
 from node.core.config import DATASET_NAME, PURPOSE
 from node.core import errors
 from node.core.errors import (AlreadyUsed, InvalidRequest, LimitReached, NotFound, NotPermitted,
                               NotServed, ProtocolViolation, StreamEnded)
 from node.datasets.registration import current_version
-from node.keys.oprf_keys import answerable_epochs
+from node.keys.workers import answerable_epochs
 from node.policy import checks as policy
 from node.policy.querylog import QueryRecord, seen
 from node.transport.identity import peer_node_id
@@ -99,9 +99,9 @@ def check_purpose(h, grant) -> None:
 
 def claim(ctx, grant, h, record, epsilon_micro: int = 0, elements: int | None = None) -> None:
     """Claim the header's query id and reserve its elements (and epsilon) atomically
-    (node/policy/admission.py); the record then carries the elements reserved: the
+    (node/policy/querylog.py); the record then carries the elements reserved: the
     header's, unless the kind charges another unit (``elements``)."""
-    from node.policy import admission
+    from node.policy import querylog as admission
     elements = h.total_elements if elements is None else elements
     try:  # a quota or the budget refuses as itself (node/policy/checks.py)
         admission.reserve(ctx.engine, grant, query_id=h.query_id, dataset=h.dataset, epoch=h.epoch,

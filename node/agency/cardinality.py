@@ -21,7 +21,7 @@ from __future__ import annotations
 from adapters import IdType, encode
 from protocols import cardinality as card
 from protocols import cardinality_session as cs
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
 from node.agency.admission import admit, answered, serve_session
 from node.datasets.registration import iter_rows

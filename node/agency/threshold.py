@@ -20,7 +20,7 @@ from node.core.errors import NotPermitted, NotServed
 from node.transport.identity import peer_node_id
 from node.transport.status import refusals
 from node.datasets.registration import current_version
-from node.keys.oprf_keys import current_epoch, key_purpose, sealed_key
+from node.keys.workers import current_epoch, key_purpose, sealed_key
 from node.policy.querylog import QueryRecord
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.transport.chunks import chunk_size

@@ -26,7 +26,7 @@ from protocols.bulk.messages import SETUP, Setup, message_type
 from protocols.bulk.params import bin_count
 
 from node.asker.membership import MembershipResult
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.asker.streams import Exchange, accept_receipt, asker_record, logged_query, partner_call
 from node.core.errors import PartnerError
 from node.core.progress import Progress, StageClock, no_progress

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols import cardinality_session as cs
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import PartnerError
 from node.core.progress import Progress, no_progress

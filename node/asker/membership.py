@@ -19,9 +19,9 @@ import numpy as np
 
 from protocols import labels, oprf
 from protocols import membership as ms
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
-from node.asker.peer_tables import forget_listing, listing, load_arrays, match_tags, sync_tag_table
+from node.asker.streams import forget_listing, listing, load_arrays, match_tags, sync_tag_table
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import NotServed, PartnerError
 from node.core.progress import Progress, no_progress

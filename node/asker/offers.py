@@ -1,6 +1,6 @@
 """What a partner offers this node: its datasets, and this node's own grant on each.
 
-The partner's ListDatasets answer (node/agency/tables.py) describes each dataset it
+The partner's ListDatasets answer (node/agency/membership.py) describes each dataset it
 serves to us and, with it, our grant as it enforces it now: purposes with their legal
 basis, kinds, predicate columns, label attributes, query sizes, our quotas used and
 left (rolling day, rolling 30 days, key epoch) and the DP budget left. An older partner
@@ -22,7 +22,7 @@ def list_offers(ctx: NodeContext, partner: str, timeout: float = 30.0) -> list[p
     Raises:
         PartnerError: the partner is not configured with an address, unreachable or refused.
     """
-    from node.transport.retry import retrying
+    from node.transport.channels import retrying
     stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
     # A listing changes nothing at the partner: one that fails transiently is asked again.
     listing = retrying(lambda: call(partner, stub.ListDatasets, pb.ListDatasetsRequest(), timeout),

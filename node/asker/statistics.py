@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Sequence
 
-from protocols.errors import ProtocolStateError
-from protocols.rounds import SessionRefusal
+from protocols.session import ProtocolStateError
+from protocols.session import SessionRefusal
 from protocols.threshold_session import ThresholdAsker, check_applicants
 
 from node.asker import threshold_tables as threshold_table
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import NotServed
 from node.core.progress import Progress, no_progress

@@ -27,7 +27,7 @@ from protocols.threshold_table import (
 
 from node.asker.streams import download, partner_call
 from node.core.errors import PartnerError
-from node.storage.private_files import open_private, private_dir
+from node.storage.schema import open_private, private_dir
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
 from node.transport.chunks import RoundError, expect
 from node.datasets.tag_tables import Arrays, apply_delta

@@ -24,7 +24,7 @@ def consent(input_path: Annotated[Path, typer.Option("--input", help="The applic
             query_id: Annotated[Optional[str], typer.Option(help="The query to check in --ledger.")] = None,
             cert: CertOpt = None, key: KeyOpt = None, ca: CaOpt = None, token_file: TokenOpt = None) -> None:
     """Print the consent digest (node/policy/consent.py) of the rows a query would ask; exit 1 on a mismatch."""
-    from node.cli.inputs import open_input
+    from node.cli.common import open_input
     from node.policy.consent import applicant_pairs, consent_digest
     if ledger and not query_id:
         fail("--ledger needs --query-id", 2)

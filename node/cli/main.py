@@ -29,7 +29,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
           version: Annotated[bool, typer.Option(
               "--version", callback=_print_version, is_eager=True,
               help="Print the installed version and exit.")] = False) -> None:
-    from node.storage.private_files import restrict_umask
+    from node.storage.schema import restrict_umask
     restrict_umask()  # databases, logs, keys and results: owner-only, whatever the shell's umask
     from node.cli.failures import state
     state["debug"] = debug

@@ -13,9 +13,9 @@ from node.cli.choices import MembershipKind, RowSelection
 from node.cli.common import (Bars, ConfigOpt, JsonOpt, emit_json, fail, node_context, out, query_app,
                              rule_app, warn)
 from node.cli.offers import print_offers
-from node.cli.inputs import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
+from node.cli.common import (Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, open_input,
                              run_over_input)
-from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
+from node.cli.common import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
 from node.core.config import ConfigError
 from node.jobs.results import Lang
 

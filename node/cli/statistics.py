@@ -11,8 +11,8 @@ from adapters import IdType
 
 from node.cli.choices import AggregateOp
 from node.cli.common import ConfigOpt, JsonOpt, emit_json, out, query_app
-from node.cli.inputs import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, run_over_input
-from node.cli.outputs import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
+from node.cli.common import Dataset, IdColumn, IdTypeOpt, InputOpt, Partner, Purpose, run_over_input
+from node.cli.common import FORMATS_HELP, LangOpt, RejectsOpt, default_rejects, rejects_line
 from node.jobs.results import Lang, mean_noise_bound
 from node.jobs.statistics import run_aggregate, run_threshold
 

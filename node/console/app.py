@@ -104,8 +104,23 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
         return response
 
     overview.install(app, ctx, auth)
+    install_admin(app, ctx, auth)
     auditor_ledger.install(app, ctx, auth)
     auditor_charts.install(app, ctx, auth)
+
+
+def install_admin(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
+    """The agency admin's pages: datasets and their versions, registration, grants."""
+    from node.console import admin_datasets, admin_grants, admin_register
+    from node.console.admin_tasks import Tasks
+    from node.console.pages import menu_item
+    from node.core.service_config import Role
+    tasks = Tasks()
+    admin_datasets.install(app, ctx, auth, tasks)
+    admin_register.install(app, ctx, auth, tasks)
+    admin_grants.install(app, ctx, auth)
+    menu_item(admin_datasets.BASE, {"zh": "数据集管理", "en": "Datasets"}, Role.ADMIN)
+    menu_item(admin_grants.BASE, {"zh": "授权与策略", "en": "Grants and policy"}, Role.ADMIN)
 
 
 def _login_form(request: Request, next: str, error: str | None = None, status: int = 200) -> Response:

@@ -7,7 +7,7 @@ one `Clock`, which the NodeContext owns (`ctx.clock`) and hands down. Production
 (past a grace period, a quota window) without waiting.
 
 Durations and timeouts are another matter: the call watchdog (node/transport/
-stream_limits.py), the maintenance loop's schedule (node/server/serve.py) and elapsed
+identity.py), the maintenance loop's schedule (node/server/serve.py) and elapsed
 times read `time.monotonic` / `time.perf_counter`, which never jump with the wall clock
 and say nothing about what time it is; they stay as they are.
 """

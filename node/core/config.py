@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.core.errors import ConfigError  # re-exported: the config's error, raised here
 from node.core.service_config import ServiceSection, TokenEntry
+from node.core.source_config import NamedSqlSource, SourcesSection  # noqa: F401  (config schema)
 
 NODE_ID = r"^[a-z][a-z0-9_-]{1,62}$"
 DATASET_NAME = r"^[a-z][a-z0-9_]{1,62}$"
@@ -56,7 +57,7 @@ class GrpcSection(_Strict):
     max_query_elements: int = Field(default=1_000_000, ge=1)
     deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
     workers: int = Field(default=0, ge=0, le=256)  # 0: one per core
-    # Call limits (node/transport/stream_limits.py): worker threads of the gRPC server, how many of
+    # Call limits (node/transport/identity.py): worker threads of the gRPC server, how many of
     # them query work may never take (kept for health, listing, ledger reads, refusals),
     # concurrent query calls per partner, and how long a stream may wait for the
     # caller's next message before it is cancelled.
@@ -133,21 +134,6 @@ class HttpSection(_Strict):
 class LoggingSection(_Strict):
     """How `shuqiao serve` writes its log: text lines, or JSON lines (node/core/logs.py)."""
     format: Literal["text", "json"] = "text"
-
-
-class SourcesSection(_Strict):
-    """Bounds on the files and tables a dataset or an input list is read from."""
-    max_expanded_mib: int = Field(default=1024, ge=1)   # a workbook unpacked, in total
-    max_compression_ratio: int = Field(default=100, ge=2)  # any workbook part over 8 MiB
-    max_rows: int = Field(default=1_048_576, ge=1)      # of a worksheet (Excel's own limit)
-    max_cell_chars: int = Field(default=32_767, ge=1)   # of a spreadsheet cell
-    max_line_chars: int = Field(default=1 << 20, ge=1)  # of a CSV line
-
-    def limits(self):
-        from adapters.limits import ReadLimits
-        return ReadLimits(max_expanded_bytes=self.max_expanded_mib << 20,
-                          max_member_ratio=self.max_compression_ratio, max_rows=self.max_rows,
-                          max_cell_chars=self.max_cell_chars, max_line_chars=self.max_line_chars)
 
 
 class AuditorSection(_Strict):

@@ -15,7 +15,8 @@ Deliberate refusals pass through untouched: a handler that raised a Refusal had 
 turned into its status (node/transport/status.py, which calls `context.abort`), or
 called `context.abort(code, ...)` itself; either way a status is set, and that status is
 what the peer gets. So does a peer that went away (its cancelled stream raises inside
-the handler; there is no one left to tell).
+the handler; there is no one left to tell). The gRPC side is an interceptor with the
+server's others (node/transport/identity.py); the HTTP side, the middleware below.
 """
 from __future__ import annotations
 
@@ -24,12 +25,9 @@ import re
 import secrets
 import traceback
 
-import grpc
-
 log = logging.getLogger("shuqiao.incidents")
 
-__all__ = ["IncidentInterceptor", "IncidentMiddleware", "describe", "new_incident_id",
-           "opaque_message", "record"]
+__all__ = ["IncidentMiddleware", "describe", "new_incident_id", "opaque_message", "record"]
 
 
 def new_incident_id() -> str:
@@ -78,68 +76,6 @@ def record(where: str, exc: BaseException, logger: logging.Logger | None = None)
     (logger or log).error("incident %s in %s: %s", incident, where, describe(exc),
                           extra={"incident": incident})
     return incident
-
-
-# -- gRPC -------------------------------------------------------------------------------
-
-def _deliberate(exc: BaseException, context: grpc.ServicerContext) -> bool:
-    """A status the handler chose (abort/set_code), or a peer that is gone."""
-    try:
-        if context.code() not in (None, grpc.StatusCode.OK):
-            return True
-        return isinstance(exc, grpc.RpcError) and not context.is_active()
-    except Exception:  # an unusual context: do not hide the original failure
-        return False
-
-
-def _opaque_abort(exc: BaseException, context: grpc.ServicerContext, method: str):
-    incident = record(method, exc)
-    context.abort(grpc.StatusCode.INTERNAL, opaque_message(incident))
-
-
-def _unary(behavior, method: str):
-    def guarded(request_or_iterator, context):
-        try:
-            return behavior(request_or_iterator, context)
-        except Exception as exc:
-            if _deliberate(exc, context):
-                raise
-            _opaque_abort(exc, context, method)
-    return guarded
-
-
-def _streaming(behavior, method: str):
-    # A streaming handler's failure surfaces while the server iterates its responses.
-    def guarded(request_or_iterator, context):
-        try:
-            yield from behavior(request_or_iterator, context)
-        except Exception as exc:
-            if _deliberate(exc, context):
-                raise
-            _opaque_abort(exc, context, method)
-    return guarded
-
-
-class IncidentInterceptor(grpc.ServerInterceptor):
-    """Every unexpected exception in any handler -> INTERNAL "internal error; incident <id>"."""
-
-    _KINDS = (("unary_unary", grpc.unary_unary_rpc_method_handler, _unary),
-              ("stream_unary", grpc.stream_unary_rpc_method_handler, _unary),
-              ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming),
-              ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming))
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        for attr, factory, wrap in self._KINDS:
-            behavior = getattr(handler, attr)
-            if behavior is not None:
-                return factory(wrap(behavior, method),
-                               request_deserializer=handler.request_deserializer,
-                               response_serializer=handler.response_serializer)
-        return handler
 
 
 # -- HTTP (ASGI) --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ elements are the rows' identifiers encoded exactly as a membership query encodes
 fund centre's (adapters.encode: type-separated bytes), so the same person matches in
 both kinds. They are read from the sealed stored rows chunk by chunk
 (node/datasets/stored_rows.py) into one fixed-width bytes array, about 50 bytes per row,
-kept in the context's cache (node/runtime/caches.py) for the version last asked about:
+kept in the context's cache (node/runtime/context.py) for the version last asked about:
 the first query on a version reads it (about 2 s per million rows), the next ones do
 not. Registration already refused repeated identifiers, so the elements are distinct.
 """

@@ -22,7 +22,7 @@ from node.runtime.context import NodeContext
 from node.core.progress import Progress, no_progress
 from node.datasets.stored_rows import iter_chunks
 from node.datasets.versions import current_version
-from node.keys.oprf_keys import current_epoch, epoch_started, new_epoch
+from node.keys.workers import current_epoch, epoch_started, new_epoch
 from node.datasets.tag_tables import RowTagger
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def complete_version(ctx: NodeContext, conn: Connection, declared, version,
     threshold tables. Returns the (partner, epoch) pairs tagged."""
     from sqlalchemy import delete, select
 
-    from node.keys.oprf_keys import sealed_key
+    from node.keys.workers import sealed_key
     from node.storage.schema import row_tags, tag_tables
     keys = {}
     for g in declared.grants:
@@ -115,7 +115,7 @@ def prune_expired(ctx: NodeContext, dataset: str | None = None,
     version. The keys stay. Returns (dataset, partner, epoch) pruned, each ledgered."""
     from sqlalchemy import delete, select
 
-    from node.keys.oprf_keys import answerable_epochs
+    from node.keys.workers import answerable_epochs
     from node.storage.schema import (datasets,
         delete_tables,
         row_tags,

@@ -20,7 +20,7 @@ from adapters import IdType, InvalidRow, ValidRow, read_identifiers
 from node.core.errors import InvalidInput
 from node.runtime import admin_log
 from node.runtime.context import NodeContext
-from node.keys.oprf_keys import ensure_key
+from node.keys.workers import ensure_key
 from node.storage.schema import dataset_chunks, datasets
 # iter_chunks, iter_rows, list_versions: where callers have long found them.
 from node.datasets.stored_rows import iter_chunks, iter_rows, pack_rows, rows_purpose, rows_sealer
@@ -241,7 +241,7 @@ def refresh(ctx: NodeContext, name: str, *, add=None, remove=None, id_column: st
     partners' copies refresh by delta. Rows of `add` whose identifier is already present,
     and identifiers of `remove` that are absent, are reported as invalid and not applied.
     """
-    from node.keys.oprf_keys import current_epoch, sealed_key
+    from node.keys.workers import current_epoch, sealed_key
     declared = _declared(ctx, name)
     ctx.ledger  # loaded before the write transaction
     with ctx.engine.begin() as conn:

@@ -165,7 +165,7 @@ class RowTagger:
         from collections import deque
 
         from adapters import IdType
-        from node.keys.oprf_keys import key_purpose
+        from node.keys.workers import key_purpose
         self.ctx, self.conn, self.declared, self.dataset_id = ctx, conn, declared, dataset_id
         self.kind = IdType(id_type)
         self.grants = {g.partner: g for g in declared.grants if g.partner in keys}

@@ -36,8 +36,8 @@ from protocols.threshold_table import income_label_context, income_label_length,
 
 from node.runtime import admin_log
 from node.datasets.stored_rows import iter_chunks
-from node.keys.oprf_keys import key_purpose as oprf_key_purpose
-from node.keys.oprf_keys import sealed_key as oprf_sealed_key
+from node.keys.workers import key_purpose as oprf_key_purpose
+from node.keys.workers import sealed_key as oprf_sealed_key
 from node.datasets.statistics_rows import usable_income
 from node.storage.schema import threshold_chunks, threshold_tables
 from node.datasets.tag_tables import Arrays, delta, iter_row_tags

@@ -18,7 +18,7 @@ from pathlib import Path
 import tomli_w
 
 from node.keys.pki import init_ca, issue_node_cert
-from node.storage.private_files import open_private, private_dir, write_private
+from node.storage.schema import open_private, private_dir, write_private
 from node.keys.secrets import KeyEncryptionKey
 
 

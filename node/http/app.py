@@ -99,6 +99,16 @@ def admin_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             grants=[GrantOut(**g.model_dump(mode="json", include=set(GrantOut.model_fields)))
                     for g in d.grants]) for d in cfg.datasets]
 
+    @router.get("/usage")
+    def usage(partner: str | None = None) -> list[dict]:
+        """Each grant's use: elements per quota window against its limit, DP budget spent
+        in the current key epoch against the budget (node/policy/usage.py)."""
+        from dataclasses import asdict
+
+        from node.policy.usage import all_use
+        with ctx.engine.connect() as conn:
+            return [asdict(u) for u in all_use(conn, ctx.config, ctx.clock.now(), partner)]
+
     @router.get("/datasets", response_model=list[VersionOut])
     def datasets() -> list[VersionOut]:
         from node.datasets.registration import list_versions

@@ -34,6 +34,9 @@ from node.storage.schema import console_sessions
 
 SESSION_COOKIE = "sq_session"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A session's last use is written at most this often (every request would wait for any
+# long write transaction, such as a dataset registration, on SQLite).
+TOUCH_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -148,14 +151,16 @@ class Authenticator:
             return None
         digest, now = _session_digest(secret), self.ctx.clock.now()
         idle = timedelta(minutes=self.ctx.config.service.session_idle_minutes)
-        with self.ctx.engine.begin() as conn:
+        with self.ctx.engine.connect() as conn:  # a read: never waits for a long write (a registration)
             row = conn.execute(select(console_sessions).where(console_sessions.c.digest == digest)).first()
-            if row is None:
-                return None
-            if _aware(row.expires_at) <= now or _aware(row.seen_at) + idle <= now:
-                conn.execute(delete(console_sessions).where(console_sessions.c.digest == digest))
-                return None
-            conn.execute(update(console_sessions).where(console_sessions.c.digest == digest).values(seen_at=now))
+        if row is None:
+            return None
+        if _aware(row.expires_at) <= now or _aware(row.seen_at) + idle <= now:
+            self.close_session(secret)
+            return None
+        if _aware(row.seen_at) + min(TOUCH_EVERY, idle / 4) <= now:  # written now and then, not per request
+            with self.ctx.engine.begin() as conn:
+                conn.execute(update(console_sessions).where(console_sessions.c.digest == digest).values(seen_at=now))
         found = self.by_name(row.token_name)
         if found is None:  # the token was revoked: its sessions end with it
             self.close_session(secret)

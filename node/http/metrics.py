@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import timedelta
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -43,7 +42,7 @@ QUERY_LABELS = ["role", "kind", "partner", "dataset", "purpose", "outcome"]
 
 
 def _query_families(rows: list[dict]) -> Iterator:
-    from node.policy.metrics import LATENCY_BUCKETS
+    from node.policy.querylog import LATENCY_BUCKETS
     queries = CounterMetricFamily("shuqiao_queries", "Queries asked or answered by this node, "
                                   "as recorded in its query log", labels=QUERY_LABELS)
     elements = CounterMetricFamily("shuqiao_query_elements", "Elements of those queries "
@@ -85,29 +84,19 @@ def _witness_lag(ctx: NodeContext, conn: Connection, size: int) -> GaugeMetricFa
 
 
 def _allowances(ctx: NodeContext, conn: Connection) -> Iterator:
-    from node.keys.oprf_keys import current_epoch
-    from node.policy.checks import answered_elements, dp_spent
+    from node.policy.usage import all_use
     quota = GaugeMetricFamily("shuqiao_quota_remaining_elements", "Elements a partner may "
                               "still have evaluated before a quota refuses it",
                               labels=["dataset", "partner", "window"])
     budget = GaugeMetricFamily("shuqiao_dp_budget_remaining", "Differential-privacy epsilon "
                                "a partner has left in the current key epoch",
                                labels=["dataset", "partner"])
-    now = ctx.clock.now()
-    for d in ctx.config.datasets:
-        for g in d.grants:
-            epoch = current_epoch(conn, d.name, g.partner)
-            for window, limit, since, ep in (
-                    ("daily", g.daily_elements, now - timedelta(days=1), None),
-                    ("monthly", g.monthly_elements, now - timedelta(days=30), None),
-                    ("epoch", g.epoch_elements, None, epoch)):
-                if limit is None or (window == "epoch" and epoch is None):
-                    continue
-                used = answered_elements(conn, g.partner, d.name, since=since, epoch=ep)
-                quota.add_metric([d.name, g.partner, window], max(0, limit - used))
-            if g.dp_budget is not None and epoch is not None:
-                left = g.dp_budget - dp_spent(conn, g.partner, d.name, epoch)
-                budget.add_metric([d.name, g.partner], max(0.0, left))
+    for use in all_use(conn, ctx.config, ctx.clock.now()):
+        for w in use.windows:
+            if w.limit is not None and (w.name != "epoch" or use.epoch is not None):
+                quota.add_metric([use.dataset, use.partner, w.name], max(0, w.limit - w.used))
+        if use.dp_budget is not None and use.epoch is not None:
+            budget.add_metric([use.dataset, use.partner], max(0.0, use.dp_budget - use.dp_spent))
     yield from (quota, budget)
 
 
@@ -118,7 +107,7 @@ class NodeCollector:
         self.ctx = ctx
 
     def collect(self) -> Iterator:
-        from node.policy.metrics import totals
+        from node.policy.querylog import totals
         with self.ctx.engine.connect() as conn:
             yield from _query_families(totals(conn))
             size = self.ctx.ledger.size(conn)

@@ -9,8 +9,6 @@ certificate's subjectAltName twice:
   passed to gRPC as ``grpc.ssl_target_name_override`` (:func:`target_name`),
   so nodes can be reached at any address without that address being the identity.
 
-(Those names are made and read in node/keys/node_names.py; import them from here.)
-
 :func:`init_ca` and :func:`issue_node_cert` stand up a pilot federation. In
 production the certificates come from the government PKI instead; the rest of
 this module (:func:`load_tls_identity`, :func:`node_id_from_cert`,
@@ -26,6 +24,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -38,24 +37,83 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import InvalidInput
-from node.keys.node_names import (NODE_ID_PATTERN, node_id_from_cert, node_id_from_san, node_uri,
-                                  target_name, validate_node_id)
 from node.keys.secrets import KeyEncryptionKey, SecretBytes, read_private_file, write_new_file
 
-__all__ = [
-    "CaFiles",
-    "NODE_ID_PATTERN",
-    "NodeCertFiles",
-    "TlsIdentityError",
-    "init_ca",
-    "issue_node_cert",
-    "load_tls_identity",
-    "node_id_from_cert",
-    "node_id_from_san",
-    "node_uri",
-    "target_name",
-    "validate_node_id",
-]
+__all__ = ["CaFiles", "NODE_ID_PATTERN", "NodeCertFiles", "TlsIdentityError", "init_ca",
+           "issue_node_cert", "load_tls_identity", "node_id_from_cert", "node_id_from_san",
+           "node_uri", "target_name", "validate_node_id"]
+
+# -- node ids in certificates ------------------------------------------------------
+
+NODE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
+_URI_PREFIX = "urn:shuqiao:node:"
+_DNS_SUFFIX = ".node.shuqiao"
+
+
+def validate_node_id(node_id: str) -> str:
+    """Return ``node_id`` if well formed, else raise ``ValueError`` saying what is allowed."""
+    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+        raise ValueError(f"invalid node id {node_id!r}: use 2-63 characters, lowercase letters, "
+                         "digits, '_' or '-', starting with a letter (for example 'hrss')")
+    return node_id
+
+
+def target_name(node_id: str) -> str:
+    """The DNS name a client verifies the server against: ``<node_id>.node.shuqiao``."""
+    return validate_node_id(node_id) + _DNS_SUFFIX
+
+
+def node_uri(node_id: str) -> str:
+    """The SAN URI that names a node: ``urn:shuqiao:node:<node_id>``."""
+    return _URI_PREFIX + validate_node_id(node_id)
+
+
+def node_id_from_san(values: Iterable[str | bytes]) -> str | None:
+    """The node id named by SAN values (str or bytes, as gRPC's ``auth_context()`` gives
+    ``x509_subject_alternative_name``): from the ``urn:shuqiao:node:`` URI, else from the
+    ``*.node.shuqiao`` DNS name; None if neither, or if more than one node is named
+    (ambiguous identities are refused)."""
+    uri_ids: set[str] = set()
+    dns_ids: set[str] = set()
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("ascii")
+            except UnicodeDecodeError:
+                continue
+        if value.startswith(_URI_PREFIX):
+            candidate = value[len(_URI_PREFIX) :]
+            if NODE_ID_PATTERN.fullmatch(candidate):
+                uri_ids.add(candidate)
+        elif value.lower().endswith(_DNS_SUFFIX):
+            candidate = value[: -len(_DNS_SUFFIX)].lower()
+            if NODE_ID_PATTERN.fullmatch(candidate):
+                dns_ids.add(candidate)
+    if len(uri_ids) > 1 or len(dns_ids) > 1:
+        return None
+    if uri_ids:
+        (node_id,) = uri_ids
+        return node_id if not dns_ids or dns_ids == uri_ids else None
+    if dns_ids:
+        (node_id,) = dns_ids
+        return node_id
+    return None
+
+
+def node_id_from_cert(cert: bytes | x509.Certificate) -> str | None:
+    """The node id in a certificate (PEM bytes: the first certificate is used), or None."""
+    if not isinstance(cert, x509.Certificate):
+        cert = x509.load_pem_x509_certificate(cert)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    return node_id_from_san(
+        [*san.get_values_for_type(x509.UniformResourceIdentifier), *san.get_values_for_type(x509.DNSName)]
+    )
+
+
+# -- issuing and loading ------------------------------------------------------------
 
 _TLS_KEY_INFO = b"shuqiao tls key"
 _CLOCK_SKEW = datetime.timedelta(minutes=5)

@@ -1,4 +1,4 @@
-"""Batch OPRF work spread over every core.
+"""OPRF keys and the batch work that uses them, spread over every core.
 
 ristretto255 scalar multiplication is the cost of every query and of every tag table,
 so batches go to a pool of worker processes (threads would serialise on the GIL).
@@ -13,20 +13,100 @@ handed to each worker once, as it starts. What workers return (tags, evaluations
 blinding scalars a batch was blinded with) comes back to the node's own process.
 
 Small batches run in the calling process: a worker round trip costs more than a few
-scalar multiplications, and a one-identifier query must stay fast.
+scalar multiplications, and a one-identifier query must stay fast. Keys: one OPRF key
+per dataset x partner x epoch, so tag tables given to two partners cannot be joined and
+one partner's epoch rotates alone. The database holds only the key sealed under the node
+KEK, bound to its dataset, partner and epoch by the sealing's associated data; it is
+unsealed only where it is used (a worker evaluating a batch).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple, Sequence
+
+from sqlalchemy import Connection, func, insert, select
 
 from protocols import labels, oprf
 from protocols.membership import blind_batch, finalize_batch
 
+from node.core.clock import SYSTEM_CLOCK
 from node.keys.secrets import KeyEncryptionKey, Sealer, SecretBytes
+from node.storage.schema import oprf_keys
+
+# -- OPRF keys, sealed at rest -------------------------------------------------------
+
+def key_purpose(dataset: str, partner: str, epoch: int) -> str:
+    """The associated data a key blob is sealed under."""
+    return f"oprf-key/v1/{dataset}/{partner}/{epoch}"
+
+
+def current_epoch(conn: Connection, dataset: str, partner: str) -> int | None:
+    return conn.execute(select(func.max(oprf_keys.c.epoch)).where(
+        oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner)).scalar()
+
+
+def sealed_key(conn: Connection, dataset: str, partner: str, epoch: int) -> bytes | None:
+    return conn.execute(select(oprf_keys.c.sealed_key).where(
+        oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner,
+        oprf_keys.c.epoch == epoch)).scalar()
+
+
+def ensure_key(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str, *,
+               now: datetime | None = None) -> tuple[int, bytes]:
+    """The current (epoch, sealed key) for dataset x partner, creating epoch 1 if none."""
+    epoch = current_epoch(conn, dataset, partner)
+    if epoch is not None:
+        return epoch, sealed_key(conn, dataset, partner, epoch)
+    return new_epoch(conn, kek, dataset, partner, now=now)
+
+
+def new_epoch(conn: Connection, kek: KeyEncryptionKey, dataset: str, partner: str, *,
+              now: datetime | None = None) -> tuple[int, bytes]:
+    """Create the next epoch's key for dataset x partner, started `now` (the caller's clock;
+    the system clock if not given); returns (epoch, sealed key)."""
+    epoch = (current_epoch(conn, dataset, partner) or 0) + 1
+    key = oprf.OprfSecretKey.generate()
+    blob = kek.seal(key.export_secret_bytes(), purpose=key_purpose(dataset, partner, epoch))
+    conn.execute(insert(oprf_keys).values(
+        dataset=dataset, partner=partner, epoch=epoch, sealed_key=blob,
+        public_key=key.public_key(), created_at=now or SYSTEM_CLOCK.now()))
+    return epoch, blob
+
+
+def epoch_started(conn: Connection, dataset: str, partner: str, epoch: int) -> datetime | None:
+    value = conn.execute(select(oprf_keys.c.created_at).where(
+        oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner,
+        oprf_keys.c.epoch == epoch)).scalar()
+    if value is not None and value.tzinfo is None:  # SQLite drops the zone; we store UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def answerable_epochs(conn: Connection, dataset: str, partner: str, grace: timedelta,
+                      now: datetime) -> set[int]:
+    """The current epoch, plus the previous one while the grace period after rotation lasts
+    (judged at `now`, the context's time)."""
+    current = current_epoch(conn, dataset, partner)
+    if current is None:
+        return set()
+    epochs = {current}
+    started = epoch_started(conn, dataset, partner, current)
+    if current > 1 and started is not None and now < started + grace:
+        epochs.add(current - 1)
+    return epochs
+
+
+def public_key(conn: Connection, dataset: str, partner: str, epoch: int) -> bytes | None:
+    return conn.execute(select(oprf_keys.c.public_key).where(
+        oprf_keys.c.dataset == dataset, oprf_keys.c.partner == partner,
+        oprf_keys.c.epoch == epoch)).scalar()
+
+
+# -- the pool of worker processes -----------------------------------------------------
 
 INLINE_BELOW = 1024  # elements; below this a batch is cheaper in-process
 # Protocol tasks whose every item costs milliseconds (named, not imported: TenSEAL loads
@@ -157,10 +237,8 @@ def threshold_blobs_task(n: int, p: int, q: int, incomes: Sequence[int], outputs
 def threshold_rows_task(kek: KeyEncryptionKey | None, sealed: bytes, purpose: str,
                         inputs: Sequence[bytes], tag_length: int, mode: int, n: int, p: int,
                         q: int, incomes: Sequence[int], label_context: bytes) -> tuple[bytes, bytes]:
-    """A threshold table's rows: tags, and Enc(income) sealed under each row's OPRF output.
-
-    One task per batch: the ciphertexts never cross the pipe unsealed.
-    """
+    """A threshold table's rows: tags, and Enc(income) sealed under each row's OPRF output
+    (one task per batch: the ciphertexts never cross the pipe unsealed)."""
     outs = oprf.evaluate(_unseal(kek, sealed, purpose), inputs, mode)
     return (b"".join(out[:tag_length] for out in outs),
             threshold_blobs_task(n, p, q, incomes, b"".join(outs), label_context))
@@ -189,7 +267,7 @@ def _in_worker(fn, *args):
 
 
 def _run_now(kek: KeyEncryptionKey | None, fn, *args) -> Future:
-    """Run small work in-process; its result or error arrives through a future, as from a worker."""
+    """Small work in-process; its result or error arrives through a future, as from a worker."""
     fut: Future = Future()
     try:
         fut.set_result(_call(kek, fn, *args))
@@ -294,11 +372,8 @@ class CryptoPool:
 
     def map(self, fn, *iterables):
         """`map` over the workers for picklable module-level functions (protocol batches).
-
         Batches of cheap items (hashing, scalar multiplications) run in this process when
-        they are small; batches of items that cost milliseconds each (Paillier and BFV)
-        always go to the workers.
-        """
+        they are small; items that cost milliseconds each (Paillier, BFV) always go out."""
         args = list(zip(*iterables))
         work = sum(len(x) for a in args for x in a if isinstance(x, (bytes, list)))
         costly = (getattr(fn, "__module__", ""), getattr(fn, "__name__", "")) in COSTLY_TASKS

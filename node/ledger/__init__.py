@@ -5,12 +5,13 @@ append-only RFC 9162 Merkle tree stored next to the node's data; the node signs 
 heads with its Ed25519 ledger key, answering nodes sign receipts that asking nodes keep,
 and partners cosign each other's heads. Auditors verify over HTTP, gRPC or an export.
 
-Modules: canonical (bytes, identifier guard), entries, signing (keys, heads,
-cosignatures, partner key pins), anchor (ledger keys certified in the federation PKI,
-rotations), receipts, tables (schema, triggers), log (the Ledger), integrity
-(verify_all), witness (+ witness_gossip, witness_evidence, alarms), sources (LogSource,
-exports), known (an auditor's state), trust (which key an auditor trusts), audit
-(verify), crosscheck, http (FastAPI app + HTTP source), grpc_service (servicer + gRPC source).
+Modules: canonical (bytes, identifier guard, field checks), entries (and receipts),
+signing (keys, heads, cosignatures, partner key pins), anchor (ledger keys certified in
+the federation PKI, rotations), tables (schema, triggers, compiled append statements), log
+(the Ledger), integrity (verify_all), witness (+ witness_gossip, witness_evidence,
+alarms), sources (LogSource, exports), known (an auditor's state), trust (which key an
+auditor trusts), audit (verify), crosscheck, http (FastAPI app + HTTP source),
+grpc_service (servicer + gRPC source).
 The FastAPI and gRPC modules are not imported here, so importing the ledger stays cheap.
 
 May import: node.transport (the gRPC status of its refusals), node.keys, node.storage, node.core
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from node.ledger.entries import AdminEntry, Entry, QueryEntry, WitnessEntry, decode, encode
 from node.ledger.log import EntryFilter, HeadPolicy, Ledger, LedgerCorrupt, LedgerError
-from node.ledger.receipts import QueryMetadata, Receipt, make_receipt, verify_receipt
+from node.ledger.entries import QueryMetadata, Receipt, make_receipt, verify_receipt
 from node.ledger.signing import (Cosignature,
     KeyChanged,
     LedgerPublicKey,

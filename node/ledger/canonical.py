@@ -1,4 +1,5 @@
-"""Canonical JSON for everything the ledger hashes or signs, and the identifier guard.
+"""Canonical JSON for everything the ledger hashes or signs, the identifier guard, and the
+checks of the fields signed and hashed structures share (node ids, sizes, tokens, text).
 
 A ledger entry, a tree head or a receipt is hashed or signed as bytes, so the same
 content must always give the same bytes, on every node and in every language an
@@ -27,7 +28,8 @@ from typing import Any
 from node.core.errors import EvidenceError, ShuqiaoError
 
 __all__ = ["CanonicalError", "IdentifierLeak", "dump", "parse", "rfc3339", "check_time",
-           "check_hex", "clean_text", "MAX_INT"]
+           "check_hex", "check_node_id", "check_size", "check_bytes", "check_token", "check_text",
+           "clean_text", "MAX_INT"]
 
 # Integers stay within what every JSON reader represents exactly (IEEE double).
 MAX_INT = 2**53 - 1
@@ -231,3 +233,39 @@ def check_hex(value: Any, field: str, size: int) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise CanonicalError(f"{field} must be {2 * size} lowercase hex digits") from None
+
+
+# The fields every signed or hashed structure shares, checked alike wherever they occur.
+_NODE_ID = re.compile(r"[a-z][a-z0-9_-]{1,62}")
+_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_node_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+        raise CanonicalError(f"{field} must be a node id")
+    return value
+
+
+def check_size(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise CanonicalError(f"{field} must be a non-negative integer")
+    return value
+
+
+def check_bytes(value: Any, size: int, field: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise CanonicalError(f"{field} must be {size} bytes")
+    return value
+
+
+def check_token(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise CanonicalError(f"{field} must be 1-64 letters, digits or ._:-")
+    return value
+
+
+def check_text(value: Any, field: str, limit: int) -> str:
+    if not isinstance(value, str) or len(value) > limit or _CONTROL_CHAR.search(value):
+        raise CanonicalError(f"{field} must be text of at most {limit} characters")
+    return value

@@ -31,7 +31,7 @@ from node.ledger.audit import _prefix_roots
 from node.ledger.canonical import CanonicalError
 from node.ledger.anchor import ROTATED, rotation_from
 from node.ledger.entries import AdminEntry, QueryEntry, decode
-from node.ledger.receipts import QueryMetadata, ReceiptError, verify_receipt
+from node.ledger.entries import QueryMetadata, ReceiptError, verify_receipt
 from node.ledger.signing import KeyRing, SignatureError
 from node.ledger.sources import LogSource, SourceError
 

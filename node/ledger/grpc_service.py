@@ -156,7 +156,7 @@ class GrpcLogSource:
 
     def _failed(self, exc: grpc.RpcError) -> SourceError:
         error = SourceError(f"{self.name}: {exc.code().name}: {exc.details()}")
-        error.code = exc.code()  # a caller may retry a transient one (node/transport/retry.py)
+        error.code = exc.code()  # a caller may retry a transient one (node/transport/channels.py)
         return error
 
     def public_key(self) -> LedgerPublicKey:

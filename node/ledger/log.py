@@ -38,9 +38,9 @@ from protocols import merkle
 from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import OutOfRange, ShuqiaoError, StorageError
 from node.ledger import canonical
-from node.ledger._fastsql import AppendStatements
+from node.ledger.tables import AppendStatements
 from node.ledger.entries import Entry, QueryEntry, WitnessEntry, encode, filter_columns
-from node.ledger.receipts import Receipt, make_receipt
+from node.ledger.entries import Receipt, make_receipt
 from node.ledger.signing import LedgerPublicKey, LedgerSigningKey, SignedTreeHead
 from node.ledger.tables import ledger_entries, ledger_heads, ledger_nodes, ledger_state
 

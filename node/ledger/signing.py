@@ -1,7 +1,7 @@
 """The node's ledger signing key, signed tree heads and witness cosignatures.
 
 A node signs (a) tree heads: "my ledger has `size` entries and Merkle root `root` at
-`time`", (b) receipts for queries it answered (see receipts.py) and (c) cosignatures of
+`time`", (b) receipts for queries it answered (see entries.py) and (c) cosignatures of
 a partner's tree head it has checked for consistency (witnessing). All three are
 Ed25519 (RFC 8032) signatures from pyca/cryptography over canonical JSON, each behind
 its own domain-separation prefix so a signature made for one purpose never verifies
@@ -16,7 +16,6 @@ objects, secret and public halves apart).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +29,7 @@ from node.core.clock import SYSTEM_CLOCK
 from node.core.errors import EvidenceError
 from node.keys.secrets import KeyEncryptionKey, Unpicklable
 from node.ledger import canonical
+from node.ledger.canonical import check_bytes, check_node_id, check_size
 from node.ledger.tables import ledger_partner_key_rotations, ledger_partner_keys, ledger_signing_keys
 
 __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "LedgerSigningKey",
@@ -39,30 +39,11 @@ __all__ = ["KEY_PURPOSE", "SignatureError", "KeyChanged", "LedgerPublicKey", "Le
 KEY_PURPOSE = "ledger-signing-key/v1"
 _HEAD_CONTEXT = b"shuqiao/ledger/tree-head/v1\n"
 _COSIGN_CONTEXT = b"shuqiao/ledger/cosignature/v1\n"
-_NODE_ID = re.compile(r"[a-z][a-z0-9_-]{1,62}")
 _SIG_SIZE = 64
 
 
 class SignatureError(EvidenceError, ValueError):
     """A signature, or a signed structure, that does not verify or does not parse."""
-
-
-def check_node_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
-        raise canonical.CanonicalError(f"{field} must be a node id")
-    return value
-
-
-def check_size(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= canonical.MAX_INT:
-        raise canonical.CanonicalError(f"{field} must be a non-negative integer")
-    return value
-
-
-def check_bytes(value: Any, size: int, field: str) -> bytes:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise canonical.CanonicalError(f"{field} must be {size} bytes")
-    return value
 
 
 class LedgerPublicKey:

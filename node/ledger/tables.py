@@ -25,12 +25,22 @@
 Everything but ledger_state refuses UPDATE and DELETE in the database itself
 (`install_ledger_triggers`), so a bug or an operator with SQL access cannot quietly
 rewrite history; direct tampering that bypasses the triggers is caught by verify_all.
+
+The statements of an append (`AppendStatements`) are compiled once per dialect and run
+on the DBAPI cursor. A durable append is bound by the commit's fsync; what remains is
+Python. SQLAlchemy's per-execution machinery (cache keys, result objects) costs about as much as SQLite
+executing the statement, so the two or three statements every append runs are compiled
+once by SQLAlchemy for the connection's dialect (same SQL, same type processing) and
+executed on the underlying DBAPI cursor, inside the caller's SQLAlchemy transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import (
-    BigInteger, Column, Engine, Index, Integer, LargeBinary, SmallInteger, String, Table, Text,
-    UniqueConstraint, insert, select, text,
+    BigInteger, Column, Connection, Dialect, Engine, Index, Integer, LargeBinary, SmallInteger,
+    String, Table, Text, UniqueConstraint, bindparam, insert, select, text,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -40,7 +50,7 @@ __all__ = ["ledger_entries", "ledger_nodes", "ledger_heads", "ledger_state",
            "ledger_signing_keys", "ledger_key_certifications", "ledger_partner_keys",
            "ledger_partner_key_rotations", "witness_heads", "witness_cosignatures", "witness_conflicts",
            "witness_resolutions", "witness_certifications",
-           "APPEND_ONLY", "install_ledger_triggers"]
+           "APPEND_ONLY", "install_ledger_triggers", "AppendStatements"]
 
 # An Ed25519 public key as text ("ed25519:" and hex), and the fields of a signed head.
 def _key(name: str = "public_key") -> Column:
@@ -177,7 +187,7 @@ LEDGER_TABLES = (ledger_entries, ledger_nodes, ledger_heads, ledger_state, ledge
 def install_ledger_triggers(engine: Engine) -> None:
     """Create the ledger tables if missing, their append-only triggers and the state row.
 
-    Idempotent; meant to run from node.runtime.database.create_schema after metadata.create_all.
+    Idempotent; meant to run from node.runtime.context.create_schema after metadata.create_all.
     """
     metadata.create_all(engine, tables=list(LEDGER_TABLES))
     with engine.begin() as conn:
@@ -193,3 +203,73 @@ def install_ledger_triggers(engine: Engine) -> None:
                                                     prev_tip=0))
     except IntegrityError:
         pass  # another process created it first
+
+
+# -- the statements of an append -------------------------------------------------------
+
+class _Compiled:
+    def __init__(self, stmt: Any, dialect: Dialect, columns: Any = ()) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self._compiled = compiled
+        self.sql = compiled.string
+        self.order = compiled.positiontup if compiled.positional else None
+        self.processors: list[tuple[str, Any]] = []
+        for column in columns:
+            proc = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                self.processors.append((column.name, proc))
+
+    def params(self, values: dict[str, Any]) -> Any:
+        for name, proc in self.processors:
+            values[name] = proc(values[name])
+        if self.order is None:
+            return values
+        return tuple(values[name] for name in self.order)
+
+    def defaults(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Fill literals SQLAlchemy turned into parameters (e.g. `WHERE id = 1`)."""
+        return self._compiled.construct_params(values)
+
+
+def _insert_all(table: Table, dialect: Dialect, skip: tuple[str, ...] = ()) -> _Compiled:
+    columns = [c for c in table.c if c.name not in skip]
+    return _Compiled(insert(table).values({c.name: bindparam(c.name) for c in columns}),
+                     dialect, columns)
+
+
+class AppendStatements:
+    """lock (UPDATE ... RETURNING), insert entries and nodes, record a head; one dialect."""
+
+    def __init__(self, dialect: Dialect, lock: Any, signed: Any, entries: Table, nodes: Table,
+                 heads: Table) -> None:
+        self._lock = _Compiled(lock, dialect)
+        self._signed = _Compiled(signed, dialect)
+        self._entries = _insert_all(entries, dialect)
+        self._nodes = _insert_all(nodes, dialect)
+        self._heads = _insert_all(heads, dialect, skip=("id",))
+
+    def _run(self, conn: Connection, stmt: _Compiled, values: dict[str, Any]) -> tuple | None:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(stmt.sql, stmt.params(stmt.defaults(values)))
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.close()
+
+    def lock(self, conn: Connection, **values: Any) -> tuple:
+        return self._run(conn, self._lock, values)
+
+    def record_head(self, conn: Connection, head: dict[str, Any], signed_at: int) -> None:
+        self._run(conn, self._heads, head)
+        self._run(conn, self._signed, {"signed_size": head["size"], "signed_at": signed_at})
+
+    def insert(self, conn: Connection, entries: Sequence[dict], nodes: Sequence[dict]) -> None:
+        cursor = conn.connection.cursor()
+        try:
+            for stmt, rows in ((self._entries, entries), (self._nodes, nodes)):
+                if len(rows) == 1:
+                    cursor.execute(stmt.sql, stmt.params(rows[0]))
+                elif rows:
+                    cursor.executemany(stmt.sql, [stmt.params(r) for r in rows])
+        finally:
+            cursor.close()

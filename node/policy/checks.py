@@ -95,7 +95,7 @@ def check_request(grant: DatasetGrant, *, dataset: str, kind: str, elements: int
 def check_quotas(conn: Connection, grant: DatasetGrant, *, dataset: str, elements: int, epoch: int,
                  now: datetime | None = None) -> None:
     """Raise PolicyRefusal if `elements` more would exceed a quota. Race-free only inside
-    node.policy.admission's serialised transaction."""
+    node.policy.querylog's serialised transaction."""
     now = now or SYSTEM_CLOCK.now()
     windows = (("daily", grant.daily_elements, now - timedelta(days=1), None),
                ("monthly", grant.monthly_elements, now - timedelta(days=30), None),

@@ -11,7 +11,7 @@ the same way.
 
 What makes one applicant fast is what the asking side keeps between queries: the
 partner's tag table is synced once per dataset version and key epoch and held in memory
-(node/asker/peer_tables.py, `ctx.caches.peer_tables`), the channel to the partner stays
+(node/asker/streams.py, `ctx.caches.peer_tables`), the channel to the partner stays
 open (`ctx.channels`), the partner's description of the dataset is reused for
 `[service] listing_cache_seconds` (`ctx.caches.peer_listings`; a version no longer served
 is asked again under a fresh one), a local source's members are read once per version

@@ -9,6 +9,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -17,13 +20,36 @@ from node.runtime.context import NodeContext
 from node.storage.schema import node_state
 
 
+# Who acts in this thread when it is not the OS account: a console user (`acting_as`).
+_ACTING: ContextVar[str | None] = ContextVar("shuqiao_actor", default=None)
+
+
+def _clean_actor(name: str) -> str:
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "._-:" else "_" for c in name)[:64]
+
+
 def actor() -> str:
-    """Who acted: the operating-system account running the command (or "cli")."""
+    """Who acted: the console user acting in this thread (`acting_as`), else the
+    operating-system account running the command (or "cli")."""
+    acting = _ACTING.get()
+    if acting:
+        return acting
     try:
         name = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         name = "cli"
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:64] or "cli"
+    return _clean_actor(name).replace(":", "_") or "cli"
+
+
+@contextmanager
+def acting_as(name: str | None) -> Iterator[None]:
+    """Ledger the admin actions of this thread (and of what it calls) as `name`, e.g.
+    "console:<token name>"; None keeps the default (the OS account)."""
+    token = _ACTING.set(_clean_actor(name) or None if name else None)
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
 
 
 def record(ctx: NodeContext, conn: Connection, action: str, subject: str, **details) -> None:

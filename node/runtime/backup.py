@@ -45,7 +45,7 @@ from node.ledger.tables import ledger_signing_keys
 from node.runtime.backup_manifest import (FILES, FORMAT, KEK_FILE, MANIFEST, BackupError, fsync_path,
                                           sha256_file, sign_manifest)
 from node.runtime.context import NodeContext
-from node.storage.private_files import private_dir, write_private
+from node.storage.schema import private_dir, write_private
 
 __all__ = ["BackupResult", "take_backup", "sqlite_database", "snapshot_sqlite"]
 

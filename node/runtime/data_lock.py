@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from node.core.errors import StorageError
-from node.storage.private_files import private_dir
+from node.storage.schema import private_dir
 
 __all__ = ["LOCK_NAME", "DataDirLocked", "DataDirLock", "holder"]
 

@@ -36,7 +36,7 @@ from node.core.errors import ShuqiaoError
 from node.runtime.admin_log import config_digest, enforced_policy, policy_digest, record_policy_if_changed
 from node.runtime.context import NodeContext
 from node.runtime.data_lock import holder
-from node.storage.private_files import write_private
+from node.storage.schema import write_private
 
 REQUEST_NAME = "reload.request"
 STATUS_NAME = "reload.status"
@@ -120,8 +120,10 @@ def apply(ctx: NodeContext, new: NodeConfig, trigger: str) -> ReloadResult:
 
 # -- the request and status files (shuqiao reload <-> the serving node) -----------------
 
-def write_request(data_dir: Path, nonce: str, config_path: Path) -> None:
-    _write_json(data_dir / REQUEST_NAME, {"nonce": nonce, "config": str(config_path)})
+def write_request(data_dir: Path, nonce: str, config_path: Path, actor: str | None = None) -> None:
+    """`actor`: who asked, when not the OS account (a console user: "console:<token name>")."""
+    _write_json(data_dir / REQUEST_NAME, {"nonce": nonce, "config": str(config_path),
+                                          **({"actor": actor} if actor else {})})
 
 
 def take_request(data_dir: Path) -> dict:
@@ -172,8 +174,10 @@ def running_serve(config: NodeConfig) -> int | None:
     return pid
 
 
-def request_reload(config: NodeConfig, config_path: Path, timeout: float = 60.0) -> dict:
+def request_reload(config: NodeConfig, config_path: Path, timeout: float = 60.0,
+                   actor: str | None = None) -> dict:
     """Signal the running node to reload and wait for its status (a dict, see write_status).
+    The reload is ledgered as `actor`'s when given (the console asks for its user).
 
     Raises:
         ReloadError: no node serves this data directory, or it did not answer in time.
@@ -183,7 +187,7 @@ def request_reload(config: NodeConfig, config_path: Path, timeout: float = 60.0)
         raise ReloadError(f"no node is serving {config.data_dir}; the config applies when "
                           "`shuqiao serve` starts")
     nonce = uuid.uuid4().hex
-    write_request(config.data_dir, nonce, config_path.resolve())
+    write_request(config.data_dir, nonce, config_path.resolve(), actor)
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -45,7 +45,7 @@ from node.runtime.backup_manifest import (FILES, KEK_FILE, MANIFEST, RestoreRefu
                                           fsync_path, read_manifest)
 from node.runtime.data_lock import LOCK_NAME, DataDirLock
 from node.runtime.restore_checks import verify_snapshot
-from node.storage.private_files import open_private, private_dir
+from node.storage.schema import open_private, private_dir
 
 __all__ = ["RestoreResult", "restore"]
 

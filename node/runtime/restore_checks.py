@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, create_engine, exc as sa_exc, select, text
 
 from node.keys import paillier_keys
-from node.keys.oprf_keys import key_purpose as oprf_purpose
+from node.keys.workers import key_purpose as oprf_purpose
 from node.keys.pki import TlsIdentityError, load_tls_identity, node_id_from_cert
 from node.keys.secrets import KeyEncryptionKey, SealError
 from node.ledger import Ledger, LedgerPublicKey, LedgerSigningKey

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from node.core.config import ConfigError, NodeConfig, load_config
 from node.runtime import live_config
+from node.runtime.admin_log import acting_as
 from node.runtime.context import NodeContext
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Reloader:
         data_dir = self.ctx.config.data_dir
         request = live_config.take_request(data_dir)
         try:
-            result = self._apply(request)
+            with acting_as(str(request.get("actor") or "") or None):
+                result = self._apply(request)
         except Exception as exc:  # the old config stays; the details go to the log only
             from node.core.incidents import opaque_message, record
             result = live_config.ReloadResult(
@@ -80,4 +82,6 @@ class Reloader:
 
 
 def _trigger(request: dict) -> str:
+    if str(request.get("actor") or "").startswith("console:"):
+        return "console"
     return "reload" if request.get("nonce") else "sighup"

@@ -16,13 +16,13 @@ from node.agency.statistics import StatisticsAnswerer
 from node.agency.membership import MembershipAnswerer
 from node.transport.identity import PartnerInterceptor, peer_node_id
 from node.runtime.context import NodeContext
-from node.core.incidents import IncidentInterceptor
+from node.transport.identity import IncidentInterceptor
 from node.runtime.data_lock import DataDirLock
 from node.transport.channels import grpc_options
 from node.keys.pki import load_tls_identity
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.rpc.shuqiao.v1 import statistics_pb2_grpc
-from node.transport.stream_limits import StreamLimitInterceptor
+from node.transport.identity import StreamLimitInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
     for warning in coverage_warnings([ctx.config]):
         log.warning("witnessing: %s", warning)
     if port_file:
-        from node.storage.private_files import write_private
+        from node.storage.schema import write_private
         tmp = port_file.with_suffix(".tmp")
         write_private(tmp, (str(port) + (f"\n{node.http_port}" if node.http is not None else "")).encode())
         os.replace(tmp, port_file)

@@ -24,7 +24,7 @@ from node.core.config import NodeConfig
 from node.core.errors import InvalidRequest, OutOfRange
 from node.runtime.context import NodeContext
 from node.ledger.alarms import ROUNDS
-from node.transport.retry import Backoff, retrying, transient
+from node.transport.channels import Backoff, retrying, transient
 from node.transport.status import refused_as
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def witness_partners(ctx: NodeContext, *, backoff: Backoff = ROUND_BACKOFF) -> d
     """One witnessing round; returns partner -> "pushed/pulled" verdicts or an error name.
 
     Each step is safe to repeat, so a partner that is transiently unreachable is tried
-    again after a pause (node/transport/retry.py) before the round gives up on it.
+    again after a pause (node/transport/channels.py) before the round gives up on it.
     """
     from node.ledger.grpc_service import exchange_notes
     from node.ledger.witness import Witness

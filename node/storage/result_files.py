@@ -2,7 +2,7 @@
 
 Every command that writes a result for an operator (answers, decisions, figures, rejected
 rows) writes it here, so every such file is owner-only from its first byte (it names
-applicants: :mod:`node.storage.private_files`), written next to its final name and
+applicants: :mod:`node.storage.schema`), written next to its final name and
 renamed into place once complete (a failed run leaves no half-written result), and
 carries the facts of its query (query id, ledger position, ...):
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from node.core.errors import InvalidInput
-from node.storage.private_files import open_private
+from node.storage.schema import open_private
 
 FORMATS = (".csv", ".xlsx", ".json", ".jsonl")
 XLSX_MAX_ROWS = 1_048_576  # a worksheet's rows, the header included

@@ -1,4 +1,5 @@
-"""Storage: SQLAlchemy Core tables for datasets, keys, tag tables and the query log.
+"""Storage: SQLAlchemy Core tables for datasets, keys, tag tables and the query log, and the
+files that may hold personal data, the database first, owner-only.
 
 SQLite (WAL, synchronous=FULL) is the embedded default; any SQLAlchemy URL works, and
 PostgreSQL is tested against a real server. Core rather than the ORM because the hot
@@ -6,13 +7,27 @@ paths are bulk inserts of dataset rows and tag chunks.
 
 The query log is append-only: UPDATE and DELETE are refused by the database itself
 (triggers), not only by this code.
+
+Files that may hold personal data are owner-only (0600, directories 0700) whatever the
+umask. A node's data directory holds its database (identifiers, sealed or not, and the query
+log), its key-encryption key, cached partner tables, and the operator's result files
+name applicants. Each is created with its final mode (``os.open`` with 0600, then
+``fchmod``, since a umask can only narrow the mode and an unusual one may be in force),
+never chmod-ed after the data is in; and the node's processes run with umask 077
+(:func:`restrict_umask`), so files that libraries create (SQLite's -wal and -shm, say)
+are owner-only too.
 """
 from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, Column, DateTime, Engine, Float, ForeignKey, Index, Integer,
     LargeBinary, MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
 )
+from sqlalchemy.engine import make_url
 
 metadata = MetaData()
 
@@ -202,7 +217,7 @@ node_state = Table(
 
 # The answering node's claim on every query id it admitted, holding what the query
 # reserved against the partner's element quotas and DP budget until its query-log row
-# settles it (node/policy/admission.py). The primary key makes a query id answerable once;
+# settles it (node/policy/querylog.py). The primary key makes a query id answerable once;
 # a claim never settled (the node stopped mid-query) keeps counting in full.
 query_claims = Table(
     "query_claims", metadata,
@@ -214,7 +229,7 @@ query_claims = Table(
     Index("ix_query_claims_open", "partner", "dataset", "settled"),
 )
 
-# Running totals of the query log for /metrics (node/policy/metrics.py), bumped in the
+# Running totals of the query log for /metrics (node/policy/querylog.py), bumped in the
 # transaction that writes each query-log row, so a scrape reads a few rows whatever the
 # log's length and agrees with it. Labels are configured names only ("other" for the rest);
 # `bucket` is the index of the query's latency bucket.
@@ -318,3 +333,71 @@ def _append_only_ddl(dialect: str, table: str) -> list[str]:
             for op in ("UPDATE", "DELETE")
         ]
     raise ValueError(f"unsupported database dialect for the append-only log: {dialect}")
+
+
+# -- owner-only files ----------------------------------------------------------------------
+
+PRIVATE_UMASK = 0o077
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def restrict_umask() -> None:
+    """Make every file and directory this process creates owner-only from now on."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) if missing and make it 0700."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.chmod(path, 0o700)
+    except PermissionError:  # another owner: acceptable only if it is closed already
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise PermissionError(f"directory {path} is open to group or others and this user "
+                                  f"cannot close it; run `chmod 700 {path}` as its owner") from None
+    return path
+
+
+def open_private(path: str | os.PathLike[str], mode: str = "w", **kwargs):
+    """``open(path, mode)`` for writing a file that is 0600 from its first byte.
+
+    ``mode`` is "w"/"wb" (truncate) or "a"/"ab" (append); other arguments go to
+    :func:`open` (encoding, newline). A symlink at ``path`` is refused.
+    """
+    if mode.replace("b", "") not in ("w", "a"):
+        raise ValueError("open_private writes: mode is w, wb, a or ab")
+    flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through open(); narrow it
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` (0600) in place of its old content."""
+    with open_private(path, "wb") as f:
+        f.write(data)
+
+
+def private_sqlite(url: str) -> None:
+    """For a SQLite file database: create the file 0600 before SQLite does, and narrow
+    an existing one and its journals. SQLite gives -wal and -shm the database's mode."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.database.startswith("file:"):
+        return  # a URI filename; its owner chose its place and mode
+    db = Path(parsed.database)
+    if not db.parent.is_dir():
+        return  # SQLite says so when it opens
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600))
+    for p in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            os.chmod(p, 0o600)
+        except FileNotFoundError:
+            pass

@@ -1,7 +1,7 @@
 """The statistics streams' envelopes: protobuf messages to session messages and back.
 
 The aggregate and threshold sessions (protocols/aggregate.py,
-protocols/threshold_session.py) speak the plain messages of protocols/rounds.py, one
+protocols/threshold_session.py) speak the plain messages of protocols/session.py, one
 type per body of proto/shuqiao/v1/statistics.proto with the same field names; a
 large round is a protocol message's bytes cut into ``StatisticsChunk`` pieces. This
 module converts between the two, adding only the node's own fields (query id,
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 
-from protocols.errors import ProtocolStateError
-from protocols.rounds import (
+from protocols.session import ProtocolStateError
+from protocols.session import (
     BODIES, AggregateSummary, ElementBatch, Evaluated, InvalidRound, Piece, Reassembly,
     StatisticsAccepted, ThresholdSummary, Unexpected, chunk_size, split,
 )

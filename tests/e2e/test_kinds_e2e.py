@@ -81,7 +81,7 @@ def test_labels_of_unmatched_rows_cannot_be_opened(scenario):
     """The fund centre holds every sealed label after a sync, but opens only what it asked."""
     from node.core.config import load_config
     from node.runtime.context import NodeContext
-    from node.asker.peer_tables import load_arrays, dataset_info, sync_tag_table
+    from node.asker.streams import load_arrays, dataset_info, sync_tag_table
     from node.asker import membership as asker
     from node.datasets.tag_tables import label_context
     from protocols import labels, oprf

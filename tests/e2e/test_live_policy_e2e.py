@@ -22,7 +22,7 @@ from node.ledger.http import new_token
 from node.rpc.shuqiao.v1 import membership_pb2 as pb
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.admin_log import policy_digest
-from node.storage.private_files import write_private
+from node.storage.schema import write_private
 
 from . import fixtures as fx
 

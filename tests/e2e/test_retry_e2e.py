@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from node.asker.peer_tables import dataset_info
+from node.asker.streams import dataset_info
 from node.core.config import load_config
 from node.core.errors import PartnerError
 from node.rpc.shuqiao.v1 import membership_pb2_grpc as pb_grpc
 from node.runtime.context import NodeContext
 from node.server.witnessing import witness_partners
 from node.transport.channels import partner_channel
-from node.transport.retry import Backoff
+from node.transport.channels import Backoff
 
 from . import fixtures as fx
 

@@ -13,8 +13,7 @@ from node.core.config import NodeConfig
 from node.core.service_config import Role
 from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token, digest_of
 from node.http.idempotency import idempotent, request_digest
-from node.runtime.caches import NodeCaches
-from node.runtime.database import open_store
+from node.runtime.context import NodeCaches, open_store
 
 TOKENS = {"ops": "operator-token-1", "ops2": "operator-token-2", "adm": "admin-token-1", "aud": "auditor-token-1"}
 
@@ -124,6 +123,16 @@ def test_session_expires_when_idle(world):
     assert world.client.get("/ops").status_code == 401
     world.ctx.clock.advance(minutes=-61)
     assert world.client.get("/ops").status_code == 401  # deleted, not only refused
+
+
+def test_a_session_in_use_stays_open_though_its_use_is_written_now_and_then(world):
+    secret = world.auth.open_session(Principal("aud", Role.AUDITOR))
+    world.client.cookies.set(SESSION_COOKIE, secret)
+    for _ in range(4):  # 200 minutes in all, never 60 idle
+        world.ctx.clock.advance(minutes=50)
+        assert world.client.get("/ops").status_code == 403  # known (its role refused), not 401
+    world.ctx.clock.advance(seconds=30)
+    assert world.client.get("/ops").status_code == 403
 
 
 def test_a_forged_or_stale_cookie_opens_nothing(world):

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from node.ledger import Ledger, LedgerSigningKey, QueryEntry
 from node.ledger.tables import install_ledger_triggers
-from node.runtime.database import create_schema
+from node.runtime.context import create_schema
 from node.storage.schema import make_engine
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from adapters import synthetic_resident_id
 from node.ledger import AdminEntry, LedgerSigningKey, WitnessEntry, decode, encode
 from node.ledger.canonical import CanonicalError, IdentifierLeak, clean_text, dump, parse
-from node.ledger.receipts import make_receipt
+from node.ledger.entries import make_receipt
 
 from .helpers import query
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from node.ledger import LedgerPublicKey, LedgerSigningKey, Receipt, SignedTreeHead
-from node.ledger.receipts import (QueryMetadata,
+from node.ledger.entries import (QueryMetadata,
     ReceiptError,
     ReceiptMismatch,
     ReceiptSignatureError,

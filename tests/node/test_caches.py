@@ -19,7 +19,7 @@ from node.datasets.statistics_rows import hashed_rows, version_columns
 from node.datasets.versions import current_version
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
-from node.runtime.caches import BoundedCache, Claims
+from node.runtime.context import BoundedCache, Claims
 from node.runtime.context import NodeContext
 from protocols import cardinality as card
 from protocols import psi_shuffle as ps

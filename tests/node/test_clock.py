@@ -17,7 +17,7 @@ from node.datasets.epochs import due
 from node.datasets.registration import list_versions, register, retire
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
-from node.keys.oprf_keys import epoch_started
+from node.keys.workers import epoch_started
 from node.ledger import decode
 from node.runtime.context import NodeContext
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import insert
 
 from node.console.audit_stats import MAX_DAYS, collect
-from node.runtime.database import open_store
+from node.runtime.context import open_store
 from node.storage.schema import query_log
 
 

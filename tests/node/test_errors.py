@@ -68,7 +68,7 @@ def test_former_value_errors_still_are():
     from node.language.tokens import ParseError
     from node.ledger.anchor import CertificationError
     from node.ledger.canonical import IdentifierLeak
-    from node.ledger.receipts import ReceiptMismatch
+    from node.ledger.entries import ReceiptMismatch
     from node.ledger.signing import KeyChanged
     from node.rules.language import RuleError
     for cls in (ParseError, CertificationError, IdentifierLeak, ReceiptMismatch, KeyChanged, RuleError):
@@ -190,7 +190,7 @@ def test_anything_else_goes_to_the_incident_handler_untouched(exc):
 def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
     """protocols/ knows nothing of the node's errors: the answering side reads each of a
     session's refusals as one of the hierarchy's, which the table gives its status."""
-    from protocols import rounds
+    from protocols import session as rounds
     from node.agency.admission import as_refusal
     refusal = as_refusal(getattr(rounds, refused)("the aggregate round was cut short"))
     assert isinstance(refusal, errors.Refusal) and refusal.reason == "the aggregate round was cut short"
@@ -198,7 +198,7 @@ def test_what_a_session_refuses_keeps_its_status_and_words(refused, code):
 
 
 def test_a_message_out_of_turn_is_a_protocol_violation():
-    from protocols.errors import ProtocolStateError
+    from protocols.session import ProtocolStateError
     from node.agency.admission import as_refusal
     refusal = as_refusal(ProtocolStateError("expected a batch, got the header"))
     assert isinstance(refusal, errors.ProtocolViolation)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from node.core.config import NodeConfig
-from node.policy.metrics import LATENCY_BUCKETS, OTHER, bucket_of, count_query, labels, totals
+from node.policy.querylog import LATENCY_BUCKETS, OTHER, bucket_of, count_query, labels, totals
 from node.policy.querylog import QueryRecord
-from node.runtime.database import open_store
+from node.runtime.context import open_store
 
 PURPOSE = "flexible-worker-deposit"
 

@@ -8,7 +8,7 @@ import pytest
 
 from node.core.errors import PartnerError
 from node.ledger.sources import SourceError
-from node.transport.retry import Backoff, retrying, transient
+from node.transport.channels import Backoff, retrying, transient
 
 S = grpc.StatusCode
 

@@ -12,7 +12,7 @@ from node.core.config import load_config
 from node.runtime.context import NodeContext
 from node.datasets.registration import RegistrationError, list_versions, register
 from node.devtools.localnet import Federation
-from node.runtime.database import open_store
+from node.runtime.context import open_store
 from node.devtools.synthetic import write_csv
 
 
@@ -107,7 +107,7 @@ def test_sealed_keys_only_in_the_database(agency, tmp_path):
     with open_csv(path) as src:
         register(agency, "roll", src, id_column="sfzh", id_type=IdType.CN_RESIDENT_ID,
                  source_kind="csv", source_label="x")
-    from node.keys.oprf_keys import key_purpose
+    from node.keys.workers import key_purpose
     from protocols import oprf
     with agency.engine.connect() as conn:
         (blob,) = conn.execute(sa.text("SELECT sealed_key FROM oprf_keys")).scalars().all()

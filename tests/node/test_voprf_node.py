@@ -14,7 +14,7 @@ from node.asker import membership as asker
 from node.core.config import load_config
 from node.runtime.context import NodeContext
 from node.datasets.registration import register
-from node.keys.oprf_keys import key_purpose
+from node.keys.workers import key_purpose
 from node.devtools.localnet import Federation
 from node.server.serve import NodeServer
 from protocols import oprf

@@ -1,6 +1,6 @@
 """Test helper: a statistics session's messages through the real protobuf envelopes.
 
-Every message of protocols/rounds.py is put into its body of
+Every message of protocols/session.py is put into its body of
 proto/shuqiao/v1/statistics.proto, serialised, parsed and taken out again, so a
 two-party run in one process sees exactly what crosses the wire (and a field that
 does not exist in the proto fails here). Only the generated message classes are used.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from node.rpc.shuqiao.v1 import statistics_pb2 as spb
-from protocols.rounds import (
+from protocols.session import (
     BODIES, AggregateSummary, ElementBatch, Evaluated, Piece, StatisticsAccepted, ThresholdSummary,
 )
 

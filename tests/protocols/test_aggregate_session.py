@@ -17,8 +17,8 @@ import pytest
 from protocols import psi_shuffle as ps
 from protocols.aggregate import AggregateAnswerer, AggregateAsker, has_repeats
 from protocols.dp import EpsilonBudget, ReleasePlan
-from protocols.errors import ProtocolStateError
-from protocols.rounds import (
+from protocols.session import ProtocolStateError
+from protocols.session import (
     StatisticsAccepted, AggregateSummary, BudgetRefused, InvalidRound, Piece, Unanswerable, split,
 )
 

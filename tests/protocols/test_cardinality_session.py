@@ -13,7 +13,7 @@ from protocols import cardinality as card
 from protocols import cardinality_session as cs
 from protocols import group
 from protocols.dp import DiscreteLaplace
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 
 from .wire import Link
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols import h2c
+from protocols import group as h2c
 
 from .vectors import load_json
 

@@ -14,7 +14,7 @@ import pytest
 
 from protocols import group, oprf
 from protocols import membership as ms
-from protocols.errors import ProtocolStateError
+from protocols.session import ProtocolStateError
 from protocols.oprf import OprfSecretKey
 
 from .vectors import load_json

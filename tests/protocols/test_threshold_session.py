@@ -15,8 +15,8 @@ import pytest
 
 from protocols import labels, oprf
 from protocols import threshold as th
-from protocols.errors import ProtocolStateError
-from protocols.rounds import (
+from protocols.session import ProtocolStateError
+from protocols.session import (
     ElementBatch, Evaluated, InvalidRound, Piece, StreamEnded, ThresholdSummary,
 )
 from protocols.threshold_session import ThresholdAnswerer, ThresholdAsker, check_applicants

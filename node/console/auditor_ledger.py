@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from node.core.errors import InvalidInput
 from node.console.audit_checks import check_consistency, check_given_inclusion, check_head, check_inclusion, \
     parse_hashes
 from node.console.audit_words import WORDS
@@ -42,7 +43,7 @@ TYPES = ("query", "admin", "witness")
 ENTRY_OUTCOMES = (*OUTCOMES, "admitted", *WITNESS_VERDICTS)
 
 
-class BadInput(ValueError):
+class BadInput(InvalidInput, ValueError):
     """A parameter the page cannot use; the message is shown to the auditor."""
 
 

@@ -23,6 +23,7 @@ from typing import Callable
 from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
 
+from node.core.errors import InvalidInput
 from node.storage.schema import open_private, private_dir
 
 UPLOAD_DIR = "console-uploads"
@@ -30,7 +31,7 @@ DRAIN_BYTES = 64 << 20  # read and discard at most this much of a refused body
 COPY_CHUNK = 1 << 20
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(InvalidInput):
     """The uploaded file is over the node's limit."""
 
 

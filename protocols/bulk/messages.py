@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ProtocolStateError  # the one wrong-round error, shared by every protocol
+from ..session import ProtocolStateError  # the one wrong-round error, shared by every protocol
 from .params import WIDTH, WIDTH_BYTES
 
 __all__ = [

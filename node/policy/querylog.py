@@ -293,7 +293,7 @@ def bucket_of(seconds: float) -> int:
 
 
 def _configured_purposes(config: NodeConfig) -> set[str]:
-    return {code for d in config.datasets for g in d.grants for code in g.purpose_codes}
+    return {p.code for d in config.datasets for g in d.grants for p in g.purposes}
 
 
 def _vouched(value: str, pattern: re.Pattern) -> bool:
@@ -316,7 +316,7 @@ def labels(config: NodeConfig, record: QueryRecord) -> dict[str, str]:
         dataset = record.dataset if answered and _vouched(record.dataset, _DATASET) else OTHER
         purpose = record.purpose if answered and _vouched(record.purpose, _PURPOSE) else OTHER
     else:
-        dataset = record.dataset if config.dataset(record.dataset) is not None else OTHER
+        dataset = record.dataset if any(d.name == record.dataset for d in config.datasets) else OTHER
         purpose = record.purpose if record.purpose in _configured_purposes(config) else OTHER
     return {"role": record.role if record.role in ROLES else OTHER,
             "kind": record.kind if record.kind in KINDS else OTHER,

@@ -126,7 +126,7 @@ _ERRORS = {
     428: {"description": "No Idempotency-Key"},
     429: {"description": "This token's rate, or the partner's quota for this node, is used up"},
     502: {"description": "The partner answered wrongly or failed"},
-    503: {"description": "The partner cannot be reached"},
+    503: {"description": "The partner cannot be reached, or the node's rule file is missing or invalid"},
 }
 
 
@@ -177,7 +177,7 @@ def _status(exc: Exception) -> int:
     from node.rules.realtime import RulesNotConfigured, UnknownRule
     if isinstance(exc, UnknownRule):
         return 404
-    return 409 if isinstance(exc, RulesNotConfigured) else 422
+    return 503 if isinstance(exc, RulesNotConfigured) else 422  # the node's rule file: not the request
 
 
 def _run(ctx: NodeContext, rule_file, name: str, body: CheckIn) -> tuple[int, dict]:

@@ -11,7 +11,7 @@ the same way.
 
 What makes one applicant fast is what the asking side keeps between queries: the
 partner's tag table is synced once per dataset version and key epoch and held in memory
-(node/asker/peer_tables.py, `ctx.caches.peer_tables`), the channel to the partner stays
+(node/asker/streams.py, `ctx.caches.peer_tables`), the channel to the partner stays
 open (`ctx.channels`), the partner's description of the dataset is reused for
 `[service] listing_cache_seconds` (`ctx.caches.peer_listings`; a version no longer served
 is asked again under a fresh one), a local source's members are read once per version
@@ -51,7 +51,8 @@ class InvalidApplicant(InvalidInput):
 
 
 class RulesNotConfigured(InvalidInput):
-    """The node has no `[service] rules_file`."""
+    """The node has no usable rule file: `[service] rules_file` is unset, unreadable or
+    invalid (the node's configuration to fix, not the request)."""
 
 
 class UnknownRule(RuleError):
@@ -84,8 +85,8 @@ def service_rules(ctx: NodeContext) -> RuleFile:
     """The rule file of `[service] rules_file`, parsed once per change on disk.
 
     Raises:
-        RulesNotConfigured: no rule file configured.
-        RuleError: the file cannot be read or is invalid (with its location).
+        RulesNotConfigured: no rule file configured, or it cannot be read or is invalid
+            (the message names the file and, for an invalid one, where).
     """
     configured = ctx.config.service.rules_file
     if configured is None:
@@ -93,10 +94,12 @@ def service_rules(ctx: NodeContext) -> RuleFile:
     path = ctx.config.path(configured)
     try:
         stat = path.stat()
+        return ctx.caches.rule_files.get_or_build((str(path), stat.st_mtime_ns, stat.st_size),
+                                                  lambda: load_rule_file(Path(path)))
     except OSError:
-        raise RuleError(f"the rule file {path} cannot be read; check [service] rules_file") from None
-    return ctx.caches.rule_files.get_or_build((str(path), stat.st_mtime_ns, stat.st_size),
-                                              lambda: load_rule_file(Path(path)))
+        raise RulesNotConfigured("the node's rule file cannot be read; check [service] rules_file") from None
+    except RuleError as exc:
+        raise RulesNotConfigured(f"the node's rule file is not valid: {exc}") from None
 
 
 def rule_purposes(ctx: NodeContext, rule_file: RuleFile, name: str) -> dict[str, str]:

@@ -93,6 +93,10 @@ def test_the_rule_file_is_read_again_when_it_changes(fund):
     first = service_rules(ctx)
     (tmp_path / "rules.toml").write_text(RULES + "\n# edited\n", encoding="utf-8")
     assert service_rules(ctx) is not first
+    (tmp_path / "rules.toml").write_text(RULES + "\n[surprise]\n", encoding="utf-8")
+    with pytest.raises(RulesNotConfigured, match="(?s)not valid.*surprise: unknown table"):
+        service_rules(ctx)
+    (tmp_path / "rules.toml").write_text(RULES, encoding="utf-8")
     configured = ctx.config
     ctx.config = configured.model_copy(update={"service": configured.service.model_copy(
         update={"rules_file": None})})

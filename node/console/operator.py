@@ -26,7 +26,7 @@ from node.http.auth import Authenticator, Principal
 from node.jobs import queue
 from node.jobs.inputs import ListSpec, file_format
 from node.runtime.context import NodeContext
-from node.storage.private_files import open_private
+from node.storage.schema import open_private
 
 WORDS = operator_words.WORDS
 CHUNK = 1 << 20

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from node.asker.probe import Probe
 from node.datasets.versions import DatasetVersion, list_versions
-from node.keys.oprf_keys import current_epoch, epoch_started
+from node.keys.workers import current_epoch, epoch_started
 from node.ledger.anchor import current_certification
 from node.ledger.signing import SignatureError, SignedTreeHead
 from node.ledger.tables import witness_cosignatures

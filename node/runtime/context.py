@@ -147,6 +147,8 @@ class NodeCaches:
     # ... which of them were checked against which description, and recent descriptions.
     peer_synced: BoundedCache = _cache("partners' checked tables", 16)
     peer_listings: BoundedCache = _cache("partners' dataset descriptions", 16)
+    # The console: each partner's last probe (node/asker/probe.py), with when it was taken.
+    partner_probes: BoundedCache = _cache("partners' probes", 256)
     # Rules: the identifiers of a local dataset version's rows (under a predicate).
     local_members: BoundedCache = _cache("local rule sources", 2)
     # The service's rule file, parsed, by (path, modification time, size).

@@ -22,7 +22,7 @@ from node.core.config import load_config
 from node.datasets.registration import register
 from node.devtools.localnet import Federation
 from node.devtools.synthetic import write_csv
-from node.policy.admission import reserve
+from node.policy.querylog import reserve
 from node.runtime.context import NodeContext
 from node.storage.schema import jobs
 

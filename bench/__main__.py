@@ -11,11 +11,12 @@ from . import membership_bench
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("--only", default="membership,kinds,ledger,he,stats,bulk",
+    ap.add_argument("--only", default="membership,kinds,ledger,he,stats,bulk,realtime",
                     help="comma-separated: membership, kinds, ledger, he (protocol only), "
                          "stats (aggregate and threshold between nodes), bulk (OT-extension "
                          "PSI, the engine alone and the bulk kind between two nodes, against "
-                         "SecretFlow ECDH/KKRT/RR22)")
+                         "SecretFlow ECDH/KKRT/RR22), realtime (POST /v1/checks latency over "
+                         "HTTPS against a 1M-row partner dataset)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the benchmarks run")
     ap.add_argument("--work", type=Path, help="keep generated files here")
     args = ap.parse_args()
@@ -39,6 +40,9 @@ def main() -> None:
         if "bulk" in only:
             from . import bulk_bench
             bulk_bench.run(work / "bulk", quick=args.quick)
+        if "realtime" in only:
+            from . import realtime_bench
+            realtime_bench.run(work / "realtime", quick=args.quick)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -313,6 +313,9 @@ def run(work: Path, *, functions: bool = False) -> None:
                 extra["idle"] = sorted(probe.visits(role, f"idle-{path}", "all"))
             _emit(bench="paths", commit=commit, path=path, side=role,
                   **_counts(probe.visits(role, epoch, scope)), **extra)
+        # The path as a newcomer follows it: every module either process ran, once.
+        both = set(probe.visits("asker", epoch, scope)) | set(probe.visits("answerer", epoch, scope))
+        _emit(bench="paths", commit=commit, path=path, side="both", **_counts(both))
 
 
 def main() -> None:

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
+import grpc
 import numpy as np
 
 from protocols import labels, oprf
 from protocols import membership as ms
 from protocols.session import ProtocolStateError
 
-from node.asker.streams import dataset_info, load_arrays, match_tags, prepare_table, sync_tag_table
+from node.asker.streams import forget_listing, listing, load_arrays, match_tags, sync_tag_table
 from node.asker.streams import Exchange, accept_receipt, asker_record, converse, logged_query, partner_call
 from node.core.errors import NotServed, PartnerError
 from node.core.progress import Progress, no_progress
@@ -57,17 +58,36 @@ _KIND_PB = {"membership": pb.QUERY_KIND_MEMBERSHIP, "labeled": pb.QUERY_KIND_LAB
 
 def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
                inputs: Sequence[bytes], progress: Progress = no_progress, *, kind: str = "membership",
-               predicate: str | None = None, consent_digest: str | None = None
-               ) -> MembershipResult:
+               predicate: str | None = None, consent_digest: str | None = None,
+               listing_max_age: float = 0.0) -> MembershipResult:
     """Which of `inputs` (encoded identifiers) are in the partner's dataset.
 
     kind "predicate" asks membership in the rows satisfying `predicate`; kind "labeled"
     also opens the allow-listed attributes of matched rows (optionally on a predicate).
+    `listing_max_age` > 0 lets the query use the partner's description of the dataset
+    fetched that many seconds ago or less (peer_tables.listing); if the partner no longer
+    serves the version or key epoch it names, the query is asked once more under a
+    fresh description (the refused one stays in the query log).
 
     Raises:
         PartnerError: unreachable partner, refusal (with the partner's reason), a partner
             that dies mid-query, or a malformed answer. The query is logged either way.
     """
+    remembered: list[bool] = []
+    try:
+        return _membership(ctx, partner, dataset, purpose, inputs, progress, kind, predicate,
+                           consent_digest, listing_max_age, remembered)
+    except PartnerError as exc:
+        if not (remembered and remembered[0] and exc.code == grpc.StatusCode.FAILED_PRECONDITION):
+            raise
+        forget_listing(ctx, partner, dataset, predicate)
+    return _membership(ctx, partner, dataset, purpose, inputs, progress, kind, predicate,
+                       consent_digest, 0.0, [])
+
+
+def _membership(ctx: NodeContext, partner: str, dataset: str, purpose: str, inputs: Sequence[bytes],
+                progress: Progress, kind: str, predicate: str | None, consent_digest: str | None,
+                listing_max_age: float, remembered: list[bool]) -> MembershipResult:
     if not inputs:
         raise ValueError("nothing to ask: no valid identifier in the input")
     if kind not in _KIND_PB or (kind == "predicate" and not predicate) or (
@@ -80,8 +100,8 @@ def membership(ctx: NodeContext, partner: str, dataset: str, purpose: str,
     with logged_query(ctx, record):
         stub = pb_grpc.MembershipStub(partner_channel(ctx, partner))
         deadline = cfg.grpc.deadline_seconds
-        info = (prepare_table(stub, partner, dataset, predicate, deadline) if predicate
-                else dataset_info(stub, partner, dataset, deadline))
+        info, cached = listing(ctx, stub, partner, dataset, predicate, deadline, listing_max_age)
+        remembered.append(cached)
         record.version, record.epoch, record.predicate = info.version, info.epoch, info.predicate
         if kind == "labeled" and not info.label_length:
             raise partner_refusal(partner, f"offers no labels on {dataset!r} to this node", NotServed)

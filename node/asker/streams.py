@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -233,13 +234,47 @@ def prepare_table(stub, partner: str, dataset: str, predicate: str, deadline: fl
                 pb.PrepareTableRequest(dataset=dataset, predicate=predicate), deadline)
 
 
+def listing(ctx: NodeContext, stub, partner: str, dataset: str, predicate: str | None, deadline: float,
+            max_age: float = 0.0) -> tuple[pb.DatasetInfo, bool]:
+    """(the partner's description of `dataset`, whether it came from this node's memory).
+
+    With `max_age` > 0 a description fetched less than that many seconds ago is used
+    again (a real-time check would otherwise spend a round trip per applicant on it); a
+    query refused because the version or epoch it names is no longer served is asked
+    again with a fresh one (node/asker/membership.py)."""
+    key = (partner, dataset, predicate or "")
+    if max_age > 0:
+        held = ctx.caches.peer_listings.get(key)
+        if held is not None and time.monotonic() - held[0] < max_age:
+            return held[1], True
+    info = (prepare_table(stub, partner, dataset, predicate, deadline) if predicate
+            else dataset_info(stub, partner, dataset, deadline))
+    if max_age > 0:
+        ctx.caches.peer_listings.put(key, (time.monotonic(), info))
+    return info, False
+
+
+def forget_listing(ctx: NodeContext, partner: str, dataset: str, predicate: str | None) -> None:
+    ctx.caches.peer_listings.put((partner, dataset, predicate or ""), (float("-inf"), None))
+
+
 def sync_tag_table(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo,
                    progress: Progress = no_progress) -> CachedTable:
-    """Make sure the partner's table described by `info` is cached; returns it."""
-    t = peer_tag_tables.c
+    """Make sure the partner's table described by `info` is cached; returns it.
+
+    A table checked once against a description is known in memory by that description
+    (digest and key included), so the next query on it reads no database row."""
     if info.oprf_mode not in (oprf.MODE_OPRF, oprf.MODE_VOPRF) or (
             info.oprf_mode == oprf.MODE_VOPRF and not is_valid_element(info.public_key)):
         raise PartnerError(partner, "announced an unsupported OPRF mode or an invalid public key")
+    key = (partner, info.name, info.version, info.epoch, info.predicate, info.tag_table_digest,
+           info.public_key, info.oprf_mode, info.row_count)
+    return ctx.caches.peer_synced.get(key) or ctx.caches.peer_synced.put(
+        key, _sync(ctx, stub, partner, info, progress))
+
+
+def _sync(ctx: NodeContext, stub, partner: str, info: pb.DatasetInfo, progress: Progress) -> CachedTable:
+    t = peer_tag_tables.c
     same = (t.partner == partner, t.dataset == info.name, t.epoch == info.epoch)
     with ctx.engine.connect() as conn:
         pinned = conn.execute(select(t.public_key, t.oprf_mode).where(*same)).first()

@@ -94,6 +94,10 @@ class ServiceSection(_Strict):
     """`[service]`: real-time checks, batch jobs and the console."""
     # The rule file (node/rules/rulefile.py) whose rules checks and jobs may run.
     rules_file: Path | None = None
+    # A real-time check reuses a partner's description of a dataset (version, key epoch,
+    # table digest) fetched this many seconds ago or less, instead of listing it again
+    # per applicant; a query on a version no longer served is asked again (0: always list).
+    listing_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
     # Uploaded applicant lists and job results are kept this long after a job ends,
     # then deleted (the deletion is ledgered).
     result_retention_hours: float = Field(default=72.0, gt=0, le=24 * 365)

@@ -1,6 +1,7 @@
 """The node's HTTP API: auditors read the ledger, admins inspect datasets and policy,
-operators run batch jobs (node/http/jobs.py), a monitoring system scrapes /metrics
-(node/http/metrics.py).
+operators check applicants in real time (node/http/service.py) and run batch jobs
+(node/http/jobs.py), a monitoring system scrapes /metrics (node/http/metrics.py); /docs
+and /openapi.json describe it all (node/http/docs.py).
 
 Role-scoped bearer tokens, configured only as SHA-256 digests; HTTPS with the node's own
 certificate (the federation CA) unless `[http] tls = false`. Served by uvicorn on a
@@ -65,7 +66,7 @@ class ConfigStatusOut(BaseModel):
 
 
 def admin_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(auth.require(Role.ADMIN))])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(auth.require(Role.ADMIN))])
 
     @router.get("/partners/{partner}/datasets")
     def offers(partner: str) -> list[dict]:
@@ -142,10 +143,13 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
 
     `extensions` add routes above this layer (the console, node/console/), before the
     ledger app takes every remaining path."""
+    from node.http.docs import docs_router
     from node.http.health import health_router
     from node.http.headers import SecurityHeaders
     from node.http.jobs import jobs_router
-    from node.http.uploads import BodyLimit
+    from node.http.limits import BodyLimit
+    from node.http.service import MAX_CHECK_BYTES, service_router
+    from node.http.uploads import UploadBound
     from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
@@ -153,14 +157,17 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
     # The ledger app requires an auditor token on every route; admin routes get their own,
     # and the health probes none (they are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
-    outer.add_middleware(BodyLimit, ctx=ctx)  # inside the incident guard and the headers
+    outer.add_middleware(UploadBound, ctx=ctx)  # every API body, inside the incident guard
     guard(outer)
+    outer.add_middleware(BodyLimit, limits={("POST", "/v1/checks"): MAX_CHECK_BYTES})
     outer.add_middleware(SecurityHeaders, tls=ctx.config.http.tls)
     auth = Authenticator(ctx)
     outer.include_router(health_router(ctx, grpc_serving))
+    outer.include_router(service_router(ctx, auth))
     outer.include_router(admin_router(ctx, auth))
     outer.include_router(metrics_router(ctx, auth))
     outer.include_router(jobs_router(ctx, auth))
+    outer.include_router(docs_router(auth))
     for extend in extensions:
         extend(outer, ctx, auth)
     outer.mount("/", app)

@@ -18,8 +18,7 @@ from datetime import timedelta
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, insert, or_, select
 
 from node.http.auth import Principal
 from node.runtime.context import NodeContext
@@ -40,52 +39,45 @@ def request_digest(*parts: bytes | str) -> str:
 
 def idempotent(ctx: NodeContext, principal: Principal, key: str | None, digest: str,
                run: Callable[[], tuple[int, dict]]) -> JSONResponse:
-    """Run `run` once per (token, key); `run` returns (status, JSON body)."""
+    """Run `run` once per (token, key); `run` returns (status, JSON body).
+
+    A request under way holds its key in this process's memory (one `serve` process owns
+    the data directory), and its answer is stored in the same commit that forgets expired
+    keys: one commit per request. A node that stops mid-request has stored nothing, so
+    the retry runs.
+    """
     if key is None:
         raise HTTPException(status_code=428, detail=f"every POST needs an {HEADER} header "
                             "(a fresh UUID per request; send the same one again when retrying)")
     if not KEY.fullmatch(key):
         raise HTTPException(status_code=400, detail=f"{HEADER} must be 1-128 printable ASCII characters")
     where = (idempotency_keys.c.token_name == principal.name, idempotency_keys.c.key == key)
-    now = ctx.clock.now()
-    with ctx.engine.begin() as conn:
-        conn.execute(delete(idempotency_keys).where(
-            idempotency_keys.c.created_at < now - timedelta(hours=ctx.config.service.idempotency_hours)))
-    try:
-        with ctx.engine.begin() as conn:
-            conn.execute(insert(idempotency_keys).values(
-                token_name=principal.name, key=key, request_digest=digest, status=0, body=None, created_at=now))
-    except IntegrityError:
-        return _replay(ctx, where, digest)
-    try:
-        status, body = run()
-    except BaseException:
-        _forget(ctx, where)  # nothing was answered: a retry may run
-        raise
-    if status >= 500:
-        _forget(ctx, where)
-    else:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        with ctx.engine.begin() as conn:
-            conn.execute(update(idempotency_keys).where(*where).values(status=status, body=data))
-    return JSONResponse(body, status_code=status)
-
-
-def _replay(ctx: NodeContext, where, digest: str) -> JSONResponse:
-    with ctx.engine.connect() as conn:
-        row = conn.execute(select(idempotency_keys).where(*where)).first()
-    if row is None:  # forgotten between the insert and now: the first run failed
+    claim = (principal.name, key)
+    if not ctx.caches.requests_under_way.claim(claim):
         raise HTTPException(status_code=409, detail="the first request with this Idempotency-Key "
-                            "failed; retry with the same key")
+                            "is still running; retry later with the same key", headers={"Retry-After": "1"})
+    try:
+        expired = ctx.clock.now() - timedelta(hours=ctx.config.service.idempotency_hours)
+        with ctx.engine.connect() as conn:
+            row = conn.execute(select(idempotency_keys).where(*where, idempotency_keys.c.created_at >= expired)).first()
+        if row is not None:
+            return _replay(row, digest)
+        status, body = run()
+        if status < 500:  # an answer that failed inside the node is not kept: a retry runs again
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            with ctx.engine.begin() as conn:
+                conn.execute(delete(idempotency_keys).where(
+                    or_(idempotency_keys.c.created_at < expired, and_(*where))))
+                conn.execute(insert(idempotency_keys).values(
+                    token_name=principal.name, key=key, request_digest=digest, status=status, body=data,
+                    created_at=ctx.clock.now()))
+        return JSONResponse(body, status_code=status)
+    finally:
+        ctx.caches.requests_under_way.release(claim)
+
+
+def _replay(row, digest: str) -> JSONResponse:
     if row.request_digest != digest:
         raise HTTPException(status_code=422, detail="this Idempotency-Key was used for another "
                             "request; use a fresh key for a new request")
-    if row.status == 0:
-        raise HTTPException(status_code=409, detail="the first request with this Idempotency-Key "
-                            "is still running; retry later with the same key", headers={"Retry-After": "1"})
     return JSONResponse(json.loads(row.body), status_code=row.status, headers={"Idempotent-Replayed": "true"})
-
-
-def _forget(ctx: NodeContext, where) -> None:
-    with ctx.engine.begin() as conn:
-        conn.execute(delete(idempotency_keys).where(*where))

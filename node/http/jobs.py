@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from node.core.errors import InvalidInput, NotPermitted
+from node.core.errors import ConfigError, InvalidInput, NotFound, NotPermitted
 from node.core.service_config import Role
 from node.http.auth import Authenticator, Principal
 from node.http.idempotency import HEADER, idempotent, request_digest
@@ -98,12 +98,18 @@ def _spec(fields: dict, **where) -> ListSpec:
 
 
 def _refused(exc: Exception) -> HTTPException:
+    """The status of a refusal, as real-time checks give it (node/http/service.py): no such
+    job, rule or partner 404; the node's own config at fault (its rule file, a partner
+    without an address) 503; anything else about the request 422."""
+    from node.rules.realtime import RulesNotConfigured, UnknownRule
     if isinstance(exc, NotPermitted):
         return HTTPException(status_code=403, detail=str(exc))
-    if isinstance(exc, queue.JobNotFound):
+    if isinstance(exc, (NotFound, UnknownRule)):
         return HTTPException(status_code=404, detail=str(exc))
     if isinstance(exc, queue.JobConflict):
         return HTTPException(status_code=409, detail=str(exc))
+    if isinstance(exc, (RulesNotConfigured, ConfigError)):
+        return HTTPException(status_code=503, detail=str(exc))
     return HTTPException(status_code=422, detail=str(exc))
 
 
@@ -117,7 +123,7 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             try:
                 job = queue.submit(ctx, owner=principal.name, target=target, spec=spec,
                                    upload=upload, scope=principal)
-            except (InvalidInput, NotPermitted) as exc:
+            except (InvalidInput, NotPermitted, NotFound, ConfigError) as exc:
                 raise _refused(exc) from None
             return 202, job.public()
         return run

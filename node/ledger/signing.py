@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from node.core.clock import SYSTEM_CLOCK
@@ -306,13 +306,19 @@ def pin_partner_key(engine: Engine, partner: str, key: LedgerPublicKey, *,
 
 def partner_key(engine: Engine | Connection, partner: str) -> LedgerPublicKey | None:
     """The ledger key pinned for `partner` (moved by any rotation followed since), if any."""
-    moved = (select(ledger_partner_key_rotations.c.new_key)
-             .where(ledger_partner_key_rotations.c.partner == partner)
-             .order_by(ledger_partner_key_rotations.c.id.desc()).limit(1))
-    first = select(ledger_partner_keys.c.public_key).where(ledger_partner_keys.c.partner == partner)
+    moved, first, given = _PINNED_QUERIES
     if isinstance(engine, Connection):
-        text = engine.execute(moved).scalar() or engine.execute(first).scalar()
+        text = engine.execute(moved, {given: partner}).scalar() or engine.execute(first, {given: partner}).scalar()
     else:
         with engine.connect() as conn:
-            text = conn.execute(moved).scalar() or conn.execute(first).scalar()
+            text = conn.execute(moved, {given: partner}).scalar() or conn.execute(first, {given: partner}).scalar()
     return None if text is None else LedgerPublicKey.from_text(text)
+
+
+# Built once (every query's receipt is checked against the pinned key): the partner is bound.
+_PINNED_QUERIES = (
+    select(ledger_partner_key_rotations.c.new_key)
+    .where(ledger_partner_key_rotations.c.partner == bindparam("pinned_partner"))
+    .order_by(ledger_partner_key_rotations.c.id.desc()).limit(1),
+    select(ledger_partner_keys.c.public_key).where(ledger_partner_keys.c.partner == bindparam("pinned_partner")),
+    "pinned_partner")

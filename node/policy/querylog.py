@@ -47,6 +47,7 @@ raw value can reach a label, and the number of series stays bounded by the confi
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import re
 import time
@@ -141,7 +142,7 @@ class QueryRecord:
             if self.role == "answerer" and not self.claimed and taken(conn, self.query_id):
                 self.written = True  # a refused stream reusing a claimed id: the claim's
                 return None          # own record stands, one per id
-            conn.execute(insert(query_log).values(**values))
+            conn.execute(insert(query_log), values)  # bound, so the statement compiles once
             seconds = time.monotonic() - self.began
             labels = count_query(conn, ctx.config, self, seconds)  # /metrics: the same commit
             if self.claimed:  # never another stream's claim on the same id
@@ -292,7 +293,7 @@ def bucket_of(seconds: float) -> int:
 
 
 def _configured_purposes(config: NodeConfig) -> set[str]:
-    return {code for d in config.datasets for g in d.grants for code in g.purpose_codes}
+    return {p.code for d in config.datasets for g in d.grants for p in g.purposes}
 
 
 def _vouched(value: str, pattern: re.Pattern) -> bool:
@@ -315,7 +316,7 @@ def labels(config: NodeConfig, record: QueryRecord) -> dict[str, str]:
         dataset = record.dataset if answered and _vouched(record.dataset, _DATASET) else OTHER
         purpose = record.purpose if answered and _vouched(record.purpose, _PURPOSE) else OTHER
     else:
-        dataset = record.dataset if config.dataset(record.dataset) is not None else OTHER
+        dataset = record.dataset if any(d.name == record.dataset for d in config.datasets) else OTHER
         purpose = record.purpose if record.purpose in _configured_purposes(config) else OTHER
     return {"role": record.role if record.role in ROLES else OTHER,
             "kind": record.kind if record.kind in KINDS else OTHER,
@@ -329,19 +330,21 @@ def count_query(conn: Connection, config: NodeConfig, record: QueryRecord,
     returns its labels."""
     named = labels(config, record)
     add = {"queries": 1, "elements": int(record.elements), "seconds": float(seconds)}
-    conn.execute(_upsert(conn.dialect.name, {**named, "bucket": bucket_of(seconds), **add}, tuple(add)))
+    conn.execute(_upsert(conn.dialect.name, tuple(add)), {**named, "bucket": bucket_of(seconds), **add})
     return named
 
 
-def _upsert(dialect: str, values: dict, summed: tuple[str, ...]):
-    """INSERT, or add to the existing row of the same labels: one atomic statement."""
+@functools.lru_cache(maxsize=8)
+def _upsert(dialect: str, summed: tuple[str, ...]):
+    """INSERT, or add to the existing row of the same labels: one atomic statement, built
+    once per dialect (its values are bound per execution, so it is compiled once too)."""
     t = query_metrics
     if dialect in ("sqlite", "postgresql"):
-        stmt = (sqlite if dialect == "sqlite" else postgresql).insert(t).values(**values)
+        stmt = (sqlite if dialect == "sqlite" else postgresql).insert(t)
         return stmt.on_conflict_do_update(index_elements=list(_KEY),
                                           set_={c: t.c[c] + stmt.excluded[c] for c in summed})
     if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(t).values(**values)
+        stmt = mysql.insert(t)
         return stmt.on_duplicate_key_update({c: t.c[c] + stmt.inserted[c] for c in summed})
     raise ValueError(f"unsupported database dialect for query metrics: {dialect}")
 

@@ -144,10 +144,19 @@ class NodeCaches:
     bulk_elements: BoundedCache = _cache("bulk elements", 1)
     # The asking side: partners' tag tables read from the database.
     peer_tables: BoundedCache = _cache("partners' tag tables", 4)
+    # ... which of them were checked against which description, and recent descriptions.
+    peer_synced: BoundedCache = _cache("partners' checked tables", 16)
+    peer_listings: BoundedCache = _cache("partners' dataset descriptions", 16)
+    # Rules: the identifiers of a local dataset version's rows (under a predicate).
+    local_members: BoundedCache = _cache("local rule sources", 2)
+    # The service's rule file, parsed, by (path, modification time, size).
+    rule_files: BoundedCache = _cache("rule files", 2)
     # Threshold keys' private halves, unsealed once per context (like the KEK).
     paillier_secrets: BoundedCache = _cache("Paillier private keys", 16)
     # Threshold tables being prepared in the background.
     preparing: Claims = field(default_factory=Claims)
+    # HTTP requests under way, by (token name, Idempotency-Key) (node/http/idempotency.py).
+    requests_under_way: Claims = field(default_factory=Claims)
 
     def clear(self) -> None:
         for value in vars(self).values():

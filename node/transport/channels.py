@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,11 +71,24 @@ def grpc_options(max_message_bytes: int, keepalive_seconds: float = 60.0, *,
 
 
 def partner_channel(ctx: NodeContext, partner_id: str) -> grpc.Channel:
-    """The context's open channel to a partner (created and checked on first use)."""
+    """The context's open channel to a partner (created and checked on first use).
+
+    Several threads (the HTTP API's real-time checks) may ask for it at once: one of them
+    opens it while the others wait, so no second channel is opened and left behind; a
+    partner being reached never holds up the channels to the others."""
     channel = ctx.channels.get(partner_id)
     if channel is None:
-        channel = ctx.channels[partner_id] = open_channel(ctx, partner_id)
+        with _OPENING_GUARD:
+            opening = _OPENING.setdefault((id(ctx.channels), partner_id), threading.Lock())
+        with opening:
+            channel = ctx.channels.get(partner_id)
+            if channel is None:
+                channel = ctx.channels[partner_id] = open_channel(ctx, partner_id)
     return channel
+
+
+_OPENING_GUARD = threading.Lock()
+_OPENING: dict[tuple[int, str], threading.Lock] = {}  # (a context's channel map, partner) -> its lock
 
 
 def open_channel(ctx: NodeContext, partner_id: str, *, timeout: float | None = None) -> grpc.Channel:

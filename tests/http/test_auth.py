@@ -13,7 +13,7 @@ from node.core.config import NodeConfig
 from node.core.service_config import Role
 from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token, digest_of
 from node.http.idempotency import idempotent, request_digest
-from node.runtime.context import open_store
+from node.runtime.context import NodeCaches, open_store
 
 TOKENS = {"ops": "operator-token-1", "ops2": "operator-token-2", "adm": "admin-token-1", "aud": "auditor-token-1"}
 
@@ -32,7 +32,7 @@ def config(tmp_path, *, drop: str | None = None, rate: int = 600) -> NodeConfig:
 @pytest.fixture
 def world(tmp_path):
     ctx = SimpleNamespace(config=config(tmp_path), engine=open_store(f"sqlite:///{tmp_path / 'n.db'}"),
-                          clock=FixedClock())
+                          clock=FixedClock(), caches=NodeCaches())
     auth = Authenticator(ctx)
     app = FastAPI()
     calls = []
@@ -166,3 +166,26 @@ def test_concurrent_retries_run_once(world):
     [t.join() for t in threads]
     assert len(world.calls) == 1
     assert set(results) <= {201, 409} and 201 in results
+
+
+def test_an_answer_is_kept_for_its_hours_only(world):
+    c, h = world.client, {**bearer("ops"), "Idempotency-Key": "kept"}
+    assert c.post("/ops", content=b"a", headers=h).json() == {"n": 1}
+    world.ctx.clock.advance(hours=23)
+    assert c.post("/ops", content=b"a", headers=h).headers["Idempotent-Replayed"] == "true"
+    world.ctx.clock.advance(hours=2)  # past [service] idempotency_hours: a new request
+    assert c.post("/ops", content=b"b", headers=h).json() == {"n": 2}
+    assert c.post("/ops", content=b"b", headers=h).json() == {"n": 2}
+
+
+def test_a_failed_run_keeps_nothing(world):
+    app_ctx, calls = world.ctx, []
+    from node.http.idempotency import idempotent, request_digest
+    p = Principal("ops", Role.OPERATOR)
+
+    def failing():
+        calls.append(1)
+        return 503, {"detail": "partner unreachable"}
+    for _ in range(2):
+        assert idempotent(app_ctx, p, "k", request_digest("x"), failing).status_code == 503
+    assert len(calls) == 2  # the retry ran again

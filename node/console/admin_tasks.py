@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from adapters import SourceError
 
+from node.core.clock import Clock
 from node.core.errors import ConfigError, InvalidInput
 from node.runtime.admin_log import acting_as
 
@@ -47,18 +47,14 @@ class Task:
     kind: str          # "register", "refresh" or "rotate"
     dataset: str
     owner: str         # the token name that started it
-    started: float = field(default_factory=time.time)
+    started_at: datetime  # from the context's clock
     stage: str = "queued"
     done: int = 0
     total: int | None = None
     status: str = "running"  # running, done, failed
     error: str | None = None
     outcome: Outcome | None = None
-    finished: float | None = None
-
-    @property
-    def started_at(self) -> datetime:
-        return datetime.fromtimestamp(self.started, timezone.utc)
+    finished_at: datetime | None = None
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
         self.stage, self.done, self.total = stage, int(done), total
@@ -72,7 +68,8 @@ class Task:
 class Tasks:
     """The console's dataset tasks: at most one running per dataset."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._tasks: OrderedDict[str, Task] = OrderedDict()
 
@@ -96,17 +93,17 @@ class Tasks:
             if any(t.dataset == dataset and t.status == "running" for t in self._tasks.values()):
                 cleanup()
                 raise TaskBusy(f"dataset {dataset!r} has a task running; wait until it ends")
-            task = Task(secrets.token_urlsafe(12), kind, dataset, owner)
+            task = Task(secrets.token_urlsafe(12), kind, dataset, owner, started_at=self.clock.now())
             self._tasks[task.id] = task
             while len(self._tasks) > KEEP:
                 self._tasks.popitem(last=False)
-        threading.Thread(target=self._run, args=(task, work, cleanup, names or {}), daemon=True,
+        threading.Thread(target=self._run, args=(task, work, cleanup, names or {}, self.clock), daemon=True,
                          name=f"console-{kind}").start()
         return task
 
     @staticmethod
     def _run(task: Task, work: Callable[[Task], Outcome], cleanup: Callable[[], None],
-             names: dict[str, str]) -> None:
+             names: dict[str, str], clock: Clock) -> None:
         try:
             with acting_as(f"console:{task.owner}"):
                 task.outcome = work(task)
@@ -125,7 +122,7 @@ class Tasks:
             task.error = opaque_message(record(f"console {task.kind}", exc, log))
             task.status = "failed"
         finally:
-            task.finished = time.time()
+            task.finished_at = clock.now()
             try:
                 cleanup()
             except OSError:

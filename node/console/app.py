@@ -117,7 +117,7 @@ def install_admin(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     from node.console.admin_tasks import Tasks
     from node.console.pages import menu_item
     from node.core.service_config import Role
-    tasks = Tasks()
+    tasks = Tasks(ctx.clock)
     admin_datasets.install(app, ctx, auth, tasks)
     admin_register.install(app, ctx, auth, tasks)
     admin_grants.install(app, ctx, auth)

@@ -147,9 +147,9 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
     from node.http.health import health_router
     from node.http.headers import SecurityHeaders
     from node.http.jobs import jobs_router
-    from node.http.limits import BodyLimit as RouteBodyLimit
+    from node.http.limits import BodyLimit
     from node.http.service import MAX_CHECK_BYTES, service_router
-    from node.http.uploads import BodyLimit
+    from node.http.uploads import UploadBound
     from node.http.metrics import metrics_router
     from node.ledger.http import create_app as ledger_app
     from node.ledger.http import guard
@@ -157,9 +157,9 @@ def create_app(ctx: NodeContext, *, grpc_serving: Callable[[], bool],
     # The ledger app requires an auditor token on every route; admin routes get their own,
     # and the health probes none (they are matched before the mount).
     outer = FastAPI(title="Shuqiao node", docs_url=None, redoc_url=None, openapi_url=None)
-    outer.add_middleware(BodyLimit, ctx=ctx)  # inside the incident guard and the headers
+    outer.add_middleware(UploadBound, ctx=ctx)  # every API body, inside the incident guard
     guard(outer)
-    outer.add_middleware(RouteBodyLimit, limits={("POST", "/v1/checks"): MAX_CHECK_BYTES})
+    outer.add_middleware(BodyLimit, limits={("POST", "/v1/checks"): MAX_CHECK_BYTES})
     outer.add_middleware(SecurityHeaders, tls=ctx.config.http.tls)
     auth = Authenticator(ctx)
     outer.include_router(health_router(ctx, grpc_serving))

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from node.core.errors import InvalidInput, NotPermitted
+from node.core.errors import ConfigError, InvalidInput, NotFound, NotPermitted
 from node.core.service_config import Role
 from node.http.auth import Authenticator, Principal
 from node.http.idempotency import HEADER, idempotent, request_digest
@@ -58,7 +58,6 @@ _FIELD_DOC = {
     "sheet": {"type": "string"},
 }
 _SUBMIT_DOC = {
-    "parameters": [{"name": HEADER, "in": "header", "required": True, "schema": {"type": "string"}}],
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file", "id_column"],
                                            "properties": {"file": {"type": "string", "format": "binary"},
@@ -98,12 +97,18 @@ def _spec(fields: dict, **where) -> ListSpec:
 
 
 def _refused(exc: Exception) -> HTTPException:
+    """The status of a refusal, as real-time checks give it (node/http/service.py): no such
+    job, rule or partner 404; the node's own config at fault (its rule file, a partner
+    without an address) 503; anything else about the request 422."""
+    from node.rules.realtime import RulesNotConfigured, UnknownRule
     if isinstance(exc, NotPermitted):
         return HTTPException(status_code=403, detail=str(exc))
-    if isinstance(exc, queue.JobNotFound):
+    if isinstance(exc, (NotFound, UnknownRule)):
         return HTTPException(status_code=404, detail=str(exc))
     if isinstance(exc, queue.JobConflict):
         return HTTPException(status_code=409, detail=str(exc))
+    if isinstance(exc, (RulesNotConfigured, ConfigError)):
+        return HTTPException(status_code=503, detail=str(exc))
     return HTTPException(status_code=422, detail=str(exc))
 
 
@@ -117,12 +122,12 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
             try:
                 job = queue.submit(ctx, owner=principal.name, target=target, spec=spec,
                                    upload=upload, scope=principal)
-            except (InvalidInput, NotPermitted) as exc:
+            except (InvalidInput, NotPermitted, NotFound, ConfigError) as exc:
                 raise _refused(exc) from None
             return 202, job.public()
         return run
 
-    @router.post("", status_code=202, openapi_extra=_SUBMIT_DOC)
+    @router.post("", status_code=202, openapi_extra=_SUBMIT_DOC, summary="Submit a batch job")
     async def submit(request: Request, principal: Operator, key: Key = None):
         """Queue a job over an uploaded list (multipart) or a named SQL source (JSON)."""
         if key is None:  # refused before the body is read (idempotent() says how)
@@ -163,20 +168,20 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
         finally:
             upload.discard()  # moved into the job's directory if it was queued
 
-    @router.get("")
+    @router.get("", summary="The caller's jobs")
     def listing(principal: Operator, status: queue.Status | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
         """The caller's jobs, newest first."""
         return [j.public() for j in queue.list_jobs(ctx, principal.name, status=status, limit=limit)]
 
-    @router.get("/{job_id}")
+    @router.get("/{job_id}", summary="A job's status and progress")
     def status(job_id: str, principal: Operator) -> dict:
         try:
             return queue.get(ctx, job_id, principal.name).public()
         except queue.JobNotFound as exc:
             raise _refused(exc) from None
 
-    @router.post("/{job_id}/cancel")
+    @router.post("/{job_id}/cancel", summary="Cancel a job")
     def cancel(job_id: str, principal: Operator, key: Key = None):
         def run():
             try:
@@ -197,17 +202,17 @@ def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
     Format = Annotated[Literal["csv", "xlsx", "json"], Query(alias="format")]
     Lang = Literal["zh", "en"]
 
-    @router.get("/{job_id}/result")
+    @router.get("/{job_id}/result", summary="Download a job's answers")
     def result(job_id: str, principal: Operator, fmt: Format = "xlsx", lang: Lang = "zh"):
         """The answers, one row per input row, in the format and language asked."""
         return download(job_id, principal, "result", fmt, lang)
 
-    @router.get("/{job_id}/rejects")
+    @router.get("/{job_id}/rejects", summary="Download the rows a job did not ask")
     def rejects(job_id: str, principal: Operator, fmt: Format = "xlsx", lang: Lang = "zh"):
         """The rows not asked, with every column but the identifier, and the reason."""
         return download(job_id, principal, "rejects", fmt, lang)
 
-    @router.get("/{job_id}/rows")
+    @router.get("/{job_id}/rows", summary="A page of a job's answers or rejects")
     def rows(job_id: str, principal: Operator, table: Literal["result", "rejects"] = "result",
              offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
              lang: Lang = "zh") -> dict:

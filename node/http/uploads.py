@@ -1,6 +1,6 @@
 """Uploads: request bodies bounded while they stream, files received straight to disk.
 
-`[service] max_upload_mib` bounds every request body of the HTTP API (:class:`BodyLimit`,
+`[service] max_upload_mib` bounds every request body of the HTTP API (:class:`UploadBound`,
 one ASGI middleware; the console's pages bound their own uploads, by the same setting, and
 answer in the page): a declared Content-Length beyond it is refused
 before a byte is read, and a body sent without one (chunked) is cut off the moment it
@@ -50,7 +50,7 @@ def _too_large_message(ctx: NodeContext) -> str:
             "accepts ([service] max_upload_mib); split the list into smaller files")
 
 
-class BodyLimit:
+class UploadBound:
     """ASGI middleware: every request body bounded by `[service] max_upload_mib` (plus a
     form's allowance), refused early (Content-Length) or cut off while it streams."""
 
@@ -201,7 +201,7 @@ async def receive_upload(ctx: NodeContext, request: Request, directory: Path,
 
     A form the console's CSRF check has already read (a cookie session without the
     X-CSRF-Token header) is taken from Starlette's parsed form instead; the body was
-    bounded by :class:`BodyLimit` while it was read either way.
+    bounded by :class:`UploadBound` while it was read either way.
 
     Raises:
         HTTPException: 400 (not multipart, malformed, a field too long or repeated files),

@@ -170,6 +170,9 @@ def submit(ctx: NodeContext, *, owner: str, target: RuleTarget | QueryTarget, sp
 
     Raises:
         NotPermitted: the scope does not allow the rule or a purpose it states.
+        NotFound: no such rule or partner (node/jobs/targets.py).
+        ConfigError, RulesNotConfigured: the node's own config is at fault (a partner
+            without an address, the rule file).
         InvalidInput: the target or the list cannot be used (the message says why).
     """
     try:

@@ -14,14 +14,14 @@ from typing import ClassVar
 
 from adapters import IdType
 
-from node.core.errors import ConfigError, InvalidInput, NotPermitted
+from node.core.errors import ConfigError, InvalidInput, NotFound, NotPermitted
 from node.core.progress import Progress
 from node.jobs.files import SELECTIONS, ask_membership
 from node.jobs.inputs import ListSpec
 from node.jobs.results import decisions_table, rejects_table, rule_facts, Rejected
 from node.jobs.saved import Bilingual, KeyWords, save_table
-from node.rules.language import plan
-from node.rules.rulefile import RuleFile, load_rule_file
+from node.rules.realtime import rule_purposes, service_rules
+from node.rules.rulefile import RuleFile
 from node.runtime.context import NodeContext
 
 QUERY_KINDS = ("membership", "labeled", "predicate", "bulk")
@@ -58,59 +58,55 @@ def target_from_params(kind: str, params: dict) -> RuleTarget | QueryTarget:
     return RuleTarget(**params) if kind == RuleTarget.kind else QueryTarget(**params)
 
 
+class UnknownPartner(NotFound):
+    """The job names a partner this node's config does not list."""
+
+
 def rule_file(ctx: NodeContext) -> RuleFile:
-    """The node's rule file, read now (an edited file applies to the next job).
+    """The node's rule file (`[service] rules_file`), as real-time checks read it: an
+    edited file applies to the next job.
 
     Raises:
-        InvalidInput: no rule file configured, or it does not load (RuleError).
+        RulesNotConfigured: no rule file, or it cannot be read or is invalid (the node's
+            to fix, not the caller's).
     """
-    path = ctx.config.service.rules_file
-    if path is None:
-        raise InvalidInput("this node runs no rules: `[service] rules_file` is not set")
-    return load_rule_file(ctx.config.path(path))
+    return service_rules(ctx)
 
 
 def check_target(ctx: NodeContext, target: RuleTarget | QueryTarget, scope=None,
                  spec: ListSpec | None = None) -> tuple[str, ...]:
-    """Refuse a target the caller may not run or this node cannot; returns the list's
+    """Refuse a target this node cannot run or the caller may not; returns the list's
     columns the target reads besides the identifier (a rule's local terms).
 
     Raises:
+        UnknownRule, UnknownPartner: no such rule in the rule file, no such partner.
+        RulesNotConfigured: the node's rule file is missing or invalid.
+        ConfigError: the partner has no address on this node.
         NotPermitted: the scope does not allow the rule, or a purpose it would state.
-        InvalidInput: unknown rule or partner, a kind, predicate or selection that does
-            not fit.
+        InvalidInput: a kind, predicate, selection or column that does not fit.
     """
     if isinstance(target, RuleTarget):
         if spec is not None and spec.auth_column:
             raise InvalidInput("a rule takes no authorisation column; give auth_column with a "
                                "partner query")
+        rules = rule_file(ctx)
+        purposes = rule_purposes(ctx, rules, target.rule)  # UnknownRule, or a purpose missing
         if scope is not None and not scope.may_run(target.rule):
             raise NotPermitted(f"this token may not run rule {target.rule!r}")
-        rules = rule_file(ctx)
-        if target.rule not in rules.rules:
-            raise InvalidInput(f"no rule {target.rule!r} in the rule file "
-                               f"(rules: {', '.join(rules.rules)})")
-        rule = rules.rules[target.rule]
-        for q in plan(rule):
-            if q.is_local(ctx.config.node.id):
-                continue
-            purpose = rules.purpose(target.rule, q.partner)
-            if purpose is None:
-                raise InvalidInput(f"rule {target.rule!r} asks {q.partner} but the rule file "
-                                   "gives no purpose for it ([purposes])")
+        for partner, purpose in purposes.items():
             if scope is not None and not scope.may_state(purpose):
                 raise NotPermitted(f"rule {target.rule!r} states purpose {purpose!r} to "
-                                   f"{q.partner}, which this token may not state")
-        return tuple(sorted(rule.local_columns))
+                                   f"{partner}, which this token may not state")
+        return tuple(sorted(rules.rules[target.rule].local_columns))
+    partner = next((p for p in ctx.config.partners if p.id == target.partner), None)
+    if partner is None:
+        known = ", ".join(sorted(p.id for p in ctx.config.partners)) or "none"
+        raise UnknownPartner(f"no partner {target.partner!r} in this node's config (partners: {known})")
     if scope is not None and not scope.may_state(target.purpose):
         raise NotPermitted(f"this token may not state purpose {target.purpose!r}")
-    try:
-        partner = ctx.config.partner(target.partner)
-    except ConfigError as exc:
-        raise InvalidInput(str(exc)) from None
     if not partner.address:
-        raise InvalidInput(f"partner {target.partner!r} has no address on this node: it "
-                           "cannot be asked")
+        raise ConfigError(f"partner {target.partner!r} has no address in this node's config: "
+                          "it cannot be asked")
     if target.query_kind not in QUERY_KINDS:
         raise InvalidInput(f"kind is one of {', '.join(QUERY_KINDS)}")
     if target.query_kind == "predicate" and not target.predicate:

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from adapters import SourceError
 
-from node.core.errors import InvalidInput, PartnerError, ShuqiaoError
+from node.core.errors import ConfigError, InvalidInput, PartnerError, ShuqiaoError
 from node.core.incidents import opaque_message, record
 from node.jobs.inputs import open_list
 from node.jobs.queue import STOPPED_WHILE_RUNNING, TABLES, Job, Status, get, job_dir
@@ -110,7 +110,7 @@ def _ending(job: Job, progress: JobProgress, exc: BaseException) -> tuple[Status
         return Status.CANCELLED, None
     if progress.stopped or not isinstance(exc, Exception):
         return Status.FAILED, STOPPED_WHILE_RUNNING
-    if isinstance(exc, (PartnerError, InvalidInput, SourceError)):
+    if isinstance(exc, (PartnerError, InvalidInput, SourceError, ConfigError)):
         return Status.FAILED, str(exc)
     if isinstance(exc, ValueError) and _raised_here(exc):
         return Status.FAILED, str(exc)  # the node's own checks of a job's parameters

@@ -144,6 +144,10 @@ def test_roles_owners_and_replays(fed):
             assert client.get(f"/v1/jobs/{job_id}{path}", headers=auth("ops2")).status_code == 404
         assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth("ops2", key=True)).status_code == 404
         wait_for(client, job_id, "done")
+        doc = client.get("/openapi.json", headers=auth()).json()["paths"]
+        assert {"/v1/jobs", "/v1/jobs/{job_id}/result"} <= set(doc)
+        assert set(doc["/v1/jobs"]["post"]["requestBody"]["content"]) == {"multipart/form-data",
+                                                                          "application/json"}
 
 
 def _bomb() -> bytes:

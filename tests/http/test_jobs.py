@@ -474,3 +474,19 @@ def test_an_empty_file_input_is_no_file(node):
                          data={"rule": "known", "id_column": "身份证号"}, files={"file": ("", b"")})
     assert r.status_code == 400 and "no file" in r.json()["detail"]
     assert left_behind(node) == []
+
+
+def test_statuses_say_whose_mistake_it_is(node, monkeypatch):
+    before = job_rows(node)
+    r = post(node, rule="nope")
+    assert r.status_code == 404 and "no rule 'nope'" in r.json()["detail"]
+    r = post(node, rule="", partner="edu", dataset="graduates", purpose="x-y")
+    assert r.status_code == 404 and "no partner 'edu'" in r.json()["detail"]
+    r = post(node, rule="", partner="hrss", dataset="flexible_workers", purpose="flexible-worker-deposit",
+             kind="predicate")
+    assert r.status_code == 422 and "needs a predicate" in r.json()["detail"]
+    service = node.ctx.config.service.model_copy(update={"rules_file": node.root / "missing.toml"})
+    monkeypatch.setattr(node.ctx, "config", node.ctx.config.model_copy(update={"service": service}))
+    r = post(node)
+    assert r.status_code == 503 and "rules_file" in r.json()["detail"]  # the node's to fix
+    assert job_rows(node) == before and left_behind(node) == []

@@ -24,7 +24,7 @@ from adapters import IdType, SourceError, open_csv, open_source, open_sql, open_
 from node.console.admin_common import reason_text, stage_key, words
 from node.console.admin_tasks import Outcome, TaskBusy, Tasks
 from node.console.pages import language, render, translator
-from node.console.uploads import UploadTooLarge, clear_leftovers, keep_upload, limit_uploads
+from node.console.uploads import UploadTooLarge, clear_leftovers, keep_upload, limit_uploads, upload_dir
 from node.core.errors import ConfigError, InvalidInput
 from node.core.service_config import Role
 from node.http.auth import Authenticator, Principal
@@ -244,7 +244,7 @@ async def _kept_file(upload: UploadFile | None, kept: list[Path], data_dir: Path
         hint = "; save it from Excel as .xlsx" if suffix == ".xls" else ""
         raise InvalidInput(f"a dataset is uploaded as a .csv or .xlsx file{hint}")
     try:
-        path = await keep_upload(upload, data_dir, suffix, limit)
+        path = await keep_upload(upload, upload_dir(data_dir), suffix, limit)
     except UploadTooLarge:
         raise InvalidInput("the file is larger than this node accepts") from None
     kept.append(path)

@@ -10,8 +10,6 @@ refuses a larger body before it is read), received into the jobs' incoming folde
 """
 from __future__ import annotations
 
-import uuid
-
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
@@ -20,16 +18,15 @@ from node.console import operator_words
 from node.console.operator_forms import JobForm, choices
 from node.console.operator_results import read_page
 from node.console.pages import language, menu_item, render
+from node.console.uploads import UploadTooLarge, keep_upload
 from node.core.errors import InvalidInput, NotPermitted
 from node.core.service_config import Role
 from node.http.auth import Authenticator, Principal
 from node.jobs import queue
 from node.jobs.inputs import ListSpec, file_format
 from node.runtime.context import NodeContext
-from node.storage.schema import open_private
 
 WORDS = operator_words.WORDS
-CHUNK = 1 << 20
 STEPS = ("queued", "reading", "asking", "writing", "done")
 STEP_OF = {"queued": 0, "starting": 0, "opening": 1, "reading": 1, "writing": 3, "done": 4}
 
@@ -174,10 +171,6 @@ def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
                             media_type=operator_words.MEDIA_TYPES[fmt])
 
 
-class UploadTooLarge(InvalidInput):
-    """The uploaded file is larger than `[service] max_upload_mib`."""
-
-
 def _words(lang: str):
     words = WORDS[lang]
 
@@ -189,21 +182,8 @@ def _words(lang: str):
 
 async def _receive(ctx: NodeContext, upload: UploadFile, fmt: str):
     """The uploaded file copied into the jobs' incoming folder (owner-only), bounded."""
-    limit = ctx.config.service.max_upload_mib * CHUNK
-    path = queue.incoming_dir(ctx) / f"{uuid.uuid4().hex}.{fmt}"
-    size = 0
-    try:
-        with open_private(path, "wb") as out:
-            while chunk := await upload.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise UploadTooLarge(f"the file is larger than this node accepts "
-                                       f"({ctx.config.service.max_upload_mib} MiB)")
-                out.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    if size == 0:
+    path = await keep_upload(upload, queue.incoming_dir(ctx), f".{fmt}", ctx.config.service.max_upload_mib << 20)
+    if path.stat().st_size == 0:
         path.unlink(missing_ok=True)
         raise InvalidInput("the uploaded file is empty")
     return path

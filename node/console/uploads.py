@@ -111,20 +111,21 @@ def clear_leftovers(data_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-async def keep_upload(upload: UploadFile, data_dir: Path, suffix: str, limit: int) -> Path:
-    """Copy an uploaded file into the data directory (0600); returns its path.
+async def keep_upload(upload: UploadFile, folder: Path, suffix: str, limit: int) -> Path:
+    """Copy an uploaded file into `folder` (an owner-only folder of the data directory,
+    the file 0600); returns its path.
 
     Raises:
         UploadTooLarge: the file is over `limit` bytes (nothing is kept).
     """
-    target = upload_dir(data_dir) / f"{secrets.token_hex(12)}{suffix}"
+    target = folder / f"{secrets.token_hex(12)}{suffix}"
     size = 0
     try:
         with open_private(target, "wb") as out:
             while chunk := await upload.read(COPY_CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise UploadTooLarge()
+                    raise UploadTooLarge(f"the file is larger than this node accepts ({limit >> 20} MiB)")
                 out.write(chunk)
     except BaseException:
         target.unlink(missing_ok=True)

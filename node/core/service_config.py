@@ -6,12 +6,13 @@ name is what logs, the ledger and the console show of whoever holds it.
 from __future__ import annotations
 
 import enum
-import os
 import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from node.core.source_config import NamedSqlSource
 
 TOKEN_NAME = r"^[a-z0-9][a-z0-9._-]{1,62}$"
 PURPOSE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
@@ -48,48 +49,6 @@ class TokenEntry(_Strict):
         return v
 
 
-SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
-class ApplicantSource(_Strict):
-    """A named SQL source of applicant lists: `[[service.applicant_sources]]`.
-
-    A batch job names it instead of uploading a file (the fund centre's business system
-    keeps its applications in a database). The node reads it read-only, like a dataset
-    registered with `--sql` (adapters/sql_source.py): a whole table, or one SELECT.
-    The URL may hold a password; keep it out of the config file with `url_env`, the
-    name of an environment variable of the serve process that holds the URL.
-    """
-    name: Annotated[str, Field(pattern=SOURCE_NAME)]
-    description: str = ""
-    url: str | None = None
-    url_env: str | None = None
-    table: str | None = None
-    query: str | None = None
-
-    @model_validator(mode="after")
-    def _one_of_each(self) -> "ApplicantSource":
-        if (self.url is None) == (self.url_env is None):
-            raise ValueError(f"applicant source {self.name!r}: give exactly one of url or url_env")
-        if (self.table is None) == (self.query is None):
-            raise ValueError(f"applicant source {self.name!r}: give exactly one of table or query")
-        return self
-
-    def database_url(self) -> str:
-        """The SQLAlchemy URL (read from the environment for `url_env`).
-
-        Raises:
-            ValueError: `url_env` names an unset variable.
-        """
-        if self.url is not None:
-            return self.url
-        value = os.environ.get(self.url_env or "")
-        if not value:
-            raise ValueError(f"applicant source {self.name!r}: the environment variable "
-                             f"{self.url_env} is not set in the serve process")
-        return value
-
-
 class ServiceSection(_Strict):
     """`[service]`: real-time checks, batch jobs and the console."""
     # The rule file (node/rules/rulefile.py) whose rules checks and jobs may run.
@@ -111,8 +70,9 @@ class ServiceSection(_Strict):
     idempotency_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     # How often the serve process looks for job files past their retention.
     retention_check_seconds: float = Field(default=60.0, ge=0.5, le=24 * 3600)
-    # Named SQL sources a batch job may read its applicants from.
-    applicant_sources: list[ApplicantSource] = Field(default_factory=list)
+    # Named SQL sources a batch job may read its applicants from (the same form as the
+    # datasets' `[[sources.sql]]`: a table or a SELECT, its URL in the file or the environment).
+    applicant_sources: list[NamedSqlSource] = Field(default_factory=list)
     # The console counts queries per calendar day in this time zone (IANA name); times
     # are stored and signed in UTC.
     console_timezone: str = "Asia/Shanghai"
@@ -129,11 +89,11 @@ class ServiceSection(_Strict):
 
     @field_validator("applicant_sources")
     @classmethod
-    def _unique_sources(cls, v: list[ApplicantSource]) -> list[ApplicantSource]:
+    def _unique_sources(cls, v: list[NamedSqlSource]) -> list[NamedSqlSource]:
         names = [s.name for s in v]
         if len(set(names)) != len(names):
             raise ValueError("applicant source names must be unique")
         return v
 
-    def applicant_source(self, name: str) -> ApplicantSource | None:
+    def applicant_source(self, name: str) -> NamedSqlSource | None:
         return next((s for s in self.applicant_sources if s.name == name), None)

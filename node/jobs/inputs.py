@@ -17,7 +17,7 @@ from pathlib import Path
 
 from adapters import IdType, Source, SourceError, open_csv, open_sql, open_xlsx, read_applicants
 
-from node.core.errors import InvalidInput
+from node.core.errors import ConfigError, InvalidInput
 from node.runtime.context import NodeContext
 
 # The uploaded file's extension names its format.
@@ -111,7 +111,7 @@ def open_list(ctx: NodeContext, spec: ListSpec, path: Path | None) -> Source:
                                 f"(configured: {known})")
             try:
                 url = named.database_url()
-            except ValueError as exc:
+            except ConfigError as exc:
                 raise ListError(str(exc)) from None
             return open_sql(url, table=named.table, query=named.query)
         assert path is not None

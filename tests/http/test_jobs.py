@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from adapters import IdType, open_csv, synthetic_resident_id
 from node.core.clock import FixedClock
-from node.core.service_config import ApplicantSource
+from node.core.source_config import NamedSqlSource
 from node.core.config import load_config
 from node.datasets.registration import register
 from node.devtools.localnet import Federation
@@ -334,7 +334,7 @@ def test_a_job_over_a_named_sql_source(node, monkeypatch):
     engine.dispose()
     monkeypatch.setenv("TEST_APPLICATIONS_URL", f"sqlite:///{db}")
     service = node.ctx.config.service.model_copy(update={"applicant_sources": [
-        ApplicantSource(name="pending", url_env="TEST_APPLICATIONS_URL", table="pending")]})
+        NamedSqlSource(name="pending", url_env="TEST_APPLICATIONS_URL", table="pending")]})
     monkeypatch.setattr(node.ctx, "config", node.ctx.config.model_copy(update={"service": service}))
     body = {"source": "pending", "rule": "known", "id_column": "身份证号"}
     r = node.client.post("/v1/jobs", headers=bearer("ops", "sql-1"), json=body)

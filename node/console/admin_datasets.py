@@ -27,6 +27,8 @@ BASE = "/console/admin/datasets"
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -> None:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     admin = auth.require(Role.ADMIN)
     flash = Flash()
 

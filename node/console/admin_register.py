@@ -84,6 +84,8 @@ def _attributes(text: str) -> list[str]:
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator, tasks: Tasks) -> None:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     admin = auth.require(Role.ADMIN)
     base = "/console/admin/datasets"
     limit = lambda: ctx.config.service.max_upload_mib << 20  # noqa: E731 (read per request: a reload may change it)

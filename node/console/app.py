@@ -48,6 +48,8 @@ def safe_next(target: str | None) -> str:
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
     """Add the console to the node's HTTP app (an extension of node/http/app.create_app)."""
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     from node.console import auditor_charts, auditor_ledger, operator, operator_check, overview
     secure = ctx.config.http.tls
     app.mount("/console/static", StaticFiles(directory=str(HERE / "static")), name="console-static")

@@ -117,6 +117,8 @@ def recent_head_sizes(ctx: NodeContext, count: int = 60) -> list[int]:
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     auditor = auth.require(Role.AUDITOR)
     for path, zh, en in (("/console/audit/ledger", "账本查阅", "Ledger"),
                          ("/console/audit/consistency", "一致性证明", "Consistency proof"),

@@ -64,6 +64,8 @@ def _stage_text(t, stage: str) -> str:
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     operator = auth.require(Role.OPERATOR)
     menu_item("/console/ops/jobs", {"zh": "批量核验", "en": "Batch checks"}, Role.OPERATOR)
 

@@ -61,6 +61,8 @@ def _columns(text: str, t) -> dict[str, str]:
 
 
 def install(app: FastAPI, ctx: NodeContext, auth: Authenticator) -> None:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     operator = auth.require(Role.OPERATOR)
     menu_item("/console/ops/check", {"zh": "实时核验", "en": "Real-time check"}, Role.OPERATOR)
 

@@ -101,6 +101,8 @@ def stacked_bars(*, chart_id: str, title: str, categories: Sequence[str],
         ValueError: a series with another number of values than there are categories,
             or a negative value.
     """
+    # Long by design: one SVG document, written top to bottom (axes, bars, legend) so
+    # the markup reads in the order it draws.
     for name, values in series:
         if len(values) != len(categories):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(categories)} categories")

@@ -113,6 +113,8 @@ def _refused(exc: Exception) -> HTTPException:
 
 
 def jobs_router(ctx: NodeContext, auth: Authenticator) -> APIRouter:
+    # Long by design: the routes below are short closures over the context and the roles;
+    # this function is their list, in the order a reader meets them on the page.
     router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     Operator = Annotated[Principal, Depends(auth.require(Role.OPERATOR))]
     Key = Annotated[str | None, Header(alias=HEADER)]

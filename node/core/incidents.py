@@ -80,6 +80,19 @@ def record(where: str, exc: BaseException, logger: logging.Logger | None = None)
 
 # -- HTTP (ASGI) --------------------------------------------------------------------------
 
+class WatchedSend:
+    """An ASGI `send` that remembers whether the response has started: a middleware that
+    fails after that can no longer answer with a status of its own."""
+
+    def __init__(self, send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class IncidentMiddleware:
     """ASGI middleware: an unhandled exception -> 500 {"detail": "internal error; incident <id>"}.
 
@@ -93,19 +106,12 @@ class IncidentMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watched)
         except Exception as exc:
             incident = record(f"{scope.get('method', '?')} {scope.get('path', '?')}", exc)
-            if started:  # a streamed body broke off; the client sees a truncated response
+            if watched.started:  # a streamed body broke off; the client sees a truncated response
                 return
             import json
             body = json.dumps({"detail": opaque_message(incident), "incident": incident}).encode()

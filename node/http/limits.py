@@ -25,7 +25,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _too_large(send, limit)
+            await too_large(send, _limit_text(limit))
             return
         chunks, size, more = [], 0, True
         while more:
@@ -35,7 +35,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send, limit)
+                await too_large(send, _limit_text(limit))
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -51,9 +51,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"the request body is larger than {limit // 1024} KiB"}).encode()
+async def too_large(send: Send, detail: str) -> None:
+    """Answer 413 with `detail` and close the connection (the rest of the body is not read)."""
+    body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _limit_text(limit: int) -> str:
+    return f"the request body is larger than {limit // 1024} KiB"

@@ -16,7 +16,6 @@ is deleted: nothing half-received is kept.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from node.core.errors import InvalidInput
+from node.core.incidents import WatchedSend
+from node.http.limits import too_large
 from node.runtime.context import NodeContext
 from node.storage.schema import open_private
 
@@ -63,9 +64,8 @@ class UploadBound:
         limit = upload_limit(self.ctx) + FORM_ALLOWANCE
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _refuse(send, _too_large_message(self.ctx))
+            return await too_large(send, _too_large_message(self.ctx))
         seen = 0
-        started = False
 
         async def counted():
             nonlocal seen
@@ -76,27 +76,13 @@ class UploadBound:
                     raise BodyTooLarge()
             return message
 
-        async def watched(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             await self.app(scope, counted, watched)
         except BodyTooLarge:
-            if started:
+            if watched.started:
                 raise
-            await _refuse(send, _too_large_message(self.ctx))
-
-
-async def _refuse(send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), (b"cache-control", b"no-store")]})
-    await send({"type": "http.response.body", "body": body})
+            await too_large(send, _too_large_message(self.ctx))
 
 
 @dataclass

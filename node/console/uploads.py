@@ -10,9 +10,9 @@ connection, and nothing of the file is kept.
 An accepted file is copied into the data directory (`console-uploads/`, 0700, files
 0600: it holds personal data) for the registration to read, and deleted when the
 registration ends, whatever its outcome; leftovers of a crash are deleted at start.
-(Before that copy, the form parser keeps a file over 1 MiB in a temporary file of the
-system's temporary directory: created owner-only, deleted when the request ends. Point
-TMPDIR of the serve process at an encrypted or node-owned directory where that matters.)
+(Before that copy, the form parser keeps a file over 1 MiB in a temporary file: `shuqiao
+serve` points its temporary files at `<data_dir>/tmp/`, owner-only, emptied at start;
+node/server/serve.py, private_temp_dir.)
 """
 from __future__ import annotations
 

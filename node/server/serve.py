@@ -66,6 +66,7 @@ class NodeServer:
     def start(self) -> int:
         from node.runtime.admin_log import record_policy_if_changed
         self.ctx.engine  # schema ready before the first call
+        private_temp_dir(self.ctx.config.data_dir)
         record_policy_if_changed(self.ctx)  # the partner list and policy this node runs with
         from node.runtime.ledger_key import certify_at_start
         certify_at_start(self.ctx)  # the ledger key certified by the TLS identity, for auditors
@@ -235,3 +236,17 @@ def _serve(ctx: NodeContext, port_file: Path | None, on_ready, check: str,
     stop.wait()
     log.info("node %s stopping", ctx.config.node.id)
     node.stop()
+
+
+def private_temp_dir(data_dir: Path) -> Path:
+    """Temporary files of this process (the HTTP listener spools uploads over 1 MiB there)
+    go to an owner-only folder of the data directory, never the shared /tmp; what a
+    killed process left there is deleted first."""
+    import shutil
+    import tempfile
+    from node.storage.schema import private_dir
+    folder = data_dir / "tmp"
+    shutil.rmtree(folder, ignore_errors=True)
+    tempfile.tempdir = str(private_dir(folder))
+    return folder
+

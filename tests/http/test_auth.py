@@ -189,3 +189,22 @@ def test_a_failed_run_keeps_nothing(world):
     for _ in range(2):
         assert idempotent(app_ctx, p, "k", request_digest("x"), failing).status_code == 503
     assert len(calls) == 2  # the retry ran again
+
+
+def test_serve_keeps_temporary_files_in_an_owner_only_folder_of_the_data_dir(tmp_path):
+    import os
+    import stat
+    import tempfile
+    from node.server.serve import private_temp_dir
+    before = tempfile.tempdir
+    try:
+        (tmp_path / "tmp").mkdir(mode=0o777)
+        (tmp_path / "tmp" / "left-by-a-killed-process").write_bytes(b"x")
+        folder = private_temp_dir(tmp_path)
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        assert list(folder.iterdir()) == []  # leftovers deleted
+        assert tempfile.gettempdir() == str(folder)  # where the form parser's spooled files go
+        with tempfile.NamedTemporaryFile() as named:
+            assert os.path.dirname(named.name) == str(folder)
+    finally:
+        tempfile.tempdir = before

@@ -29,6 +29,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import delete, insert, select, update
 
 from node.core.service_config import Role, TokenEntry
+from node.ledger.http import bearer_token, hash_token
 from node.runtime.context import NodeContext
 from node.storage.schema import console_sessions
 
@@ -60,11 +61,6 @@ class _Holder:
     digest: bytes
     principal: Principal
     per_minute: int
-
-
-def digest_of(token: str) -> str:
-    """The digest a node stores for a token: "sha256:<hex>"."""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _holders(ctx: NodeContext) -> list[_Holder]:
@@ -117,7 +113,7 @@ class Authenticator:
 
     def by_token(self, token: str | None) -> tuple[Principal, int] | None:
         """The holder of `token` and its rate, comparing against every digest in constant time."""
-        presented = digest_of(token).encode() if token else b""
+        presented = hash_token(token).encode() if token else b""
         found = None
         for holder in _holders(self.ctx):  # no early exit
             if hmac.compare_digest(presented, holder.digest) and found is None:
@@ -203,15 +199,6 @@ class Authenticator:
             raise HTTPException(status_code=403, detail="the form has expired or did not come from "
                                 "this console; reload the page and try again")
         return found
-
-
-def bearer_token(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        return None
-    return token
 
 
 def csrf_token(secret: str) -> str:

@@ -20,7 +20,7 @@ import openpyxl
 import pytest
 import sqlalchemy as sa
 
-from node.http.auth import digest_of
+from node.ledger.http import hash_token as digest_of
 from node.ledger import decode
 
 from . import fixtures as fx

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from node.core.clock import FixedClock
 from node.core.config import NodeConfig
 from node.core.service_config import Role
-from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token, digest_of
+from node.http.auth import SESSION_COOKIE, Authenticator, Principal, csrf_token
+from node.ledger.http import hash_token as digest_of
 from node.http.idempotency import idempotent, request_digest
 from node.runtime.context import NodeCaches, open_store
 

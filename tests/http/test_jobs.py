@@ -23,7 +23,7 @@ from node.core.config import load_config
 from node.datasets.registration import register
 from node.devtools.localnet import Federation
 from node.http.app import create_app
-from node.http.auth import digest_of
+from node.ledger.http import hash_token as digest_of
 from node.jobs import queue
 from node.jobs.worker import claim_next, run_job
 from node.ledger import decode

@@ -6,7 +6,7 @@ import sys
 import tomllib
 
 from node.core.config import NodeConfig
-from node.http.auth import digest_of
+from node.ledger.http import hash_token as digest_of
 
 
 def token_new(*args: str) -> subprocess.CompletedProcess:
